@@ -1,0 +1,281 @@
+"""Run configuration: one dataclass per stage, composed into ``RunConfig``.
+
+Loaded from YAML (``configs/*.yaml``) with overrides such as ``--set distill.steps=200``.
+Unknown fields and ill-typed values fail with one line naming the file and field.
+The resolved config is saved beside every artifact of a run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    kind: str = "aligned"          # aligned | unaligned
+    root: str = ""                 # dataset folder; empty -> generated demo data
+    direction: str = "AtoB"        # AtoB | BtoA
+    load_size: int = 286           # training: resize to this, then random crop
+    crop_size: int = 256           # training crop; test-time resize
+    flip: bool = True
+    serial: bool = False           # unaligned: pair A[i] with B[i mod |B|]
+    train_split: str = "train"
+    eval_split: str = "val"        # aligned: folder; unaligned: 'test' -> testA/testB
+    fid_real: str = ""             # folder(s) of real target images for FID ('' -> eval targets);
+                                   # several joined by ','
+    batch_size: int = 1
+    num_workers: int = 0
+    demo_n: int = 64               # generated data: images per training split
+    demo_size: int = 64
+    demo_seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    teacher: str = "resnet_9blocks"
+    teacher_ngf: int = 64
+    teacher_weights: str = ""      # released latest_net_G.pth, or '' to train one
+    student: str = "super_mobile_resnet_9blocks"
+    student_ngf: int = 64
+    search_space: str = "channels-64-pix2pix"
+    norm: str = "instance"
+    dropout: float = 0.0
+    netD: str = "n_layers"
+    ndf: int = 64
+    n_layers_D: int = 3
+    norm_D: str = "batch"
+    gan_mode: str = "vanilla"      # vanilla | lsgan | hinge
+
+
+@dataclass
+class TeacherConfig:
+    steps: int = 2000
+    lr: float = 2e-4
+    beta1: float = 0.5
+    decay_from: float = 0.5        # fraction of steps after which the LR decays linearly to 0
+    lambda_L1: float = 100.0       # pix2pix
+    lambda_cycle: float = 10.0     # CycleGAN
+    lambda_identity: float = 0.5
+    pool_size: int = 50
+    checkpoint_every: int = 200
+    log_every: int = 20
+    eval_every: int = 0            # 0: only at the end
+
+
+@dataclass
+class DistillConfig:
+    steps: int = 2000
+    lr: float = 2e-4
+    beta1: float = 0.5
+    decay_from: float = 0.5
+    sampler: str = "uniform"       # uniform | sandwich
+    lambda_recon: float = 100.0    # pix2pix 100, CycleGAN 10
+    lambda_distill: float = 1.0    # pix2pix 1, CycleGAN 0.01
+    lambda_gan: float = 1.0
+    distill_points: list = field(default_factory=lambda: ["down2", "block3", "block6", "block9"])
+    checkpoint_every: int = 200
+    log_every: int = 20
+    eval_every: int = 500
+
+
+@dataclass
+class SearchConfig:
+    method: str = "evolution"      # evolution | nsga2
+    budget_macs: float = 0.0       # 0: a tenth of the teacher's MACs
+    population: int = 100
+    parent_ratio: float = 0.25
+    mutation_prob: float = 0.2
+    mutation_ratio: float = 0.5    # share of children made by mutation (rest: crossover)
+    generations: int = 500
+    seed: int = 0
+    max_concurrent: int = 0        # 0: fit the FID pool
+    latency_objective: bool = False
+
+
+@dataclass
+class FinetuneConfig:
+    steps: int = 1000
+    lr: float = 2e-4
+    checkpoint_every: int = 200
+    log_every: int = 20
+
+
+@dataclass
+class PruneConfig:
+    targets: list = field(default_factory=lambda: [0.1])
+    d_target: float = 0.5
+    steps: int = 1000
+    lr_agent: float = 1e-3
+    temperature: float = 0.5
+    base: float = 3.0              # logit offset: gates start open
+    lambda_resource: float = 2.0
+    lambda_lds: float = 1.0
+    lds_k: int = 4                 # neighbourhood size
+    lds_noise: float = 0.05
+    lds_bandwidth: float = 1.0
+    lds_features: str = "discriminator"  # discriminator | fixed
+    peer_feedback: bool = True
+    prune_d: bool = True
+    use_lds: bool = True
+    sample_every: int = 200
+    samples: int = 4
+
+
+@dataclass
+class FidConfig:
+    extractor: str = "auto"        # auto | inception-v3-compat | fid-helper
+    weights: str = ""              # local Inception weights file (optional)
+    batch_size: int = 16
+    num_actors: int = 1
+    kid: bool = True
+    kid_subset_size: int = 1000
+
+
+@dataclass
+class ScaleConfig:
+    workers: int = 1
+    use_gpu: str = "auto"          # auto | true | false
+    cpus_per_worker: int = 1
+    amp: bool = True               # bf16 autocast on GPU
+    max_failures: int = 2
+
+
+@dataclass
+class StoreConfig:
+    url: str = "./runs"            # file path / file:// or s3://bucket/prefix
+    run_id: str = ""               # empty: derived from the config name
+    endpoint_url: str = ""         # S3-compatible server (else AWS_ENDPOINT_URL)
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    fid: FidConfig = field(default_factory=FidConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ---------------------------------------------------------------- building from dicts
+def _coerce(value: Any, typ, where: str):
+    origin = typing.get_origin(typ)
+    if typ is Any:
+        return value
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        return None if value is None else _coerce(value, args[0], where)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no",
+                                                        "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if typ in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            num = float(value) if isinstance(value, str) else value
+            if typ is int:
+                if float(num) != int(float(num)):
+                    raise ValueError
+                return int(float(num))
+            return float(num)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected {typ.__name__}, got {value!r}") from None
+    if typ is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return "" if value is None else str(value)
+    if typ is list or origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+            value = [yaml.safe_load(v) for v in value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return list(value)
+    if dataclasses.is_dataclass(typ):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of fields, got {value!r}")
+        return _build(typ, value, where)
+    return value
+
+
+def _build(cls, data: dict, where: str):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"{where}: unknown field {key!r}; known: {', '.join(sorted(names))}")
+    kw = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kw)
+
+
+def from_dict(data: dict, where: str = "config") -> RunConfig:
+    return _build(RunConfig, data or {}, where)
+
+
+def apply_override(cfg: RunConfig, assignment: str, where: str = "--set") -> RunConfig:
+    """Apply ``section.field=value`` (value parsed as YAML) to ``cfg`` in place."""
+    if "=" not in assignment:
+        raise ConfigError(f"{where} {assignment!r}: expected section.field=value")
+    path, raw = assignment.split("=", 1)
+    parts = path.strip().split(".")
+    obj = cfg
+    for i, part in enumerate(parts):
+        if not dataclasses.is_dataclass(obj) or part not in {f.name for f in dataclasses.fields(obj)}:
+            raise ConfigError(f"{where} {assignment!r}: unknown field {'.'.join(parts[:i + 1])!r}")
+        if i < len(parts) - 1:
+            obj = getattr(obj, part)
+    hints = typing.get_type_hints(type(obj))
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    setattr(obj, parts[-1], _coerce(value, hints[parts[-1]], path))
+    return cfg
+
+
+def load_config(path: Optional[str] = None, overrides=(), store: Optional[str] = None) -> RunConfig:
+    """Read a YAML config (or defaults), apply ``--set`` overrides and ``--store``."""
+    data = {}
+    if path:
+        if not os.path.isfile(path):
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            with open(path) as f:
+                data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f" (line {mark.line + 1})" if mark else ""
+            raise ConfigError(f"config file {path} is not valid YAML{at}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections")
+    cfg = from_dict(data, where=path or "config")
+    for ov in overrides or ():
+        apply_override(cfg, ov)
+    if store:
+        cfg.store.url = store
+    return cfg

@@ -1,0 +1,136 @@
+"""Aligned (pix2pix), unaligned (CycleGAN) and single-folder datasets.
+
+Transforms follow pytorch-CycleGAN-and-pix2pix: in training, resize to ``load_size``,
+random crop to ``crop_size`` and random horizontal flip (the same for A and B of a
+pair); at test time only a resize to ``crop_size``. Outputs are tensors in [-1, 1].
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ..errors import ConfigError, DataError
+from .images import list_images, load_rgb, to_tensor
+
+DIRECTIONS = ("AtoB", "BtoA")
+
+
+@dataclass
+class Transform:
+    load_size: int = 286
+    crop_size: int = 256
+    flip: bool = True
+    train: bool = True
+
+    def params(self, rng=random) -> dict:
+        if not self.train:
+            return {}
+        off = self.load_size - self.crop_size
+        return {"x": rng.randint(0, max(0, off)), "y": rng.randint(0, max(0, off)),
+                "flip": self.flip and rng.random() < 0.5}
+
+    def __call__(self, im: Image.Image, p: dict):
+        if not self.train:
+            return to_tensor(im.resize((self.crop_size, self.crop_size), Image.BICUBIC))
+        size = max(self.load_size, self.crop_size)
+        im = im.resize((size, size), Image.BICUBIC)
+        im = im.crop((p["x"], p["y"], p["x"] + self.crop_size, p["y"] + self.crop_size))
+        if p["flip"]:
+            im = im.transpose(Image.FLIP_LEFT_RIGHT)
+        return to_tensor(im)
+
+
+def _check_direction(direction):
+    if direction not in DIRECTIONS:
+        raise ConfigError(f"direction {direction!r} is not one of: {', '.join(DIRECTIONS)}")
+
+
+class AlignedDataset(Dataset):
+    """Folder of images holding A and B side by side (``<root>/<split>/*.jpg``)."""
+
+    def __init__(self, root, split="train", direction="AtoB", transform: Transform = None,
+                 seed: int = 0):
+        _check_direction(direction)
+        self.folder = os.path.join(os.fspath(root), split)
+        self.paths = list_images(self.folder, f"aligned dataset split {split!r}")
+        self.direction = direction
+        self.transform = transform or Transform(train=split == "train")
+        self.seed = seed
+
+    def __len__(self):
+        return len(self.paths)
+
+    def load_pair(self, i):
+        path = self.paths[i]
+        ab = load_rgb(path)
+        w, h = ab.size
+        if w % 2:
+            raise DataError(f"aligned image {path} has odd width {w}; A and B must be side by "
+                            "side at equal widths")
+        a, b = ab.crop((0, 0, w // 2, h)), ab.crop((w // 2, 0, w, h))
+        return (a, b) if self.direction == "AtoB" else (b, a)
+
+    def __getitem__(self, i):
+        a, b = self.load_pair(i)
+        p = self.transform.params(random)
+        return {"A": self.transform(a, p), "B": self.transform(b, p), "path": self.paths[i]}
+
+
+class UnalignedDataset(Dataset):
+    """``<root>/<split>A`` and ``<root>/<split>B`` (trainA/trainB/testA/testB).
+
+    With ``serial`` the i-th A is paired with the (i mod |B|)-th B, else with a random B.
+    """
+
+    def __init__(self, root, split="train", direction="AtoB", transform: Transform = None,
+                 serial: bool = False, seed: int = 0):
+        _check_direction(direction)
+        root = os.fspath(root)
+        pa = list_images(os.path.join(root, split + "A"), f"unaligned dataset folder {split}A")
+        pb = list_images(os.path.join(root, split + "B"), f"unaligned dataset folder {split}B")
+        self.paths_A, self.paths_B = (pa, pb) if direction == "AtoB" else (pb, pa)
+        self.transform = transform or Transform(train=split == "train")
+        self.serial, self.seed = serial, seed
+
+    def __len__(self):
+        return max(len(self.paths_A), len(self.paths_B))
+
+    def __getitem__(self, i):
+        rng = random  # seeded per worker by the DataLoader
+        pa = self.paths_A[i % len(self.paths_A)]
+        j = i % len(self.paths_B) if self.serial else rng.randrange(len(self.paths_B))
+        pb = self.paths_B[j]
+        return {"A": self.transform(load_rgb(pa), self.transform.params(rng)),
+                "B": self.transform(load_rgb(pb), self.transform.params(rng)),
+                "path": pa, "path_B": pb}
+
+
+class SingleFolderDataset(Dataset):
+    """Every image of one folder, for translation and FID."""
+
+    def __init__(self, folder, transform: Transform = None):
+        self.paths = list_images(folder, "image folder")
+        self.transform = transform or Transform(train=False)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        return {"A": self.transform(load_rgb(self.paths[i]), {}), "path": self.paths[i]}
+
+
+def build_dataset(kind: str, root, split="train", direction="AtoB", load_size=286,
+                  crop_size=256, flip=True, serial=False, seed=0) -> Dataset:
+    train = split == "train"
+    tf = Transform(load_size, crop_size, flip and train, train)
+    if kind == "aligned":
+        return AlignedDataset(root, split, direction, tf, seed)
+    if kind == "unaligned":
+        return UnalignedDataset(root, split, direction, tf, serial, seed)
+    if kind == "single":
+        return SingleFolderDataset(os.path.join(os.fspath(root), split) if split else root, tf)
+    raise ConfigError(f"dataset kind {kind!r} is not one of: aligned, unaligned, single")

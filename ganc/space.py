@@ -1,0 +1,163 @@
+"""Channel configurations and search spaces: the one source of truth for both.
+
+A channel configuration of a mobile ResNet generator has 8 numbers (GUIDE §3):
+
+    [0] stem width; [1] first downsampling (its output is 2x this); [2] second
+    downsampling (output 4x this, also the residual trunk width); [3], [4], [5] inner
+    width / 4 of residual blocks 1-3, 4-6, 7-9; [6], [7] the two transposed convs
+    (outputs 2x and 1x this).
+
+The legacy 6-number form uses one inner width for all blocks: [c0, c1, c2, c3, c4, c5]
+means [c0, c1, c2, c3, c3, c3, c4, c5].
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from .errors import ConfigError
+
+N_POSITIONS = 8
+POSITION_NAMES = (
+    "stem", "down1", "down2", "blocks1-3", "blocks4-6", "blocks7-9", "up1", "up2",
+)
+
+
+@dataclass(frozen=True, order=True)
+class ChannelConfig:
+    """An immutable 8-number channel configuration."""
+
+    channels: tuple[int, ...]
+
+    def __post_init__(self):
+        chans = tuple(int(c) for c in self.channels)
+        if len(chans) != N_POSITIONS:
+            raise ConfigError(
+                f"channel config needs {N_POSITIONS} numbers, got {len(chans)}: {chans}")
+        for i, c in enumerate(chans):
+            if c <= 0:
+                raise ConfigError(
+                    f"channel config position {i} ({POSITION_NAMES[i]}) must be positive, got {c}")
+        object.__setattr__(self, "channels", chans)
+
+    @classmethod
+    def parse(cls, value: "str | Sequence[int] | ChannelConfig") -> "ChannelConfig":
+        """Parse ``"16_16_32_16_32_32_16_16"``, a 6-number legacy string, or a list."""
+        if isinstance(value, ChannelConfig):
+            return value
+        if isinstance(value, str):
+            parts = [p for p in value.strip().replace(",", "_").split("_") if p != ""]
+            try:
+                nums = [int(p) for p in parts]
+            except ValueError:
+                raise ConfigError(
+                    f"channel config {value!r} must be numbers joined by '_', "
+                    "e.g. 16_16_32_16_32_32_16_16") from None
+        else:
+            nums = [int(v) for v in value]
+        if len(nums) == 6:
+            nums = nums[:4] + [nums[3], nums[3]] + nums[4:]
+        elif len(nums) != N_POSITIONS:
+            raise ConfigError(
+                f"channel config {value!r} has {len(nums)} numbers; expected 8 "
+                "(or the legacy 6-number form)")
+        return cls(tuple(nums))
+
+    def __str__(self) -> str:
+        return "_".join(str(c) for c in self.channels)
+
+    def __iter__(self):
+        return iter(self.channels)
+
+    def __getitem__(self, i):
+        return self.channels[i]
+
+    def __len__(self):
+        return N_POSITIONS
+
+    @classmethod
+    def uniform(cls, width: int) -> "ChannelConfig":
+        return cls((width,) * N_POSITIONS)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Allowed widths per position; configs are drawn from the product."""
+
+    name: str
+    choices: tuple[tuple[int, ...], ...]
+
+    def __post_init__(self):
+        ch = tuple(tuple(sorted(set(int(w) for w in c), reverse=True)) for c in self.choices)
+        if len(ch) != N_POSITIONS or any(len(c) == 0 for c in ch):
+            raise ConfigError(f"search space {self.name!r} needs {N_POSITIONS} non-empty positions")
+        object.__setattr__(self, "choices", ch)
+
+    @classmethod
+    def uniform(cls, name: str, widths: Iterable[int]) -> "SearchSpace":
+        widths = tuple(widths)
+        return cls(name, (widths,) * N_POSITIONS)
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for c in self.choices:
+            n *= len(c)
+        return n
+
+    def largest(self) -> ChannelConfig:
+        return ChannelConfig(tuple(c[0] for c in self.choices))
+
+    def smallest(self) -> ChannelConfig:
+        return ChannelConfig(tuple(c[-1] for c in self.choices))
+
+    @property
+    def max_width(self) -> int:
+        return max(max(c) for c in self.choices)
+
+    def sample(self, rng: random.Random) -> ChannelConfig:
+        return ChannelConfig(tuple(rng.choice(c) for c in self.choices))
+
+    def validate(self, config) -> ChannelConfig:
+        cfg = ChannelConfig.parse(config)
+        for i, (c, allowed) in enumerate(zip(cfg, self.choices)):
+            if c not in allowed:
+                raise ConfigError(
+                    f"channel config {cfg}: width {c} at position {i} ({POSITION_NAMES[i]}) "
+                    f"is not in search space {self.name!r}; allowed: "
+                    + ", ".join(str(a) for a in allowed))
+        return cfg
+
+    def contains(self, config) -> bool:
+        try:
+            self.validate(config)
+        except ConfigError:
+            return False
+        return True
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "choices": [list(c) for c in self.choices]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SearchSpace":
+        return cls(d["name"], tuple(tuple(c) for c in d["choices"]))
+
+
+# The search spaces of the released GAN Compression recipes.
+PRESETS = {
+    "channels-64-cycleGAN": SearchSpace.uniform("channels-64-cycleGAN", [64, 48, 32, 24, 16]),
+    "channels-64-pix2pix": SearchSpace.uniform("channels-64-pix2pix", [64, 56, 48, 40, 32, 24, 16]),
+}
+
+
+def get_space(name_or_space) -> SearchSpace:
+    """A preset by name, a dict as written by ``to_dict``, or a SearchSpace."""
+    if isinstance(name_or_space, SearchSpace):
+        return name_or_space
+    if isinstance(name_or_space, dict):
+        return SearchSpace.from_dict(name_or_space)
+    if name_or_space in PRESETS:
+        return PRESETS[name_or_space]
+    raise ConfigError(
+        f"unknown search space {name_or_space!r}; presets: " + ", ".join(sorted(PRESETS)))
