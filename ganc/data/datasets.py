@@ -124,13 +124,16 @@ class SingleFolderDataset(Dataset):
 
 
 def build_dataset(kind: str, root, split="train", direction="AtoB", load_size=286,
-                  crop_size=256, flip=True, serial=False, seed=0) -> Dataset:
-    train = split == "train"
+                  crop_size=256, flip=True, serial=False, seed=0,
+                  train_aug: bool | None = None) -> Dataset:
+    """A dataset by kind; training augmentation defaults to on for the 'train' split."""
+    train = (split == "train") if train_aug is None else train_aug
     tf = Transform(load_size, crop_size, flip and train, train)
     if kind == "aligned":
         return AlignedDataset(root, split, direction, tf, seed)
     if kind == "unaligned":
         return UnalignedDataset(root, split, direction, tf, serial, seed)
     if kind == "single":
-        return SingleFolderDataset(os.path.join(os.fspath(root), split) if split else root, tf)
+        folder = os.path.join(os.fspath(root), split) if split else root
+        return SingleFolderDataset(folder, tf)
     raise ConfigError(f"dataset kind {kind!r} is not one of: aligned, unaligned, single")

@@ -1,0 +1,158 @@
+"""``ganc profile``, ``ganc translate`` and ``ganc nets``."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+GEN_HELP = ("generator: resnet_9blocks, resnet_6blocks, mobile_resnet_9blocks, "
+            "super_mobile_resnet_9blocks, sub_mobile_resnet_9blocks")
+
+
+def _arch_args(p, weights_optional=False):
+    p.add_argument("--netG", help=GEN_HELP + (" (default: from model.json beside --weights)"
+                                              if weights_optional else ""))
+    p.add_argument("--config", help="channel config for sub/super nets, e.g. "
+                                    "16_16_32_16_32_32_16_16 (8 numbers, or the legacy 6)")
+    p.add_argument("--space", help="validate --config against a search space "
+                                   "(channels-64-cycleGAN, channels-64-pix2pix)")
+    p.add_argument("--ngf", type=int, help="base width of resnet/mobile/super nets (default 64)")
+    p.add_argument("--norm", choices=["instance", "batch", "none"],
+                   help="normalization (default instance)")
+
+
+def register(sub):
+    p = sub.add_parser("profile", help="MACs, parameters and latency of a generator",
+                       description="Print MACs (in the GAN Compression tables' convention by "
+                                   "default), parameters and optionally CPU/CUDA latency.")
+    _arch_args(p)
+    p.add_argument("--size", type=int, default=256, help="input height = width (default 256)")
+    p.add_argument("--convention", choices=["torchprofile", "flopcounter"],
+                   default="torchprofile",
+                   help="torchprofile: the published tables' MACs (transposed convs per output "
+                        "element, norms counted); flopcounter: torch FlopCounterMode / 2")
+    p.add_argument("--latency", action="store_true", help="also measure latency (batch 1)")
+    p.add_argument("--repeats", type=int, default=10, help="latency: timed runs (median)")
+    p.add_argument("--device", default="auto", help="latency device: auto, cpu, cuda")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("translate", help="run a generator over a folder of images",
+                       description="Translate every image of --input with a generator and "
+                                   "write PNGs with the same base names to --output. Nothing "
+                                   "is written unless every image translates.")
+    _arch_args(p, weights_optional=True)
+    p.add_argument("--weights", required=True, help="generator state dict (.pth/.pt)")
+    p.add_argument("--input", required=True, help="folder of input images")
+    p.add_argument("--output", required=True, help="folder for the PNG outputs")
+    p.add_argument("--size", type=int, default=256,
+                   help="resize inputs to SIZE x SIZE (default 256; 0 keeps the size)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("nets", help="list registered networks and search spaces")
+    p.set_defaults(func=cmd_nets)
+
+
+def _device(name):
+    import torch
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def cmd_profile(args):
+    from ..errors import ConfigError
+    from ..modelio import as_runnable, build_generator, resolve_spec
+    from ..profile import measure_latency, profile
+
+    if args.size < 8 or args.size % 4:
+        raise ConfigError(f"--size must be a positive multiple of 4, got {args.size}")
+    spec = resolve_spec(args.netG, args.config, args.ngf, args.norm, space=args.space)
+    model = as_runnable(build_generator(spec), spec).to(_device(args.device))
+    res = profile(model, args.size, spec.input_nc, args.convention)
+    res["netG"] = spec.netG
+    if spec.config:
+        res["config"] = spec.config
+    if args.latency:
+        res["latency"] = measure_latency(model, tuple(res["input_size"]), repeats=args.repeats)
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    print(f"{spec.label()} at {args.size}x{args.size}")
+    print(f"  MACs:   {res['macs'] / 1e9:.3f} G  ({res['macs']:,}; {args.convention} convention)")
+    print(f"  params: {res['params'] / 1e6:.3f} M  ({res['params']:,})")
+    if args.latency:
+        lat = res["latency"]
+        print(f"  latency: {lat['median_ms']:.2f} ms median of {lat['repeats']} "
+              f"({lat['device']}, {lat['threads']} threads)")
+    return 0
+
+
+def cmd_translate(args):
+    import torch
+
+    from ..data.images import check_images, list_images, load_rgb, save_png, stem, to_tensor, to_uint8
+    from ..errors import ConfigError
+    from ..log import Progress
+    from ..modelio import load_generator, resolve_spec
+
+    if args.size and (args.size < 8 or args.size % 4):
+        raise ConfigError(f"--size must be a positive multiple of 4 (or 0), got {args.size}")
+    spec = resolve_spec(args.netG, args.config, args.ngf, args.norm, args.weights, args.space)
+    paths = list_images(args.input, "--input folder")
+    stems = [stem(p) for p in paths]
+    dup = {s for s in stems if stems.count(s) > 1}
+    if dup:
+        raise ConfigError(f"--input {args.input} has several images named {sorted(dup)[0]}.*; "
+                          "output names would collide")
+    check_images(paths)
+    device = _device(args.device)
+    model = load_generator(args.weights, spec).to(device)
+
+    out = os.path.abspath(args.output)
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".ganc-translate-", dir=parent)
+    progress = Progress(len(paths), "translate")
+    try:
+        done = 0
+        for i in range(0, len(paths), args.batch_size):
+            batch = []
+            for p in paths[i:i + args.batch_size]:
+                im = load_rgb(p)
+                if args.size:
+                    im = im.resize((args.size, args.size), 3)  # bicubic, as at test time
+                elif im.size[0] % 4 or im.size[1] % 4:
+                    raise ConfigError(f"image {p} is {im.size[0]}x{im.size[1]}; sides must be "
+                                      "multiples of 4 (or pass --size)")
+                batch.append(to_tensor(im))
+            sizes = {tuple(t.shape) for t in batch}
+            with torch.inference_mode():
+                outs = ([model(torch.stack(batch).to(device))] if len(sizes) == 1 else
+                        [model(t[None].to(device)) for t in batch])
+            outs = torch.cat(outs)
+            for j, o in enumerate(outs):
+                save_png(to_uint8(o), os.path.join(tmp, stems[i + j] + ".png"))
+            done += len(batch)
+            progress.update(done)
+        os.makedirs(out, exist_ok=True)
+        for name in sorted(os.listdir(tmp)):
+            os.replace(os.path.join(tmp, name), os.path.join(out, name))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"wrote {len(paths)} images to {out} with {spec.label()}")
+    return 0
+
+
+def cmd_nets(args):
+    from .. import nn as gnn
+    from ..space import PRESETS
+    print("generators:     " + ", ".join(gnn.GENERATORS))
+    print("discriminators: " + ", ".join(gnn.DISCRIMINATORS))
+    for name, sp in PRESETS.items():
+        print(f"search space {name}: widths {list(sp.choices[0])} per position, "
+              f"{sp.size:,} configs")
+    return 0

@@ -1,0 +1,92 @@
+"""Building a generator from a name (+ channel config) and loading its weights.
+
+A folder holding ``model.json`` (a released GAN Compression model, or a ganc model card)
+supplies the architecture, so ``--netG`` and ``--config`` may be left out.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import torch.nn as nn
+
+from . import nn as gnn
+from .errors import ConfigError, WeightsError
+from .space import ChannelConfig, get_space
+from .weights import load_weights
+
+
+@dataclass
+class GeneratorSpec:
+    netG: str
+    config: Optional[str] = None
+    ngf: int = 64
+    norm: str = "instance"
+    input_nc: int = 3
+    output_nc: int = 3
+    dropout: float = 0.0
+
+    def label(self) -> str:
+        return self.netG + (f" ({self.config})" if self.config else "")
+
+
+def read_model_json(weights_path) -> dict:
+    """The ``model.json`` beside a weights file, or {} when there is none."""
+    path = os.path.join(os.path.dirname(os.path.abspath(weights_path)), "model.json")
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from None
+    return data if isinstance(data, dict) else {}
+
+
+def resolve_spec(netG=None, config=None, ngf=None, norm=None, weights=None,
+                 space=None) -> GeneratorSpec:
+    """Fill what the command line left out from a model.json beside the weights."""
+    card = read_model_json(weights) if weights else {}
+    netG = netG or card.get("netG")
+    if not netG:
+        raise ConfigError("--netG is required (no model.json beside the weights names it); "
+                          "choose from: " + ", ".join(gnn.GENERATORS))
+    if netG not in gnn.GENERATORS:
+        raise ConfigError(f"--netG {netG!r} is not a generator; choose from: "
+                          + ", ".join(gnn.GENERATORS))
+    config = config or card.get("config_str") or card.get("config")
+    if config is not None:
+        config = str(ChannelConfig.parse(config))
+        if space:
+            get_space(space).validate(config)
+    if netG == "sub_mobile_resnet_9blocks" and config is None:
+        raise ConfigError("--config is required for sub_mobile_resnet_9blocks "
+                          "(e.g. 16_16_32_16_32_32_16_16)")
+    return GeneratorSpec(netG, config, int(ngf or card.get("ngf", 64)),
+                         norm or card.get("norm", "instance"),
+                         int(card.get("input_nc", 3)), int(card.get("output_nc", 3)))
+
+
+def build_generator(spec: GeneratorSpec) -> nn.Module:
+    return gnn.build(spec.netG, config=spec.config, ngf=spec.ngf, norm=spec.norm,
+                     input_nc=spec.input_nc, output_nc=spec.output_nc, dropout=spec.dropout)
+
+
+def as_runnable(model: nn.Module, spec: GeneratorSpec) -> nn.Module:
+    """A module whose forward(x) runs the chosen network (super + config -> its sub-net)."""
+    if spec.netG.startswith("super_"):
+        return gnn.extract_subnet(model, spec.config or model.largest)
+    return model
+
+
+def load_generator(weights, spec: GeneratorSpec) -> nn.Module:
+    """Build ``spec``, load ``weights`` strictly, return a runnable eval-mode module."""
+    model = build_generator(spec)
+    load_weights(model, weights, arch=spec.label())
+    return as_runnable(model, spec).eval()
+
+
+__all__ = ["GeneratorSpec", "resolve_spec", "build_generator", "load_generator", "as_runnable",
+           "read_model_json", "WeightsError"]
