@@ -1,0 +1,35 @@
+# Quick start:  make demo   (the demo pipeline on generated data)
+#               make test   (the test suite)
+# Both create or refresh .venv (python3 -m venv + pip install -e ".[test]" -c constraints.txt).
+
+PYTHON      ?= python3
+VENV        ?= .venv
+CONSTRAINTS ?= constraints.txt
+BIN          = $(VENV)/bin
+STAMP        = $(VENV)/.ganc-installed
+PYTEST_ARGS ?=
+DEMO_DIR    ?= runs/demo
+
+export RAY_USAGE_STATS_ENABLED = 0
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[test]" -c $(CONSTRAINTS)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m ganc.demo --out $(DEMO_DIR)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/latency.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
