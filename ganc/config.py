@@ -83,6 +83,9 @@ class DistillConfig:
     checkpoint_every: int = 200
     log_every: int = 20
     eval_every: int = 500
+    space_widths: list = field(default_factory=list)  # non-empty: these widths at every
+                                   # position instead of model.search_space (small students)
+    eval_n: int = 0                # FID during distillation on the first n eval images (0: all)
 
 
 @dataclass

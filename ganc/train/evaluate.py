@@ -1,0 +1,1 @@
+"""FID of generators on the eval split (placeholder until ganc.metrics lands)."""

@@ -1,0 +1,81 @@
+"""The step loop shared by the teacher and supernet workers: LR schedule, progress
+lines, metric reports and checkpoints every ``checkpoint_every`` steps, resume."""
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+import torch
+
+from . import common
+from .session import Session
+
+
+def load_modules(modules: dict, opts: dict, state: Optional[dict]) -> int:
+    """Load a checkpoint's nets and optimizers in place; returns the step it holds."""
+    if not state:
+        return 0
+    for name, mod in modules.items():
+        if name in state.get("nets", {}):
+            mod.load_state_dict(state["nets"][name], strict=True)
+    for name, opt in opts.items():
+        if name in state.get("opts", {}):
+            opt.load_state_dict(state["opts"][name])
+    return int(state.get("step", 0))
+
+
+def snapshot(step: int, modules: dict, opts: dict, config: dict, extra: Optional[dict] = None):
+    """A weights-only-loadable checkpoint: tensors, numbers, strings and containers."""
+    return {"step": int(step),
+            "nets": {k: {n: t.detach().cpu() for n, t in m.state_dict().items()}
+                     for k, m in modules.items()},
+            "opts": {k: o.state_dict() for k, o in opts.items()},
+            "config": config, **(extra or {})}
+
+
+def run_steps(sess: Session, *, steps: int, start: int, checkpoint_every: int, log_every: int,
+              lr: float, decay_from: float, opts: dict, batches, train_step: Callable,
+              make_state: Callable[[int], dict], eval_every: int = 0,
+              evaluate: Optional[Callable[[int], dict]] = None, batch_images: int = 1) -> int:
+    """Run steps ``start`` .. ``steps``; returns the last step.
+
+    ``train_step(step, batch) -> {loss name: float}``; ``make_state(step)`` the checkpoint;
+    ``evaluate(step) -> metrics`` (rank 0; its metrics are added to that report).
+    """
+    meter = common.Meter()
+    stage = sess.stage
+    step = start
+    t_start = time.perf_counter()
+    for batch in batches:
+        if step >= steps:
+            break
+        common.set_lr(opts.values(), lr, common.lr_factor(step, steps, decay_from))
+        losses = train_step(step, batch)
+        step += 1
+        meter.add(losses, batch_images)
+        sess.tick(step)
+        at_log = step % max(1, log_every) == 0 or step == steps
+        at_ckpt = step % max(1, checkpoint_every) == 0 or step == steps
+        at_eval = bool(evaluate) and eval_every > 0 and (step % eval_every == 0 or step == steps)
+        if not (at_log or at_ckpt or at_eval):
+            continue
+        metrics = meter.pop()
+        metrics = common.mean_across_ranks(metrics)
+        metrics["lr"] = next(iter(opts.values())).param_groups[0]["lr"] if opts else 0.0
+        if at_eval and sess.is_chief:
+            metrics.update(evaluate(step))
+        if sess.is_chief:
+            common.say(common.progress_line(stage, step, steps, metrics, sess.world))
+            if sess.log is not None:
+                sess.log.scalars(step, metrics)
+        state = make_state(step) if at_ckpt and sess.is_chief else None
+        sess.report(step, metrics, checkpoint=at_ckpt, state=state)
+    if sess.is_chief:
+        common.say(f"[{stage}] {step - start} steps in {time.perf_counter() - t_start:.1f}s")
+    return step
+
+
+def seed_all(seed: int) -> None:
+    import random
+    random.seed(seed)
+    torch.manual_seed(seed)

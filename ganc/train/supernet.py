@@ -1,0 +1,242 @@
+"""Once-for-all supernet distillation (GAN Compression "Fast", GUIDE §3).
+
+A frozen teacher; a ``super_mobile_resnet_9blocks`` student whose sub-networks share
+weights. Each step trains the sub-network(s) chosen by the sampler (``uniform``: one random
+config; ``sandwich``: largest + smallest + one random) with
+
+    lambda_recon * L1(student, target) + lambda_distill * sum_p MSE(map_p(s_p), t_p)
+    + lambda_gan * GAN(D(student))
+
+where target is the real B (paired) or the teacher's output (unpaired), p runs over the
+named points (``distill.distill_points``) and map_p is a learnable 1x1 conv sliced to the
+sub-network's width. A PatchGAN discriminator is trained alongside (on (A, B) pairs for
+aligned data, on B alone for unaligned). Every ``eval_every`` steps rank 0 scores the
+largest and smallest sub-networks by FID on the eval split.
+
+The exported ``supernet/final.pt`` holds what the search stage needs: ``state_dict``
+(supernet weights), ``netG``, ``ngf``, ``norm``, ``search_space`` (dict), ``teacher``
+(reference), ``config`` and ``step``.
+"""
+from __future__ import annotations
+
+import io
+import os
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from .. import nn as gnn
+from ..config import RunConfig, from_dict
+from ..errors import ConfigError
+from ..losses import FeatureDistiller, GANLoss, discriminator_loss, recon_l1
+from ..space import SearchSpace, get_space
+from ..weights import check_fit, read_state_dict
+from . import common
+from .loop import load_modules, run_steps, seed_all, snapshot
+from .sampling import ConfigSampler
+from .session import Session, open_session
+
+STAGE = "supernet"
+
+
+def search_space_of(cfg: RunConfig) -> SearchSpace:
+    """``distill.space_widths`` (uniform) or the preset ``model.search_space``; checked
+    against the student's width."""
+    widths = [int(w) for w in cfg.distill.space_widths]
+    if widths:
+        if any(w <= 0 for w in widths):
+            raise ConfigError(f"distill.space_widths {widths} must be positive")
+        space = SearchSpace.uniform("widths-" + "-".join(str(w) for w in widths), widths)
+    else:
+        space = get_space(cfg.model.search_space)
+    if space.max_width > cfg.model.student_ngf:
+        raise ConfigError(f"search space {space.name!r} reaches width {space.max_width} > "
+                          f"model.student_ngf {cfg.model.student_ngf}; raise student_ngf or "
+                          "set distill.space_widths")
+    return space
+
+
+class DistillNet(nn.Module):
+    """Student supernet + feature mappings: one module (one DDP wrapper) whose forward
+    runs a sub-network and returns its output and distillation loss."""
+
+    def __init__(self, student: nn.Module, distiller: FeatureDistiller):
+        super().__init__()
+        self.student, self.distiller = student, distiller
+
+    def forward(self, x, config, teacher_feats: dict):
+        out, feats = self.student.forward_features(x, config, self.distiller.points)
+        return out, self.distiller(feats, teacher_feats)
+
+
+# ---------------------------------------------------------------- the teacher
+
+
+def resolve_teacher(cfg: RunConfig, run) -> dict:
+    """Where the teacher comes from: ``model.teacher_weights`` (a released
+    ``latest_net_G.pth`` or any state dict, local path or URL) or this run's
+    ``teacher/final.pt``."""
+    m = cfg.model
+    meta = {"netG": m.teacher, "ngf": m.teacher_ngf, "norm": m.norm, "dropout": m.dropout,
+            "input_nc": 3, "output_nc": 3}
+    if m.teacher_weights:
+        src = m.teacher_weights
+        if "://" not in src:
+            src = os.path.abspath(os.path.expanduser(src))
+            if not os.path.isfile(src):
+                raise ConfigError(f"model.teacher_weights {m.teacher_weights!r}: file not found")
+        return {**meta, "source": src}
+    if not run.exists("teacher/final.pt"):
+        raise ConfigError(f"no teacher: set model.teacher_weights to a latest_net_G.pth, or "
+                          f"train one first (ganc train-teacher); looked for "
+                          f"{run.url('teacher/final.pt')}")
+    final = run.get_torch("teacher/final.pt")
+    meta.update({k: final[k] for k in ("netG", "ngf", "norm", "dropout", "input_nc",
+                                       "output_nc") if k in final})
+    return {**meta, "source": run.url("teacher/final.pt"), "step": int(final.get("step", 0))}
+
+
+def _read_source(source: str, endpoint_url: str) -> bytes:
+    if "://" not in source or source.startswith("file://"):
+        path = source[len("file://"):] if source.startswith("file://") else source
+        with open(path, "rb") as f:
+            return f.read()
+    from ..store import open_store
+    parent, name = source.rsplit("/", 1)
+    return open_store(parent, endpoint_url=endpoint_url or None).read_bytes(name)
+
+
+def load_teacher(ref: dict, endpoint_url: str = "") -> nn.Module:
+    net = gnn.build(ref["netG"], ngf=int(ref["ngf"]), norm=ref["norm"],
+                    dropout=float(ref.get("dropout", 0.0)))
+    label = ref["source"]
+    sd = read_state_dict(io.BytesIO(_read_source(ref["source"], endpoint_url)), name=label)
+    check_fit(net, sd, label, arch=f"{ref['netG']} ngf={ref['ngf']} norm={ref['norm']}")
+    net.load_state_dict(sd, strict=True)
+    return net
+
+
+# ---------------------------------------------------------------- per-worker loop
+
+
+def supernet_loop(spec: dict) -> None:
+    """Per-worker entry point (Ray Train ``train_loop_per_worker``)."""
+    sess = open_session(spec)
+    cfg = from_dict(spec["config"])
+    _distill(sess, cfg, spec)
+
+
+def _distill(sess: Session, cfg: RunConfig, spec: dict) -> None:
+    dc, m, dev = cfg.distill, cfg.model, sess.device
+    common.check_positive("distill", steps=dc.steps, checkpoint_every=dc.checkpoint_every,
+                          log_every=dc.log_every)
+    paired = cfg.data.kind == "aligned"
+    space = SearchSpace.from_dict(spec["search_space"])
+    seed_all(cfg.seed)
+    teacher = load_teacher(spec["teacher"], spec.get("endpoint_url", "")).to(dev).eval()
+    common.set_requires_grad([teacher], False)
+    student = gnn.build(m.student, ngf=m.student_ngf, norm=m.norm, dropout=m.dropout).to(dev)
+    if not isinstance(student, gnn.SuperMobileResnetGenerator):
+        raise ConfigError(f"model.student {m.student!r} is not a supernet "
+                          "(use super_mobile_resnet_9blocks)")
+    distiller = FeatureDistiller.from_models(student, teacher, dc.distill_points).to(dev)
+    gen = DistillNet(student, distiller)
+    D = gnn.build(m.netD, input_nc=6 if paired else 3, ndf=m.ndf, n_layers=m.n_layers_D,
+                  norm=m.norm_D).to(dev)
+    modules = {"student": student, "distiller": distiller, "D": D}
+    opts = {"G": torch.optim.Adam(gen.parameters(), lr=dc.lr, betas=(dc.beta1, 0.999)),
+            "D": torch.optim.Adam(D.parameters(), lr=dc.lr, betas=(dc.beta1, 0.999))}
+    start = load_modules(modules, opts, sess.resume_state())
+    sess.open_log(start)
+    ds = common.build_split(cfg, spec["data_root"], cfg.data.train_split, train=True)
+    stream = common.BatchStream(ds, cfg.data.batch_size, sess.rank, sess.world, cfg.seed,
+                                cfg.data.num_workers)
+    gen_p, D_p = common.wrap_ddp(gen, dev), common.wrap_ddp(D, dev)
+    gan = GANLoss(m.gan_mode)
+    sampler = ConfigSampler(space, dc.sampler, cfg.seed)
+    amp = cfg.scale.amp
+    points = list(dc.distill_points)
+
+    def d_input(A, img):
+        return torch.cat([A, img], 1) if paired else img
+
+    def step_fn(step, batch):
+        A, B = batch["A"].to(dev, non_blocking=True), batch["B"].to(dev, non_blocking=True)
+        configs = sampler.configs(step)
+        with torch.no_grad(), common.autocast(dev, amp):
+            t_out, t_feats = teacher.forward_features(A, points)
+        target = B if paired else t_out.detach()
+        common.set_requires_grad([D], False)
+        loss_G = 0.0
+        parts = {"recon": 0.0, "distill": 0.0, "G_GAN": 0.0}
+        fakes = []
+        n = len(configs)
+        with common.autocast(dev, amp):
+            for c in configs:
+                out, l_distill = gen_p(A, c, t_feats)
+                l_recon = recon_l1(out, target)
+                l_gan = gan(D(d_input(A, out)), True, for_discriminator=False)
+                loss_G = loss_G + (dc.lambda_recon * l_recon + dc.lambda_distill * l_distill
+                                   + dc.lambda_gan * l_gan) / n
+                parts["recon"] += l_recon.item() / n
+                parts["distill"] += l_distill.item() / n
+                parts["G_GAN"] += l_gan.item() / n
+                fakes.append(out.detach())
+        opts["G"].zero_grad(set_to_none=True)
+        loss_G.backward()
+        opts["G"].step()
+        common.set_requires_grad([D], True)
+        with common.autocast(dev, amp):
+            real = D_p(d_input(A, B))
+            fake = D_p(d_input(torch.cat([A] * n, 0), torch.cat(fakes, 0)))
+            loss_D = discriminator_loss(gan, real, fake)
+        opts["D"].zero_grad(set_to_none=True)
+        loss_D.backward()
+        opts["D"].step()
+        return {**parts, "D": loss_D.item()}
+
+    evaluate = None
+    if dc.eval_every > 0:
+        from .evaluate import SubnetScorer
+        scorer = SubnetScorer(cfg, spec, dev)
+
+        def evaluate(step):
+            return scorer.score(student, {"largest": space.largest(),
+                                          "smallest": space.smallest()})
+
+    def make_state(step):
+        return snapshot(step, modules, opts, spec["config"])
+
+    student.train(), distiller.train(), D.train()
+    last = run_steps(sess, steps=dc.steps, start=start, checkpoint_every=dc.checkpoint_every,
+                     log_every=dc.log_every, lr=dc.lr, decay_from=dc.decay_from, opts=opts,
+                     batches=stream.from_step(start), train_step=step_fn,
+                     make_state=make_state, eval_every=dc.eval_every, evaluate=evaluate,
+                     batch_images=stream.batch_size)
+    if sess.is_chief:
+        sess.write_final({
+            "netG": m.student, "ngf": m.student_ngf, "norm": m.norm, "dropout": m.dropout,
+            "input_nc": 3, "output_nc": 3, "search_space": space.to_dict(),
+            "teacher": spec["teacher"], "distill_points": points,
+            "state_dict": _cpu(student.state_dict()), "distiller": _cpu(distiller.state_dict()),
+            "netD": _cpu(D.state_dict()), "config": spec["config"], "step": int(last)})
+
+
+def _cpu(sd: dict) -> dict:
+    return {k: v.detach().cpu() for k, v in sd.items()}
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def train_supernet(cfg: RunConfig, store=None, *, runner: Optional[str] = None) -> dict:
+    """Distil the once-for-all supernet on Ray Train; returns what it wrote."""
+    from .launch import open_run, run_stage
+    common.check_positive("distill", steps=cfg.distill.steps)
+    space = search_space_of(cfg)
+    _, run = open_run(cfg, store)
+    teacher = resolve_teacher(cfg, run)
+    load_teacher(teacher, cfg.store.endpoint_url)  # fails here in one line, not in workers
+    return run_stage(STAGE, supernet_loop, cfg, store, runner=runner,
+                     extra_spec={"search_space": space.to_dict(), "teacher": teacher})

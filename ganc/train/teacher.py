@@ -1,0 +1,213 @@
+"""Teacher training for users without a pretrained teacher.
+
+- aligned data: pix2pix. ResNet generator, conditional PatchGAN on (A, B),
+  ``GAN + lambda_L1 * L1``.
+- unaligned data: CycleGAN. Two generators (A->B kept as the teacher, B->A), two
+  discriminators, cycle loss ``lambda_cycle`` and identity ``lambda_identity *
+  lambda_cycle``, an image pool per discriminator (``teacher.pool_size``).
+
+Adam (lr, beta1 0.5), LR constant then linearly to 0 from ``decay_from * steps``.
+``teacher_loop`` is the per-worker function (plain PyTorch; Ray only through the session);
+``train_teacher`` is the stage: it runs the loop on Ray Train and returns what it wrote.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from .. import nn as gnn
+from ..config import RunConfig, from_dict
+from ..losses import GANLoss, ImagePool, discriminator_loss, recon_l1
+from . import common
+from .loop import load_modules, run_steps, seed_all, snapshot
+from .session import Session, open_session
+
+STAGE = "teacher"
+
+
+def build_generator(cfg: RunConfig) -> nn.Module:
+    m = cfg.model
+    if not m.teacher.startswith("resnet_"):
+        raise common.ConfigError(f"model.teacher {m.teacher!r}: teacher training builds ResNet "
+                                 "generators (resnet_9blocks, resnet_6blocks)")
+    return gnn.build(m.teacher, ngf=m.teacher_ngf, norm=m.norm, dropout=m.dropout)
+
+
+def build_discriminator(cfg: RunConfig, input_nc: int) -> nn.Module:
+    m = cfg.model
+    return gnn.build(m.netD, input_nc=input_nc, ndf=m.ndf, n_layers=m.n_layers_D, norm=m.norm_D)
+
+
+class CycleGenerators(nn.Module):
+    """Both CycleGAN generators in one module, so one DDP wrapper syncs both."""
+
+    def __init__(self, G_A: nn.Module, G_B: nn.Module):
+        super().__init__()
+        self.G_A, self.G_B = G_A, G_B
+
+    def forward(self, real_A, real_B, identity: bool):
+        fake_B = self.G_A(real_A)
+        rec_A = self.G_B(fake_B)
+        fake_A = self.G_B(real_B)
+        rec_B = self.G_A(fake_A)
+        idt_A = self.G_A(real_B) if identity else None
+        idt_B = self.G_B(real_A) if identity else None
+        return fake_B, rec_A, fake_A, rec_B, idt_A, idt_B
+
+
+def teacher_metadata(cfg: RunConfig) -> dict:
+    m = cfg.model
+    return {"netG": m.teacher, "ngf": m.teacher_ngf, "norm": m.norm, "dropout": m.dropout,
+            "input_nc": 3, "output_nc": 3,
+            "recipe": "pix2pix" if cfg.data.kind == "aligned" else "cyclegan",
+            "direction": cfg.data.direction}
+
+
+def teacher_loop(spec: dict) -> None:
+    """Per-worker entry point (Ray Train ``train_loop_per_worker``)."""
+    sess = open_session(spec)
+    cfg = from_dict(spec["config"])
+    if cfg.data.kind == "aligned":
+        _pix2pix(sess, cfg, spec)
+    else:
+        _cyclegan(sess, cfg, spec)
+
+
+def _data(sess: Session, cfg: RunConfig, spec: dict):
+    ds = common.build_split(cfg, spec["data_root"], cfg.data.train_split, train=True)
+    return common.BatchStream(ds, cfg.data.batch_size, sess.rank, sess.world, cfg.seed,
+                              cfg.data.num_workers)
+
+
+def _adam(params, tc):
+    return torch.optim.Adam(params, lr=tc.lr, betas=(tc.beta1, 0.999))
+
+
+def _pix2pix(sess: Session, cfg: RunConfig, spec: dict) -> None:
+    tc, dev = cfg.teacher, sess.device
+    seed_all(cfg.seed)
+    G = build_generator(cfg).to(dev)
+    D = build_discriminator(cfg, 6).to(dev)
+    modules = {"G": G, "D": D}
+    opts = {"G": _adam(G.parameters(), tc), "D": _adam(D.parameters(), tc)}
+    start = load_modules(modules, opts, sess.resume_state())
+    sess.open_log(start)
+    stream = _data(sess, cfg, spec)
+    Gp, Dp = common.wrap_ddp(G, dev), common.wrap_ddp(D, dev)
+    gan = GANLoss(cfg.model.gan_mode)
+    amp = cfg.scale.amp
+
+    def step_fn(step, batch):
+        A, B = batch["A"].to(dev, non_blocking=True), batch["B"].to(dev, non_blocking=True)
+        with common.autocast(dev, amp):
+            fake = Gp(A)
+            # discriminator
+            common.set_requires_grad([D], True)
+            loss_D = discriminator_loss(gan, Dp(torch.cat([A, B], 1)),
+                                        Dp(torch.cat([A, fake.detach()], 1)))
+        opts["D"].zero_grad(set_to_none=True)
+        loss_D.backward()
+        opts["D"].step()
+        common.set_requires_grad([D], False)
+        with common.autocast(dev, amp):
+            loss_gan = gan(D(torch.cat([A, fake], 1)), True, for_discriminator=False)
+            loss_l1 = recon_l1(fake, B)
+            loss_G = loss_gan + tc.lambda_L1 * loss_l1
+        opts["G"].zero_grad(set_to_none=True)
+        loss_G.backward()
+        opts["G"].step()
+        return {"G_GAN": loss_gan.item(), "G_L1": loss_l1.item(), "D": loss_D.item()}
+
+    _run(sess, cfg, spec, modules, opts, stream, step_fn, start, G,
+         {"netD": lambda: D.state_dict()})
+
+
+def _cyclegan(sess: Session, cfg: RunConfig, spec: dict) -> None:
+    tc, dev = cfg.teacher, sess.device
+    seed_all(cfg.seed)
+    G_A, G_B = build_generator(cfg).to(dev), build_generator(cfg).to(dev)
+    D_A, D_B = build_discriminator(cfg, 3).to(dev), build_discriminator(cfg, 3).to(dev)
+    gens = CycleGenerators(G_A, G_B)
+    modules = {"G_A": G_A, "G_B": G_B, "D_A": D_A, "D_B": D_B}
+    opts = {"G": _adam(gens.parameters(), tc),
+            "D": _adam(list(D_A.parameters()) + list(D_B.parameters()), tc)}
+    state = sess.resume_state()
+    start = load_modules(modules, opts, state)
+    pools = {"A": ImagePool(tc.pool_size), "B": ImagePool(tc.pool_size)}
+    for k, pool in pools.items():
+        if state and f"pool_{k}" in state:
+            pool.load(state[f"pool_{k}"], dev)
+    sess.open_log(start)
+    stream = _data(sess, cfg, spec)
+    gens_p = common.wrap_ddp(gens, dev)
+    D_Ap, D_Bp = common.wrap_ddp(D_A, dev), common.wrap_ddp(D_B, dev)
+    gan = GANLoss(cfg.model.gan_mode)
+    amp, lam, lam_idt = cfg.scale.amp, tc.lambda_cycle, tc.lambda_identity
+    use_idt = lam_idt > 0
+
+    def step_fn(step, batch):
+        real_A = batch["A"].to(dev, non_blocking=True)
+        real_B = batch["B"].to(dev, non_blocking=True)
+        common.set_requires_grad([D_A, D_B], False)
+        with common.autocast(dev, amp):
+            fake_B, rec_A, fake_A, rec_B, idt_A, idt_B = gens_p(real_A, real_B, use_idt)
+            g_gan = (gan(D_A(fake_B), True, for_discriminator=False)
+                     + gan(D_B(fake_A), True, for_discriminator=False))
+            cycle = recon_l1(rec_A, real_A) + recon_l1(rec_B, real_B)
+            idt = (recon_l1(idt_A, real_B) + recon_l1(idt_B, real_A)) if use_idt else \
+                torch.zeros((), device=dev)
+            loss_G = g_gan + lam * cycle + lam * lam_idt * idt
+        opts["G"].zero_grad(set_to_none=True)
+        loss_G.backward()
+        opts["G"].step()
+        common.set_requires_grad([D_A, D_B], True)
+        with common.autocast(dev, amp):
+            loss_DA = discriminator_loss(gan, D_Ap(real_B), D_Ap(pools["B"].query(fake_B)))
+            loss_DB = discriminator_loss(gan, D_Bp(real_A), D_Bp(pools["A"].query(fake_A)))
+        opts["D"].zero_grad(set_to_none=True)
+        (loss_DA + loss_DB).backward()
+        opts["D"].step()
+        return {"G_GAN": g_gan.item(), "cycle": cycle.item(), "idt": float(idt),
+                "D": (loss_DA + loss_DB).item()}
+
+    _run(sess, cfg, spec, modules, opts, stream, step_fn, start, G_A,
+         {"netD": lambda: D_A.state_dict(), "netG_B": lambda: G_B.state_dict()},
+         extra_state=lambda: {"pool_A": pools["A"].state(), "pool_B": pools["B"].state()})
+
+
+def _run(sess, cfg, spec, modules, opts, stream, step_fn, start, G, final_extra,
+         extra_state=None) -> None:
+    tc = cfg.teacher
+    common.check_positive("teacher", steps=tc.steps, checkpoint_every=tc.checkpoint_every,
+                          log_every=tc.log_every)
+
+    def make_state(step):
+        return snapshot(step, modules, opts, spec["config"],
+                        extra_state() if extra_state else None)
+
+    for m in modules.values():
+        m.train()
+    last = run_steps(sess, steps=tc.steps, start=start, checkpoint_every=tc.checkpoint_every,
+                     log_every=tc.log_every, lr=tc.lr, decay_from=tc.decay_from, opts=opts,
+                     batches=stream.from_step(start), train_step=step_fn, make_state=make_state,
+                     batch_images=stream.batch_size)
+    if sess.is_chief:
+        payload = {**teacher_metadata(cfg), "state_dict": _cpu(G.state_dict()),
+                   **{k: _cpu(f()) for k, f in final_extra.items()},
+                   "config": spec["config"], "step": int(last)}
+        sess.write_final(payload)
+        sess.store.put_torch(f"{STAGE}/latest_net_G.pth", _cpu(G.state_dict()))
+        sess.store.put_json(f"{STAGE}/model.json", {k: v for k, v in teacher_metadata(cfg).items()})
+
+
+def _cpu(sd: dict) -> dict:
+    return {k: v.detach().cpu() for k, v in sd.items()}
+
+
+def train_teacher(cfg: RunConfig, store=None, *, runner: Optional[str] = None) -> dict:
+    """Train a teacher on Ray Train; returns what it wrote (see ``launch.run_stage``)."""
+    from .launch import run_stage
+    common.check_positive("teacher", steps=cfg.teacher.steps)
+    return run_stage(STAGE, teacher_loop, cfg, store, runner=runner)
