@@ -1,0 +1,87 @@
+"""Shared fixtures: a local S3-protocol server (moto), a local Ray instance, ../shared.
+
+Everything a fixture starts is stopped at teardown. Servers bind to 127.0.0.1 only.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+S3_BUCKET = "ganc-test"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """``../shared`` next to the repository; skips the test when it is missing."""
+    if not SHARED.is_dir():
+        pytest.skip(f"needs the shared data folder {SHARED} (not found)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server on 127.0.0.1 with bucket ``ganc-test``; yields its endpoint URL.
+
+    Sets fake AWS credentials and ``AWS_ENDPOINT_URL`` for the session and restores the
+    environment afterwards.
+    """
+    pytest.importorskip("moto.server", reason="needs moto[server] for the local S3 server")
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": endpoint,
+           "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+    saved = {k: os.environ.get(k) for k in list(env) + ["AWS_ENDPOINT_URL_S3", "AWS_PROFILE"]}
+    os.environ.update(env)
+    os.environ.pop("AWS_ENDPOINT_URL_S3", None)
+    os.environ.pop("AWS_PROFILE", None)
+    try:
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
+            Bucket=S3_BUCKET)
+        yield endpoint
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture
+def s3_url(s3_server) -> str:
+    """A fresh, empty ``s3://ganc-test/<random>`` prefix on the local S3 server."""
+    return f"s3://{S3_BUCKET}/t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray instance (2 CPUs, loopback only, no dashboard, no usage stats)."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    import ray
+    if ray.is_initialized():
+        yield ray
+        return
+    ray.init(address="local", include_dashboard=False, num_cpus=2,
+             _node_ip_address="127.0.0.1", logging_level="ERROR")
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

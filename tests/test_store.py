@@ -1,0 +1,201 @@
+"""The artifact store, with one test body for a local folder and for s3:// (moto, s3fs)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from ganc import store as store_mod
+from ganc.config import StoreConfig
+from ganc.errors import GancError
+from ganc.store import StoreError, open_store, split_url, store_from_config
+
+
+@pytest.fixture(params=["file", "s3"])
+def store(request, tmp_path):
+    if request.param == "file":
+        return open_store(str(tmp_path / "store"))
+    url = request.getfixturevalue("s3_url")
+    return open_store(url)
+
+
+class SimulatedCrash(BaseException):
+    """Like a kill: not an Exception, so no cleanup code runs."""
+
+
+def test_bytes_roundtrip_and_listing(store):
+    assert not store.exists("a/b.bin")
+    assert store.ls() == []
+    url = store.write_bytes("a/b.bin", b"\x00hello")
+    assert url.endswith("/a/b.bin") and url.startswith(("file://", "s3://"))
+    assert store.read_bytes("a/b.bin") == b"\x00hello"
+    store.write_bytes("a/b.bin", b"second")           # overwrite
+    assert store.read_bytes("a/b.bin") == b"second"
+    store.write_bytes("c.txt", b"x")
+    assert store.ls() == ["a/b.bin", "c.txt"]
+    assert store.ls("a") == ["a/b.bin"]
+    assert store.exists("a") and store.exists("a/b.bin") and not store.exists("a/zzz")
+    store.rm("a/b.bin")
+    assert not store.exists("a/b.bin")
+    with pytest.raises(StoreError, match="not found in store: .*a/b.bin"):
+        store.read_bytes("a/b.bin")
+    with pytest.raises(StoreError, match="not found"):
+        store.rm("nope.bin")
+    store.rm("", recursive=True)
+    assert store.ls() == []
+
+
+def test_formats_roundtrip(store, tmp_path):
+    run = store.run("demo-1")
+    assert run.url().endswith("/runs/demo-1")
+    run.put_json("best.json", {"config": "16_16_32_16_32_32_16_16", "fid": np.float64(1.5)})
+    assert run.get_json("best.json") == {"config": "16_16_32_16_32_32_16_16", "fid": 1.5}
+    assert store.ls() == ["runs/demo-1/best.json"]
+
+    mu, sigma = np.arange(4.0), np.eye(4)
+    run.put_npz("stats.npz", mu=mu, sigma=sigma)
+    got = run.get_npz("stats.npz")
+    assert set(got) == {"mu", "sigma"}
+    np.testing.assert_array_equal(got["mu"], mu)
+    np.testing.assert_array_equal(got["sigma"], sigma)
+
+    rows = [{"config": "a", "fid": 1.0, "macs": 10}, {"config": "b", "fid": 2.5, "macs": 20}]
+    run.put_parquet("results.parquet", rows)
+    assert run.get_parquet("results.parquet").to_pylist() == rows
+    run.put_parquet("cols.parquet", {"x": [1, 2, 3]})
+    assert run.get_parquet("cols.parquet").column("x").to_pylist() == [1, 2, 3]
+
+    state = {"w": torch.randn(3, 2), "b": torch.zeros(2)}
+    run.put_torch("ckpt/G.pth", state)
+    loaded = run.get_torch("ckpt/G.pth")
+    assert torch.equal(loaded["w"], state["w"]) and torch.equal(loaded["b"], state["b"])
+    assert set(run.get_state_dict("ckpt/G.pth")) == {"w", "b"}
+
+    local = tmp_path / "up.bin"
+    local.write_bytes(b"payload" * 1000)
+    run.put_file("files/up.bin", local)
+    out = run.get_file("files/up.bin", tmp_path / "down" / "up.bin")
+    assert open(out, "rb").read() == b"payload" * 1000
+
+
+def test_crash_between_write_and_commit_leaves_no_visible_object(store, monkeypatch):
+    store.write_bytes("keep.json", b"{}")
+
+    def crash(tmp_path, final_path):
+        raise SimulatedCrash()
+
+    monkeypatch.setattr(store_mod, "_before_commit", crash)
+    with pytest.raises(SimulatedCrash):
+        store.put_json("runs/r/best.json", {"fid": 1.0})
+    with pytest.raises(SimulatedCrash):
+        store.write_bytes("keep.json", b'{"new": true}')
+    # The temporary objects exist (a crash cleans nothing up) but no reader can see them.
+    assert len(store.temp_keys()) == 2
+    assert not store.exists("runs/r/best.json")
+    assert not store.exists("runs/r")
+    assert store.ls() == ["keep.json"]
+    assert store.read_bytes("keep.json") == b"{}"              # old object intact
+    with pytest.raises(StoreError, match="not found"):
+        store.get_json("runs/r/best.json")
+
+    # An ordinary error between write and commit removes its temporary object.
+    def fail(tmp_path, final_path):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store_mod, "_before_commit", fail)
+    with pytest.raises(StoreError, match="cannot write .*runs/r/best.json.*disk full"):
+        store.put_json("runs/r/best.json", {"fid": 1.0})
+    assert len(store.temp_keys()) == 2
+
+    monkeypatch.undo()
+    store.put_json("runs/r/best.json", {"fid": 2.0})
+    assert store.get_json("runs/r/best.json") == {"fid": 2.0}
+    assert store.clean_temp() == 2
+    assert store.temp_keys() == []
+    assert store.ls() == ["keep.json", "runs/r/best.json"]
+
+
+def test_download_and_escape_refused(store, tmp_path):
+    run = store.run("r1")
+    run.put_json("best.json", {"a": 1})
+    run.write_bytes("export/G.pt", b"abc")
+    paths = store.download("runs/r1", tmp_path / "pulled")
+    assert sorted(os.path.relpath(p, tmp_path / "pulled") for p in paths) == [
+        "best.json", os.path.join("export", "G.pt")]
+    assert (tmp_path / "pulled" / "export" / "G.pt").read_bytes() == b"abc"
+    with pytest.raises(StoreError, match="nothing to download"):
+        store.download("runs/none", tmp_path / "x")
+
+
+def test_s3_key_escaping_local_dir_is_refused(s3_url, tmp_path):
+    st = open_store(s3_url)
+    # S3 allows any key, including '..' segments; download must not follow them.
+    st.fs.pipe_file(f"{st.root}/runs/r/../../../evil.txt", b"x")
+    with pytest.raises(StoreError, match="outside"):
+        st.download("runs", tmp_path / "dl")
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_bad_keys_and_urls(tmp_path):
+    st = open_store(tmp_path)
+    for bad in ["", "../x", "a/../../b", "a//b", "x.tmp-" + "0" * 32]:
+        with pytest.raises(StoreError):
+            st.write_bytes(bad, b"x")
+    with pytest.raises(StoreError, match="run id"):
+        st.run("../etc")
+    with pytest.raises(StoreError, match="unsupported scheme"):
+        open_store("gs://bucket/x")
+    with pytest.raises(StoreError, match="no bucket"):
+        open_store("s3://")
+    with pytest.raises(StoreError, match="absolute path"):
+        open_store("file://relative/x")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(StoreError, match="not a folder"):
+        open_store(tmp_path / "afile")
+    assert issubclass(StoreError, GancError)
+    assert split_url("file:///tmp/x") == ("file", "/tmp/x")
+    assert split_url("s3://b/p/") == ("s3", "b/p")
+    assert split_url("rel/dir")[1] == os.path.abspath("rel/dir")
+    st.write_bytes("j.json", b"{not json")
+    with pytest.raises(StoreError, match="not valid JSON"):
+        st.get_json("j.json")
+    with pytest.raises(StoreError, match="cannot read checkpoint"):
+        st.get_torch("j.json")
+
+
+def test_untrusted_pickle_is_refused(tmp_path):
+    import pickle
+    st = open_store(tmp_path)
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    buf = pickle.dumps({"x": Evil()})
+    st.write_bytes("evil.pth", buf)
+    with pytest.raises(StoreError, match="cannot read checkpoint"):
+        st.get_torch("evil.pth")
+
+
+def test_s3_endpoint_from_config_and_bad_endpoint(s3_server, s3_url, monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    st = store_from_config(StoreConfig(url=s3_url, endpoint_url=s3_server))
+    st.put_json("x.json", [1])
+    assert st.get_json("x.json") == [1]
+    # The URL and errors never carry credentials.
+    assert "testing" not in st.url("x.json")
+    bad = open_store("s3://ganc-test/x", endpoint_url="http://127.0.0.1:9", retries=1,
+                     config_kwargs={"retries": {"max_attempts": 1}})
+    with pytest.raises(StoreError) as e:
+        bad.read_bytes("k")
+    msg = str(e.value)
+    assert "127.0.0.1:9" in msg and "\n" not in msg and "testing" not in msg
+
+
+def test_missing_bucket_is_one_line(s3_server):
+    st = open_store("s3://no-such-bucket-ganc/p")
+    with pytest.raises(StoreError) as e:
+        st.write_bytes("k", b"x")
+    assert "no-such-bucket-ganc" in str(e.value) and "\n" not in str(e.value)
