@@ -129,6 +129,13 @@ class PruneConfig:
     use_lds: bool = True
     sample_every: int = 200
     samples: int = 4
+    lr: float = 2e-4               # G / D weights while pruning (0: only the agents learn G's)
+    lambda_recon: float = 10.0     # L1 of the pruned G's output to the original's
+    lambda_gan: float = 1.0
+    lds_perturb: str = "noise"     # noise | augment (flip + shift + noise)
+    lds_adv: float = 0.1           # weight of the adversarial neighbourhood term inside LDS
+    finetune_steps: int = 200      # fine-tuning of the sliced generator
+    eval_n: int = 0                # FID of sampled sub-generators on the first n eval images
 
 
 @dataclass

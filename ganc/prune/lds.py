@@ -1,0 +1,170 @@
+"""Local-density-structure (LDS) loss between a pruned and the original generator.
+
+Our design (Ganjdanesh et al., AAAI 2024 publish only the idea; GUIDE §3):
+
+1. **Neighbourhoods.** For each input x of a batch, K copies: x itself and K-1 perturbed
+   copies (``noise``: ``x + sigma * N(0, 1)``; ``augment``: a random horizontal flip and a
+   shift of up to 2 pixels, plus the same noise), clamped to [-1, 1]. The original
+   (frozen) generator and the pruned one both translate every copy.
+2. **Feature space** phi: the discriminator's activations (``discriminator``: the mean of
+   each hidden LeakyReLU map of the current gated D, conditioned on the input for
+   pix2pix) or a fixed, randomly initialised small conv net (``fixed``, seeded, frozen).
+   Squared distances are averaged over feature dimensions and divided by the mean
+   squared norm of the original's features (detached), so the bandwidth ``h`` is in
+   units of the original features' scale.
+3. **Density terms**, per neighbourhood, with the Gaussian kernel
+   ``k(a, b) = exp(-d(a, b)^2 / (2 h^2))`` over the K pruned features P and the K original
+   features Q:
+
+   - ``density``: the squared distance between the two Gaussian-kernel density
+     estimates, ``mean k(P, P) + mean k(Q, Q) - 2 mean k(P, Q)`` (the kernel MMD^2, i.e.
+     the integrated squared difference of the KDEs up to the kernel's self-convolution).
+   - ``structure``: ``mean (k(P_i, P_j) - k(Q_i, Q_j))^2`` -- the local density structure
+     (how tightly the neighbourhood's images cluster around each other) must match.
+
+   Both are exactly 0 when the pruned generator equals the original and grow as the
+   outputs diverge (until the kernel saturates, at distances >> h).
+4. **Adversarial term on neighbourhoods**: a small critic scores a neighbourhood from its
+   set-pooled features (mean and std over the K copies). It is trained to score the
+   original's neighbourhood above the pruned one's, relativistically and per input:
+   ``softplus(c(P) - c(Q))``; the generator side is ``softplus(c(Q) - c(P)) - log 2``, which
+   is also 0 when the two generators coincide.
+
+``total = density + structure + adv`` (weights: ``prune.lambda_lds`` outside, the
+adversarial share ``prune.lds_adv``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+
+PERTURBATIONS = ("noise", "augment")
+FEATURE_SPACES = ("discriminator", "fixed")
+
+
+def neighbourhood(x: torch.Tensor, k: int, noise: float, mode: str = "noise",
+                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """(B*K, C, H, W): for each input, itself and K-1 perturbed copies (input-major)."""
+    if k < 2:
+        raise ConfigError(f"prune.lds_k must be at least 2, got {k}")
+    if mode not in PERTURBATIONS:
+        raise ConfigError(f"prune.lds_perturb {mode!r} is not one of: {', '.join(PERTURBATIONS)}")
+    b = x.shape[0]
+    copies = x.unsqueeze(1).repeat(1, k - 1, 1, 1, 1).flatten(0, 1)
+    eps = torch.randn(copies.shape, generator=generator).to(x.device)
+    if mode == "augment":
+        flip = torch.rand(copies.shape[0], generator=generator) < 0.5
+        copies = torch.where(flip.to(x.device)[:, None, None, None], copies.flip(-1), copies)
+        shifts = torch.randint(-2, 3, (2,), generator=generator).tolist()
+        copies = torch.roll(copies, shifts=shifts, dims=(-2, -1))
+    copies = (copies + noise * eps).clamp(-1, 1)
+    out = torch.cat([x.unsqueeze(1), copies.view(b, k - 1, *x.shape[1:])], 1)
+    return out.flatten(0, 1)
+
+
+def pooled(feats) -> torch.Tensor:
+    """(N, F): the spatial mean of every feature map, concatenated."""
+    return torch.cat([f.float().mean(dim=(-2, -1)) for f in feats], 1)
+
+
+class FixedFeatures(nn.Module):
+    """A frozen, randomly initialised (seeded) conv net: a generic image feature space."""
+
+    def __init__(self, input_nc: int = 3, width: int = 16, seed: int = 1234):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        chans = [input_nc, width, 2 * width, 4 * width]
+        self.convs = nn.ModuleList(nn.Conv2d(a, b, 4, stride=2, padding=1)
+                                   for a, b in zip(chans[:-1], chans[1:]))
+        with torch.no_grad():
+            for c in self.convs:
+                c.weight.copy_(torch.randn(c.weight.shape, generator=g)
+                               * math.sqrt(2.0 / (c.in_channels * 16)))
+                c.bias.zero_()
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, y: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
+        feats = []
+        for c in self.convs:
+            y = F.leaky_relu(c(y), 0.2)
+            feats.append(y)
+        return pooled(feats)
+
+
+class NeighbourhoodCritic(nn.Module):
+    """Scores a neighbourhood (K feature vectors) from their mean and std over K."""
+
+    def __init__(self, feature_dim: int, hidden: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(2 * feature_dim, hidden), nn.LeakyReLU(0.2),
+                                 nn.Linear(hidden, 1))
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:  # s: (B, K, F)
+        return self.net(torch.cat([s.mean(1), s.std(1)], -1)).squeeze(-1)
+
+
+def kernel_terms(P: torch.Tensor, Q: torch.Tensor, bandwidth: float) -> Dict[str, torch.Tensor]:
+    """Density (KDE L2 / MMD^2) and structure terms for neighbourhoods P, Q: (B, K, F)."""
+    if bandwidth <= 0:
+        raise ConfigError(f"prune.lds_bandwidth must be positive, got {bandwidth}")
+    scale = Q.detach().pow(2).mean().clamp_min(1e-8)
+
+    def gram(a, b):
+        d2 = (a.unsqueeze(2) - b.unsqueeze(1)).pow(2).mean(-1) / scale
+        return torch.exp(-d2 / (2 * bandwidth ** 2))
+
+    kpp, kqq, kpq = gram(P, P), gram(Q, Q), gram(P, Q)
+    density = (kpp.mean((1, 2)) + kqq.mean((1, 2)) - 2 * kpq.mean((1, 2))).clamp_min(0).mean()
+    structure = (kpp - kqq).pow(2).mean()
+    return {"density": density, "structure": structure}
+
+
+class LocalDensityLoss(nn.Module):
+    """The LDS loss; holds the neighbourhood critic (trained by :meth:`critic_loss`)."""
+
+    def __init__(self, feature_dim: int, k: int = 4, noise: float = 0.05,
+                 bandwidth: float = 1.0, perturb: str = "noise", adv_weight: float = 0.1):
+        super().__init__()
+        if perturb not in PERTURBATIONS:
+            raise ConfigError(f"prune.lds_perturb {perturb!r} is not one of: "
+                              + ", ".join(PERTURBATIONS))
+        if k < 2:
+            raise ConfigError(f"prune.lds_k must be at least 2, got {k}")
+        if bandwidth <= 0:
+            raise ConfigError(f"prune.lds_bandwidth must be positive, got {bandwidth}")
+        self.k, self.noise, self.bandwidth = int(k), float(noise), float(bandwidth)
+        self.perturb, self.adv_weight = perturb, float(adv_weight)
+        self.critic = NeighbourhoodCritic(feature_dim)
+
+    def neighbourhood(self, x, generator=None):
+        return neighbourhood(x, self.k, self.noise, self.perturb, generator)
+
+    def _sets(self, f: torch.Tensor) -> torch.Tensor:
+        return f.view(-1, self.k, f.shape[-1])
+
+    def forward(self, feat_pruned: torch.Tensor, feat_orig: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Generator-side terms from features (B*K, F) of pruned and original outputs on
+        the same neighbourhoods (from :meth:`neighbourhood`)."""
+        P, Q = self._sets(feat_pruned), self._sets(feat_orig.detach())
+        terms = kernel_terms(P, Q, self.bandwidth)
+        if self.adv_weight > 0:
+            gap = self.critic(Q) - self.critic(P)
+            terms["adv"] = self.adv_weight * (F.softplus(gap) - math.log(2.0)).mean()
+        else:
+            terms["adv"] = torch.zeros((), device=P.device)
+        terms["total"] = terms["density"] + terms["structure"] + terms["adv"]
+        return terms
+
+    def critic_loss(self, feat_pruned: torch.Tensor, feat_orig: torch.Tensor) -> torch.Tensor:
+        P, Q = self._sets(feat_pruned.detach()), self._sets(feat_orig.detach())
+        return F.softplus(self.critic(P) - self.critic(Q)).mean()
+
+
+FeatureFn = Callable[[torch.Tensor, Optional[torch.Tensor]], torch.Tensor]

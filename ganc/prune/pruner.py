@@ -1,0 +1,351 @@
+"""One pruning run for one target ratio, in plain PyTorch (no Ray here).
+
+:class:`Pruner` holds the frozen original generator ``T``, the gated student generator
+``G`` (initialised from ``T``; its weights train with ``prune.lr``), the gated
+discriminator ``D``, the agents genG / genD and the LDS loss. Each :meth:`Pruner.step`:
+
+1. both agents emit channel logits from their peer input (the other agent's kept ratio
+   per layer and the other model's last loss; zeros with ``peer_feedback: false``) and
+   sample straight-through hard gates;
+2. **G side** (G's weights and genG): ``lambda_gan * GAN(D(fake)) + lambda_recon *
+   L1(fake, T(x)) + lambda_lds * LDS + lambda_resource * log(max(r_G, p) / p)``;
+3. **D side** (D's weights, genD, the neighbourhood critic): the discriminator loss on
+   real vs. gated-G images through the gated D, ``+ lambda_resource * log(max(r_D, p_D) /
+   p_D)``, + the critic loss.
+
+The MACs ratios r are those of the gated networks (``Gated.macs_ratio``) at the data's
+crop size, in the profiler's convention. :meth:`Pruner.hard_gates` are the
+deterministic gates (``logits > 0``); :meth:`Pruner.slice` turns them into plain
+networks. :func:`finetune` trains a sliced generator against the original's outputs.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Dict, Iterable, List, Optional
+
+import torch
+import torch.nn as nn
+
+from ..config import PruneConfig
+from ..errors import ConfigError
+from ..losses import GANLoss, discriminator_loss, recon_l1
+from .agents import Agent, expected_gates, kept_ratios, resource_loss
+from .gated import Gated, gated_discriminator, gated_generator, hard_keep, slice_network
+from .lds import FEATURE_SPACES, FixedFeatures, LocalDensityLoss, pooled
+
+
+def check_prune_config(pc: PruneConfig) -> None:
+    """One-line errors for values no run could use."""
+    if not pc.targets:
+        raise ConfigError("prune.targets is empty; give ratios in (0, 1], e.g. [0.1, 0.05]")
+    for t in pc.targets:
+        if not isinstance(t, (int, float)) or not 0 < float(t) <= 1:
+            raise ConfigError(f"prune.targets: {t!r} is not a ratio in (0, 1]")
+    if not 0 < float(pc.d_target) <= 1:
+        raise ConfigError(f"prune.d_target must be in (0, 1], got {pc.d_target}")
+    for name in ("steps", "lr_agent", "temperature", "lds_bandwidth", "samples",
+                 "sample_every"):
+        v = getattr(pc, name)
+        if v is None or v <= 0:
+            raise ConfigError(f"prune.{name} must be positive, got {v!r}")
+    for name in ("lambda_resource", "lambda_lds", "lambda_recon", "lambda_gan", "lr",
+                 "lds_noise", "lds_adv", "finetune_steps"):
+        v = getattr(pc, name)
+        if v is None or v < 0:
+            raise ConfigError(f"prune.{name} must be >= 0, got {v!r}")
+    if pc.lds_features not in FEATURE_SPACES:
+        raise ConfigError(f"prune.lds_features {pc.lds_features!r} is not one of: "
+                          + ", ".join(FEATURE_SPACES))
+    if int(pc.lds_k) < 2:
+        raise ConfigError(f"prune.lds_k must be at least 2, got {pc.lds_k}")
+
+
+class Pruner:
+    """Agents + gated G/D for one target ``p`` (see the module docstring)."""
+
+    def __init__(self, pc: PruneConfig, target: float, teacher: nn.Module,
+                 discriminator: nn.Module, *, conditional: bool = True, size: int = 256,
+                 gan_mode: str = "vanilla", device="cpu", seed: int = 0):
+        check_prune_config(pc)
+        if not 0 < float(target) <= 1:
+            raise ConfigError(f"prune.targets: {target!r} is not a ratio in (0, 1]")
+        self.pc, self.target, self.size = pc, float(target), int(size)
+        self.d_target = float(pc.d_target)
+        self.device = torch.device(device)
+        self.conditional = conditional
+        torch.manual_seed(seed)
+        self.rng = torch.Generator().manual_seed(seed)
+        self.T = copy.deepcopy(teacher).to(self.device).eval()
+        for p in self.T.parameters():
+            p.requires_grad_(False)
+        self.G = gated_generator(copy.deepcopy(teacher).to(self.device).train())
+        self.D = gated_discriminator(copy.deepcopy(discriminator).to(self.device).train())
+        nG, nD = len(self.G.groups), len(self.D.groups)
+        self.genG = Agent(self.G.groups, nD, base=pc.base).to(self.device)
+        self.genD = Agent(self.D.groups, nG, base=pc.base).to(self.device) if pc.prune_d else None
+        self.gan = GANLoss(gan_mode)
+        self.fixed = FixedFeatures(3).to(self.device) if pc.lds_features == "fixed" else None
+        self.lds = None
+        if pc.use_lds:
+            dim = self._feature_dim()
+            self.lds = LocalDensityLoss(dim, pc.lds_k, pc.lds_noise, pc.lds_bandwidth,
+                                        pc.lds_perturb, pc.lds_adv).to(self.device)
+        agent_params = list(self.genG.parameters())
+        self.opt_agentG = torch.optim.Adam(agent_params, lr=pc.lr_agent, betas=(0.5, 0.999))
+        self.opt_agentD = (torch.optim.Adam(self.genD.parameters(), lr=pc.lr_agent, betas=(0.5, 0.999))
+                           if self.genD is not None else None)
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=pc.lr, betas=(0.5, 0.999)) \
+            if pc.lr > 0 else None
+        d_params = list(self.D.parameters()) + (list(self.lds.critic.parameters())
+                                                if self.lds is not None else [])
+        self.opt_D = torch.optim.Adam(d_params, lr=pc.lr if pc.lr > 0 else 2e-4,
+                                      betas=(0.5, 0.999))
+        self.last_loss_G: Optional[float] = None
+        self.last_loss_D: Optional[float] = None
+        self.last_peer: Dict[str, torch.Tensor] = {}
+        self.step_count = 0
+        self.full_macs_G = self.G.full_macs(self.size)
+        self.full_macs_D = self.D.full_macs(self.size)
+
+    # ------------------------------------------------------------------ pieces
+    def _d_input(self, cond, y):
+        return torch.cat([cond, y], 1) if self.conditional else y
+
+    def features(self, cond, y, gates_D) -> torch.Tensor:
+        """phi(y): pooled D activations (gated D, gates detached) or the fixed net."""
+        if self.fixed is not None:
+            return self.fixed(y)
+        g = None if gates_D is None else {k: v.detach() for k, v in gates_D.items()}
+        return pooled(self.D.forward_features(self._d_input(cond, y), g)[1])
+
+    @torch.no_grad()
+    def _feature_dim(self) -> int:
+        nc = self.G.plan.fixed["in"]
+        x = torch.zeros(1, nc, 32, 32, device=self.device)
+        was = self.D.training
+        self.D.eval()
+        try:
+            return int(self.features(x, torch.zeros(1, 3, 32, 32, device=self.device),
+                                     None).shape[1])
+        finally:
+            self.D.train(was)
+
+    def peer_inputs(self, last_ratios_G, last_ratios_D):
+        fb = self.pc.peer_feedback
+        pG = self.genG.peer_input(last_ratios_D if fb else None,
+                                  self.last_loss_D if fb else None, self.device)
+        pD = None
+        if self.genD is not None:
+            pD = self.genD.peer_input(last_ratios_G if fb else None,
+                                      self.last_loss_G if fb else None, self.device)
+        return pG, pD
+
+    def logits(self):
+        """Channel logits of both agents from the current peer inputs."""
+        rG = getattr(self, "_ratios_G", None)
+        rD = getattr(self, "_ratios_D", None)
+        pG, pD = self.peer_inputs(rG, rD)
+        self.last_peer = {"G": pG, "D": pD}
+        lG = self.genG(pG)
+        lD = self.genD(pD) if self.genD is not None else None
+        return lG, lD
+
+    def gates(self, training: bool = True, with_expected: bool = False):
+        """Sampled (training) or deterministic gates of G and D (None when D is not
+        pruned); with ``with_expected`` also the deterministic straight-through gates
+        the resource loss and the peer summaries use."""
+        lG, lD = self.logits()
+        T = self.pc.temperature
+        gG = self.genG.gates(lG, T, training, self.rng)
+        gD = self.genD.gates(lD, T, training, self.rng) if lD is not None else None
+        if not with_expected:
+            return gG, gD
+        eG = {g: expected_gates(v, T) for g, v in lG.items()}
+        eD = {g: expected_gates(v, T) for g, v in lD.items()} if lD is not None else None
+        return gG, gD, eG, eD
+
+    @torch.no_grad()
+    def hard_gates(self):
+        """Deterministic gates (``logits > 0``), at least one channel per group."""
+        gG, gD = self.gates(training=False)
+        kG = hard_keep(gG)
+        gG = {g: torch.zeros_like(v).index_fill(0, kG[g].to(v.device), 1.0)
+              for g, v in gG.items()}
+        if gD is not None:
+            kD = hard_keep(gD)
+            gD = {g: torch.zeros_like(v).index_fill(0, kD[g].to(v.device), 1.0)
+                  for g, v in gD.items()}
+        return gG, gD
+
+    def ratios(self) -> Dict[str, float]:
+        """MACs of the deterministic (eval) gates: ratios and absolute G MACs."""
+        gG, gD = self.hard_gates()
+        rG = float(self.G.macs_ratio(gG, self.size))
+        rD = float(self.D.macs_ratio(gD, self.size)) if gD is not None else 1.0
+        return {"ratio_G": rG, "ratio_D": rD, "macs_G": rG * self.full_macs_G,
+                "macs_D": rD * self.full_macs_D}
+
+    # ------------------------------------------------------------------ training
+    def step(self, A: torch.Tensor, B: Optional[torch.Tensor] = None) -> Dict[str, float]:
+        """One update of G, genG, D, genD and the critic; returns the loss terms."""
+        pc = self.pc
+        A = A.to(self.device)
+        B = B.to(self.device) if B is not None else None
+        self.G.train(), self.D.train()
+        gG, gD, eG, eD = self.gates(training=True, with_expected=True)
+        gD_det = None if gD is None else {k: v.detach() for k, v in gD.items()}
+
+        # ---- G side
+        for p in self.D.parameters():
+            p.requires_grad_(False)
+        fake = self.G(A, gG)
+        with torch.no_grad():
+            target_img = self.T(A)
+        terms: Dict[str, torch.Tensor] = {}
+        terms["G_gan"] = self.gan(self.D(self._d_input(A, fake), gD_det), True,
+                                  for_discriminator=False)
+        terms["G_recon"] = recon_l1(fake, target_img)
+        ratio_G = self.G.macs_ratio(eG, self.size)
+        terms["res_G"] = resource_loss(ratio_G, self.target)
+        feats = None
+        if self.lds is not None:
+            xs = self.lds.neighbourhood(A, self.rng)
+            with torch.no_grad():
+                ys_T = self.T(xs)
+                fQ = self.features(xs, ys_T, gD)
+            fP = self.features(xs, self.G(xs, gG), gD)
+            lds = self.lds(fP, fQ)
+            for k in ("density", "structure", "adv"):
+                terms[f"lds_{k}"] = lds[k]
+            terms["lds"] = lds["total"]
+            feats = (fP.detach(), fQ)
+        loss_G = (pc.lambda_gan * terms["G_gan"] + pc.lambda_recon * terms["G_recon"]
+                  + pc.lambda_resource * terms["res_G"])
+        if self.lds is not None:
+            loss_G = loss_G + pc.lambda_lds * terms["lds"]
+        self.opt_agentG.zero_grad(set_to_none=True)
+        if self.opt_G is not None:
+            self.opt_G.zero_grad(set_to_none=True)
+        loss_G.backward()
+        self.opt_agentG.step()
+        if self.opt_G is not None:
+            self.opt_G.step()
+        for p in self.D.parameters():
+            p.requires_grad_(True)
+
+        # ---- D side
+        real = B if B is not None else target_img
+        pred_real = self.D(self._d_input(A, real), gD)
+        pred_fake = self.D(self._d_input(A, fake.detach()), gD)
+        terms["D"] = discriminator_loss(self.gan, pred_real, pred_fake)
+        loss_D = terms["D"]
+        if gD is not None:
+            ratio_D = self.D.macs_ratio(eD, self.size)
+            terms["res_D"] = resource_loss(ratio_D, self.d_target)
+            loss_D = loss_D + pc.lambda_resource * terms["res_D"]
+        else:
+            ratio_D = torch.ones(())
+            terms["res_D"] = torch.zeros(())
+        if self.lds is not None and feats is not None:
+            terms["critic"] = self.lds.critic_loss(*feats)
+            loss_D = loss_D + terms["critic"]
+        self.opt_D.zero_grad(set_to_none=True)
+        if self.opt_agentD is not None:
+            self.opt_agentD.zero_grad(set_to_none=True)
+        loss_D.backward()
+        self.opt_D.step()
+        if self.opt_agentD is not None:
+            self.opt_agentD.step()
+
+        self.last_loss_G = float(loss_G.detach())
+        self.last_loss_D = float(terms["D"].detach())
+        self._ratios_G = kept_ratios(eG)
+        self._ratios_D = kept_ratios(eD) if eD is not None else None
+        self.step_count += 1
+        out = {k: float(v.detach()) for k, v in terms.items()}
+        out.update(loss_G=self.last_loss_G, loss_D=float(loss_D.detach()),
+                   ratio_G=float(ratio_G.detach()), ratio_D=float(ratio_D.detach()),
+                   sampled_ratio_G=float(self.G.macs_ratio(gG, self.size).detach()))
+        return out
+
+    # ------------------------------------------------------------------ results
+    @torch.no_grad()
+    def sample_keeps(self, n: int) -> List[Dict[str, torch.Tensor]]:
+        """The deterministic sub-generator and n-1 Gumbel-sampled hard ones (as kept
+        channel indices per group)."""
+        out = [hard_keep(self.hard_gates()[0])]
+        for _ in range(max(0, n - 1)):
+            gG, _ = self.gates(training=True)
+            out.append(hard_keep(gG))
+        return out
+
+    def keep_macs(self, keep) -> int:
+        return int(self.G.macs({g: int(v.numel()) for g, v in keep.items()}, self.size))
+
+    @torch.no_grad()
+    def slice(self):
+        """(plain generator, plain discriminator, kept indices) from the hard gates."""
+        gG, gD = self.hard_gates()
+        keepG = hard_keep(gG)
+        G = slice_network(self.G, keepG)
+        if gD is not None:
+            keepD = hard_keep(gD)
+            D = slice_network(self.D, keepD)
+        else:
+            keepD, D = None, copy.deepcopy(self.D.net)
+        return G, D, {"G": keepG, "D": keepD}
+
+    def state(self) -> dict:
+        return {"genG": self.genG.state_dict(),
+                "genD": self.genD.state_dict() if self.genD is not None else {},
+                "G": self.G.net.state_dict(), "D": self.D.net.state_dict(),
+                "step": self.step_count}
+
+
+def finetune(G: nn.Module, D: nn.Module, teacher: nn.Module, batches: Iterable, steps: int,
+             *, lr: float = 2e-4, lambda_recon: float = 10.0, lambda_gan: float = 1.0,
+             conditional: bool = True, gan_mode: str = "vanilla", device="cpu") -> List[dict]:
+    """Fine-tune a sliced generator (and its sliced D): ``lambda_gan * GAN + lambda_recon *
+    L1(G(x), T(x))``. Returns per-step losses."""
+    dev = torch.device(device)
+    G, D, T = G.to(dev).train(), D.to(dev).train(), teacher.to(dev).eval()
+    gan = GANLoss(gan_mode)
+    oG = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.5, 0.999))
+    oD = torch.optim.Adam(D.parameters(), lr=lr, betas=(0.5, 0.999))
+    cat = (lambda a, y: torch.cat([a, y], 1)) if conditional else (lambda a, y: y)
+    hist = []
+    it = iter(batches)
+    for _ in range(int(steps)):
+        batch = next(it)
+        A = batch["A"].to(dev)
+        B = batch["B"].to(dev) if "B" in batch and conditional else None
+        with torch.no_grad():
+            t = T(A)
+        fake = G(A)
+        for p in D.parameters():
+            p.requires_grad_(False)
+        lg = gan(D(cat(A, fake)), True, for_discriminator=False)
+        lr_ = recon_l1(fake, t)
+        oG.zero_grad(set_to_none=True)
+        (lambda_gan * lg + lambda_recon * lr_).backward()
+        oG.step()
+        for p in D.parameters():
+            p.requires_grad_(True)
+        real = B if B is not None else t
+        ld = discriminator_loss(gan, D(cat(A, real)), D(cat(A, fake.detach())))
+        oD.zero_grad(set_to_none=True)
+        ld.backward()
+        oD.step()
+        hist.append({"G_gan": float(lg), "G_recon": float(lr_), "D": float(ld)})
+    G.eval()
+    return hist
+
+
+def describe_gates(keep: Dict[str, torch.Tensor], groups: Dict[str, int]) -> Dict[str, list]:
+    """{group: [kept, full]} for logs and the model card."""
+    return {g: [int(keep[g].numel()), int(groups[g])] for g in groups}
+
+
+def is_finite(x) -> bool:
+    return math.isfinite(float(x))
