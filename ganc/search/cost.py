@@ -1,0 +1,101 @@
+"""Cost of a sub-network as a function of its channel config only: MACs and parameters.
+
+The search asks for the MACs of thousands of configs, so they are computed in closed form
+for ``sub_mobile_resnet_9blocks`` in the field's convention (``ganc.profile``, GUIDE §3:
+conv/linear multiplies without bias, transposed convs per *output* element, one MAC per
+output element of every norm layer). ``tests/test_search.py`` checks the closed form
+against ``ganc.profile.count_macs`` on real modules.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+from ..errors import GancError
+from ..space import ChannelConfig, SearchSpace
+
+
+class BudgetError(GancError):
+    """A MACs budget that no sub-network of the search space fits."""
+
+
+def _down(h: int) -> int:
+    """Spatial size after a 3x3, stride-2, padding-1 conv."""
+    return (h - 1) // 2 + 1
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """MACs / params of ``sub_mobile_resnet_9blocks`` at ``size`` x ``size`` input.
+
+    Picklable (Ray Tune pickles the searcher that holds it) and cached per config.
+    """
+
+    size: int = 256
+    input_nc: int = 3
+    output_nc: int = 3
+    norm: str = "instance"
+    n_blocks: int = 9
+
+    def macs(self, config) -> int:
+        return _macs(self, str(ChannelConfig.parse(config)))
+
+    def params(self, config) -> int:
+        return _params(self, str(ChannelConfig.parse(config)))
+
+    __call__ = macs
+
+    def smallest_macs(self, space: SearchSpace) -> int:
+        return self.macs(space.smallest())
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@lru_cache(maxsize=65536)
+def _macs(model: CostModel, config: str) -> int:
+    c = ChannelConfig.parse(config)
+    s = model.size
+    h1 = _down(s)
+    h2 = _down(h1)
+    u1, u0 = 2 * h2, 4 * h2          # output sizes of the two transposed convs
+    n = 1 if model.norm in ("instance", "batch") else 0  # MACs per norm output element
+    stem, d1, d2 = c[0], 2 * c[1], 4 * c[2]
+    t1, t2 = 2 * c[6], c[7]
+    p0, p1, p2 = s * s, h1 * h1, h2 * h2
+    macs = p0 * stem * (model.input_nc * 49 + n)          # 7x7 stem + norm
+    macs += p1 * d1 * (stem * 9 + n)                       # down 1
+    macs += p2 * d2 * (d1 * 9 + n)                         # down 2
+    for i in range(model.n_blocks):
+        inner = 4 * c[3 + (3 * i) // model.n_blocks]
+        # dw3x3(d2) + norm + pw(d2->inner) + norm(inner) + dw3x3(inner) + norm + pw + norm
+        macs += p2 * (d2 * 9 + n * d2 + d2 * inner + n * inner
+                      + inner * 9 + n * inner + inner * d2 + n * d2)
+    macs += u1 * u1 * t1 * (d2 * 9 + n)                    # up 1 (per output element)
+    macs += u0 * u0 * t2 * (t1 * 9 + n)                    # up 2
+    macs += u0 * u0 * model.output_nc * t2 * 49            # 7x7 head
+    return int(macs)
+
+
+@lru_cache(maxsize=65536)
+def _params(model: CostModel, config: str) -> int:
+    from ..profile import count_params
+    from .. import nn as gnn
+    net = gnn.build("sub_mobile_resnet_9blocks", config=config, input_nc=model.input_nc,
+                    output_nc=model.output_nc, norm=model.norm)
+    return count_params(net)
+
+
+def check_budget(space: SearchSpace, budget_macs: float, cost: CostModel) -> None:
+    """Fail at once, in one line, when no sub-network of ``space`` fits ``budget_macs``."""
+    smallest = cost.macs(space.smallest())
+    if not budget_macs or budget_macs <= 0:
+        raise BudgetError(f"search.budget_macs must be positive, got {budget_macs!r}")
+    if smallest > budget_macs:
+        raise BudgetError(
+            f"search.budget_macs {budget_macs:.4g} is below the smallest sub-network of "
+            f"search space {space.name!r}: {space.smallest()} needs {smallest:,} MACs "
+            f"({smallest:.4g}) at {cost.size}x{cost.size}")
+
+
+__all__ = ["BudgetError", "CostModel", "check_budget"]

@@ -1,0 +1,259 @@
+"""The evolutionary search of GAN Compression (GUIDE §3), as a plain class without Ray.
+
+Generations:
+
+- generation 0: ``population`` random configs of the search space, each within the MACs
+  budget (distinct where the space allows);
+- generation g+1: the best ``parent_ratio`` share of generation g (``ceil``, at least 1)
+  are kept as parents; the remaining ``population - parents`` members are children,
+  ``round(mutation_ratio * children)`` of them made by mutation (each position resampled
+  with probability ``mutation_prob`` from that position's widths) of a random parent, the
+  rest by uniform crossover of two random parents;
+- a child over the budget, or equal to a member already in the generation, is redrawn
+  (at most ``max_attempts`` times; then it is shrunk: a random position that is not at
+  its smallest width steps down one width until the child fits, so a search always moves
+  on when the smallest sub-network fits, which :func:`ganc.search.cost.check_budget`
+  verifies before the search starts);
+- a config that was scored before is never scored again: its score comes from the cache
+  (keyed by the config string) and it joins the generation at once.
+
+``ask()`` hands out the configs of the current generation that still need a score, one
+at a time; it returns ``None`` while the generation waits for scores and :data:`DONE`
+after the last generation. ``tell(config, score)`` records a score (``None`` for a failed
+evaluation: ranked last, never retried). The next generation is formed when every member
+of the current one has a score. :meth:`state_dict` / :meth:`load_state_dict` round-trip
+everything (random state included) through JSON-able values.
+"""
+from __future__ import annotations
+
+import math
+import random
+from typing import Callable, Optional
+
+from ..errors import ConfigError
+from ..space import ChannelConfig, SearchSpace
+
+DONE = "__done__"
+
+
+def _check_settings(population, parent_ratio, mutation_prob, mutation_ratio, generations,
+                    max_attempts):
+    if int(population) < 2:
+        raise ConfigError(f"search.population must be at least 2, got {population}")
+    if not 0.0 < float(parent_ratio) < 1.0:
+        raise ConfigError(f"search.parent_ratio must lie in (0, 1), got {parent_ratio}")
+    if not 0.0 <= float(mutation_prob) <= 1.0:
+        raise ConfigError(f"search.mutation_prob must lie in [0, 1], got {mutation_prob}")
+    if not 0.0 <= float(mutation_ratio) <= 1.0:
+        raise ConfigError(f"search.mutation_ratio must lie in [0, 1], got {mutation_ratio}")
+    if int(generations) < 1:
+        raise ConfigError(f"search.generations must be at least 1, got {generations}")
+    if int(max_attempts) < 1:
+        raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}")
+
+
+class Evolution:
+    """Population, parents, mutation / crossover, budget redraw and the score cache."""
+
+    def __init__(self, space: SearchSpace, budget_macs: float, macs: Callable[[str], int], *,
+                 population: int = 100, parent_ratio: float = 0.25, mutation_prob: float = 0.2,
+                 mutation_ratio: float = 0.5, generations: int = 500, seed: int = 0,
+                 mode: str = "min", max_attempts: int = 100):
+        _check_settings(population, parent_ratio, mutation_prob, mutation_ratio, generations,
+                        max_attempts)
+        if mode not in ("min", "max"):
+            raise ConfigError(f"mode must be 'min' or 'max', got {mode!r}")
+        self.space = space
+        self.budget = float(budget_macs)
+        self.macs = macs
+        self.population = int(population)
+        self.parent_ratio = float(parent_ratio)
+        self.mutation_prob = float(mutation_prob)
+        self.mutation_ratio = float(mutation_ratio)
+        self.generations = int(generations)
+        self.seed = int(seed)
+        self.mode = mode
+        self.max_attempts = int(max_attempts)
+        self.rng = random.Random(self.seed)
+        self.cache: dict[str, Optional[float]] = {}   # config -> score (None: failed)
+        self.scored_in: dict[str, int] = {}           # config -> generation that scored it
+        self.generation = -1
+        self.members: list[str] = []                  # configs of the current generation
+        self.queue: list[str] = []                    # members still to hand out
+        self.out: set[str] = set()                    # handed out, waiting for a score
+        self.history: list[dict] = []                 # per finished generation: best
+        self.redraws = 0                              # children redrawn (budget / duplicate)
+        self.shrunk = 0                               # children shrunk after max_attempts
+        self._start_generation(self._initial())
+
+    # ------------------------------------------------------------------ public
+    @property
+    def n_parents(self) -> int:
+        return max(1, min(self.population - 1, math.ceil(self.parent_ratio * self.population)))
+
+    @property
+    def done(self) -> bool:
+        return self.generation >= self.generations
+
+    def ask(self) -> Optional[str]:
+        """The next config to score, ``None`` to wait for scores, or :data:`DONE`."""
+        while True:
+            if self.done:
+                return DONE
+            if self.queue:
+                cfg = self.queue.pop(0)
+                self.out.add(cfg)
+                return cfg
+            if self.out:
+                return None
+            self._finish_generation()
+
+    def tell(self, config: str, score: Optional[float]) -> None:
+        """Record the score of a handed-out config (``None``: the evaluation failed)."""
+        config = str(ChannelConfig.parse(config))
+        if config not in self.out:
+            raise ConfigError(f"config {config} was not handed out by this search "
+                              f"(generation {self.generation})")
+        self.out.discard(config)
+        if score is not None and not math.isfinite(float(score)):
+            score = None
+        self.cache[config] = None if score is None else float(score)
+        self.scored_in[config] = self.generation
+
+    def best(self, k: int = 1) -> list[tuple[str, float]]:
+        """The ``k`` best scored configs so far, best first."""
+        ranked = self._rank(c for c, s in self.cache.items() if s is not None)
+        return [(c, self.cache[c]) for c in ranked[:k]]
+
+    def score_of(self, config: str) -> Optional[float]:
+        return self.cache.get(str(config))
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        rs = self.rng.getstate()
+        return {"version": 1, "seed": self.seed, "generation": self.generation,
+                "members": list(self.members), "queue": list(self.queue),
+                "out": sorted(self.out), "cache": dict(self.cache),
+                "scored_in": dict(self.scored_in), "history": list(self.history),
+                "redraws": self.redraws, "shrunk": self.shrunk,
+                "rng": [rs[0], list(rs[1]), rs[2]], "settings": self.settings()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generation = int(state["generation"])
+        self.members = list(state["members"])
+        self.queue = list(state["queue"])
+        self.out = set(state["out"])
+        self.cache = {k: (None if v is None else float(v)) for k, v in state["cache"].items()}
+        self.scored_in = {k: int(v) for k, v in state["scored_in"].items()}
+        self.history = list(state["history"])
+        self.redraws = int(state.get("redraws", 0))
+        self.shrunk = int(state.get("shrunk", 0))
+        v, internal, gauss = state["rng"]
+        self.rng.setstate((v, tuple(internal), gauss))
+
+    def requeue_outstanding(self) -> None:
+        """Put configs handed out but never scored back at the front of the queue."""
+        self.queue = sorted(self.out) + self.queue
+        self.out = set()
+
+    def settings(self) -> dict:
+        return {"population": self.population, "parent_ratio": self.parent_ratio,
+                "mutation_prob": self.mutation_prob, "mutation_ratio": self.mutation_ratio,
+                "generations": self.generations, "seed": self.seed,
+                "budget_macs": self.budget, "mode": self.mode,
+                "max_attempts": self.max_attempts, "space": self.space.to_dict()}
+
+    # ------------------------------------------------------------------ internals
+    def _key(self, config: str):
+        s = self.cache.get(config)
+        if s is None:
+            return (1, 0.0, config)
+        return (0, s if self.mode == "min" else -s, config)
+
+    def _rank(self, configs) -> list[str]:
+        return sorted(set(configs), key=self._key)
+
+    def _fits(self, cfg: ChannelConfig) -> bool:
+        return self.macs(str(cfg)) <= self.budget
+
+    def _shrink(self, cfg: ChannelConfig) -> ChannelConfig:
+        ch = list(cfg)
+        while self.macs(str(ChannelConfig(tuple(ch)))) > self.budget:
+            movable = [i for i, w in enumerate(ch) if w != self.space.choices[i][-1]]
+            i = self.rng.choice(movable)
+            choices = self.space.choices[i]            # widest first
+            ch[i] = choices[choices.index(ch[i]) + 1]
+        self.shrunk += 1
+        return ChannelConfig(tuple(ch))
+
+    def _draw(self, make: Callable[[], ChannelConfig], taken: set) -> str:
+        """A config from ``make`` that fits the budget and is not in ``taken``."""
+        cand = None
+        for _ in range(self.max_attempts):
+            cand = make()
+            if self._fits(cand) and str(cand) not in taken:
+                return str(cand)
+            self.redraws += 1
+        # Out of attempts: make the last candidate fit (a duplicate is then accepted;
+        # its score comes from the cache).
+        return str(cand if self._fits(cand) else self._shrink(cand))
+
+    def _initial(self) -> list[str]:
+        members: list[str] = []
+        taken: set = set()
+        for _ in range(self.population):
+            cfg = self._draw(lambda: self.space.sample(self.rng), taken)
+            members.append(cfg)
+            taken.add(cfg)
+        return members
+
+    def _mutate(self, parent: str) -> ChannelConfig:
+        p = ChannelConfig.parse(parent)
+        return ChannelConfig(tuple(
+            self.rng.choice(self.space.choices[i]) if self.rng.random() < self.mutation_prob
+            else w for i, w in enumerate(p)))
+
+    def _crossover(self, a: str, b: str) -> ChannelConfig:
+        pa, pb = ChannelConfig.parse(a), ChannelConfig.parse(b)
+        return ChannelConfig(tuple(x if self.rng.random() < 0.5 else y for x, y in zip(pa, pb)))
+
+    def _start_generation(self, members: list[str]) -> None:
+        self.generation += 1
+        self.members = members
+        seen: set = set()
+        self.queue = []
+        for m in members:
+            if m not in self.cache and m not in seen:
+                self.queue.append(m)
+                seen.add(m)
+
+    def _finish_generation(self) -> None:
+        ranked = self._rank(self.members)
+        best = ranked[0]
+        self.history.append({"generation": self.generation, "best": best,
+                             "score": self.cache.get(best),
+                             "scored": sum(1 for g in self.scored_in.values()
+                                           if g == self.generation)})
+        if self.generation + 1 >= self.generations:
+            self.generation += 1                       # done
+            self.members, self.queue = [], []
+            return
+        parents = ranked[:self.n_parents]
+        n_children = self.population - len(parents)
+        n_mut = int(round(self.mutation_ratio * n_children))
+        members = list(parents)
+        taken = set(parents)
+        for j in range(n_children):
+            if j < n_mut:
+                make = lambda: self._mutate(self.rng.choice(parents))  # noqa: E731
+            elif len(parents) > 1:
+                make = lambda: self._crossover(*self.rng.sample(parents, 2))  # noqa: E731
+            else:
+                make = lambda: self._mutate(parents[0])  # noqa: E731
+            child = self._draw(make, taken)
+            members.append(child)
+            taken.add(child)
+        self._start_generation(members)
+
+
+__all__ = ["Evolution", "DONE"]

@@ -1,0 +1,210 @@
+"""Search: closed-form MACs, the evolution recipe (no Ray), the Tune searchers on a
+synthetic objective, resume after a killed driver, and a real small search through the
+FID pool."""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from ganc import nn as gnn
+from ganc.errors import ConfigError, GancError
+from ganc.profile import count_macs, count_params
+from ganc.search.cost import BudgetError, CostModel, check_budget
+from ganc.search.evolution import DONE, Evolution
+from ganc.search.pareto import dominates, pareto_front
+from ganc.space import PRESETS, ChannelConfig, SearchSpace
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A small synthetic problem: 2 widths per position (256 configs); score = -(weighted
+# width sum), so wider is better and the budget decides which config is optimal.
+SPACE = SearchSpace.uniform("tiny", [16, 8])
+COST = CostModel(size=32)
+WEIGHTS = (8, 6, 4, 3, 2, 1, 5, 7)
+
+
+def synthetic_score(cfg) -> float:
+    return -float(sum(w * c for w, c in zip(WEIGHTS, ChannelConfig.parse(cfg))))
+
+
+def all_configs(space=SPACE):
+    return [ChannelConfig(t) for t in itertools.product(*space.choices)]
+
+
+def budget_and_optimum():
+    configs = all_configs()
+    budget = sorted(COST.macs(c) for c in configs)[len(configs) // 3]
+    best = min((c for c in configs if COST.macs(c) <= budget), key=synthetic_score)
+    return budget, str(best)
+
+
+# ---------------------------------------------------------------- cost (no Ray)
+@pytest.mark.parametrize("size,norm", [(32, "instance"), (35, "batch"), (64, "none")])
+def test_closed_form_macs_and_params_match_the_profiler(size, norm):
+    rng = random.Random(size)
+    space = PRESETS["channels-64-pix2pix"]
+    cost = CostModel(size=size, norm=norm)
+    for cfg in [space.smallest(), space.largest(), space.sample(rng), space.sample(rng)]:
+        net = gnn.build("sub_mobile_resnet_9blocks", config=str(cfg), norm=norm)
+        assert cost.macs(cfg) == count_macs(net, (1, 3, size, size))
+        assert cost.params(cfg) == count_params(net)
+
+
+def test_closed_form_macs_of_the_released_horse2zebra_config():
+    assert CostModel(256).macs("16_16_32_16_32_32_16_16") == 2_546_204_672
+
+
+def test_budget_below_the_smallest_subnet_fails_at_once_in_one_line():
+    space = PRESETS["channels-64-cycleGAN"]
+    smallest = CostModel(256).macs(space.smallest())
+    with pytest.raises(BudgetError) as e:
+        check_budget(space, smallest - 1, CostModel(256))
+    msg = str(e.value)
+    assert "\n" not in msg and f"{smallest:,}" in msg and str(space.smallest()) in msg
+    assert isinstance(e.value, GancError)
+    check_budget(space, smallest, CostModel(256))          # exactly the smallest fits
+    from ganc.search.nsga2 import NSGA2Searcher
+    from ganc.search.searcher import EvolutionSearcher
+    for cls in (EvolutionSearcher, NSGA2Searcher):
+        with pytest.raises(BudgetError):
+            cls(space, smallest - 1, CostModel(256), population=4, generations=1)
+
+
+# ---------------------------------------------------------------- evolution (no Ray)
+def _drive(evo: Evolution, score=synthetic_score, on_ask=None):
+    """Score every config the search asks for, in order; returns the asked configs."""
+    asked = []
+    while True:
+        cfg = evo.ask()
+        if cfg == DONE:
+            return asked
+        assert cfg is not None, "nothing is out, so the search must not wait"
+        asked.append(cfg)
+        if on_ask:
+            on_ask(cfg)
+        evo.tell(cfg, score(cfg))
+
+
+def test_evolution_recipe_budget_cache_and_generation_shape():
+    budget, best = budget_and_optimum()
+    evo = Evolution(SPACE, budget, COST.macs, population=10, parent_ratio=0.3,
+                    mutation_prob=0.2, mutation_ratio=0.5, generations=12, seed=1)
+    assert evo.n_parents == 3
+    sizes = []
+    asked = _drive(evo, on_ask=lambda c: sizes.append(evo.generation))
+    assert len(asked) == len(set(asked)), "a config was scored twice"
+    assert all(COST.macs(c) <= budget for c in asked), "a config over budget was suggested"
+    assert all(SPACE.contains(c) for c in asked)
+    assert len(evo.history) == 12 and evo.done
+    assert evo.best()[0][0] == best
+    # the best score never gets worse from one generation to the next (parents survive)
+    scores = [h["score"] for h in evo.history]
+    assert all(b <= a for a, b in zip(scores, scores[1:]))
+
+
+def test_evolution_state_roundtrip_continues_identically():
+    budget, _ = budget_and_optimum()
+    kw = dict(population=8, generations=6, seed=3)
+    ref = Evolution(SPACE, budget, COST.macs, **kw)
+    ref_asked = _drive(ref)
+    evo = Evolution(SPACE, budget, COST.macs, **kw)
+    asked = []
+    while evo.generation < 2:           # stop in the middle of the search
+        cfg = evo.ask()
+        asked.append(cfg)
+        evo.tell(cfg, synthetic_score(cfg))
+    state = json.loads(json.dumps(evo.state_dict()))
+    again = Evolution(SPACE, budget, COST.macs, **{**kw, "seed": 99})
+    again.load_state_dict(state)
+    asked += _drive(again)
+    assert asked == ref_asked
+
+
+def test_evolution_with_a_budget_only_the_smallest_fits():
+    budget = COST.macs(SPACE.smallest())
+    evo = Evolution(SPACE, budget, COST.macs, population=4, generations=3, seed=0,
+                    max_attempts=5)
+    asked = _drive(evo)
+    assert asked == [str(SPACE.smallest())]     # scored once, then always from the cache
+
+
+def test_evolution_rejects_bad_settings_in_one_line():
+    for kw in [dict(population=1), dict(parent_ratio=1.0), dict(mutation_prob=1.5),
+               dict(generations=0)]:
+        with pytest.raises(ConfigError) as e:
+            Evolution(SPACE, 1e12, COST.macs, **kw)
+        assert "\n" not in str(e.value) and "search." in str(e.value)
+
+
+def test_pareto_front_is_non_dominated():
+    rows = [{"fid": f, "macs": m} for f, m in [(1, 9), (2, 5), (3, 5), (2, 6), (5, 1), (6, 1),
+                                              (math.nan, 0)]]
+    front = pareto_front(rows, ["fid", "macs"])
+    assert [(r["fid"], r["macs"]) for r in front] == [(1, 9), (2, 5), (5, 1)]
+    assert dominates((1, 1), (1, 2)) and not dominates((1, 2), (1, 2))
+
+
+# ---------------------------------------------------------------- Tune (synthetic)
+def synthetic_trainable(trial_cfg):
+    from ray import tune
+    cfg = trial_cfg["config"]
+    tune.report({"score": synthetic_score(cfg), "fid": synthetic_score(cfg) + 1000.0,
+                 "macs": COST.macs(cfg), "config_str": cfg,
+                 "generation": trial_cfg["generation"]})
+
+
+def test_evolution_searcher_through_tune_reaches_the_known_optimum(ray_local, tmp_path):
+    from ray import tune
+    from ganc.search.searcher import EvolutionSearcher
+    budget, best = budget_and_optimum()
+    searcher = EvolutionSearcher(SPACE, budget, COST, metric="score", mode="min",
+                                 population=8, generations=6, seed=0)
+    results = tune.Tuner(
+        synthetic_trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=1000,
+                                    max_concurrent_trials=2, reuse_actors=True),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="syn", verbose=0),
+    ).fit()
+    df = results.get_dataframe()
+    assert not results.errors
+    assert len(df) == df["config_str"].nunique(), "a config was scored twice"
+    assert (df["macs"] <= budget).all(), "a config over budget was suggested"
+    assert set(df["generation"]) <= set(range(6))
+    assert df.loc[df["score"].idxmin(), "config_str"] == best
+    assert searcher.evo.done and searcher.evo.best()[0][0] == best
+
+
+def test_nsga2_searcher_through_tune_returns_a_non_dominated_front(ray_local, tmp_path):
+    from ray import tune
+    from ganc.search.nsga2 import NSGA2Searcher
+    budget, _ = budget_and_optimum()
+    searcher = NSGA2Searcher(SPACE, budget, COST, population=6, generations=3, seed=0)
+    results = tune.Tuner(
+        synthetic_trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=1000,
+                                    max_concurrent_trials=2, reuse_actors=True),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="nsga", verbose=0),
+    ).fit()
+    df = results.get_dataframe()
+    assert not results.errors
+    assert 1 < len(df) <= 18
+    assert len(df) == df["config_str"].nunique(), "a config was scored twice"
+    assert (df["macs"] <= budget).all(), "a config over budget was scored"
+    rows = df[["config_str", "fid", "macs"]].to_dict("records")
+    front = pareto_front(rows, ["fid", "macs"])
+    assert front
+    vec = [(r["fid"], r["macs"]) for r in front]
+    assert not any(dominates(a, b) for a in vec for b in vec)
+    for r in rows:       # every other point is dominated by (or equal to) a front point
+        v = (r["fid"], r["macs"])
+        assert v in vec or any(dominates(f, v) for f in vec)
