@@ -1,0 +1,258 @@
+"""Pruning agents: gates, resource loss, gated MACs, slicing, LDS loss, a short run."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ganc import nn as gnn
+from ganc.config import PruneConfig
+from ganc.errors import ConfigError
+from ganc.profile import count_macs
+from ganc.prune import (Agent, LocalDensityLoss, Pruner, expected_gates, gated_discriminator,
+                        gated_generator, gumbel_sigmoid, hard_keep, resource_loss,
+                        slice_network)
+from ganc.prune.gated import PrunedResnetGenerator
+from ganc.prune.lds import FixedFeatures, pooled
+
+SIZE = 32
+
+
+def _random_keep(gated, seed):
+    g = torch.Generator().manual_seed(seed)
+    gates = {k: (torch.rand(c, generator=g) > 0.5).float() for k, c in gated.groups.items()}
+    keep = hard_keep(gates)
+    gates = {k: torch.zeros(c).index_fill(0, keep[k], 1.0) for k, c in gated.groups.items()}
+    return gates, keep
+
+
+def _randomize_bn(net, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+
+
+# ------------------------------------------------------------------------- gates
+def test_gumbel_sigmoid_soft_in_train_hard_in_eval_straight_through():
+    torch.manual_seed(0)
+    logits = torch.linspace(-2, 2, 64, requires_grad=True)
+    soft = gumbel_sigmoid(logits, 0.5, training=True, hard=False)
+    assert ((soft > 0) & (soft < 1)).all()
+    assert ((soft > 0.01) & (soft < 0.99)).any()          # genuinely soft
+    assert not torch.equal(soft, gumbel_sigmoid(logits, 0.5, training=True, hard=False))
+    hard = gumbel_sigmoid(logits, 0.5, training=True, hard=True)
+    assert set(hard.detach().unique().tolist()) <= {0.0, 1.0}
+    hard.sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0   # straight-through
+    ev = gumbel_sigmoid(logits.detach(), 0.5, training=False)
+    assert torch.equal(ev, (logits.detach() > 0).float())
+    assert torch.equal(ev, gumbel_sigmoid(logits.detach(), 0.5, training=False))
+    e = expected_gates(logits.detach().requires_grad_(), 0.5)
+    assert torch.equal(e.detach(), (logits.detach() > 0).float())
+    with pytest.raises(ConfigError, match="temperature"):
+        gumbel_sigmoid(logits, 0.0)
+
+
+def test_resource_loss_zero_under_budget_positive_over():
+    r = torch.tensor(0.08, requires_grad=True)
+    loss = resource_loss(r, 0.1)
+    assert float(loss.detach()) == 0.0
+    loss.backward()
+    assert float(r.grad) == 0.0
+    assert float(resource_loss(torch.tensor(0.1), 0.1)) == 0.0
+    r = torch.tensor(0.3, requires_grad=True)
+    loss = resource_loss(r, 0.1)
+    assert math.isclose(float(loss.detach()), math.log(3.0), rel_tol=1e-6)
+    loss.backward()
+    assert float(r.grad) > 0
+    assert float(resource_loss(torch.tensor(0.5), 0.1)) > float(loss.detach())
+    with pytest.raises(ConfigError, match="target"):
+        resource_loss(torch.tensor(0.5), 0.0)
+
+
+def test_agent_peer_input_changes_logits():
+    torch.manual_seed(0)
+    agent = Agent({"a": 4, "b": 6}, peer_layers=3, base=2.0)
+    out0 = agent(agent.peer_input(None, None))
+    assert list(out0) == ["a", "b"] and out0["b"].shape == (6,)
+    assert (out0["a"] > 0).all()                                   # starts open
+    out1 = agent(agent.peer_input([0.2, 0.5, 1.0], 0.7))
+    assert not torch.allclose(out0["a"], out1["a"])
+    assert torch.equal(agent.peer_input(None, None), torch.zeros(4))
+
+
+# ------------------------------------------------------------------------- MACs + slicing
+@pytest.mark.parametrize("name,norm", [("resnet_9blocks", "instance"),
+                                       ("mobile_resnet_9blocks", "batch"),
+                                       ("resnet_6blocks", "none")])
+def test_gated_generator_macs_and_slicing(name, norm):
+    torch.manual_seed(1)
+    G = gnn.build(name, ngf=8, norm=norm)
+    _randomize_bn(G)
+    gated = gated_generator(G)
+    assert "trunk" in gated.groups and "block1" in gated.groups
+    assert gated.full_macs(SIZE) == count_macs(G, (1, 3, SIZE, SIZE))
+    G.eval()
+    x = torch.randn(2, 3, SIZE, SIZE)
+    for seed in (0, 1):
+        gates, keep = _random_keep(gated, seed)
+        small = slice_network(gated, keep).eval()
+        assert isinstance(small, PrunedResnetGenerator)
+        counts = {g: v.sum() for g, v in gates.items()}
+        assert int(gated.macs(counts, SIZE)) == count_macs(small, (1, 3, SIZE, SIZE))
+        with torch.no_grad():
+            y_gated, y_small, y_full = gated(x, gates), small(x), G(x)
+        assert (y_gated - y_small).abs().max() < 1e-5
+        assert (y_gated - y_full).abs().max() > 1e-3              # the gates do something
+        rebuilt = PrunedResnetGenerator.from_description(small.description())
+        rebuilt.load_state_dict(small.state_dict(), strict=True)
+    # differentiable in the gates
+    g = {k: torch.full((c,), 0.5, requires_grad=True) for k, c in gated.groups.items()}
+    ratio = gated.macs_ratio(g, SIZE)
+    ratio.backward()
+    assert 0 < float(ratio) < 1 and all(v.grad.abs().sum() > 0 for v in g.values())
+
+
+def test_gated_discriminator_macs_and_slicing():
+    torch.manual_seed(2)
+    D = gnn.build("n_layers", input_nc=6, ndf=8, n_layers=3, norm="batch")
+    _randomize_bn(D)
+    gated = gated_discriminator(D)
+    assert list(gated.groups) == ["d0", "d1", "d2", "d3"]
+    assert gated.full_macs(SIZE) == count_macs(D, (1, 6, SIZE, SIZE))
+    D.eval()
+    x = torch.randn(2, 6, SIZE, SIZE)
+    gates, keep = _random_keep(gated, 3)
+    small = slice_network(gated, keep).eval()
+    assert isinstance(small, gnn.NLayerDiscriminator)
+    assert small.widths == [int(v.numel()) for v in keep.values()]
+    assert int(gated.macs({g: v.sum() for g, v in gates.items()}, SIZE)) == \
+        count_macs(small, (1, 6, SIZE, SIZE))
+    with torch.no_grad():
+        assert (gated(x, gates) - small(x)).abs().max() < 1e-5
+
+
+def test_slicing_rejects_unknown_group():
+    gated = gated_generator(gnn.build("resnet_6blocks", ngf=8))
+    with pytest.raises(ConfigError, match="unknown channel group 'nope'"):
+        slice_network(gated, {"nope": torch.tensor([0])})
+
+
+# ------------------------------------------------------------------------- LDS
+@pytest.mark.parametrize("features", ["fixed", "discriminator"])
+def test_lds_zero_for_identical_and_grows_with_perturbation(features):
+    torch.manual_seed(3)
+    G = gnn.build("resnet_6blocks", ngf=8).eval()
+    D = gnn.build("n_layers", input_nc=6, ndf=8, n_layers=3, norm="instance").eval()
+    if features == "fixed":
+        fixed = FixedFeatures(3)
+        phi = lambda x, y: fixed(y)                                   # noqa: E731
+    else:
+        phi = lambda x, y: pooled(D.forward_features(torch.cat([x, y], 1))[1])  # noqa: E731
+    x = torch.rand(2, 3, SIZE, SIZE) * 2 - 1
+    lds = LocalDensityLoss(phi(x[:1], x[:1]).shape[1], k=4, noise=0.1, bandwidth=1.0)
+    xs = lds.neighbourhood(x, torch.Generator().manual_seed(0))
+    assert xs.shape == (8, 3, SIZE, SIZE) and torch.equal(xs[0], x[0]) and torch.equal(xs[4], x[1])
+    with torch.no_grad():
+        f_orig = phi(xs, G(xs))
+        same = lds(phi(xs, G(xs)), f_orig)
+    assert float(same["total"]) < 1e-6 and float(same["adv"]) == pytest.approx(0, abs=1e-6)
+    totals = []
+    for eps in (0.05, 0.2, 0.6):
+        P = gnn.build("resnet_6blocks", ngf=8).eval()
+        P.load_state_dict(G.state_dict())
+        gen = torch.Generator().manual_seed(7)
+        with torch.no_grad():
+            for p in P.parameters():
+                p.add_(eps * torch.randn(p.shape, generator=gen) * p.std().clamp_min(1e-3))
+            t = lds(phi(xs, P(xs)), f_orig)
+        totals.append(float(t["density"] + t["structure"]))
+    assert totals[0] > 1e-6 and totals[0] < totals[1] < totals[2], totals
+
+
+def test_lds_config_errors():
+    with pytest.raises(ConfigError, match="lds_k"):
+        LocalDensityLoss(8, k=1)
+    with pytest.raises(ConfigError, match="lds_perturb 'blur'"):
+        LocalDensityLoss(8, perturb="blur")
+
+
+# ------------------------------------------------------------------------- training
+def _demo_batches(tmp_path, n=4):
+    from ganc.data import build_dataset, make_demo_data
+    root = tmp_path / "demo"
+    make_demo_data("paired", n, SIZE, str(root), seed=0, n_test=4)
+    ds = build_dataset("aligned", str(root), "train", "AtoB", SIZE, SIZE, False)
+    items = [ds[i] for i in range(len(ds))]
+    A = torch.stack([it["A"] for it in items])
+    B = torch.stack([it["B"] for it in items])
+    return A, B
+
+
+def _teacher():
+    torch.manual_seed(0)
+    G = gnn.build("resnet_6blocks", ngf=8)
+    D = gnn.build("n_layers", input_nc=6, ndf=8, n_layers=2, norm="batch")
+    return G, D
+
+
+def test_short_run_reaches_targets(tmp_path):
+    A, B = _demo_batches(tmp_path)
+    G, D = _teacher()
+    pc = PruneConfig(lr_agent=5e-3, base=1.0, lambda_resource=5.0, d_target=0.4, lds_k=2)
+    pr = Pruner(pc, 0.1, G, D, size=SIZE)
+    start = pr.ratios()
+    assert start["ratio_G"] > 0.8 and start["ratio_D"] > 0.8, start
+    for i in range(24):
+        pr.step(A[i % 4:i % 4 + 1], B[i % 4:i % 4 + 1])
+    r = pr.ratios()
+    assert r["ratio_G"] <= 0.1 + 0.02, r
+    assert r["ratio_D"] <= 0.4 + 1e-6, r
+    small, small_D, keep = pr.slice()
+    assert count_macs(small, (1, 3, SIZE, SIZE)) == round(r["macs_G"])
+    gG, gD = pr.hard_gates()
+    with torch.no_grad():
+        pr.G.eval(), pr.D.eval(), small.eval(), small_D.eval()
+        assert (pr.G(A, gG) - small(A)).abs().max() < 1e-5
+        x = torch.cat([A, B], 1)
+        assert (pr.D(x, gD) - small_D(x)).abs().max() < 1e-5
+
+
+def test_ablation_switches_change_loss_terms(tmp_path):
+    A, B = _demo_batches(tmp_path, n=4)
+    G, D = _teacher()
+    base = dict(lds_k=2, lr_agent=1e-3)
+    full = Pruner(PruneConfig(**base), 0.1, G, D, size=SIZE)
+    m = [full.step(A[:1], B[:1]) for _ in range(2)][-1]
+    assert {"lds", "lds_density", "lds_structure", "lds_adv", "critic"} <= set(m)
+    assert m["lds_density"] > 0 and full.last_peer["G"].abs().sum() > 0
+    assert full.last_peer["D"].abs().sum() > 0
+
+    no_lds = Pruner(PruneConfig(use_lds=False, **base), 0.1, G, D, size=SIZE)
+    m = [no_lds.step(A[:1], B[:1]) for _ in range(2)][-1]
+    assert not any(k.startswith("lds") for k in m) and "critic" not in m
+
+    no_peer = Pruner(PruneConfig(peer_feedback=False, **base), 0.1, G, D, size=SIZE)
+    [no_peer.step(A[:1], B[:1]) for _ in range(2)]
+    assert no_peer.last_peer["G"].abs().sum() == 0 and no_peer.last_peer["D"].abs().sum() == 0
+
+    no_d = Pruner(PruneConfig(prune_d=False, **base), 0.1, G, D, size=SIZE)
+    m = [no_d.step(A[:1], B[:1]) for _ in range(2)][-1]
+    assert no_d.genD is None and m["res_D"] == 0.0 and m["ratio_D"] == 1.0
+    assert no_d.ratios()["ratio_D"] == 1.0
+    assert no_d.slice()[1].widths == D.widths
+
+
+def test_prune_config_errors():
+    G, D = _teacher()
+    with pytest.raises(ConfigError, match=r"prune.targets: 1.5"):
+        Pruner(PruneConfig(targets=[1.5]), 0.1, G, D)
+    with pytest.raises(ConfigError, match="prune.lds_features 'vgg'"):
+        Pruner(PruneConfig(lds_features="vgg"), 0.1, G, D)
+    with pytest.raises(ConfigError, match="prune.d_target"):
+        Pruner(PruneConfig(d_target=0), 0.1, G, D)
