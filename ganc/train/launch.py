@@ -97,7 +97,28 @@ def ray_storage(run: Store, stage: str):
         os.makedirs(path, exist_ok=True)
         return path, None
     import pyarrow.fs as pafs
-    return f"{run.root}/{stage}", pafs.PyFileSystem(pafs.FSSpecHandler(run.fs))
+    fs = run.fs
+    creds = {k: os.environ[v] for k, v in (("key", "AWS_ACCESS_KEY_ID"),
+                                           ("secret", "AWS_SECRET_ACCESS_KEY"),
+                                           ("token", "AWS_SESSION_TOKEN")) if os.environ.get(v)}
+    if creds:
+        # Ray Train's controller and workers get this filesystem pickled; they may run in
+        # processes started before the driver's credentials were set, so carry them along.
+        import s3fs
+        fs = s3fs.S3FileSystem(**{**fs.storage_options, **creds})
+    return f"{run.root}/{stage}", pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+
+
+# S3 settings the driver passes on to its training workers (which may run in processes
+# started before they were set).
+S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
+          "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE")
+
+
+def worker_env() -> dict:
+    env = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+    env.update({k: os.environ[k] for k in S3_ENV if os.environ.get(k)})
+    return env
 
 
 def ensure_ray(num_cpus: int) -> bool:
@@ -174,7 +195,7 @@ def _fit(stage, loop, spec, cfg: RunConfig, run: Store, gpu: bool) -> None:
                 failure_config=ray.train.FailureConfig(max_failures=sc.max_failures),
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
                 logging_config=ray.train.LoggingConfig(log_level="WARNING"),
-                worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}}))
+                worker_runtime_env={"env_vars": worker_env()}))
         try:
             result = trainer.fit()
         except Exception as e:  # Ray raises TrainingFailedError after max_failures

@@ -142,9 +142,14 @@ class RaySession(Session):
                 path = os.path.join(d, CKPT_FILE)
                 if os.path.isfile(path):
                     state = torch.load(path, map_location="cpu", weights_only=True)
+        # Ray registers a reported checkpoint asynchronously: after a crash shortly after a
+        # report, get_checkpoint() may still name the one before. latest.json is written
+        # by rank 0 once the upload returned, so the newer of the two wins.
         latest = self.spec.get("resume")
+        if self.store.exists(self.key("latest.json")):
+            latest = self.store.get_json(self.key("latest.json"))
         if latest and (state is None or int(state.get("step", 0)) < int(latest["step"])):
-            state = self._load_store_state()
+            state = self.store.get_torch(latest["key"])
         return state
 
     def report(self, step: int, metrics: dict, checkpoint: bool = False,

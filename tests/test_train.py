@@ -1,0 +1,213 @@
+"""Ray Train teacher and supernet jobs on generated data: real TorchTrainer with 2 gloo
+workers on loopback, checkpoints in the store (local folder and the local S3 server),
+a worker killed mid-run, re-runs of finished and interrupted jobs."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+import torch
+
+from ganc import nn as gnn
+from ganc.config import from_dict
+from ganc.store import open_store
+from ganc.train import launch
+from ganc.train.supernet import train_supernet
+from ganc.train.teacher import train_teacher
+from ganc.weights import read_state_dict
+
+TINY = {"demo_n": 16, "demo_size": 32, "load_size": 36, "crop_size": 32}
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    # one demo-data cache for the whole session
+    monkeypatch.setenv("GANC_CACHE", str(tmp_path_factory.getbasetemp() / "ganc-cache"))
+
+
+def tiny_cfg(name, kind="aligned", teacher=None, distill=None, scale=None, model=None):
+    return from_dict({
+        "name": name, "seed": 1,
+        "data": {"kind": kind, **TINY},
+        "model": {"teacher_ngf": 8, "ndf": 8, "student_ngf": 16, **(model or {})},
+        "teacher": {"steps": 40, "checkpoint_every": 10, "log_every": 5, "lr": 1e-3,
+                    **(teacher or {})},
+        "distill": {"steps": 40, "checkpoint_every": 10, "log_every": 5, "lr": 1e-3,
+                    "eval_every": 0, "space_widths": [16, 8, 4], **(distill or {})},
+        "scale": {"workers": 2, "cpus_per_worker": 1, "max_failures": 2, **(scale or {})},
+    })
+
+
+def first_last(history, key, k=2):
+    vals = [h[key] for h in history if key in h]
+    assert len(vals) >= 2 * k, history
+    return sum(vals[:k]) / k, sum(vals[-k:]) / k
+
+
+@pytest.fixture(scope="module")
+def teacher_run(ray_local, tmp_path_factory):
+    """A pix2pix teacher trained once on a local-folder store (2 workers)."""
+    root = tmp_path_factory.mktemp("store")
+    cfg = tiny_cfg("pix")
+    result = train_teacher(cfg, str(root))
+    return cfg, root, result
+
+
+def test_teacher_pix2pix_trains_and_lands_in_file_store(teacher_run):
+    cfg, root, result = teacher_run
+    assert not result["skipped"] and result["step"] == 40
+    first, last = first_last(result["history"], "G_L1")
+    assert last < 0.8 * first, (first, last)
+    run = open_store(str(root)).run("pix")
+    for key in ("teacher/final.pt", "teacher/config.yaml", "teacher/latest.json",
+                "teacher/metrics.jsonl", "teacher/latest_net_G.pth"):
+        assert run.exists(key), key
+    assert any(k.startswith("teacher/tb/events.out.tfevents") for k in run.ls("teacher/tb"))
+    ckpts = [k for k in run.ls("teacher/ray") if k.endswith("/state.pt")]
+    assert "teacher/ray/step-00000040/state.pt" in ckpts
+    # the final artifact: metadata plus weights that load strictly, weights_only
+    final = run.get_torch("teacher/final.pt")
+    assert (final["netG"], final["ngf"], final["step"]) == ("resnet_9blocks", 8, 40)
+    assert final["config"]["name"] == "pix"
+    G = gnn.build("resnet_9blocks", ngf=8)
+    G.load_state_dict(read_state_dict(run.read_bytes("teacher/final.pt")), strict=True)
+    # two workers, one start
+    assert [s["world"] for s in result["starts"]] == [2]
+
+
+def test_rerunning_a_finished_teacher_job_does_no_training(teacher_run):
+    cfg, root, _ = teacher_run
+    run = open_store(str(root)).run("pix")
+    before = run.read_bytes("teacher/final.pt")
+    t0 = time.perf_counter()
+    again = train_teacher(cfg, str(root))
+    assert again["skipped"] and again["step"] == 40
+    assert len(again["starts"]) == 1  # no new start event
+    assert run.read_bytes("teacher/final.pt") == before
+    assert time.perf_counter() - t0 < 10
+
+
+def test_cyclegan_teacher_on_s3(ray_local, s3_url):
+    cfg = tiny_cfg("cyc", kind="unaligned", teacher={"steps": 30},
+                   model={"gan_mode": "lsgan"})
+    result = train_teacher(cfg, s3_url)
+    assert result["step"] == 30 and result["final"].startswith("s3://")
+    first, last = first_last(result["history"], "cycle")
+    assert last < 0.9 * first, (first, last)
+    run = open_store(s3_url).run("cyc")
+    assert run.exists("teacher/final.pt")
+    assert run.exists("teacher/ray/step-00000030/state.pt")  # Ray Train wrote to S3
+    final = run.get_torch("teacher/final.pt")
+    assert final["recipe"] == "cyclegan" and "netG_B" in final
+
+
+def _check_supernet_final(final, space_widths, teacher_source_suffix):
+    assert final["netG"] == "super_mobile_resnet_9blocks" and final["ngf"] == 16
+    assert final["search_space"]["choices"][0] == sorted(space_widths, reverse=True)
+    assert final["teacher"]["source"].endswith(teacher_source_suffix)
+    assert final["teacher"]["netG"] == "resnet_9blocks" and final["teacher"]["ngf"] == 8
+    assert final["step"] == final["config"]["distill"]["steps"]
+    sup = gnn.build(final["netG"], ngf=final["ngf"], norm=final["norm"])
+    sup.load_state_dict(final["state_dict"], strict=True)
+    sub = gnn.extract_subnet(sup, "4_4_4_4_4_4_4_4")
+    x = torch.randn(1, 3, 32, 32)
+    sup.eval(), sub.eval()
+    assert torch.allclose(sub(x), sup(x, "4_4_4_4_4_4_4_4"), atol=1e-5)
+
+
+def test_supernet_sandwich_from_run_teacher_file_store(teacher_run):
+    cfg, root, _ = teacher_run
+    cfg.distill.sampler = "sandwich"
+    result = train_supernet(cfg, str(root))
+    assert not result["skipped"] and result["step"] == 40
+    for key in ("recon", "distill"):
+        first, last = first_last(result["history"], key)
+        assert last < 0.8 * first, (key, first, last)
+    run = open_store(str(root)).run("pix")
+    assert run.exists("supernet/ray/step-00000040/state.pt")
+    _check_supernet_final(run.get_torch("supernet/final.pt"), [16, 8, 4], "teacher/final.pt")
+
+
+def test_unpaired_supernet_with_released_style_teacher_on_s3(teacher_run, s3_url):
+    _, root, _ = teacher_run
+    weights = os.path.join(root, "runs", "pix", "teacher", "latest_net_G.pth")
+    cfg = tiny_cfg("sup-s3", kind="unaligned", distill={"steps": 30, "lambda_recon": 10.0,
+                                                         "lambda_distill": 0.01},
+                   model={"teacher_weights": weights, "gan_mode": "lsgan"})
+    result = train_supernet(cfg, s3_url)
+    assert result["step"] == 30
+    first, last = first_last(result["history"], "recon")
+    assert last < 0.9 * first, (first, last)
+    run = open_store(s3_url).run("sup-s3")
+    assert run.exists("supernet/ray/step-00000030/state.pt")
+    _check_supernet_final(run.get_torch("supernet/final.pt"), [16, 8, 4], "latest_net_G.pth")
+
+
+def _kill_when(hook_dir, rank, at_step, timeout=180, exclude=None):
+    """SIGKILL worker ``rank`` once it has done ``at_step`` steps; returns (step, pid)."""
+    path = os.path.join(hook_dir, f"rank{rank}.json")
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        try:
+            with open(path) as f:
+                info = json.load(f)
+        except (OSError, ValueError):
+            info = None
+        if info and info["step"] >= at_step and info["pid"] != exclude:
+            os.kill(info["pid"], signal.SIGKILL)
+            return info["step"], info["pid"]
+        time.sleep(0.05)
+    raise AssertionError(f"worker {rank} never reached step {at_step}")
+
+
+def _train_in_thread(fn, *args):
+    out = {}
+
+    def target():
+        try:
+            out["result"] = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - reported to the test
+            out["error"] = e
+
+    th = threading.Thread(target=target, daemon=True)
+    th.start()
+    return th, out
+
+
+def test_killed_worker_is_replaced_then_an_interrupted_job_continues(ray_local, tmp_path,
+                                                                     monkeypatch):
+    """One job, max_failures=1: kill a worker (Ray Train restarts the group from the latest
+    checkpoint), kill one again (the job fails), then re-run the job: it continues."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    monkeypatch.setenv(launch.HOOK_ENV, str(hooks))
+    monkeypatch.setenv(launch.HOOK_SLEEP_ENV, "0.1")
+    store = str(tmp_path / "store")
+    cfg = tiny_cfg("kill", teacher={"steps": 60}, scale={"max_failures": 1})
+    th, out = _train_in_thread(train_teacher, cfg, store)
+    first_kill, _ = _kill_when(str(hooks), rank=1, at_step=15)
+    second_kill, _ = _kill_when(str(hooks), rank=0, at_step=first_kill + 15)
+    th.join(timeout=300)
+    assert not th.is_alive()
+    assert isinstance(out.get("error"), launch.TrainingError), out
+    run = open_store(store).run("kill")
+    assert not run.exists("teacher/final.pt")
+    saved = run.get_json("teacher/latest.json")["step"]
+    assert second_kill - 10 <= saved <= second_kill, (second_kill, saved)
+
+    monkeypatch.setenv(launch.HOOK_SLEEP_ENV, "0")
+    result = train_teacher(cfg, store)
+    assert result["step"] == 60 and not result["skipped"]
+    starts = [s["step"] for s in result["starts"]]
+    assert len(starts) == 3 and starts[0] == 0, starts
+    # the replaced worker lost no more than checkpoint_every steps
+    assert first_kill - 10 <= starts[1] <= first_kill, (first_kill, starts)
+    # the re-run job started from the newest checkpoint of the failed one
+    assert starts[2] == saved, (saved, starts)
+    # the metrics log is continuous: every logged step once, up to the end
+    steps = [h["step"] for h in result["history"]]
+    assert steps == sorted(set(steps)) and steps[-1] == 60
