@@ -1,0 +1,274 @@
+"""The search stage: Ray Tune trials scoring sub-networks through the FID actor pool.
+
+    run_search(cfg, store) -> summary dict
+
+reads ``runs/<id>/supernet/final.pt``, checks the MACs budget (default: a tenth of the
+teacher's MACs at the eval resolution ``data.crop_size``), starts the FID pool (supernet
+weights put into the Ray object store once), scores the teacher, runs the searcher
+(``search.method``: ``evolution`` or ``nsga2``) with ``max_concurrent_trials`` equal to
+the pool's size, and writes under ``runs/<id>/search/``: ``results.parquet``,
+``pareto.parquet``, ``fid_vs_macs.png``, and ``runs/<id>/best.json``. The Tune experiment
+lives in ``runs/<id>/search/tune``; running the stage again on an unfinished experiment
+resumes it with ``Tuner.restore`` (the searcher state comes back with it).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import time
+from typing import Optional
+
+from ..config import RunConfig
+from ..errors import ConfigError, GancError
+from ..space import SearchSpace
+from .cost import CostModel, check_budget
+from .report import write_results
+
+METHODS = ("evolution", "nsga2")
+EXPERIMENT = "tune"
+
+
+class SearchError(GancError):
+    """A search that cannot start or did not produce results."""
+
+
+# ---------------------------------------------------------------- inputs
+def load_supernet(run) -> dict:
+    """The supernet payload (``supernet/final.pt``) with ``model`` and ``space`` added."""
+    from .. import nn as gnn
+    key = "supernet/final.pt"
+    if not run.exists(key):
+        raise SearchError(f"no supernet checkpoint at {run.url(key)}; "
+                          "train one first (ganc train supernet)")
+    payload = run.get_torch(key)
+    for field in ("state_dict", "netG", "ngf", "search_space"):
+        if field not in payload:
+            raise SearchError(f"{run.url(key)} has no {field!r} entry")
+    model = gnn.build(payload["netG"], ngf=int(payload["ngf"]),
+                      norm=payload.get("norm", "instance"),
+                      dropout=float(payload.get("dropout", 0.0)),
+                      input_nc=int(payload.get("input_nc", 3)),
+                      output_nc=int(payload.get("output_nc", 3)))
+    model.load_state_dict(payload["state_dict"], strict=True)
+    payload["model"] = model.eval()
+    payload["space"] = SearchSpace.from_dict(payload["search_space"])
+    return payload
+
+
+def cost_model(payload: dict, size: int) -> CostModel:
+    return CostModel(size=int(size), input_nc=int(payload.get("input_nc", 3)),
+                     output_nc=int(payload.get("output_nc", 3)),
+                     norm=payload.get("norm", "instance"))
+
+
+def eval_split_of(cfg: RunConfig):
+    """The FID pool's eval split for ``cfg.data`` (generated demo data when no root)."""
+    from ..metrics.pool import EvalSplit
+    from ..train import common
+    data = copy.deepcopy(cfg.data)
+    data.root = common.resolve_data_root(cfg.data)
+    data.eval_split = common.eval_split(cfg.data)
+    return EvalSplit.from_data_config(data)
+
+
+# ---------------------------------------------------------------- trials
+class PoolLease:
+    """What a Tune trial needs to score one config on the FID pool: the actor handles,
+    the ObjectRef of the supernet's weights (put once) and a queue of free actors, so
+    concurrent trials never wait behind each other on one actor."""
+
+    def __init__(self, pool, model_name: str):
+        from ray.util.queue import Queue
+        self.actors = list(pool.actors)
+        self.entry = pool._entries[model_name]
+        self.model = model_name
+        self.free = Queue(maxsize=len(self.actors))
+        for i in range(len(self.actors)):
+            self.free.put(i)
+
+    def score(self, config: str) -> dict:
+        import ray
+        from ..metrics.pool import SubnetSpec
+        i = self.free.get(block=True)
+        try:
+            return ray.get(self.actors[i].score.remote(SubnetSpec(self.model, config),
+                                                       [self.entry]))
+        finally:
+            self.free.put(i)
+
+    def close(self):
+        try:
+            self.free.shutdown(force=True)
+        except Exception:
+            pass
+
+
+def score_trial(trial_config: dict, lease: PoolLease, cost: CostModel,
+                latency: bool = False) -> None:
+    """Tune trainable: score one channel config through the pool and report it."""
+    from ray import tune
+    cfg = trial_config["config"]
+    t0 = time.time()
+    res = lease.score(cfg)
+    out = {"config_str": cfg, "macs": cost.macs(cfg), "params": cost.params(cfg),
+           "fid": float(res["fid"]),
+           "kid": None if res.get("kid_mean") is None else float(res["kid_mean"]),
+           "generation": int(trial_config.get("generation", -1)),
+           "score_s": float(res.get("seconds", 0.0))}
+    if latency:
+        out["latency_ms"] = subnet_latency_ms(cfg, cost)
+    out["wall_s"] = time.time() - t0
+    tune.report(out)
+
+
+def subnet_latency_ms(config: str, cost: CostModel, repeats: int = 5) -> float:
+    """Median CPU latency (ms, batch 1, at the eval size) of the plain sub-network."""
+    import torch
+    from .. import nn as gnn
+    from ..profile import measure_latency
+    net = gnn.build("sub_mobile_resnet_9blocks", config=config, input_nc=cost.input_nc,
+                    output_nc=cost.output_nc, norm=cost.norm)
+    with torch.no_grad():
+        return float(measure_latency(net, (1, cost.input_nc, cost.size, cost.size),
+                                     warmup=1, repeats=repeats, device="cpu")["median_ms"])
+
+
+# ---------------------------------------------------------------- searchers
+def make_searcher(method: str, space: SearchSpace, budget: float, cost: CostModel,
+                  settings, latency: bool = False):
+    if method == "evolution":
+        from .searcher import EvolutionSearcher
+        return EvolutionSearcher.from_settings(space, budget, cost, settings)
+    if method == "nsga2":
+        from .nsga2 import NSGA2Searcher
+        objectives = ["fid", "macs"] + (["latency_ms"] if latency else [])
+        return NSGA2Searcher(space, budget, cost, objectives=objectives,
+                             population=settings.population, generations=settings.generations,
+                             mutation_prob=settings.mutation_prob,
+                             mutation_ratio=settings.mutation_ratio, seed=settings.seed)
+    raise ConfigError(f"search.method {method!r} is not one of: {', '.join(METHODS)}")
+
+
+def rows_of(results) -> list[dict]:
+    """One row per scored config from a Tune ResultGrid."""
+    rows = []
+    for r in results:
+        m = r.metrics or {}
+        if r.error is not None or m.get("fid") is None:
+            continue
+        row = {"config": m["config_str"], "macs": int(m["macs"]), "params": int(m["params"]),
+               "fid": float(m["fid"]), "kid": m.get("kid"),
+               "generation": int(m.get("generation", -1)),
+               "trial_id": str(m.get("trial_id", "")), "wall_s": float(m.get("wall_s", 0.0))}
+        if "latency_ms" in m:
+            row["latency_ms"] = float(m["latency_ms"])
+        rows.append(row)
+    rows.sort(key=lambda r: (r["generation"], r["trial_id"]))
+    return rows
+
+
+# ---------------------------------------------------------------- the stage
+def run_search(cfg: RunConfig, store=None, *, method: Optional[str] = None,
+               budget_macs: Optional[float] = None, fresh: bool = False) -> dict:
+    """Run (or resume) the search of a run; returns the summary written to best.json."""
+    from ..profile import count_macs, count_params
+    from ..train.launch import ensure_ray, open_run, ray_storage
+    from ..train.supernet import load_teacher
+
+    sc = cfg.search
+    method = method or sc.method
+    if method not in METHODS:
+        raise ConfigError(f"search.method {method!r} is not one of: {', '.join(METHODS)}")
+    root, run = open_run(cfg, store)
+    sup = load_supernet(run)
+    space: SearchSpace = sup["space"]
+    size = int(cfg.data.crop_size)
+    cost = cost_model(sup, size)
+    teacher_ref = sup.get("teacher")
+    teacher = load_teacher(teacher_ref, cfg.store.endpoint_url) if teacher_ref else None
+    shape = (1, cost.input_nc, size, size)
+    teacher_macs = count_macs(teacher, shape) if teacher is not None else None
+    budget = float(budget_macs or sc.budget_macs or 0)
+    if budget <= 0:
+        if teacher_macs is None:
+            raise ConfigError("search.budget_macs is 0 and the supernet names no teacher; "
+                              "set --budget-macs")
+        budget = teacher_macs / 10.0
+    check_budget(space, budget, cost)          # one line, before anything starts
+
+    import ray
+    from ray import tune
+    from ..metrics.pool import FidPool, SubnetSpec
+    started = ensure_ray(max(2, os.cpu_count() or 1))
+    pool = lease = None
+    try:
+        pool = FidPool(eval_split_of(cfg), num_actors=cfg.fid.num_actors, store=root,
+                       fid=cfg.fid)
+        m = sup["model"]
+        pool.register_model("super", arch=sup["netG"], state=m.state_dict(),
+                            ngf=int(sup["ngf"]), norm=sup.get("norm", "instance"),
+                            dropout=float(sup.get("dropout", 0.0)),
+                            input_nc=cost.input_nc, output_nc=cost.output_nc)
+        teacher_info = None
+        if teacher is not None:
+            if run.exists("search/teacher.json"):
+                teacher_info = run.get_json("search/teacher.json")
+            else:
+                pool.register_model("teacher", teacher)
+                ts = pool.score([SubnetSpec("teacher")])[0]
+                teacher_info = {"netG": teacher_ref.get("netG"), "ngf": teacher_ref.get("ngf"),
+                                "source": teacher_ref.get("source"), "macs": teacher_macs,
+                                "params": count_params(teacher), "fid": ts.fid,
+                                "kid": ts.kid_mean}
+                run.put_json("search/teacher.json", teacher_info)
+        lease = PoolLease(pool, "super")
+        latency = bool(sc.latency_objective)
+        trainable = tune.with_resources(
+            tune.with_parameters(score_trial, lease=lease, cost=cost, latency=latency),
+            {"cpu": 0.1})
+        storage_path, fs = ray_storage(run, "search")
+        exp_path = f"{storage_path.rstrip('/')}/{EXPERIMENT}"
+        max_conc = int(sc.max_concurrent) or pool.num_actors
+        t0 = time.time()
+        if not fresh and tune.Tuner.can_restore(exp_path, storage_filesystem=fs):
+            tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True,
+                                       resume_errored=True, storage_filesystem=fs)
+            resumed = True
+        else:
+            searcher = make_searcher(method, space, budget, cost, sc, latency)
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(search_alg=searcher,
+                                            num_samples=sc.population * sc.generations,
+                                            max_concurrent_trials=max_conc, reuse_actors=True),
+                run_config=tune.RunConfig(name=EXPERIMENT, storage_path=storage_path,
+                                          storage_filesystem=fs, verbose=0,
+                                          failure_config=tune.FailureConfig(max_failures=1)))
+            resumed = False
+        results = tuner.fit()
+        rows = rows_of(results)
+        if not rows:
+            first = next((r.error for r in results if r.error is not None), None)
+            raise SearchError(f"search of {run.url()} scored no config"
+                              + (f": {str(first).strip().splitlines()[-1][:200]}"
+                                 if first else ""))
+        settings = {"method": method, "budget_macs": budget, "population": sc.population,
+                    "parent_ratio": sc.parent_ratio, "mutation_prob": sc.mutation_prob,
+                    "mutation_ratio": sc.mutation_ratio, "generations": sc.generations,
+                    "seed": sc.seed, "latency_objective": latency,
+                    "max_concurrent_trials": max_conc, "fid_actors": pool.num_actors,
+                    "eval_size": size, "macs_convention": "torchprofile",
+                    "space": space.to_dict(), "resumed": resumed,
+                    "wall_s": time.time() - t0}
+        return write_results(run, rows, teacher_info, settings, cost)
+    finally:
+        if lease is not None:
+            lease.close()
+        if pool is not None:
+            pool.close()
+        if started:
+            ray.shutdown()
+
+
+__all__ = ["run_search", "load_supernet", "PoolLease", "score_trial", "make_searcher",
+           "rows_of", "SearchError", "METHODS"]
