@@ -35,7 +35,7 @@ def tiny_cfg(name, kind="aligned", teacher=None, distill=None, scale=None, model
         "data": {"kind": kind, **TINY},
         "model": {"teacher_ngf": 8, "ndf": 8, "student_ngf": 16, **(model or {})},
         "teacher": {"steps": 40, "checkpoint_every": 10, "log_every": 5, "lr": 1e-3,
-                    **(teacher or {})},
+                    "eval_every": -1, **(teacher or {})},
         "distill": {"steps": 40, "checkpoint_every": 10, "log_every": 5, "lr": 1e-3,
                     "eval_every": 0, "space_widths": [16, 8, 4], **(distill or {})},
         "scale": {"workers": 2, "cpus_per_worker": 1, "max_failures": 2, **(scale or {})},
@@ -122,8 +122,13 @@ def _check_supernet_final(final, space_widths, teacher_source_suffix):
 def test_supernet_sandwich_from_run_teacher_file_store(teacher_run):
     cfg, root, _ = teacher_run
     cfg.distill.sampler = "sandwich"
+    cfg.distill.eval_every = 20
     result = train_supernet(cfg, str(root))
     assert not result["skipped"] and result["step"] == 40
+    # FID of the largest and smallest sub-networks on the eval split, at 20 and 40
+    scored = [h for h in result["history"] if "fid_largest" in h]
+    assert [h["step"] for h in scored] == [20, 40], scored
+    assert all(h["fid_largest"] > 0 and h["fid_smallest"] > 0 for h in scored)
     for key in ("recon", "distill"):
         first, last = first_last(result["history"], key)
         assert last < 0.8 * first, (key, first, last)
@@ -211,3 +216,40 @@ def test_killed_worker_is_replaced_then_an_interrupted_job_continues(ray_local, 
     # the metrics log is continuous: every logged step once, up to the end
     steps = [h["step"] for h in result["history"]]
     assert steps == sorted(set(steps)) and steps[-1] == 60
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from ganc.cli import main
+    rc = main(["train-supernet", "--config", "configs/demo.yaml", "--store", str(tmp_path),
+               "--set", "distill.steps=5"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "no teacher" in err and "ganc train-teacher" in err
+    rc = main(["train-teacher", "--config", "configs/demo.yaml", "--set", "teacher.stepz=5"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "unknown field 'teacher.stepz'" in err
+    rc = main(["train-supernet", "--config", "configs/demo.yaml", "--store", str(tmp_path),
+               "--set", "distill.space_widths=[32,16]"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "student_ngf 16" in err
+
+
+def test_configs_parse_and_follow_the_published_recipes():
+    from ganc.config import load_config
+    fac = load_config("configs/facades.yaml")
+    assert (fac.data.direction, fac.scale.cpu_crop_size, fac.distill.lambda_recon,
+            fac.model.search_space) == ("BtoA", 128, 100.0, "channels-64-pix2pix")
+    h2z = load_config("configs/horse2zebra.yaml")
+    assert (h2z.model.gan_mode, h2z.distill.lambda_recon, h2z.distill.lambda_distill,
+            h2z.teacher.pool_size, h2z.model.search_space) == (
+        "lsgan", 10.0, 0.01, 50, "channels-64-cycleGAN")
+    e2s = load_config("configs/edges2shoes.yaml")
+    assert e2s.search.budget_macs == 4.9e9 and e2s.data.direction == "AtoB"
+    demo = load_config("configs/demo.yaml")
+    assert demo.data.root == "" and demo.data.kind == "aligned"
+    cfg = load_config("configs/facades.yaml")
+    launch.apply_cpu_size(cfg, gpu=False)
+    assert (cfg.data.crop_size, cfg.data.load_size) == (128, 143)
+    cfg = load_config("configs/facades.yaml")
+    launch.apply_cpu_size(cfg, gpu=True)
+    assert cfg.data.crop_size == 256

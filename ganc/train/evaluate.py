@@ -1,1 +1,62 @@
-"""FID of generators on the eval split (placeholder until ganc.metrics lands)."""
+"""FID of generators on the eval split during training (rank 0, in-process).
+
+Uses ``ganc.metrics`` (Inception extractor, real statistics cached in the store under the
+store root, the in-process :class:`ganc.metrics.Scorer`). The training process keeps its
+own CPU/GPU slot; an actor pool would compete with the training workers for them, so
+scoring here runs in the chief worker between steps, on the same device.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import torch
+
+from ..config import RunConfig
+from ..errors import GancError
+from . import common
+
+
+class GeneratorScorer:
+    """``score(model, {name: config or None}) -> {fid_<name>: value}``."""
+
+    def __init__(self, cfg: RunConfig, spec: dict, device: torch.device):
+        from ..metrics import Scorer, load_extractor, real_stats
+        from ..metrics.pool import EvalSplit
+        from ..store import open_store
+
+        data = dataclasses.replace(cfg.data, root=spec["data_root"],
+                                   eval_split=common.eval_split(cfg.data))
+        split = EvalSplit.from_data_config(data)
+        inputs = torch.from_numpy(split.load_inputs())
+        n = int(getattr(cfg.distill, "eval_n", 0) or 0)
+        if n > 0:
+            inputs = inputs[:n]
+        ext = load_extractor(cfg.fid.extractor, cfg.fid.weights, device=device)
+        root = spec.get("root_url")
+        store = open_store(root, endpoint_url=spec.get("endpoint_url") or None) if root else None
+        real = real_stats(split.real, ext, store=store, label=split.label,
+                          batch_size=cfg.fid.batch_size, keep_features=False)
+        self.scorer = Scorer(ext, real, inputs, batch_size=cfg.fid.batch_size, kid=False,
+                             device=device)
+        self.n = int(inputs.shape[0])
+
+    def score(self, model: torch.nn.Module, configs: dict) -> dict:
+        was_training = model.training
+        out = {}
+        try:
+            for name, config in configs.items():
+                res = self.scorer.score(model, config)
+                out[f"fid_{name}"] = float(res["fid"])
+        finally:
+            model.train(was_training)
+        return out
+
+
+def make_scorer(cfg: RunConfig, spec: dict, device) -> Optional[GeneratorScorer]:
+    """A scorer, or None (with one warning line) when FID cannot be computed here."""
+    try:
+        return GeneratorScorer(cfg, spec, device)
+    except (GancError, ImportError, OSError) as e:
+        common.say(f"[{spec['stage']}] warning: FID disabled: {str(e).splitlines()[0][:200]}")
+        return None

@@ -68,6 +68,18 @@ def want_gpu(cfg: RunConfig) -> bool:
     return torch.cuda.is_available()
 
 
+def apply_cpu_size(cfg: RunConfig, gpu: bool) -> None:
+    """``scale.cpu_crop_size``: on CPU train at a smaller size, load_size scaled alike."""
+    small = int(cfg.scale.cpu_crop_size)
+    if gpu or small <= 0 or small == cfg.data.crop_size:
+        return
+    if small % 4:
+        raise common.ConfigError(f"scale.cpu_crop_size must be a multiple of 4, got {small}")
+    ratio = cfg.data.load_size / float(cfg.data.crop_size)
+    cfg.data.crop_size = small
+    cfg.data.load_size = int(round(small * ratio))
+
+
 def finished(run: Store, stage: str, steps: int) -> Optional[dict]:
     """The final artifact's metadata when the stage already ran ``steps`` steps."""
     key = f"{stage}/final.pt"
@@ -122,11 +134,18 @@ def worker_env() -> dict:
 
 
 def ensure_ray(num_cpus: int) -> bool:
-    """Start a local Ray bound to 127.0.0.1 unless one is running; True if started here."""
+    """Start a local Ray bound to 127.0.0.1 unless one is running (or join RAY_ADDRESS);
+    True if started here."""
     import ray
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        from ..raylocal import init_local
+    except ImportError:
+        init_local = None
+    if init_local is not None:
+        return init_local(num_cpus=num_cpus)
     address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address)
@@ -145,11 +164,13 @@ def run_stage(stage: str, loop: Callable[[dict], None], cfg: RunConfig, store=No
                    f"{done.get('step')} steps: nothing to train")
         return _summary(run, stage, done, skipped=True)
 
+    gpu = want_gpu(cfg)
+    apply_cpu_size(cfg, gpu)
     data_root = common.resolve_data_root(cfg.data)
     run.write_bytes(f"{stage}/config.yaml", cfg.to_yaml().encode())
     latest = run.get_json(f"{stage}/latest.json") if run.exists(f"{stage}/latest.json") else None
-    gpu = want_gpu(cfg)
     spec = {"config": cfg.to_dict(), "stage": stage, "store_url": run.url(),
+            "root_url": root.url(),
             "endpoint_url": run.endpoint_url or cfg.store.endpoint_url or "",
             "data_root": data_root, "resume": latest, "use_gpu": gpu,
             "hooks": {"dir": os.environ.get(HOOK_ENV, ""),

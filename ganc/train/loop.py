@@ -56,13 +56,14 @@ def run_steps(sess: Session, *, steps: int, start: int, checkpoint_every: int, l
         sess.tick(step)
         at_log = step % max(1, log_every) == 0 or step == steps
         at_ckpt = step % max(1, checkpoint_every) == 0 or step == steps
-        at_eval = bool(evaluate) and eval_every > 0 and (step % eval_every == 0 or step == steps)
+        # the same on every rank (reports are collective); only the chief evaluates
+        at_eval = eval_every > 0 and (step % eval_every == 0 or step == steps)
         if not (at_log or at_ckpt or at_eval):
             continue
         metrics = meter.pop()
         metrics = common.mean_across_ranks(metrics)
         metrics["lr"] = next(iter(opts.values())).param_groups[0]["lr"] if opts else 0.0
-        if at_eval and sess.is_chief:
+        if at_eval and sess.is_chief and evaluate is not None:
             metrics.update(evaluate(step))
         if sess.is_chief:
             common.say(common.progress_line(stage, step, steps, metrics, sess.world))

@@ -197,13 +197,13 @@ def _distill(sess: Session, cfg: RunConfig, spec: dict) -> None:
         return {**parts, "D": loss_D.item()}
 
     evaluate = None
-    if dc.eval_every > 0:
-        from .evaluate import SubnetScorer
-        scorer = SubnetScorer(cfg, spec, dev)
-
-        def evaluate(step):
-            return scorer.score(student, {"largest": space.largest(),
-                                          "smallest": space.smallest()})
+    if dc.eval_every > 0 and sess.is_chief:
+        from .evaluate import make_scorer
+        scorer = make_scorer(cfg, spec, dev)
+        if scorer is not None:
+            def evaluate(step):
+                return scorer.score(student, {"largest": space.largest(),
+                                              "smallest": space.smallest()})
 
     def make_state(step):
         return snapshot(step, modules, opts, spec["config"])

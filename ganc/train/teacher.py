@@ -187,12 +187,22 @@ def _run(sess, cfg, spec, modules, opts, stream, step_fn, start, G, final_extra,
         return snapshot(step, modules, opts, spec["config"],
                         extra_state() if extra_state else None)
 
+    # teacher.eval_every: >0 every n steps and at the end; 0 at the end only; <0 never
+    evaluate = None
+    every = tc.eval_every if tc.eval_every > 0 else (tc.steps if tc.eval_every == 0 else 0)
+    if tc.eval_every >= 0 and sess.is_chief:
+        from .evaluate import make_scorer
+        scorer = make_scorer(cfg, spec, sess.device)
+        if scorer is not None:
+            def evaluate(step):
+                return scorer.score(G, {"G": None})
+
     for m in modules.values():
         m.train()
     last = run_steps(sess, steps=tc.steps, start=start, checkpoint_every=tc.checkpoint_every,
                      log_every=tc.log_every, lr=tc.lr, decay_from=tc.decay_from, opts=opts,
                      batches=stream.from_step(start), train_step=step_fn, make_state=make_state,
-                     batch_images=stream.batch_size)
+                     eval_every=every, evaluate=evaluate, batch_images=stream.batch_size)
     if sess.is_chief:
         payload = {**teacher_metadata(cfg), "state_dict": _cpu(G.state_dict()),
                    **{k: _cpu(f()) for k, f in final_extra.items()},

@@ -1,0 +1,64 @@
+"""``ganc train-teacher`` and ``ganc train-supernet``: Ray Train jobs on a config file."""
+from __future__ import annotations
+
+import json
+
+
+def _common(p):
+    p.add_argument("--config", help="YAML config (configs/demo.yaml, configs/facades.yaml, ...); "
+                                    "default: built-in defaults")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set teacher.steps=200 (repeatable)")
+    p.add_argument("--store", help="artifact store: folder, file:///path or s3://bucket/prefix "
+                                   "(default: store.url of the config)")
+    p.add_argument("--run-id", help="run folder runs/<RUN_ID> (default: store.run_id or name)")
+    p.add_argument("--workers", type=int, help="Ray Train workers (scale.workers)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+
+def register(sub):
+    p = sub.add_parser(
+        "train-teacher", help="train a pix2pix / CycleGAN teacher on Ray Train",
+        description="Train a ResNet teacher: pix2pix for aligned data (L1 x lambda_L1 + GAN), "
+                    "CycleGAN for unaligned data (two G, two D, cycle, identity, image pool). "
+                    "Checkpoints every teacher.checkpoint_every steps go to "
+                    "<store>/runs/<run_id>/teacher/; a re-run continues from the newest one "
+                    "and a finished run is not trained again.")
+    _common(p)
+    p.set_defaults(func=cmd_train, stage="teacher")
+    p = sub.add_parser(
+        "train-supernet", help="distil the once-for-all supernet on Ray Train",
+        description="GAN Compression supernet distillation from a frozen teacher "
+                    "(model.teacher_weights, or this run's teacher/final.pt). Writes "
+                    "<store>/runs/<run_id>/supernet/final.pt for the search stage.")
+    _common(p)
+    p.set_defaults(func=cmd_train, stage="supernet")
+
+
+def cmd_train(args):
+    from ..config import load_config
+    from ..errors import ConfigError
+
+    cfg = load_config(args.config, args.overrides, args.store)
+    if args.run_id:
+        cfg.store.run_id = args.run_id
+    if args.workers is not None:
+        if args.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+        cfg.scale.workers = args.workers
+    if args.stage == "teacher":
+        from ..train.teacher import train_teacher as stage
+    else:
+        from ..train.supernet import train_supernet as stage
+    summary = stage(cfg)
+    summary.pop("history", None)
+    if args.json:
+        print(json.dumps(summary, sort_keys=True, default=str))
+    else:
+        what = "already finished" if summary["skipped"] else "finished"
+        scores = {k: round(v, 4) for k, v in summary["metrics"].items()
+                  if k not in ("step", "step_time_s")}
+        print(f"{args.stage} {what}: step {summary['step']} -> {summary['final']}")
+        if scores:
+            print("last metrics: " + ", ".join(f"{k}={v}" for k, v in sorted(scores.items())))
+    return 0
