@@ -155,6 +155,8 @@ class ScaleConfig:
     cpus_per_worker: int = 1
     amp: bool = True               # bf16 autocast on GPU
     max_failures: int = 2
+    cpu_crop_size: int = 0         # >0: without a GPU, train/eval at this size (load_size
+                                   # scaled alike), e.g. 128 on CPU for a 256px recipe
 
 
 @dataclass
