@@ -189,6 +189,10 @@ class Pruner:
     # ------------------------------------------------------------------ training
     def step(self, A: torch.Tensor, B: Optional[torch.Tensor] = None) -> Dict[str, float]:
         """One update of G, genG, D, genD and the critic; returns the loss terms."""
+        with torch.enable_grad():  # an in-process FID scorer may have turned grads off
+            return self._step(A, B)
+
+    def _step(self, A: torch.Tensor, B: Optional[torch.Tensor]) -> Dict[str, float]:
         pc = self.pc
         A = A.to(self.device)
         B = B.to(self.device) if B is not None else None
@@ -316,6 +320,15 @@ def finetune(G: nn.Module, D: nn.Module, teacher: nn.Module, batches: Iterable, 
     cat = (lambda a, y: torch.cat([a, y], 1)) if conditional else (lambda a, y: y)
     hist = []
     it = iter(batches)
+    with torch.enable_grad():
+        _finetune_steps(G, D, T, it, steps, oG, oD, gan, cat, lambda_gan, lambda_recon,
+                        conditional, dev, hist)
+    G.eval()
+    return hist
+
+
+def _finetune_steps(G, D, T, it, steps, oG, oD, gan, cat, lambda_gan, lambda_recon,
+                    conditional, dev, hist):
     for _ in range(int(steps)):
         batch = next(it)
         A = batch["A"].to(dev)
@@ -337,9 +350,7 @@ def finetune(G: nn.Module, D: nn.Module, teacher: nn.Module, batches: Iterable, 
         oD.zero_grad(set_to_none=True)
         ld.backward()
         oD.step()
-        hist.append({"G_gan": float(lg), "G_recon": float(lr_), "D": float(ld)})
-    G.eval()
-    return hist
+        hist.append({"G_gan": float(lg.detach()), "G_recon": float(lr_.detach()), "D": float(ld.detach())})
 
 
 def describe_gates(keep: Dict[str, torch.Tensor], groups: Dict[str, int]) -> Dict[str, list]:

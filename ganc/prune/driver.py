@@ -1,0 +1,374 @@
+"""The Ray edge of pruning: one Ray Tune trial per target ratio, FID sampling, export.
+
+``run_prune(cfg, store)``:
+
+1. opens ``runs/<run_id>/`` (``store.run_id`` or ``name``), resolves the data (generated
+   demo data when ``data.root`` is empty) and the original generator: the run's
+   ``teacher/final.pt`` (from ``ganc train``), else ``model.teacher_weights``, else a
+   randomly initialised ``model.teacher`` (demo/tests only; the model card says so);
+2. starts a scorer actor owning the FID actor pool (``ganc.metrics.pool.FidPool``,
+   ``fid.num_actors`` actors) on the eval split, unless ``fid: none``;
+3. runs ``Tuner(trial, param_space={"target": grid_search(prune.targets)})``: each trial
+   builds a :class:`~ganc.prune.pruner.Pruner`, trains ``prune.steps`` steps, reports
+   losses and MACs ratios every ``log_every`` steps and, every ``prune.sample_every``
+   steps, slices ``prune.samples`` hard sub-generators sampled from genG (the
+   deterministic one first) and scores them in parallel on the pool, reporting the best
+   FID so far;
+4. at the end of a trial slices the final hard gates into plain G and D, fine-tunes G for
+   ``prune.finetune_steps`` steps, scores it and exports it to
+   ``prune/p<target>/`` (``latest_net_G.pth``, ``latest_net_D.pth``, ``model.ts``,
+   ``model.json`` model card, ``history.jsonl``);
+5. appends one row per target (``method='prune-lds'``) to ``search/results.parquet``, the
+   table the evolutionary search writes, and writes ``prune/summary.json``.
+
+One trial runs in one process (CPU or one GPU). Several GPUs per trial (Ray Train workers
+inside a trial) are not implemented.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+import os
+import time
+from typing import Optional
+
+import torch
+
+from ..config import RunConfig, from_dict
+from ..errors import ConfigError, GancError
+from .pruner import Pruner, check_prune_config, describe_gates, finetune
+
+STAGE = "prune"
+METHOD = "prune-lds"
+RESULTS_KEY = "search/results.parquet"
+SCORERS = ("pool", "local", "none")
+
+
+class PruneError(GancError):
+    """A pruning run that failed."""
+
+
+# ---------------------------------------------------------------------- models
+def build_teacher(cfg: RunConfig, run=None):
+    """(G, D, source) -- the original generator and a discriminator to start from."""
+    from .. import nn as gnn
+    from ..weights import load_weights
+    m = cfg.model
+    if not (m.teacher.startswith("resnet_") or m.teacher == "mobile_resnet_9blocks"):
+        raise ConfigError(f"model.teacher {m.teacher!r}: pruning supports resnet_9blocks, "
+                          "resnet_6blocks and mobile_resnet_9blocks")
+    G = gnn.build(m.teacher, ngf=m.teacher_ngf, norm=m.norm, dropout=m.dropout)
+    d_in = 6 if cfg.data.kind == "aligned" else 3
+    D = gnn.build(m.netD, input_nc=d_in, ndf=m.ndf, n_layers=m.n_layers_D, norm=m.norm_D)
+    source = "random-init"
+    if run is not None and run.exists("teacher/final.pt"):
+        final = run.get_torch("teacher/final.pt")
+        G.load_state_dict(final["state_dict"], strict=True)
+        if "netD" in final:
+            try:
+                D.load_state_dict(final["netD"], strict=True)
+            except RuntimeError:
+                pass  # a D of another shape: start D fresh
+        source = run.url("teacher/final.pt")
+    elif m.teacher_weights:
+        load_weights(G, m.teacher_weights, arch=m.teacher)
+        source = m.teacher_weights
+    return G.eval(), D, source
+
+
+def _cpu_state(module) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def export_pruned(run, prefix: str, G, D, card: dict, size: int) -> dict:
+    """State dicts, TorchScript and the model card of a pruned generator under ``prefix``."""
+    from ..profile import count_macs, count_params
+    G = copy.deepcopy(G).cpu().eval()
+    macs = count_macs(G, (1, G.input_nc, size, size))
+    card = {**card, **G.description(), "macs": int(macs), "params": int(count_params(G)),
+            "macs_convention": "torchprofile", "input_size": size,
+            "rebuild": "ganc.prune.PrunedResnetGenerator.from_description(model.json)"}
+    run.put_torch(f"{prefix}/latest_net_G.pth", _cpu_state(G))
+    if D is not None:
+        run.put_torch(f"{prefix}/latest_net_D.pth", _cpu_state(D))
+        card["netD_widths"] = list(getattr(D, "widths", []))
+    buf = io.BytesIO()
+    with torch.no_grad():
+        ts = torch.jit.trace(G, torch.zeros(1, G.input_nc, size, size), check_trace=False)
+    torch.jit.save(ts, buf)
+    run.write_bytes(f"{prefix}/model.ts", buf.getvalue())
+    run.put_json(f"{prefix}/model.json", card)
+    return card
+
+
+def load_pruned(run, prefix: str):
+    """Rebuild an exported pruned generator (strict weights, ``weights_only``)."""
+    from .gated import PrunedResnetGenerator
+    card = run.get_json(f"{prefix}/model.json")
+    G = PrunedResnetGenerator.from_description(card)
+    G.load_state_dict(run.get_torch(f"{prefix}/latest_net_G.pth"), strict=True)
+    return G.eval(), card
+
+
+# ---------------------------------------------------------------------- scoring
+def _eval_split(cfg: RunConfig, data_root: str):
+    from ..metrics.pool import EvalSplit
+    from ..train.common import eval_split
+    data = copy.deepcopy(cfg.data)
+    data.root = data_root
+    data.eval_split = eval_split(cfg.data)
+    split = EvalSplit.from_data_config(data)
+    n = int(cfg.prune.eval_n)
+    if n > 0:
+        inputs = split.inputs.load_all() if hasattr(split.inputs, "load_all") else split.inputs
+        split = EvalSplit(inputs[:n], split.real, split.label)
+    return split
+
+
+class _Scorer:
+    """Owns a FID pool (or a local one); scores lists of plain generators."""
+
+    def __init__(self, cfg_dict: dict, data_root: str, store_url: str, endpoint: str,
+                 kind: str, num_cpus: float):
+        from ..metrics.pool import FidPool, LocalPool
+        from ..store import open_store
+        cfg = from_dict(cfg_dict)
+        split = _eval_split(cfg, data_root)
+        store = open_store(store_url, endpoint_url=endpoint or None)
+        if kind == "pool":
+            self.pool = FidPool(split, num_actors=max(1, cfg.fid.num_actors), store=store,
+                                fid=cfg.fid, num_cpus=num_cpus)
+        else:
+            self.pool = LocalPool(split, store=store, fid=cfg.fid)
+        self.serial = 0
+
+    def score(self, models: list) -> list:
+        from ..metrics.pool import SubnetSpec
+        specs = []
+        for m in models:
+            self.serial += 1
+            name = f"pruned-{self.serial}"
+            self.pool.register_model(name, m)
+            specs.append(SubnetSpec(name))
+        return [{"fid": s.fid, "kid": s.kid_mean, "seconds": s.seconds, "actor": s.actor}
+                for s in self.pool.score(specs)]
+
+    def close(self):
+        self.pool.close()
+
+
+def _nan_scores(models):
+    return [{"fid": float("nan"), "kid": None, "seconds": 0.0, "actor": ""} for _ in models]
+
+
+# ---------------------------------------------------------------------- one trial
+def prune_target(spec: dict, target: float, report=None, scorer=None) -> dict:
+    """Prune for one target (plain PyTorch; ``report(metrics)`` and ``scorer.score(models)``
+    are the only outside hooks). Returns the results row."""
+    from ..store import open_store
+    from ..train import common
+    cfg = from_dict(spec["config"])
+    pc = cfg.prune
+    t0 = time.perf_counter()
+    device = torch.device("cuda" if spec.get("use_gpu") and torch.cuda.is_available() else "cpu")
+    run = open_store(spec["store_url"], endpoint_url=spec.get("endpoint_url") or None)
+    G0, D0, source = build_teacher(cfg, run)
+    size = cfg.data.crop_size
+    pr = Pruner(pc, target, G0, D0, conditional=cfg.data.kind == "aligned", size=size,
+                gan_mode=cfg.model.gan_mode, device=device, seed=cfg.seed)
+    ds = common.build_split(cfg, spec["data_root"], cfg.data.train_split, train=True)
+    stream = common.BatchStream(ds, cfg.data.batch_size, 0, 1, cfg.seed)
+    batches = stream.from_step(0)
+    score = (lambda models: scorer(models)) if scorer is not None else _nan_scores
+    history, best = [], {"fid": float("inf"), "macs": None, "step": None}
+    log_every = max(1, min(pc.sample_every, 20))
+    for step in range(1, pc.steps + 1):
+        batch = next(batches)
+        B = batch.get("B")
+        m = pr.step(batch["A"], B)
+        if step % log_every and step % pc.sample_every and step != pc.steps:
+            continue
+        r = pr.ratios()
+        metrics = {"step": step, "target": target, **m, **{f"hard_{k}": v for k, v in r.items()}}
+        if step % pc.sample_every == 0 or step == pc.steps:
+            keeps = pr.sample_keeps(pc.samples)
+            models = [pr_slice_cpu(pr, k) for k in keeps]
+            res = score(models)
+            for k, s in zip(keeps, res):
+                macs = pr.keep_macs(k)
+                fid = s["fid"]
+                if (fid is not None and math.isfinite(fid) and fid < best["fid"]
+                        and macs <= target * pr.full_macs_G * 1.02):
+                    best = {"fid": float(fid), "macs": macs, "step": step}
+            metrics.update(sampled_fids=[s["fid"] for s in res], best_fid=best["fid"],
+                           best_macs=best["macs"])
+        history.append(metrics)
+        if report:
+            report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+
+    # ---- finish: slice, fine-tune, score, export
+    G_small, D_small, keep = pr.slice()
+    ratios = pr.ratios()
+    G_small, D_small = G_small.cpu(), D_small.cpu()
+    teacher = copy.deepcopy(G0)
+    ft_hist = []
+    if pc.finetune_steps > 0:
+        ft_hist = finetune(G_small, D_small, teacher, batches, pc.finetune_steps,
+                           lr=pc.lr or 2e-4, lambda_recon=pc.lambda_recon,
+                           lambda_gan=pc.lambda_gan, conditional=cfg.data.kind == "aligned",
+                           gan_mode=cfg.model.gan_mode, device=device)
+        G_small, D_small = G_small.cpu().eval(), D_small.cpu()
+    final = score([G_small])[0]
+    prefix = f"{STAGE}/p{target:g}"
+    card = export_pruned(run, prefix, G_small, D_small, {
+        "method": METHOD, "target": target, "d_target": pc.d_target,
+        "teacher": cfg.model.teacher, "teacher_ngf": cfg.model.teacher_ngf,
+        "teacher_source": source, "fid": final["fid"], "kid": final["kid"],
+        "ratio_G": ratios["ratio_G"], "ratio_D": ratios["ratio_D"],
+        "gates_G": describe_gates(keep["G"], pr.G.groups),
+        "gates_D": describe_gates(keep["D"], pr.D.groups) if keep["D"] else None,
+        "ablation": {"use_lds": pc.use_lds, "peer_feedback": pc.peer_feedback,
+                     "prune_d": pc.prune_d},
+        "steps": pc.steps, "finetune_steps": pc.finetune_steps}, size)
+    run.write_bytes(f"{prefix}/history.jsonl", "".join(
+        json.dumps(h, default=float) + "\n" for h in history + [{"finetune": ft_hist}]).encode())
+    wall = time.perf_counter() - t0
+    row = {"method": METHOD, "config": json.dumps(G_small.description()["widths"]),
+           "macs": int(card["macs"]), "params": int(card["params"]),
+           "fid": float(final["fid"]) if final["fid"] is not None else float("nan"),
+           "kid": float(final["kid"]) if final["kid"] is not None else float("nan"),
+           "generation": int(pc.steps), "trial_id": spec.get("trial_id", f"p{target:g}"),
+           "wall_time": float(wall), "target": float(target),
+           "ratio_G": float(ratios["ratio_G"]), "ratio_D": float(ratios["ratio_D"]),
+           "macs_D": int(round(ratios["macs_D"])), "best_sampled_fid": float(best["fid"]),
+           "export": run.url(prefix), "use_lds": bool(pc.use_lds),
+           "peer_feedback": bool(pc.peer_feedback), "prune_d": bool(pc.prune_d)}
+    if report:
+        report({"step": pc.steps, "target": target, "done": 1, "fid": row["fid"],
+                "macs": row["macs"], "hard_ratio_G": row["ratio_G"],
+                "hard_ratio_D": row["ratio_D"], "best_fid": best["fid"]})
+    return row
+
+
+def pr_slice_cpu(pr: Pruner, keep) -> torch.nn.Module:
+    from .gated import slice_network
+    return slice_network(pr.G, keep).cpu().eval()
+
+
+def _trial(config, spec=None, scorer=None):
+    """Ray Tune function trainable: one target."""
+    import ray
+    from ray import tune
+    ctx = tune.get_context()
+    spec = {**spec, "trial_id": ctx.get_trial_id()}
+    torch.set_num_threads(max(1, int(spec.get("threads", 1))))
+    call = None
+    if scorer is not None:
+        def call(models):
+            return ray.get(scorer.score.remote(models))
+    row = prune_target(spec, float(config["target"]), report=tune.report, scorer=call)
+    spec_store = spec["store_url"]
+    from ..store import open_store
+    run = open_store(spec_store, endpoint_url=spec.get("endpoint_url") or None)
+    run.put_json(f"{STAGE}/p{float(config['target']):g}/row.json", row)
+
+
+# ---------------------------------------------------------------------- driver
+def append_results(run, rows: list) -> str:
+    """Append rows to ``search/results.parquet`` (columns of both methods kept; missing
+    values null) -- read, concatenate, write atomically."""
+    import pyarrow as pa
+    new = pa.Table.from_pylist(rows)
+    if run.exists(RESULTS_KEY):
+        old = run.get_parquet(RESULTS_KEY)
+        if "method" not in old.column_names:
+            old = old.append_column("method", pa.array(["evolution"] * old.num_rows))
+        table = pa.concat_tables([old, new], promote_options="permissive")
+    else:
+        table = new
+    return run.put_parquet(RESULTS_KEY, table)
+
+
+def _init_ray(num_cpus: int) -> bool:
+    try:
+        from ..raylocal import init_local
+        return init_local(num_cpus=num_cpus)
+    except ImportError:  # pragma: no cover - older tree
+        from ..train.launch import ensure_ray
+        return ensure_ray(num_cpus)
+
+
+def run_prune(cfg: RunConfig, store=None, *, targets=None, scorer: str = "pool",
+              num_cpus: Optional[int] = None) -> dict:
+    """Prune for every target on Ray Tune; returns the summary (also in the store)."""
+    import ray
+    from ray import tune
+
+    from ..train import common
+    from ..train.launch import open_run, want_gpu
+    if targets is not None:
+        cfg.prune.targets = [float(t) for t in targets]
+    check_prune_config(cfg.prune)
+    if scorer not in SCORERS:
+        raise ConfigError(f"scorer {scorer!r} is not one of: {', '.join(SCORERS)}")
+    root, run = open_run(cfg, store)
+    data_root = common.resolve_data_root(cfg.data)
+    build_teacher(cfg, run)  # fail early on a bad teacher
+    run.write_bytes(f"{STAGE}/config.yaml", cfg.to_yaml().encode())
+    cpus = int(num_cpus or os.cpu_count() or 1)
+    started = _init_ray(cpus)
+    t0 = time.perf_counter()
+    scorer_actor = None
+    try:
+        gpu = want_gpu(cfg)
+        spec = {"config": cfg.to_dict(), "store_url": run.url(),
+                "endpoint_url": run.endpoint_url or cfg.store.endpoint_url or "",
+                "data_root": data_root, "use_gpu": gpu, "threads": cfg.scale.cpus_per_worker}
+        n_trials = len(cfg.prune.targets)
+        total_cpus = int(ray.cluster_resources().get("CPU", 1))
+        if scorer != "none":
+            actors = max(1, cfg.fid.num_actors)
+            fid_cpus = 1.0 if total_cpus >= n_trials * cfg.scale.cpus_per_worker + actors else 0.0
+            cls = ray.remote(num_cpus=0)(_Scorer)
+            scorer_actor = cls.remote(cfg.to_dict(), data_root, root.url(),
+                                      root.endpoint_url or "", scorer, fid_cpus)
+            ray.get(scorer_actor.score.remote([]))  # surface setup errors now
+        resources = {"cpu": cfg.scale.cpus_per_worker, "gpu": 1 if gpu else 0}
+        trainable = tune.with_resources(
+            tune.with_parameters(_trial, spec=spec, scorer=scorer_actor), resources)
+        storage = os.path.join(common.cache_dir(), "tune") if run.protocol != "file" else \
+            os.path.join(run.root, STAGE)
+        os.makedirs(storage, exist_ok=True)
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"target": tune.grid_search([float(t) for t in cfg.prune.targets])},
+            tune_config=tune.TuneConfig(max_concurrent_trials=n_trials),
+            run_config=tune.RunConfig(name="tune", storage_path=storage, verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=0)))
+        results = tuner.fit()
+        errors = [r.error for r in results if r.error]
+        if errors:
+            raise PruneError(f"pruning trial failed: {_first_line(errors[0])}")
+    finally:
+        if scorer_actor is not None:
+            try:
+                ray.get(scorer_actor.close.remote())
+            except Exception:
+                pass
+            ray.kill(scorer_actor)
+        if started:
+            ray.shutdown()
+    rows = [run.get_json(f"{STAGE}/p{float(t):g}/row.json") for t in cfg.prune.targets]
+    append_results(run, rows)
+    summary = {"method": METHOD, "run": run.url(), "rows": rows,
+               "results": run.url(RESULTS_KEY), "seconds": time.perf_counter() - t0}
+    run.put_json(f"{STAGE}/summary.json", summary)
+    return summary
+
+
+def _first_line(e) -> str:
+    text = str(e).strip()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(e).__name__)[:300]
