@@ -208,3 +208,175 @@ def test_nsga2_searcher_through_tune_returns_a_non_dominated_front(ray_local, tm
     for r in rows:       # every other point is dominated by (or equal to) a front point
         v = (r["fid"], r["macs"])
         assert v in vec or any(dominates(f, v) for f in vec)
+
+
+# ---------------------------------------------------------------- resume after a kill
+DRIVER = textwrap.dedent('''
+    import json, os, sys, time
+    import ray
+    from ray import tune
+    from ganc.search.cost import CostModel
+    from ganc.search.searcher import EvolutionSearcher
+    from ganc.space import ChannelConfig, SearchSpace
+    SPACE, COST, BUDGET = SearchSpace.uniform("tiny", [16, 8]), CostModel(size=32), {budget}
+
+    def synthetic_score(cfg):
+        return -float(sum(w * c for w, c in zip({weights}, ChannelConfig.parse(cfg))))
+
+    storage, log, go, mode = sys.argv[1:5]
+
+    def trainable(trial_cfg):
+        cfg, gen = trial_cfg["config"], trial_cfg["generation"]
+        while gen >= 2 and not os.path.exists(go):    # the first driver dies here
+            time.sleep(0.2)
+        with open(log, "a") as f:
+            f.write(json.dumps({{"config": cfg, "generation": gen}}) + "\\n")
+        tune.report({{"score": synthetic_score(cfg), "config_str": cfg, "generation": gen}})
+
+    ray.init(address=os.environ["RAY_ADDRESS"], logging_level="ERROR")
+    if mode == "start":
+        searcher = EvolutionSearcher(SPACE, BUDGET, COST, metric="score", mode="min",
+                                     population=6, generations=4, seed=5)
+        tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
+            search_alg=searcher, num_samples=1000, max_concurrent_trials=2, reuse_actors=True),
+            run_config=tune.RunConfig(storage_path=storage, name="exp", verbose=0))
+    else:
+        tuner = tune.Tuner.restore(os.path.join(storage, "exp"), trainable=trainable,
+                                   resume_unfinished=True)
+    results = tuner.fit()
+    print("FINISHED", len(results))
+''')
+
+
+def _searcher_state(exp_dir):
+    import glob
+    for p in sorted(glob.glob(os.path.join(exp_dir, "searcher-state-*.pkl"))):
+        try:
+            with open(p) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+    return None
+
+
+def test_killed_search_resumes_with_tuner_restore_and_rescores_nothing(ray_local, tmp_path):
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER.format(budget=budget_and_optimum()[0], weights=WEIGHTS))
+    storage, log, go = tmp_path / "tune", tmp_path / "evals.jsonl", tmp_path / "go"
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address,
+           "TUNE_GLOBAL_CHECKPOINT_S": "1", "RAY_USAGE_STATS_ENABLED": "0",
+           "PYTHONPATH": REPO}
+    args = [sys.executable, str(script), str(storage), str(log), str(go)]
+    first = subprocess.Popen(args + ["start"], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 150
+        while time.time() < deadline:       # wait: generations 0-1 scored and checkpointed
+            st = _searcher_state(storage / "exp")
+            if st and st["evolution"]["generation"] >= 2 and st["live"]:
+                break
+            assert first.poll() is None, "the first driver exited early"
+            time.sleep(0.5)
+        else:
+            pytest.fail("generation 2 never started")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    before = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {e["generation"] for e in before} == {0, 1}
+    killed_at = st["evolution"]["generation"]      # 2, or 3 when generation 2 was all cached
+    assert killed_at >= 2
+
+    go.write_text("go")
+    second = subprocess.run(args + ["restore"], env=env, capture_output=True, text=True,
+                            timeout=200)
+    assert second.returncode == 0, second.stderr[-2000:]
+    evals = [json.loads(line) for line in log.read_text().splitlines()]
+    configs = [e["config"] for e in evals]
+    assert len(configs) == len(set(configs)), "a config was scored twice across the restore"
+    assert evals[:len(before)] == before
+    after = [e["generation"] for e in evals[len(before):]]
+    assert after and min(after) == killed_at        # resumed at the generation it was in
+    assert "FINISHED" in second.stdout
+    final = _searcher_state(storage / "exp")        # last checkpoint: in the last generation
+    assert final["evolution"]["generation"] >= 3
+    assert set(final["evolution"]["cache"]) <= set(configs)
+
+
+# ---------------------------------------------------------------- real search (pool)
+def make_supernet_run(url, run_id="tiny", ngf=8, widths=(8, 4), teacher_ngf=16):
+    """A run holding an (untrained) tiny supernet and teacher, as the supernet stage
+    writes them: enough for the search, whose FIDs need no trained weights."""
+    import torch
+    from ganc.store import open_store
+    store = open_store(url)
+    run = store.run(run_id)
+    torch.manual_seed(0)
+    teacher = gnn.build("resnet_9blocks", ngf=teacher_ngf)
+    run.put_torch("teacher/final_G.pth", teacher.state_dict())
+    sup = gnn.build("super_mobile_resnet_9blocks", ngf=ngf)
+    run.put_torch("supernet/final.pt", {
+        "netG": "super_mobile_resnet_9blocks", "ngf": ngf, "norm": "instance", "dropout": 0.0,
+        "input_nc": 3, "output_nc": 3,
+        "search_space": SearchSpace.uniform("tiny", widths).to_dict(),
+        "teacher": {"netG": "resnet_9blocks", "ngf": teacher_ngf, "norm": "instance",
+                    "source": run.url("teacher/final_G.pth")},
+        "state_dict": sup.state_dict(), "step": 1})
+    return store
+
+
+def tiny_config(url, run_id="tiny"):
+    from ganc.config import RunConfig
+    cfg = RunConfig(name=run_id)
+    cfg.store.url = url
+    d = cfg.data
+    d.demo_n, d.demo_size, d.crop_size, d.load_size = 16, 32, 32, 32
+    cfg.fid.num_actors, cfg.fid.batch_size, cfg.fid.kid_subset_size = 1, 8, 4
+    cfg.search.population, cfg.search.generations = 4, 2
+    return cfg
+
+
+def test_search_budget_below_smallest_fails_before_starting_anything(tmp_path):
+    from ganc.search.driver import run_search
+    url = str(tmp_path / "store")
+    make_supernet_run(url)
+    cfg = tiny_config(url)
+    cfg.search.budget_macs = 1000
+    with pytest.raises(BudgetError) as e:
+        run_search(cfg, url)
+    assert "4_4_4_4_4_4_4_4" in str(e.value) and "\n" not in str(e.value)
+    assert not os.path.exists(tmp_path / "store" / "runs" / "tiny" / "search")
+
+
+def test_small_search_through_tune_and_the_fid_pool_writes_every_result(ray_local, tmp_path):
+    import pyarrow.parquet  # noqa: F401
+    from ganc.search.driver import run_search
+    from ganc.store import open_store
+    url = str(tmp_path / "store")
+    make_supernet_run(url)
+    cfg = tiny_config(url)
+    summary = run_search(cfg, url)
+    run = open_store(url).run("tiny")
+    for key in ("search/results.parquet", "search/pareto.parquet", "search/fid_vs_macs.png",
+                "best.json", "search/teacher.json"):
+        assert run.exists(key), key
+    rows = run.get_parquet("search/results.parquet").to_pylist()
+    budget = summary["search"]["budget_macs"]
+    assert budget == pytest.approx(summary["teacher"]["macs"] / 10)
+    assert 1 <= len(rows) <= 8 and len({r["config"] for r in rows}) == len(rows)
+    assert set(rows[0]) >= {"config", "macs", "params", "fid", "kid", "generation",
+                            "trial_id", "wall_s"}
+    cost = CostModel(32)
+    for r in rows:
+        assert r["macs"] == cost.macs(r["config"]) <= budget
+        assert r["params"] == cost.params(r["config"])
+        assert math.isfinite(r["fid"]) and r["generation"] in (0, 1) and r["trial_id"]
+    best = run.get_json("best.json")
+    assert best["fid"] == min(r["fid"] for r in rows)
+    assert best["config"] in {r["config"] for r in rows}
+    assert best["teacher"]["macs"] > best["macs"] and math.isfinite(best["teacher"]["fid"])
+    assert best["search"]["population"] == 4 and best["search"]["method"] == "evolution"
+    front = run.get_parquet("search/pareto.parquet").to_pylist()
+    vec = [(r["fid"], r["macs"]) for r in front]
+    assert vec and not any(dominates(a, b) for a in vec for b in vec)
+    assert run.read_bytes("search/fid_vs_macs.png")[:8] == b"\x89PNG\r\n\x1a\n"
