@@ -245,8 +245,9 @@ def prune_target(spec: dict, target: float, report=None, scorer=None) -> dict:
            "macs_D": int(round(ratios["macs_D"])), "best_sampled_fid": float(best["fid"]),
            "export": run.url(prefix), "use_lds": bool(pc.use_lds),
            "peer_feedback": bool(pc.peer_feedback), "prune_d": bool(pc.prune_d)}
-    if report:
-        report({"step": pc.steps, "target": target, "done": 1, "fid": row["fid"],
+    run.put_json(f"{prefix}/row.json", row)
+    if report:  # ('done' is reserved by Tune: it would end the trial at once)
+        report({"step": pc.steps, "target": target, "finished": 1, "fid": row["fid"],
                 "macs": row["macs"], "hard_ratio_G": row["ratio_G"],
                 "hard_ratio_D": row["ratio_D"], "best_fid": best["fid"]})
     return row
@@ -268,11 +269,7 @@ def _trial(config, spec=None, scorer=None):
     if scorer is not None:
         def call(models):
             return ray.get(scorer.score.remote(models))
-    row = prune_target(spec, float(config["target"]), report=tune.report, scorer=call)
-    spec_store = spec["store_url"]
-    from ..store import open_store
-    run = open_store(spec_store, endpoint_url=spec.get("endpoint_url") or None)
-    run.put_json(f"{STAGE}/p{float(config['target']):g}/row.json", row)
+    prune_target(spec, float(config["target"]), report=tune.report, scorer=call)
 
 
 # ---------------------------------------------------------------------- driver
@@ -307,13 +304,14 @@ def run_prune(cfg: RunConfig, store=None, *, targets=None, scorer: str = "pool",
     from ray import tune
 
     from ..train import common
-    from ..train.launch import open_run, want_gpu
+    from ..train.launch import apply_cpu_size, open_run, want_gpu
     if targets is not None:
         cfg.prune.targets = [float(t) for t in targets]
     check_prune_config(cfg.prune)
     if scorer not in SCORERS:
         raise ConfigError(f"scorer {scorer!r} is not one of: {', '.join(SCORERS)}")
     root, run = open_run(cfg, store)
+    cfg = copy.deepcopy(cfg)
     data_root = common.resolve_data_root(cfg.data)
     build_teacher(cfg, run)  # fail early on a bad teacher
     run.write_bytes(f"{STAGE}/config.yaml", cfg.to_yaml().encode())
@@ -323,6 +321,7 @@ def run_prune(cfg: RunConfig, store=None, *, targets=None, scorer: str = "pool",
     scorer_actor = None
     try:
         gpu = want_gpu(cfg)
+        apply_cpu_size(cfg, gpu)  # scale.cpu_crop_size: smaller images without a GPU
         spec = {"config": cfg.to_dict(), "store_url": run.url(),
                 "endpoint_url": run.endpoint_url or cfg.store.endpoint_url or "",
                 "data_root": data_root, "use_gpu": gpu, "threads": cfg.scale.cpus_per_worker}

@@ -1,0 +1,70 @@
+"""End-to-end pruning on Ray Tune (one trial per target) with the FID actor pool."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ganc.cli import main
+from ganc.config import RunConfig
+from ganc.profile import count_macs
+from ganc.store import open_store
+
+
+def _tiny_config(store: str) -> RunConfig:
+    cfg = RunConfig(name="prune-e2e")
+    cfg.store.url = store
+    d = cfg.data
+    d.demo_n, d.demo_size, d.load_size, d.crop_size, d.flip = 8, 32, 32, 32, False
+    m = cfg.model
+    m.teacher, m.teacher_ngf, m.ndf, m.n_layers_D = "resnet_6blocks", 8, 8, 2
+    p = cfg.prune
+    p.steps, p.sample_every, p.samples, p.finetune_steps = 10, 10, 2, 2
+    p.lr_agent, p.base, p.lambda_resource, p.lds_k, p.eval_n = 5e-3, 1.0, 5.0, 2, 2
+    p.d_target = 0.5
+    cfg.fid.kid = False
+    return cfg
+
+
+def test_prune_on_tune_writes_exports_and_results(tmp_path, ray_local):
+    from ganc.prune.driver import RESULTS_KEY, load_pruned, run_prune
+    store = str(tmp_path / "store")
+    cfg = _tiny_config(store)
+    run = open_store(store).run("prune-e2e")
+    run.put_parquet(RESULTS_KEY, [{"config": "16_16_32_16_32_32_16_16", "macs": 123,
+                                   "params": 7, "fid": 50.0, "kid": 0.1, "generation": 3,
+                                   "trial_id": "t0", "wall_time": 1.0,
+                                   "method": "evolution"}])
+    summary = run_prune(cfg, targets=[0.3, 0.15], scorer="pool")
+
+    rows = {r["target"]: r for r in summary["rows"]}
+    assert sorted(rows) == [0.15, 0.3]
+    full = count_macs(__import__("ganc.nn", fromlist=["build"]).build(
+        "resnet_6blocks", ngf=8), (1, 3, 32, 32))
+    for t, r in rows.items():
+        assert r["method"] == "prune-lds"
+        assert r["ratio_G"] <= t + 0.02, r
+        assert r["ratio_D"] <= 0.5 + 1e-6, r
+        assert r["macs"] == round(r["ratio_G"] * full)
+        assert math.isfinite(r["fid"]) and math.isfinite(r["best_sampled_fid"])
+        assert r["trial_id"] and r["wall_time"] > 0
+        G, card = load_pruned(run, f"prune/p{t:g}")
+        assert count_macs(G, (1, 3, 32, 32)) == r["macs"] == card["macs"]
+        ts = torch.jit.load(__import__("io").BytesIO(run.read_bytes(f"prune/p{t:g}/model.ts")))
+        x = torch.rand(1, 3, 32, 32) * 2 - 1
+        with torch.no_grad():
+            assert (ts(x) - G(x)).abs().max() < 1e-5
+        assert card["teacher_source"] == "random-init" and card["gates_G"]["trunk"][1] == 32
+    table = run.get_parquet(RESULTS_KEY).to_pylist()
+    assert [r["method"] for r in table] == ["evolution", "prune-lds", "prune-lds"]
+    assert table[0]["macs"] == 123 and table[1]["target"] in (0.3, 0.15)
+    assert run.exists("prune/summary.json") and run.exists("prune/config.yaml")
+
+
+def test_prune_cli_errors_are_one_line(capsys):
+    assert main(["prune", "--targets", "0.1,2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "ganc prune: error: --targets: 2 is not a ratio in (0, 1]"
+    assert main(["prune", "--set", "prune.lds_k=1", "--fid", "none"]) == 2
+    assert "prune.lds_k must be at least 2" in capsys.readouterr().err
