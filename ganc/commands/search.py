@@ -1,0 +1,153 @@
+"""``ganc search``, ``ganc finetune``, ``ganc export``, ``ganc runs``, ``ganc pull``."""
+from __future__ import annotations
+
+import json
+
+
+def _common(p):
+    p.add_argument("--config", help="YAML config (configs/*.yaml); default: built-in defaults")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set search.population=50 (repeatable)")
+    p.add_argument("--store", help="artifact store: folder, file:///path or s3://bucket/prefix "
+                                   "(default: store.url of the config)")
+    p.add_argument("--run-id", help="run folder runs/<RUN_ID> (default: store.run_id or name)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+
+def register(sub):
+    p = sub.add_parser(
+        "search", help="search the supernet for the best sub-network under a MACs budget",
+        description="Ray Tune search over the sub-networks of runs/<id>/supernet/final.pt, "
+                    "each trial scored by FID through the FID actor pool. Writes "
+                    "search/results.parquet, search/pareto.parquet, search/fid_vs_macs.png and "
+                    "best.json under the run. Re-running an interrupted search resumes it.")
+    _common(p)
+    p.add_argument("--method", choices=["evolution", "nsga2"],
+                   help="evolution (GAN Compression) or nsga2 (Optuna, Pareto over FID and "
+                        "MACs); default search.method")
+    p.add_argument("--budget-macs", type=float,
+                   help="MACs budget at the eval size (default search.budget_macs; 0: a tenth "
+                        "of the teacher's)")
+    p.add_argument("--fresh", action="store_true",
+                   help="start a new Tune experiment instead of resuming an unfinished one")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser(
+        "finetune", help="fine-tune the chosen sub-network (Ray Train)",
+        description="Fine-tune best.json's sub-network (or --subnet-config) with the supernet's "
+                    "distillation loop at a fixed config, starting from the supernet weights; "
+                    "scores FID before and after and writes finetune/result.json.")
+    _common(p)
+    p.add_argument("--subnet-config", help="channel config to fine-tune (default: best.json)")
+    p.add_argument("--local", action="store_true",
+                   help="run in this process instead of on Ray Train")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser(
+        "export", help="export the chosen sub-network: state dict, TorchScript, model card",
+        description="Writes export/model.pt (plain sub_mobile_resnet_9blocks state dict), "
+                    "export/model.ts (TorchScript) and export/model.json (model card) under "
+                    "the run; `ganc translate --weights .../model.pt` loads them.")
+    _common(p)
+    p.add_argument("--subnet-config", help="channel config to export (default: best.json)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("runs", help="list the runs of a store with their best FID / MACs")
+    p.add_argument("store", help="folder, file:///path or s3://bucket/prefix")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser(
+        "pull", help="download a run's exported best model, model card and best.json",
+        description="ganc pull STORE/runs/<id> --best -o DIR. Refuses object keys that would "
+                    "be written outside DIR.")
+    p.add_argument("run_url", metavar="RUN", help="STORE/runs/<id> (folder, file:// or s3://)")
+    p.add_argument("--best", action="store_true",
+                   help="only export/* and best.json (the default); without it: the whole run")
+    p.add_argument("--all", action="store_true", help="download every object of the run")
+    p.add_argument("-o", "--out", required=True, help="target folder")
+    p.set_defaults(func=cmd_pull)
+
+
+def _cfg(args):
+    from ..config import load_config
+    cfg = load_config(args.config, args.overrides, args.store)
+    if args.run_id:
+        cfg.store.run_id = args.run_id
+    return cfg
+
+
+def _print(args, obj, lines):
+    if args.json:
+        print(json.dumps(obj, sort_keys=True, default=str))
+    else:
+        for line in lines:
+            print(line)
+
+
+def _g(x):
+    return "-" if x is None else f"{x / 1e9:.3f}G"
+
+
+def _f(x):
+    return "-" if x is None else f"{x:.2f}"
+
+
+def cmd_search(args):
+    from ..search.driver import run_search
+    cfg = _cfg(args)
+    out = run_search(cfg, method=args.method, budget_macs=args.budget_macs, fresh=args.fresh)
+    t = out.get("teacher") or {}
+    _print(args, out, [
+        f"best {out['config']}: FID {_f(out['fid'])}, MACs {_g(out['macs'])} "
+        f"({out['macs']:,}), params {out['params']:,}",
+        f"teacher: FID {_f(t.get('fid'))}, MACs {_g(t.get('macs'))}",
+        f"scored {out['n_scored']} configs ({out['search']['method']}, budget "
+        f"{_g(out['search']['budget_macs'])}); Pareto front {out['n_pareto']}",
+        f"results: {out['files']['results']}"])
+
+
+def cmd_finetune(args):
+    from ..search.finetune import finetune
+    cfg = _cfg(args)
+    out = finetune(cfg, config=args.subnet_config, runner="local" if args.local else None)
+    _print(args, out, [f"fine-tuned {out['config']} ({out['steps']} steps): FID "
+                       f"{_f(out.get('fid_before'))} -> {_f(out.get('fid_after'))}",
+                       f"weights: {out['final']}"])
+
+
+def cmd_export(args):
+    from ..export import export_best
+    cfg = _cfg(args)
+    card = export_best(cfg, config=args.subnet_config)
+    _print(args, card, [
+        f"exported {card['config_str']}: MACs {_g(card['macs'])}, params {card['params']:,}, "
+        f"CPU latency {card['latency_ms_cpu']:.1f} ms",
+        f"to {card['run']}/export/ (model.pt, model.ts, model.json)"])
+
+
+def cmd_runs(args):
+    from ..export import list_runs
+    rows = list_runs(args.store)
+    if args.json:
+        for r in rows:
+            print(json.dumps(r, sort_keys=True, default=str))
+        return 0
+    if not rows:
+        print("no runs")
+        return 0
+    print(f"{'run':24} {'best config':26} {'FID':>8} {'MACs':>9} {'teacher FID':>11} "
+          f"{'teacher MACs':>12} exported")
+    for r in rows:
+        print(f"{r['run']:24} {r['best'] or '-':26} {_f(r['fid']):>8} {_g(r['macs']):>9} "
+              f"{_f(r['teacher_fid']):>11} {_g(r['teacher_macs']):>12} "
+              f"{'yes' if r['exported'] else 'no'}")
+    return 0
+
+
+def cmd_pull(args):
+    from ..export import pull
+    paths = pull(args.run_url, args.out, best=not args.all)
+    for p in paths:
+        print(p)
+    return 0

@@ -1,0 +1,216 @@
+"""Export the chosen sub-network, list runs, and pull a run's best model from a store.
+
+``export_best(cfg, store)`` writes under ``runs/<id>/export/``:
+
+- ``model.pt``: a plain ``sub_mobile_resnet_9blocks`` state dict (loads strictly with
+  ``ganc.weights`` / ``torch.load(weights_only=True)``);
+- ``model.ts``: TorchScript (traced at the eval size, batch 1; runs at any size);
+- ``model.json``: the model card (written last): ``netG``, ``config_str``, ``norm``,
+  ``input_nc``, ``output_nc`` (so ``ganc translate --weights export/model.pt`` needs no
+  other option), MACs, params, FID before / after fine-tune, CPU latency, teacher,
+  dataset and ganc version.
+
+``pull(url, out_dir)`` downloads ``export/*`` and ``best.json`` of a run (or, with
+``best=False``, everything under it), refusing any object key that would land outside
+``out_dir`` before writing anything.
+"""
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import time
+import uuid
+from typing import Optional
+
+from . import __version__
+from .config import RunConfig
+from .errors import GancError
+from .space import ChannelConfig
+
+EXPORT = "export"
+EXPORT_FILES = ("model.pt", "model.ts", "model.json")
+
+
+class PullError(GancError):
+    """A pull that would write outside its target folder, or found nothing to pull."""
+
+
+# ---------------------------------------------------------------- export
+def export_best(cfg: RunConfig, store=None, *, config: Optional[str] = None,
+                latency_repeats: int = 10) -> dict:
+    """Export the fine-tuned (else the supernet-sliced) chosen sub-network; returns the card."""
+    import torch
+
+    from .profile import count_macs, count_params, measure_latency
+    from .search.driver import cost_model, load_supernet
+    from .search.finetune import STAGE, chosen_config, subnet_from
+    from .train.launch import open_run
+
+    _, run = open_run(cfg, store)
+    cfg_str = chosen_config(run, config)
+    sup = load_supernet(run)
+    sup["space"].validate(cfg_str)
+    ft = run.get_json(f"{STAGE}/result.json") if run.exists(f"{STAGE}/result.json") else None
+    if ft and ft.get("config") == cfg_str and run.exists(f"{STAGE}/final.pt"):
+        key, finetuned = f"{STAGE}/final.pt", True
+    else:
+        key, finetuned, ft = "supernet/final.pt", False, None
+    net = subnet_from(run, key, cfg_str).cpu().eval()
+    size = int(cfg.data.crop_size)
+    cost = cost_model(sup, size)
+    shape = (1, cost.input_nc, size, size)
+    macs = count_macs(net, shape)
+    if macs != cost.macs(cfg_str):     # closed form and profiler must agree
+        raise GancError(f"MACs of {cfg_str}: profiler {macs} != closed form "
+                        f"{cost.macs(cfg_str)}")
+    best = run.get_json("best.json") if run.exists("best.json") else {}
+    teacher = dict(best.get("teacher") or {})
+    lat = measure_latency(net, shape, warmup=2, repeats=latency_repeats, device="cpu")
+    if sup.get("teacher"):
+        from .train.supernet import load_teacher
+        t = load_teacher(sup["teacher"], cfg.store.endpoint_url).cpu().eval()
+        teacher.update({"netG": sup["teacher"].get("netG"), "ngf": sup["teacher"].get("ngf"),
+                        "macs": count_macs(t, shape), "params": count_params(t),
+                        "latency_ms_cpu": measure_latency(t, shape, warmup=2,
+                                                          repeats=latency_repeats,
+                                                          device="cpu")["median_ms"]})
+
+    sd = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    run.put_torch(f"{EXPORT}/model.pt", sd)
+    with torch.no_grad():
+        traced = torch.jit.trace(net, torch.zeros(shape), check_trace=False)
+    buf = io.BytesIO()
+    torch.jit.save(traced, buf)
+    run.write_bytes(f"{EXPORT}/model.ts", buf.getvalue())
+
+    sup_cfg = sup.get("config") if isinstance(sup.get("config"), dict) else {}
+    data = sup_cfg.get("data", {}) if sup_cfg else {}
+    card = {
+        "netG": "sub_mobile_resnet_9blocks", "config_str": cfg_str,
+        "config": list(ChannelConfig.parse(cfg_str)), "ngf": int(sup["ngf"]),
+        "norm": sup.get("norm", "instance"), "input_nc": cost.input_nc,
+        "output_nc": cost.output_nc, "n_blocks": 9,
+        "macs": macs, "params": count_params(net), "macs_convention": "torchprofile",
+        "input_size": list(shape),
+        "fid_search": best.get("fid"),
+        "fid_before_finetune": ft.get("fid_before") if ft else best.get("fid"),
+        "fid_after_finetune": ft.get("fid_after") if ft else None,
+        "finetune_steps": ft.get("steps") if ft else 0, "finetuned": finetuned,
+        "latency_ms_cpu": lat["median_ms"], "latency_threads": lat["threads"],
+        "teacher": teacher, "search_space": sup["space"].to_dict(),
+        "dataset": {"kind": data.get("kind", cfg.data.kind),
+                    "root": data.get("root", cfg.data.root) or "generated demo data",
+                    "direction": data.get("direction", cfg.data.direction),
+                    "eval_split": data.get("eval_split", cfg.data.eval_split)},
+        "source": run.url(key), "run": run.url(), "ganc_version": __version__,
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "files": {"weights": "model.pt", "torchscript": "model.ts"},
+    }
+    run.put_json(f"{EXPORT}/model.json", card)
+    return card
+
+
+# ---------------------------------------------------------------- runs
+def list_runs(store) -> list[dict]:
+    """Runs of a store with their best FID / MACs (from best.json) and export state."""
+    from .store import open_store
+    st = open_store(store) if not hasattr(store, "ls") else store
+    base = st._path("runs")
+    try:
+        entries = st.fs.ls(base, detail=False) if st.fs.exists(base) else []
+    except FileNotFoundError:
+        entries = []
+    out = []
+    for e in sorted(entries):
+        rid = posixpath.basename(str(e).rstrip("/"))
+        try:
+            run = st.run(rid)
+        except GancError:
+            continue
+        row = {"run": rid, "url": run.url(), "best": None, "fid": None, "macs": None,
+               "params": None, "teacher_fid": None, "teacher_macs": None,
+               "exported": run.exists(f"{EXPORT}/model.json")}
+        if run.exists("best.json"):
+            b = run.get_json("best.json")
+            t = b.get("teacher") or {}
+            row.update(best=b.get("config"), fid=b.get("fid"), macs=b.get("macs"),
+                       params=b.get("params"), teacher_fid=t.get("fid"),
+                       teacher_macs=t.get("macs"))
+        out.append(row)
+    return out
+
+
+# ---------------------------------------------------------------- pull
+def _safe_dest(out_dir: str, rel: str, url: str) -> str:
+    parts = rel.replace("\\", "/").split("/")
+    if (not rel or rel.startswith("/") or any(p in ("", ".", "..") for p in parts)
+            or ":" in parts[0]):
+        raise PullError(f"refusing to pull {url}: key {rel!r} would be written outside "
+                        f"{out_dir}")
+    dest = os.path.normpath(os.path.join(out_dir, *parts))
+    if os.path.commonpath([out_dir, dest]) != out_dir or dest == out_dir:
+        raise PullError(f"refusing to pull {url}: key {rel!r} would be written outside "
+                        f"{out_dir}")
+    return dest
+
+
+def pull(url: str, out_dir, *, best: bool = True, endpoint_url: Optional[str] = None) -> list:
+    """Download a run (``STORE/runs/<id>``): with ``best``, ``export/*`` (flattened into
+    ``out_dir``) and ``best.json``; else every object under the run. Returns local paths."""
+    from .store import open_store
+    run = open_store(url, endpoint_url=endpoint_url)
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    if best:
+        missing = [k for k in (f"{EXPORT}/model.json", "best.json") if not run.exists(k)]
+        if missing:
+            raise PullError(f"nothing to pull: {run.url(missing[0])} not found "
+                            "(run `ganc search` and `ganc export` first)")
+        keys = [k for k in run.ls(EXPORT)] + ["best.json"]
+        plan = [(k, posixpath.relpath(k, EXPORT) if k.startswith(EXPORT + "/") else k)
+                for k in keys]
+    else:
+        base = run.root.rstrip("/")
+        found = run.fs.find(base) if run.protocol == "s3" else [
+            os.path.join(r, f) for r, _, fs in os.walk(base) for f in fs]
+        plan = []
+        for p in sorted(found):
+            p = str(p)
+            rel = p[len(base) + 1:] if p.startswith(base + "/") else p
+            if run.protocol == "file":
+                rel = os.path.relpath(p, base).replace(os.sep, "/")
+            if ".tmp-" in rel:
+                continue
+            plan.append((rel, rel))
+        if not plan:
+            raise PullError(f"nothing to pull: no objects under {run.url()}")
+    # Check every destination before writing anything.
+    dests = [(k, _safe_dest(out_dir, rel, run.url().rstrip("/") + "/" + rel))
+             for k, rel in plan]
+    out = []
+    for key, dest in dests:
+        data = _read_raw(run, key)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        tmp = f"{dest}.tmp-{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, dest)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        out.append(dest)
+    return out
+
+
+def _read_raw(run, key: str) -> bytes:
+    """Bytes of an object (keys are checked by the caller; may be unusual on S3)."""
+    try:
+        return run.read_bytes(key)
+    except GancError:
+        raise
+    except Exception as e:  # pragma: no cover
+        raise PullError(f"cannot read {key}: {e}") from None
+
+
+__all__ = ["export_best", "list_runs", "pull", "PullError", "EXPORT", "EXPORT_FILES"]

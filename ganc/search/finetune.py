@@ -1,0 +1,143 @@
+"""Fine-tune the chosen sub-network: the supernet distillation loop with a fixed config.
+
+``finetune(cfg, store)`` runs ``ganc.train.supernet.supernet_loop`` (Ray Train, or one
+local process with ``runner="local"``) as the stage ``finetune`` with
+
+- a one-config search space (the chosen config at every position), so the loop's
+  sampler always trains that sub-network;
+- the model / distillation settings the supernet was trained with (its saved config),
+  and ``finetune.steps`` / ``lr`` / ``checkpoint_every`` / ``log_every``;
+- starting weights (student, feature mappings, discriminator) from
+  ``supernet/final.pt``, handed to the loop as its step-0 resume point
+  (``finetune/init/state.pt`` + ``finetune/latest.json``), so an interrupted fine-tune
+  continues from its last checkpoint like any other stage.
+
+Then the sub-network is scored before and after on the eval split (same extractor and
+real statistics) and ``finetune/result.json`` is written.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Optional
+
+from ..config import RunConfig, from_dict
+from ..errors import ConfigError
+from ..space import ChannelConfig, SearchSpace
+
+STAGE = "finetune"
+
+
+def chosen_config(run, config: Optional[str] = None) -> str:
+    """``config``, or the best config of the run's search (``best.json``)."""
+    if config:
+        return str(ChannelConfig.parse(config))
+    if not run.exists("best.json"):
+        raise ConfigError(f"no best.json in {run.url()}; run `ganc search` first or give "
+                          "--subnet-config")
+    return str(ChannelConfig.parse(run.get_json("best.json")["config"]))
+
+
+def finetune_config(cfg: RunConfig, sup: dict) -> RunConfig:
+    """The supernet's own training config with this run's store, scale and fine-tune."""
+    base = from_dict(sup["config"]) if isinstance(sup.get("config"), dict) else copy.deepcopy(cfg)
+    ft = cfg.finetune
+    for name, v in (("steps", ft.steps), ("checkpoint_every", ft.checkpoint_every),
+                    ("log_every", ft.log_every)):
+        if int(v) < 1:
+            raise ConfigError(f"finetune.{name} must be at least 1, got {v}")
+    base.store = copy.deepcopy(cfg.store)
+    base.scale = copy.deepcopy(cfg.scale)
+    base.fid = copy.deepcopy(cfg.fid)
+    base.finetune = copy.deepcopy(ft)
+    d = base.distill
+    d.steps, d.lr = int(ft.steps), float(ft.lr)
+    d.checkpoint_every = min(int(ft.checkpoint_every), int(ft.steps))
+    d.log_every = min(int(ft.log_every), int(ft.steps))
+    d.sampler, d.eval_every = "uniform", 0
+    base.model.student = sup.get("netG", base.model.student)
+    base.model.student_ngf = int(sup.get("ngf", base.model.student_ngf))
+    return base
+
+
+def _seed_start(run, sup: dict) -> None:
+    """Step-0 resume point holding the supernet's trained weights (written once)."""
+    if run.exists(f"{STAGE}/latest.json"):
+        return
+    nets = {"student": sup["state_dict"]}
+    if "distiller" in sup:
+        nets["distiller"] = sup["distiller"]
+    if "netD" in sup:
+        nets["D"] = sup["netD"]
+    key = f"{STAGE}/init/state.pt"
+    run.put_torch(key, {"step": 0, "nets": nets, "opts": {}, "config": sup.get("config", {})})
+    run.put_json(f"{STAGE}/latest.json", {"step": 0, "key": key})
+
+
+def finetune(cfg: RunConfig, store=None, *, config: Optional[str] = None,
+             runner: Optional[str] = None, score: bool = True) -> dict:
+    """Fine-tune the chosen sub-network; returns ``finetune/result.json``'s content."""
+    from ..train.launch import open_run, run_stage
+    from ..train.supernet import supernet_loop
+    from .driver import load_supernet
+
+    root, run = open_run(cfg, store)
+    cfg_str = chosen_config(run, config)
+    sup = load_supernet(run)
+    space: SearchSpace = sup["space"]
+    space.validate(cfg_str)
+    if not sup.get("teacher"):
+        raise ConfigError(f"{run.url('supernet/final.pt')} names no teacher to distil from")
+    if run.exists(f"{STAGE}/result.json"):
+        done = run.get_json(f"{STAGE}/result.json")
+        if done.get("config") == cfg_str and int(done.get("steps", -1)) >= cfg.finetune.steps:
+            return {**done, "skipped": True}
+    if run.exists(f"{STAGE}/final.pt"):
+        old = run.get_torch(f"{STAGE}/final.pt")
+        if old.get("search_space") != _one(cfg_str).to_dict() or \
+                int(old.get("step", -1)) < int(cfg.finetune.steps):
+            raise ConfigError(f"{run.url(STAGE + '/final.pt')} holds another fine-tune "
+                              f"(config or steps differ); remove {run.url(STAGE)} first")
+    ft_cfg = finetune_config(cfg, sup)
+    _seed_start(run, sup)
+    summary = run_stage(STAGE, supernet_loop, ft_cfg, root, runner=runner,
+                        extra_spec={"search_space": _one(cfg_str).to_dict(),
+                                    "teacher": sup["teacher"]})
+    result = {"config": cfg_str, "steps": int(summary["step"]),
+              "final": run.url(f"{STAGE}/final.pt"), "skipped": bool(summary["skipped"])}
+    if score:
+        result.update(score_before_after(ft_cfg, root, run, sup, cfg_str))
+    run.put_json(f"{STAGE}/result.json", result)
+    return result
+
+
+def _one(cfg_str: str) -> SearchSpace:
+    return SearchSpace("finetune-" + cfg_str, tuple((w,) for w in ChannelConfig.parse(cfg_str)))
+
+
+def subnet_from(run, key: str, config: str):
+    """The plain sub-network ``config`` sliced from the supernet weights at ``key``."""
+    from .. import nn as gnn
+    payload = run.get_torch(key)
+    sup = gnn.build(payload["netG"], ngf=int(payload["ngf"]),
+                    norm=payload.get("norm", "instance"),
+                    dropout=float(payload.get("dropout", 0.0)),
+                    input_nc=int(payload.get("input_nc", 3)),
+                    output_nc=int(payload.get("output_nc", 3)))
+    sup.load_state_dict(payload["state_dict"], strict=True)
+    return gnn.extract_subnet(sup.eval(), config).eval()
+
+
+def score_before_after(cfg: RunConfig, root, run, sup: dict, cfg_str: str) -> dict:
+    """FID/KID of the sub-network sliced from the supernet and from the fine-tuned one."""
+    from ..metrics.pool import LocalPool, SubnetSpec
+    from .driver import eval_split_of
+    pool = LocalPool(eval_split_of(cfg), store=root, fid=cfg.fid)
+    pool.register_model("before", subnet_from(run, "supernet/final.pt", cfg_str))
+    pool.register_model("after", subnet_from(run, f"{STAGE}/final.pt", cfg_str))
+    before, after = pool.score([SubnetSpec("before"), SubnetSpec("after")])
+    return {"fid_before": before.fid, "fid_after": after.fid,
+            "kid_before": before.kid_mean, "kid_after": after.kid_mean,
+            "eval_images": after.n_fake}
+
+
+__all__ = ["finetune", "finetune_config", "chosen_config", "subnet_from", "STAGE"]
