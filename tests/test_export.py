@@ -1,0 +1,154 @@
+"""Fine-tune at a fixed config, export (state dict, TorchScript, model card), `ganc runs`,
+and `ganc pull` from the local S3 server (moto + s3fs), with translate on what it got."""
+from __future__ import annotations
+
+import json
+import os
+
+import boto3
+import pytest
+import torch
+
+from ganc import nn as gnn
+from ganc.cli import main as ganc
+from ganc.config import from_dict
+from ganc.export import PullError, export_best, list_runs, pull
+from ganc.search.cost import CostModel
+from ganc.search.finetune import finetune
+from ganc.store import open_store
+from ganc.weights import read_state_dict
+
+CONFIG = "8_4_8_4_4_8_8_4"
+
+
+def tiny_cfg(url, name="ex"):
+    return from_dict({
+        "name": name, "seed": 1,
+        "store": {"url": url},
+        "data": {"demo_n": 16, "demo_size": 32, "load_size": 32, "crop_size": 32},
+        "model": {"teacher_ngf": 8, "ndf": 8, "student_ngf": 8},
+        "teacher": {"steps": 2, "checkpoint_every": 2, "log_every": 1, "eval_every": -1},
+        "distill": {"steps": 2, "checkpoint_every": 2, "log_every": 1, "eval_every": 0,
+                    "space_widths": [8, 4]},
+        "finetune": {"steps": 3, "checkpoint_every": 3, "log_every": 1, "lr": 1e-3},
+        "fid": {"batch_size": 8, "kid_subset_size": 4},
+    })
+
+
+def _put_best(run, config=CONFIG):
+    """Stand-in for the search stage (tested in test_search.py): a best.json."""
+    cost = CostModel(32)
+    run.put_json("best.json", {"config": config, "macs": cost.macs(config),
+                               "params": cost.params(config), "fid": 123.0,
+                               "teacher": {"fid": 200.0, "macs": 1}})
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A tiny teacher + supernet trained in-process (B's loops), fine-tuned and exported."""
+    from ganc.train.supernet import train_supernet
+    from ganc.train.teacher import train_teacher
+    url = str(tmp_path_factory.mktemp("store"))
+    cfg = tiny_cfg(url)
+    train_teacher(cfg, url, runner="local")
+    train_supernet(cfg, url, runner="local")
+    run = open_store(url).run("ex")
+    _put_best(run)
+    ft = finetune(cfg, url, runner="local", score=False)
+    card = export_best(cfg, url, latency_repeats=2)
+    return cfg, url, run, ft, card
+
+
+def test_finetune_trains_the_chosen_subnet_from_the_supernet_weights(trained_run):
+    cfg, url, run, ft, _ = trained_run
+    assert ft["config"] == CONFIG and ft["steps"] == 3 and not ft["skipped"]
+    sup = run.get_torch("supernet/final.pt")["state_dict"]
+    fin = run.get_torch("finetune/final.pt")
+    assert fin["step"] == 3
+    assert fin["search_space"]["choices"] == [[int(w)] for w in CONFIG.split("_")]
+    # the chosen sub-network's slice moved; channels outside every config (none here
+    # beyond width 8) keep the shapes of the supernet
+    key = "model.1.weight"
+    assert fin["state_dict"][key].shape == sup[key].shape
+    assert not torch.equal(fin["state_dict"][key][:8], sup[key][:8])
+    # a second call with the same config and steps does nothing
+    again = finetune(cfg, url, runner="local", score=False)
+    assert again["skipped"]
+
+
+def test_export_writes_state_dict_torchscript_and_card_that_agree(trained_run):
+    cfg, url, run, ft, card = trained_run
+    assert sorted(run.ls("export")) == ["export/model.json", "export/model.pt", "export/model.ts"]
+    assert card == run.get_json("export/model.json")
+    assert card["netG"] == "sub_mobile_resnet_9blocks" and card["config_str"] == CONFIG
+    assert card["macs"] == CostModel(32).macs(CONFIG) and card["finetuned"]
+    for k in ("params", "latency_ms_cpu", "teacher", "dataset", "ganc_version",
+              "fid_before_finetune", "fid_after_finetune"):
+        assert k in card
+    assert card["teacher"]["macs"] > card["macs"] and card["teacher"]["latency_ms_cpu"] > 0
+    sd = read_state_dict(run.read_bytes("export/model.pt"), name="model.pt")
+    net = gnn.build("sub_mobile_resnet_9blocks", config=CONFIG)
+    net.load_state_dict(sd, strict=True)
+    import io
+    ts = torch.jit.load(io.BytesIO(run.read_bytes("export/model.ts")))
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(ts(x), net.eval()(x), atol=1e-5)
+        # the export equals the fine-tuned supernet at the config
+        from ganc.search.finetune import subnet_from
+        ref = subnet_from(run, "finetune/final.pt", CONFIG)
+        assert torch.allclose(ref(x), net(x), atol=1e-6)
+
+
+def test_runs_lists_best_fid_and_macs(trained_run, capsys):
+    _, url, _, _, card = trained_run
+    rows = list_runs(url)
+    assert [r["run"] for r in rows] == ["ex"]
+    assert rows[0]["best"] == CONFIG and rows[0]["fid"] == 123.0 and rows[0]["exported"]
+    assert ganc(["runs", url]) == 0
+    out = capsys.readouterr().out
+    assert "ex" in out and CONFIG in out and "123.00" in out
+
+
+def test_pull_from_local_s3_loads_and_translates(trained_run, s3_url, tmp_path, capsys):
+    _, url, run, _, card = trained_run
+    s3run = open_store(s3_url).run("ex")
+    for key in run.ls("export") + ["best.json", "search/extra.txt"]:
+        if key == "search/extra.txt":
+            s3run.write_bytes(key, b"not pulled with --best")
+        else:
+            s3run.write_bytes(key, run.read_bytes(key))
+    out = tmp_path / "pulled"
+    assert ganc(["pull", s3run.url(), "--best", "-o", str(out)]) == 0
+    assert sorted(os.listdir(out)) == ["best.json", "model.json", "model.pt", "model.ts"]
+    assert json.loads((out / "model.json").read_text()) == card
+    # translate with what was pulled: architecture and config come from model.json
+    src = tmp_path / "in"
+    src.mkdir()
+    from PIL import Image
+    Image.new("RGB", (32, 32), (120, 30, 200)).save(src / "a.png")
+    assert ganc(["translate", "--weights", str(out / "model.pt"), "--input", str(src),
+                 "--output", str(tmp_path / "res"), "--size", "32"]) == 0
+    assert os.listdir(tmp_path / "res") == ["a.png"]
+    ts = torch.jit.load(str(out / "model.ts"))
+    assert ts(torch.zeros(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+
+
+def test_pull_refuses_keys_escaping_the_target_folder(s3_url, s3_server, tmp_path, capsys):
+    bucket, prefix = s3_url[len("s3://"):].split("/", 1)
+    run_url = f"{s3_url}/runs/evil"
+    s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/runs/evil/best.json", Body=b"{}")
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/runs/evil/../../escaped.txt", Body=b"x")
+    out = tmp_path / "deep" / "target"
+    with pytest.raises(PullError) as e:
+        pull(run_url, out, best=False)
+    assert "outside" in str(e.value) and "\n" not in str(e.value)
+    assert not out.exists() and not (tmp_path / "escaped.txt").exists()
+    assert not (tmp_path / "deep" / "escaped.txt").exists()
+    # the CLI says it in one line, exit status 2
+    assert ganc(["pull", run_url, "--all", "-o", str(out)]) == 2
+    assert "refusing" in capsys.readouterr().err
+    # --best on a run without an export: one line naming what is missing
+    with pytest.raises(PullError, match="export/model.json"):
+        pull(run_url, out, best=True)
