@@ -16,7 +16,7 @@
    FID so far;
 4. at the end of a trial slices the final hard gates into plain G and D, fine-tunes G for
    ``prune.finetune_steps`` steps, scores it and exports it to
-   ``prune/p<target>/`` (``latest_net_G.pth``, ``latest_net_D.pth``, ``model.ts``,
+   ``prune/p<target>/`` (``model.pt``, ``net_D.pt``, ``model.ts``,
    ``model.json`` model card, ``history.jsonl``);
 5. appends one row per target (``method='prune-lds'``) to ``search/results.parquet``, the
    table the evolutionary search writes, and writes ``prune/summary.json``.
@@ -90,9 +90,9 @@ def export_pruned(run, prefix: str, G, D, card: dict, size: int) -> dict:
     card = {**card, **G.description(), "macs": int(macs), "params": int(count_params(G)),
             "macs_convention": "torchprofile", "input_size": size,
             "rebuild": "ganc.prune.PrunedResnetGenerator.from_description(model.json)"}
-    run.put_torch(f"{prefix}/latest_net_G.pth", _cpu_state(G))
+    run.put_torch(f"{prefix}/model.pt", _cpu_state(G))
     if D is not None:
-        run.put_torch(f"{prefix}/latest_net_D.pth", _cpu_state(D))
+        run.put_torch(f"{prefix}/net_D.pt", _cpu_state(D))
         card["netD_widths"] = list(getattr(D, "widths", []))
     buf = io.BytesIO()
     with torch.no_grad():
@@ -108,7 +108,7 @@ def load_pruned(run, prefix: str):
     from .gated import PrunedResnetGenerator
     card = run.get_json(f"{prefix}/model.json")
     G = PrunedResnetGenerator.from_description(card)
-    G.load_state_dict(run.get_torch(f"{prefix}/latest_net_G.pth"), strict=True)
+    G.load_state_dict(run.get_torch(f"{prefix}/model.pt"), strict=True)
     return G.eval(), card
 
 
