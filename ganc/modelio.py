@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch.nn as nn
@@ -27,6 +27,7 @@ class GeneratorSpec:
     input_nc: int = 3
     output_nc: int = 3
     dropout: float = 0.0
+    arch: dict = field(default_factory=dict)   # extra builder arguments (pruned widths)
 
     def label(self) -> str:
         return self.netG + (f" ({self.config})" if self.config else "")
@@ -64,14 +65,20 @@ def resolve_spec(netG=None, config=None, ngf=None, norm=None, weights=None,
     if netG == "sub_mobile_resnet_9blocks" and config is None:
         raise ConfigError("--config is required for sub_mobile_resnet_9blocks "
                           "(e.g. 16_16_32_16_32_32_16_16)")
+    arch = {k: card[k] for k in ("widths", "kind") if k in card}
+    if netG == "pruned_resnet" and "widths" not in arch:
+        raise ConfigError("pruned_resnet weights need the model.json written beside them "
+                          "(it holds the pruned widths)")
     return GeneratorSpec(netG, config, int(ngf or card.get("ngf", 64)),
                          norm or card.get("norm", "instance"),
-                         int(card.get("input_nc", 3)), int(card.get("output_nc", 3)))
+                         int(card.get("input_nc", 3)), int(card.get("output_nc", 3)),
+                         float(card.get("dropout", 0.0)), arch)
 
 
 def build_generator(spec: GeneratorSpec) -> nn.Module:
     return gnn.build(spec.netG, config=spec.config, ngf=spec.ngf, norm=spec.norm,
-                     input_nc=spec.input_nc, output_nc=spec.output_nc, dropout=spec.dropout)
+                     input_nc=spec.input_nc, output_nc=spec.output_nc, dropout=spec.dropout,
+                     **spec.arch)
 
 
 def as_runnable(model: nn.Module, spec: GeneratorSpec) -> nn.Module:

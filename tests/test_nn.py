@@ -18,6 +18,9 @@ def test_every_registered_model_builds_and_runs(name):
     kw = dict(SMALL)
     if name == "sub_mobile_resnet_9blocks":
         kw["config"] = "8_8_8_8_8_8_8_8"
+    if name == "pruned_resnet":
+        kw["widths"] = {"stem": 4, "down1": 8, "trunk": 12, "blocks": [3] * 9, "up1": 6,
+                        "up2": 5}
     m = gnn.build(name, **kw).eval()
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():

@@ -62,13 +62,23 @@ def sub_mobile_resnet_9blocks(config=None, input_nc=3, output_nc=3, norm="instan
     return SubMobileResnetGenerator(config, input_nc, output_nc, norm, dropout, n_blocks=9)
 
 
+@register("pruned_resnet")
+def pruned_resnet(widths=None, kind="resnet", input_nc=3, output_nc=3, norm="instance",
+                  dropout=0.0, **_):
+    """A generator sliced by the pruning agents (per-layer widths; see ganc.prune)."""
+    if widths is None:
+        raise ConfigError("pruned_resnet needs its widths (from the model card's 'widths')")
+    from ..prune.gated import PrunedResnetGenerator
+    return PrunedResnetGenerator(widths, kind, input_nc, output_nc, norm, dropout)
+
+
 @register("n_layers")
 def n_layers_discriminator(input_nc=3, ndf=64, n_layers=3, norm="batch", widths=None, **_):
     return NLayerDiscriminator(input_nc, ndf, n_layers, norm, widths)
 
 
 GENERATORS = ("resnet_9blocks", "resnet_6blocks", "mobile_resnet_9blocks",
-              "super_mobile_resnet_9blocks", "sub_mobile_resnet_9blocks")
+              "super_mobile_resnet_9blocks", "sub_mobile_resnet_9blocks", "pruned_resnet")
 DISCRIMINATORS = ("n_layers",)
 
 __all__ = ["build", "register", "names", "extract_subnet", "GENERATORS", "DISCRIMINATORS",
