@@ -48,7 +48,13 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--checkpoint-every", type=int, default=40)
+    ap.add_argument("--worker-niceness", type=int, default=None,
+                    help="RAY_worker_niceness for the Ray started here (Ray's default runs "
+                         "workers at nice 15, which starves them on a shared, loaded "
+                         "machine; 0 gives them the plain loop's priority)")
     args = ap.parse_args(argv)
+    if args.worker_niceness is not None:
+        os.environ["RAY_worker_niceness"] = str(args.worker_niceness)
 
     import torch
     from ganc.config import from_dict
@@ -108,8 +114,10 @@ def main(argv=None) -> int:
     r_ips = statistics.median(x[0] for x in results["ray"])
     p_wall = statistics.median(x[1] for x in results["plain"])
     r_wall = statistics.median(x[1] for x in results["ray"])
+    nice = os.environ.get("RAY_worker_niceness", "Ray default (15)")
     print(f"\n{args.stage} loop, {args.size}px, ngf {args.ngf}, {args.steps} steps, "
-          f"{args.threads} threads, {args.rounds} alternating rounds:")
+          f"{args.threads} threads, {args.rounds} alternating rounds, Ray worker niceness "
+          f"{nice}, load average at the end {os.getloadavg()[0]:.1f}:")
     print(f"  loop images/s   plain {p_ips:.2f}   ray {r_ips:.2f}   ratio ray/plain "
           f"{r_ips / p_ips:.3f}")
     print(f"  job wall time   plain {p_wall:.1f}s  ray {r_wall:.1f}s  ratio ray/plain "

@@ -157,7 +157,9 @@ class RaySession(Session):
         import ray.train
         metrics = {"step": int(step), **metrics}
         if not checkpoint:
-            ray.train.report(metrics)
+            # Metric-only reports are a round trip to the controller each; progress lines,
+            # metrics.jsonl and TensorBoard already carry them, so Ray gets metrics with
+            # each checkpoint only.
             return
         tmp = tempfile.mkdtemp(prefix="ganc-ckpt-")
         try:
