@@ -1,0 +1,497 @@
+"""FID actor pool: N Ray actors, each holding the Inception extractor, the eval split and
+the cached real statistics, scoring sub-generators in parallel.
+
+    pool = FidPool(EvalSplit.from_folders(inputs="val_A", real="val_B"), num_actors=2,
+                   store=store)
+    pool.register_model("super", supernet)                  # weights put in Ray once
+    scores = pool.score([SubnetSpec("super", "16_16_32_16_32_32_16_16"), ...])
+
+A spec names a registered model (a supernet plus a channel config, or a plain generator
+with no config); the model's weights go into the Ray object store once per registration
+and each actor builds the model once, so a task carries only the spec. An actor that
+dies mid-score is replaced (same inputs, same statistics) and its unfinished work is
+re-run; every spec gets exactly one :class:`Score`.
+
+Actors take a share of a GPU when the cluster has GPUs (``num_gpus = gpus / N``, capped
+at 1), else one CPU each. :class:`LocalPool` runs the same scoring in-process, without
+Ray (tests, and the baseline of ``bench/fid_pool.py``).
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, DataError, GancError
+from .fid import RealStats, Scorer, real_stats
+from .inception import load_extractor
+from .sources import FolderSource
+
+
+# ---------------------------------------------------------------- specs and results
+@dataclass(frozen=True)
+class SubnetSpec:
+    """What to score: a registered model and, for a supernet, a channel config."""
+
+    model: str
+    config: Optional[str] = None        # '16_16_32_16_32_32_16_16'; None: run it as is
+    tag: str = ""                       # carried to the Score unchanged
+
+    def __post_init__(self):
+        if self.config is not None and not isinstance(self.config, str):
+            object.__setattr__(self, "config", str(self.config))   # ChannelConfig -> str
+
+    def __str__(self) -> str:
+        return f"{self.model}[{self.config}]" if self.config else self.model
+
+
+@dataclass
+class Score:
+    index: int                          # position of the spec in the list given to score()
+    spec: SubnetSpec
+    fid: float
+    kid_mean: Optional[float] = None
+    kid_std: Optional[float] = None
+    n_fake: int = 0
+    seconds: float = 0.0                # scoring time inside the actor
+    actor: str = ""                     # who scored it ('local' in-process)
+    attempts: int = 1                   # 2+ when an actor died while scoring it
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "model": self.spec.model, "config": self.spec.config,
+                "tag": self.spec.tag, "fid": self.fid, "kid_mean": self.kid_mean,
+                "kid_std": self.kid_std, "n_fake": self.n_fake, "seconds": self.seconds,
+                "actor": self.actor, "attempts": self.attempts}
+
+
+@dataclass
+class EvalSplit:
+    """Generator inputs and real targets of one evaluation split.
+
+    ``inputs``: a FolderSource (read once by the driver) or a tensor, uint8 or [-1, 1]
+    float (N, 3, H, W). ``real``: a FolderSource of real target images, or precomputed
+    RealStats. ``label`` names it in the statistics cache (e.g. ``facades/val/B``).
+    """
+
+    inputs: Union[FolderSource, torch.Tensor]
+    real: Union[FolderSource, RealStats]
+    label: str = ""
+
+    @classmethod
+    def from_folders(cls, inputs, real, size: int = 0, label: str = "",
+                     input_crop: str = "full", real_crop: str = "full") -> "EvalSplit":
+        """Inputs resized to ``size`` (the test-time transform); real images as they are."""
+        inp = FolderSource(_folders(inputs), input_crop, size)
+        rl = real if isinstance(real, RealStats) else FolderSource(_folders(real), real_crop, 0)
+        return cls(inp, rl, label)
+
+    @classmethod
+    def from_data_config(cls, data) -> "EvalSplit":
+        """The eval split of a ``DataConfig`` (aligned: A|B halves of ``<root>/<eval_split>``;
+        unaligned: ``<eval_split>A`` -> ``<eval_split>B``, or ``fid_real`` folders)."""
+        if not data.root:
+            raise ConfigError("data.root is empty: no eval split to score on")
+        a_to_b = data.direction == "AtoB"
+        if data.kind == "aligned":
+            folder = os.path.join(data.root, data.eval_split)
+            inp = FolderSource((folder,), "left" if a_to_b else "right", data.crop_size)
+            real = FolderSource((folder,), "right" if a_to_b else "left", 0)
+            if data.fid_real:
+                real = FolderSource(_folders(data.fid_real), "full", 0)
+        elif data.kind == "unaligned":
+            src, dst = ("A", "B") if a_to_b else ("B", "A")
+            inp = FolderSource((os.path.join(data.root, data.eval_split + src),), "full",
+                               data.crop_size)
+            real = FolderSource(_folders(data.fid_real) if data.fid_real else
+                                (os.path.join(data.root, data.eval_split + dst),), "full", 0)
+        else:
+            raise ConfigError(f"data.kind {data.kind!r} is not one of: aligned, unaligned")
+        label = f"{os.path.basename(os.path.normpath(data.root))}/{data.eval_split}/{data.direction}"
+        return cls(inp, real, label)
+
+    def load_inputs(self) -> np.ndarray:
+        """uint8 (N, 3, H, W) array of the generator inputs."""
+        x = self.inputs
+        if isinstance(x, FolderSource):
+            x = x.load_all()
+        if not torch.is_tensor(x) or x.dim() != 4 or x.shape[0] == 0:
+            raise DataError("eval inputs must be a non-empty (N, C, H, W) tensor or a folder")
+        if x.is_floating_point():
+            x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return x.contiguous().numpy()
+
+
+def _folders(x) -> tuple:
+    if isinstance(x, str):
+        return tuple(p.strip() for p in x.split(",") if p.strip())
+    if isinstance(x, os.PathLike):
+        return (os.fspath(x),)
+    return tuple(os.fspath(p) for p in x)
+
+
+# ---------------------------------------------------------------- model entries
+def model_entry(model: Optional[torch.nn.Module] = None, *, arch: Optional[str] = None,
+                state: Optional[dict] = None, **build_kw) -> dict:
+    """What a pool ships once per registered model: ``arch`` + kwargs + state dict
+    (rebuilt with ``ganc.nn.build``), or a pickled module when it has no registered arch."""
+    if model is None and arch is None:
+        raise ConfigError("register a model instance or an arch name with its state dict")
+    if arch is not None:
+        if state is None and model is not None:
+            state = model.state_dict()
+        if state is None:
+            raise ConfigError(f"model {arch!r}: give its state dict")
+        return {"arch": arch, "kw": dict(build_kw),
+                "state": {k: v.detach().cpu() for k, v in state.items()}}
+    model = model.cpu().eval()
+    return {"module": model}
+
+
+def build_from_entry(entry: dict) -> torch.nn.Module:
+    if "module" in entry:
+        return entry["module"].eval()
+    from .. import nn as gnn
+    model = gnn.build(entry["arch"], **entry["kw"])
+    from ..weights import check_fit
+    check_fit(model, entry["state"], f"registered {entry['arch']}", entry["arch"])
+    model.load_state_dict(entry["state"], strict=True)
+    return model.eval()
+
+
+def _config_for(model: torch.nn.Module, spec: SubnetSpec):
+    from .. import nn as gnn
+    from ..space import ChannelConfig
+    is_super = isinstance(model, gnn.SuperMobileResnetGenerator)
+    if spec.config is None:
+        return None
+    if not is_super:
+        raise ConfigError(f"spec {spec}: model {spec.model!r} is not a supernet; "
+                          "give no channel config")
+    return ChannelConfig.parse(spec.config)
+
+
+class _ScoringState:
+    """Extractor, eval inputs, real statistics and built models: one per actor/process."""
+
+    def __init__(self, fid_opts: dict, inputs: np.ndarray, real: Optional[RealStats]):
+        torch.set_grad_enabled(False)
+        self.opts = dict(fid_opts)
+        self.extractor = load_extractor(self.opts.get("extractor", "auto"),
+                                        self.opts.get("weights", ""))
+        self.inputs = torch.from_numpy(np.array(inputs, copy=True))
+        self.real = real
+        self.models: dict[str, torch.nn.Module] = {}
+
+    def prepare_real(self, source: FolderSource, store_url: Optional[str],
+                     endpoint_url: Optional[str], label: str) -> RealStats:
+        from ..store import open_store
+        store = open_store(store_url, endpoint_url) if store_url else None
+        self.real = real_stats(source, self.extractor, store=store, label=label,
+                               batch_size=self.opts.get("batch_size", 16),
+                               keep_features=bool(self.opts.get("kid", False)))
+        return self.real
+
+    def set_real(self, real: RealStats) -> None:
+        self.real = real
+
+    def score(self, spec: SubnetSpec, entry) -> dict:
+        if self.real is None:
+            raise GancError("FID actor has no real statistics")
+        if spec.model not in self.models:
+            if isinstance(entry, list):     # [ObjectRef]: fetched once, then cached
+                import ray
+                entry = ray.get(entry[0])
+            self.models[spec.model] = build_from_entry(entry)
+        model = self.models[spec.model]
+        config = _config_for(model, spec)
+        scorer = Scorer(self.extractor, self.real, self.inputs,
+                        batch_size=self.opts.get("batch_size", 16),
+                        kid=bool(self.opts.get("kid", False)),
+                        kid_subset_size=int(self.opts.get("kid_subset_size", 1000)))
+        return scorer.score(model, config)
+
+
+def _fid_opts(fid) -> dict:
+    if fid is None:
+        from ..config import FidConfig
+        fid = FidConfig()
+    if isinstance(fid, dict):
+        return dict(fid)
+    return {"extractor": fid.extractor, "weights": fid.weights, "batch_size": fid.batch_size,
+            "kid": fid.kid, "kid_subset_size": fid.kid_subset_size}
+
+
+def _to_score(i: int, spec: SubnetSpec, res: dict, actor: str, attempts: int) -> Score:
+    return Score(i, spec, float(res["fid"]), res.get("kid_mean"), res.get("kid_std"),
+                 int(res.get("n_fake", 0)), float(res.get("seconds", 0.0)), actor, attempts)
+
+
+# ---------------------------------------------------------------- in-process
+class LocalPool:
+    """The pool's API, scoring one spec after another in this process (no Ray)."""
+
+    def __init__(self, split: EvalSplit, store=None, fid=None):
+        self.split = split
+        self.opts = _fid_opts(fid)
+        self.state = _ScoringState(self.opts, split.load_inputs(), None)
+        if isinstance(split.real, RealStats):
+            self.state.set_real(split.real)
+        else:
+            self.state.prepare_real(split.real, store.url() if store else None,
+                                    getattr(store, "endpoint_url", None), split.label)
+        self.entries: dict[str, dict] = {}
+
+    @property
+    def real(self) -> RealStats:
+        return self.state.real
+
+    def register_model(self, name: str, model=None, **kw) -> str:
+        self.entries[name] = model_entry(model, **kw)
+        self.state.models.pop(name, None)
+        return name
+
+    def score(self, specs: Sequence[SubnetSpec], on_result: Optional[Callable] = None
+              ) -> list[Score]:
+        out = []
+        for i, spec in enumerate(specs):
+            if spec.model not in self.entries:
+                raise ConfigError(f"spec {spec}: no model registered as {spec.model!r}")
+            s = _to_score(i, spec, self.state.score(spec, self.entries[spec.model]), "local", 1)
+            out.append(s)
+            if on_result:
+                on_result(s)
+        return out
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ---------------------------------------------------------------- Ray
+_ACTOR_CLASS = None
+
+
+def _actor_class():
+    global _ACTOR_CLASS
+    if _ACTOR_CLASS is not None:
+        return _ACTOR_CLASS
+    import ray
+
+    @ray.remote
+    class FidActor:
+        def __init__(self, fid_opts, inputs, real):
+            self.state = _ScoringState(fid_opts, inputs, real)
+
+        def prepare_real(self, source, store_url, endpoint_url, label):
+            return self.state.prepare_real(source, store_url, endpoint_url, label)
+
+        def set_real(self, real):
+            self.state.set_real(real)
+
+        def score(self, spec, entry):
+            return self.state.score(spec, entry)
+
+        def info(self):
+            return {"pid": os.getpid(), "threads": torch.get_num_threads(),
+                    "extractor": self.state.extractor.id,
+                    "device": str(self.state.extractor.device)}
+
+    _ACTOR_CLASS = FidActor
+    return FidActor
+
+
+@dataclass
+class _Slot:
+    actor: Any
+    name: str
+    generation: int = 0
+    inflight: int = 0
+
+
+class FidPool:
+    """N Ray actors scoring specs in parallel; see the module docstring.
+
+    Ray must already be initialised (``ray.init`` by the caller). ``num_gpus`` per actor
+    defaults to the cluster's GPUs divided among the actors (capped at 1), or 0 on a
+    CPU-only cluster, where each actor takes ``num_cpus`` CPUs.
+    """
+
+    def __init__(self, split: EvalSplit, num_actors: int = 1, store=None, fid=None,
+                 num_gpus: Optional[float] = None, num_cpus: float = 1,
+                 max_attempts: int = 3, per_actor_queue: int = 2):
+        import ray
+        if not ray.is_initialized():
+            raise GancError("the FID pool needs Ray: call ray.init() first")
+        if int(num_actors) < 1:
+            raise ConfigError(f"fid.num_actors must be >= 1, got {num_actors}")
+        self._ray = ray
+        self.split = split
+        self.opts = _fid_opts(fid)
+        self.num_actors = int(num_actors)
+        self.max_attempts = int(max_attempts)
+        self.per_actor_queue = max(1, int(per_actor_queue))
+        gpus = float(ray.cluster_resources().get("GPU", 0))
+        if num_gpus is None:
+            num_gpus = min(1.0, gpus / self.num_actors) if gpus > 0 else 0.0
+        self.num_gpus = float(num_gpus)
+        self.num_cpus = float(num_cpus) if self.num_gpus == 0 else 0.0
+        self._cls = _actor_class().options(num_cpus=self.num_cpus, num_gpus=self.num_gpus)
+        self.replacements = 0
+        self._entries: dict[str, Any] = {}          # name -> ObjectRef of the model entry
+        self._serial = 0
+
+        self._inputs_ref = ray.put(split.load_inputs())
+        if isinstance(split.real, RealStats):
+            self.real: RealStats = split.real
+            self._real_ref = ray.put(self.real)
+            first = self._new_actor(self._real_ref)
+        else:   # the first actor computes (or loads from the store) the real statistics
+            first = self._new_actor(None)
+            self.real = self._get(first.prepare_real.remote(
+                split.real, store.url() if store is not None else None,
+                getattr(store, "endpoint_url", None), split.label))
+            self._real_ref = ray.put(self.real)
+        self.slots = [_Slot(first, self._name())]
+        for _ in range(1, self.num_actors):
+            self.slots.append(_Slot(self._new_actor(self._real_ref), self._name()))
+
+    # ----------------------------------------------------------- plumbing
+    def _name(self) -> str:
+        self._serial += 1
+        return f"fid-actor-{self._serial}"
+
+    def _new_actor(self, real_ref):
+        return self._cls.remote(self.opts, self._inputs_ref, real_ref)
+
+    def _get(self, ref):
+        try:
+            return self._ray.get(ref)
+        except self._ray.exceptions.RayActorError as e:
+            if getattr(e, "actor_init_failed", False):
+                raise _init_error(e) from None
+            raise GancError("FID actor died: " + str(e).strip().splitlines()[0][:200]) from None
+        except self._ray.exceptions.RayTaskError as e:
+            raise _unwrap(e) from None
+
+    @property
+    def actors(self) -> list:
+        """The live actor handles, one per slot (tests kill them)."""
+        return [s.actor for s in self.slots]
+
+    def register_model(self, name: str, model=None, **kw) -> str:
+        """Put a model's weights into the Ray object store once; specs refer to ``name``."""
+        self._entries[name] = self._ray.put(model_entry(model, **kw))
+        return name
+
+    def _replace(self, slot: _Slot) -> None:
+        try:
+            self._ray.kill(slot.actor, no_restart=True)
+        except Exception:
+            pass
+        slot.actor = self._new_actor(self._real_ref)
+        slot.name = self._name()
+        slot.generation += 1
+        slot.inflight = 0
+        self.replacements += 1
+
+    # ----------------------------------------------------------- scoring
+    def score(self, specs: Sequence[SubnetSpec], on_result: Optional[Callable] = None
+              ) -> list[Score]:
+        """One Score per spec, in the order given. ``on_result(score)`` is called as each
+        arrives (from this thread)."""
+        ray = self._ray
+        specs = list(specs)
+        for spec in specs:
+            if spec.model not in self._entries:
+                raise ConfigError(f"spec {spec}: no model registered as {spec.model!r}")
+        pending = deque(range(len(specs)))
+        attempts = [0] * len(specs)
+        results: dict[int, Score] = {}
+        inflight: dict[Any, tuple[_Slot, int, int]] = {}   # ref -> (slot, generation, index)
+        died = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+
+        def fill():
+            for slot in self.slots:
+                while pending and slot.inflight < self.per_actor_queue:
+                    i = pending.popleft()
+                    attempts[i] += 1
+                    ref = slot.actor.score.remote(specs[i], [self._entries[specs[i].model]])
+                    inflight[ref] = (slot, slot.generation, i)
+                    slot.inflight += 1
+
+        fill()
+        while inflight:
+            ready, _ = ray.wait(list(inflight), num_returns=1)
+            ref = ready[0]
+            slot, gen, i = inflight.pop(ref)
+            if gen == slot.generation:
+                slot.inflight -= 1
+            try:
+                res = ray.get(ref)
+            except died as e:
+                if getattr(e, "actor_init_failed", False):
+                    raise _init_error(e) from None
+                if gen == slot.generation:          # first failure seen from this actor
+                    self._replace(slot)
+                if attempts[i] >= self.max_attempts:
+                    raise GancError(f"spec {specs[i]}: FID actors died {attempts[i]} times "
+                                    "while scoring it") from None
+                pending.appendleft(i)
+                fill()
+                continue
+            except ray.exceptions.RayTaskError as e:
+                raise _unwrap(e, f"scoring {specs[i]}") from None
+            if i in results:                        # cannot happen; guard exactly-once
+                raise GancError(f"spec {specs[i]} was scored twice")
+            results[i] = _to_score(i, specs[i], res, slot.name if gen == slot.generation
+                                   else f"{slot.name}(replaced)", attempts[i])
+            if on_result:
+                on_result(results[i])
+            fill()
+        return [results[i] for i in range(len(specs))]
+
+    def info(self) -> list[dict]:
+        return [self._get(s.actor.info.remote()) for s in self.slots]
+
+    def close(self) -> None:
+        for s in self.slots:
+            try:
+                self._ray.kill(s.actor, no_restart=True)
+            except Exception:
+                pass
+        self.slots = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _unwrap(e, what: str = "FID actor") -> GancError:
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, GancError):
+        return cause
+    if cause is not None:
+        msg = str(cause).strip().splitlines()
+        return GancError(f"{what} failed: {type(cause).__name__}: {msg[0][:200] if msg else ''}")
+    return GancError(f"{what} failed: {str(e).strip().splitlines()[0][:200]}")
+
+
+def _init_error(e) -> GancError:
+    """One line from an actor whose constructor raised (e.g. no Inception weights)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    msg = next((ln for ln in reversed(lines) if "Error:" in ln), lines[-1] if lines else "")
+    if ": " in msg and msg.split(": ", 1)[0].split(".")[-1].endswith("Error"):
+        msg = msg.split(": ", 1)[1]
+    return GancError(f"FID actor failed to start: {msg[:300]}")

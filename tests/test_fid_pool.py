@@ -1,0 +1,142 @@
+"""The Ray FID actor pool: parallel scoring, weights shipped once, an actor killed
+mid-score, real statistics cached in the store. Real Ray, real Inception weights."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ganc import nn as gnn
+from ganc.errors import ConfigError, GancError
+from ganc.space import ChannelConfig
+from ganc.store import open_store
+
+N_IMAGES = 12
+CONFIGS = ["16_16_16_16_16_16_16_16", "8_8_16_8_16_16_8_8", "16_8_8_8_8_8_16_8"]
+
+
+def _images(folder, n, size, seed):
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for i in range(n):
+        a = np.stack([127 + 120 * np.sin(rng.uniform(0.1, 0.5) * xx + rng.uniform(0.1, 0.5) * yy
+                                          + rng.uniform(0, 6)) for _ in range(3)], -1)
+        Image.fromarray(a.astype(np.uint8)).save(os.path.join(folder, f"{i:03d}.png"))
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, ray_local):
+    from ganc.metrics import load_extractor
+    from ganc.metrics.pool import EvalSplit
+    try:
+        load_extractor("auto")     # make sure the weights are cached before actors start
+    except GancError as e:
+        pytest.skip(f"no Inception weights available: {e}")
+    root = tmp_path_factory.mktemp("pool")
+    split = EvalSplit.from_folders(_images(root / "inputs", N_IMAGES, 32, 1),
+                                   _images(root / "real", N_IMAGES, 32, 2), size=32,
+                                   label="synthetic/val/B")
+    torch.manual_seed(0)
+    sup = gnn.build("super_mobile_resnet_9blocks", ngf=16)
+    store = open_store(root / "store")
+    return split, sup, store
+
+
+@pytest.fixture(scope="module")
+def pool(setup):
+    from ganc.config import FidConfig
+    from ganc.metrics.pool import FidPool
+    split, sup, store = setup
+    p = FidPool(split, num_actors=2, store=store,
+                fid=FidConfig(kid=True, kid_subset_size=N_IMAGES, batch_size=12))
+    p.register_model("super", arch="super_mobile_resnet_9blocks", state=sup.state_dict(),
+                     ngf=16)
+    p.register_model("plain", gnn.extract_subnet(sup, ChannelConfig.parse(CONFIGS[1])))
+    yield p
+    p.close()
+
+
+def _specs():
+    from ganc.metrics.pool import SubnetSpec
+    return [SubnetSpec("super", c, tag=f"c{i}") for i, c in enumerate(CONFIGS)] + \
+        [SubnetSpec("plain", None, tag="plain")]
+
+
+def test_pool_scores_in_parallel_and_survives_a_killed_actor(pool, setup, ray_local):
+    import ray
+    split, sup, store = setup
+    info = pool.info()
+    assert len({i["pid"] for i in info}) == 2
+    assert all(i["device"] == "cpu" and i["threads"] == 1 for i in info)
+    assert pool.num_gpus == 0 and pool.num_cpus == 1
+
+    # Real statistics: computed once by an actor and cached in the store.
+    assert [k for k in store.ls() if k.startswith("fid-stats/synthetic-val-B-")]
+    assert pool.real.n == N_IMAGES
+
+    specs = _specs()
+    first = pool.score(specs)
+    assert [s.index for s in first] == [0, 1, 2, 3]
+    assert [s.spec for s in first] == specs
+    assert len({s.actor for s in first}) == 2                 # both actors worked
+    assert all(s.attempts == 1 and s.n_fake == N_IMAGES for s in first)
+    assert all(np.isfinite(s.fid) and s.fid > 0 and s.kid_mean is not None for s in first)
+    # The plain sub-generator equals the supernet run at its config.
+    assert first[3].fid == pytest.approx(first[1].fid, rel=1e-4)
+    assert len({round(s.fid, 6) for s in first[:3]}) == 3
+
+    killed = {}
+
+    def kill_one_busy(score):
+        if killed:
+            return
+        busy = [s for s in pool.slots if s.inflight > 0 and s.name != score.actor]
+        assert busy, "no actor was mid-score"
+        killed["name"] = busy[0].name
+        ray.kill(busy[0].actor, no_restart=True)
+
+    seen = []
+    before = pool.replacements
+    second = pool.score(specs, on_result=lambda s: (seen.append(s.index), kill_one_busy(s)))
+    assert killed and pool.replacements == before + 1
+    assert sorted(seen) == [0, 1, 2, 3]                        # each exactly once
+    assert [s.index for s in second] == [0, 1, 2, 3]
+    assert any(s.attempts == 2 for s in second)
+    for a, b in zip(first, second):
+        assert b.fid == pytest.approx(a.fid, rel=1e-6), (a, b)
+        assert b.kid_mean == pytest.approx(a.kid_mean, rel=1e-6, abs=1e-9)
+    assert killed["name"] not in {s.name for s in pool.slots}
+    assert len(pool.info()) == 2                               # replacement is alive
+
+
+def test_in_process_pool_matches_and_hits_the_cache(pool, setup):
+    from ganc.config import FidConfig
+    from ganc.metrics.pool import LocalPool, SubnetSpec
+    split, sup, store = setup
+    local = LocalPool(split, store=store,
+                      fid=FidConfig(kid=True, kid_subset_size=N_IMAGES, batch_size=12))
+    assert local.real.cached                                  # written by the pool's actor
+    np.testing.assert_allclose(local.real.mu, pool.real.mu)
+    local.register_model("super", sup)
+    got = local.score([SubnetSpec("super", CONFIGS[0])])[0]
+    ref = pool.score([SubnetSpec("super", CONFIGS[0])])[0]
+    assert got.fid == pytest.approx(ref.fid, rel=1e-3)
+    assert got.actor == "local"
+
+
+def test_pool_errors_are_one_line(pool):
+    from ganc.metrics.pool import SubnetSpec
+    with pytest.raises(ConfigError, match="no model registered as 'nope'"):
+        pool.score([SubnetSpec("nope", CONFIGS[0])])
+    with pytest.raises(GancError) as e:
+        pool.score([SubnetSpec("super", "64_16_16_16_16_16_16_16")])
+    assert "exceeds the supernet's ngf 16" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(GancError, match="not a supernet"):
+        pool.score([SubnetSpec("plain", CONFIGS[0])])
+    # the pool still works after task errors
+    assert len(pool.score([SubnetSpec("plain")])) == 1
