@@ -166,6 +166,16 @@ class StoreConfig:
     endpoint_url: str = ""         # S3-compatible server (else AWS_ENDPOINT_URL)
 
 
+PIPELINE_STAGES = ("teacher", "supernet", "search", "prune", "finetune", "export", "report")
+
+
+@dataclass
+class PipelineConfig:
+    # Stages of `ganc compress`, in order; drop "prune" to skip the pruning variant.
+    stages: list = field(default_factory=lambda: list(PIPELINE_STAGES))
+    report_images: int = 4         # rows of the input / teacher / compressed grid
+
+
 @dataclass
 class RunConfig:
     name: str = "run"
@@ -180,6 +190,7 @@ class RunConfig:
     fid: FidConfig = field(default_factory=FidConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -46,10 +46,17 @@ def read_model_json(weights_path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def spec_from_card(card: dict) -> GeneratorSpec:
+    """The architecture a model card (model.json) describes."""
+    return resolve_spec(card=card)
+
+
 def resolve_spec(netG=None, config=None, ngf=None, norm=None, weights=None,
-                 space=None) -> GeneratorSpec:
-    """Fill what the command line left out from a model.json beside the weights."""
-    card = read_model_json(weights) if weights else {}
+                 space=None, card: Optional[dict] = None) -> GeneratorSpec:
+    """Fill what the command line left out from a model card (by default the model.json
+    beside the weights)."""
+    if card is None:
+        card = read_model_json(weights) if weights else {}
     netG = netG or card.get("netG")
     if not netG:
         raise ConfigError("--netG is required (no model.json beside the weights names it); "
@@ -95,5 +102,5 @@ def load_generator(weights, spec: GeneratorSpec) -> nn.Module:
     return as_runnable(model, spec).eval()
 
 
-__all__ = ["GeneratorSpec", "resolve_spec", "build_generator", "load_generator", "as_runnable",
+__all__ = ["GeneratorSpec", "resolve_spec", "spec_from_card", "build_generator", "load_generator", "as_runnable",
            "read_model_json", "WeightsError"]

@@ -1,0 +1,167 @@
+"""``ganc compress``: the whole pipeline as one job.
+
+teacher (train, or load ``model.teacher_weights``) -> supernet distillation -> search
+(evolution by default, or nsga2) -> pruning agents (optional) -> fine-tune -> export ->
+report. Every stage writes into the run folder of the store, and a finished stage leaves
+``pipeline/<stage>.json``; a re-submitted job skips those stages and resumes the one that
+was interrupted (training from its latest checkpoint, the search through
+``Tuner.restore``).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Callable, Optional
+
+from .config import PIPELINE_STAGES, RunConfig
+from .errors import ConfigError
+from .train.common import say
+
+MARKER = "pipeline/{}.json"
+
+
+def _stages(cfg: RunConfig) -> list[str]:
+    stages = [str(s) for s in cfg.pipeline.stages]
+    unknown = [s for s in stages if s not in PIPELINE_STAGES]
+    if unknown:
+        raise ConfigError(f"pipeline.stages: unknown stage {unknown[0]!r}; stages: "
+                          + ", ".join(PIPELINE_STAGES))
+    return [s for s in PIPELINE_STAGES if s in stages]  # always in pipeline order
+
+
+def _small(summary) -> dict:
+    """What of a stage's summary goes into its marker (scalars and short strings)."""
+    if not isinstance(summary, dict):
+        return {}
+    return {k: v for k, v in summary.items()
+            if isinstance(v, (int, float, str, bool)) or v is None}
+
+
+def compress(cfg: RunConfig, store=None, *, method: Optional[str] = None,
+             on_stage: Optional[Callable[[str, dict], None]] = None) -> dict:
+    """Run every stage of ``cfg.pipeline.stages`` that has not finished; returns a summary
+    with each stage's marker and the report."""
+    from .raylocal import init_local
+    from .train.launch import open_run
+
+    stages = _stages(cfg)
+    root, run = open_run(cfg, store)
+    run.write_bytes("config.yaml", cfg.to_yaml().encode())
+    say(f"[compress] run {run.url()}: stages {' -> '.join(stages)}")
+    started = init_local()
+    done = {}
+    t_all = time.perf_counter()
+    try:
+        for i, stage in enumerate(stages, 1):
+            key = MARKER.format(stage)
+            if run.exists(key):
+                done[stage] = {**run.get_json(key), "skipped": True}
+                say(f"[compress] {i}/{len(stages)} {stage}: finished earlier, skipped")
+                continue
+            say(f"[compress] {i}/{len(stages)} {stage}: running")
+            t0 = time.perf_counter()
+            summary = _RUNNERS[stage](cfg, root, run, method)
+            marker = {"stage": stage, "seconds": round(time.perf_counter() - t0, 1),
+                      "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                      **_small(summary)}
+            run.put_json(key, marker)
+            done[stage] = marker
+            say(f"[compress] {i}/{len(stages)} {stage}: done in {marker['seconds']:.0f}s")
+            if on_stage:
+                on_stage(stage, marker)
+    finally:
+        if started:
+            import ray
+            ray.shutdown()
+    result = {"run": run.url(), "stages": done,
+              "seconds": round(time.perf_counter() - t_all, 1)}
+    if run.exists("report/summary.json"):
+        result["report"] = run.get_json("report/summary.json")
+    return result
+
+
+# ---------------------------------------------------------------- stage runners
+def _teacher(cfg, root, run, method):
+    if cfg.model.teacher_weights:
+        from .train.supernet import load_teacher, resolve_teacher
+        ref = resolve_teacher(cfg, run)
+        load_teacher(ref, cfg.store.endpoint_url)   # fails now, with one line, if it won't load
+        say(f"[compress] teacher: using {ref['source']}")
+        return {"source": ref["source"], "trained": False}
+    from .train.teacher import train_teacher
+    s = train_teacher(cfg, root)
+    return {"trained": True, "step": s.get("step"), "final": s.get("final")}
+
+
+def _supernet(cfg, root, run, method):
+    from .train.supernet import train_supernet
+    s = train_supernet(cfg, root)
+    return {"step": s.get("step"), "final": s.get("final")}
+
+
+def _search(cfg, root, run, method):
+    from .search.driver import run_search
+    best = run_search(cfg, root, method=method)
+    return {"config": best.get("config"), "macs": best.get("macs"), "fid": best.get("fid"),
+            "method": (best.get("search") or {}).get("method", method)}
+
+
+def _prune(cfg, root, run, method):
+    from .prune.driver import run_prune
+    cfg = copy.deepcopy(cfg)
+    if not cfg.prune.targets and run.exists("best.json"):
+        # Same MACs budget as the search, as a ratio of the teacher's MACs.
+        best = run.get_json("best.json")
+        t = (best.get("teacher") or {}).get("macs")
+        budget = (best.get("search") or {}).get("budget_macs")
+        if t and budget:
+            cfg.prune.targets = [round(float(budget) / float(t), 4)]
+    s = run_prune(cfg, root)
+    return {"targets": ",".join(f"{r.get('target')}" for r in s.get("rows", [])),
+            "seconds_pruning": s.get("seconds")}
+
+
+def _finetune(cfg, root, run, method):
+    from .search.finetune import finetune
+    r = finetune(cfg, root)
+    return {"config": r.get("config"), "steps": r.get("steps"),
+            "fid_before": r.get("fid_before"), "fid_after": r.get("fid_after")}
+
+
+def _export(cfg, root, run, method):
+    from .export import export_best
+    card = export_best(cfg, root)
+    return {"config": card["config_str"], "macs": card["macs"], "params": card["params"],
+            "latency_ms_cpu": card["latency_ms_cpu"]}
+
+
+def _report(cfg, root, run, method):
+    from .report import write_report
+    rep = write_report(cfg, run)
+    return {"rows": len(rep["rows"]), "folder": run.url("report")}
+
+
+_RUNNERS = {"teacher": _teacher, "supernet": _supernet, "search": _search, "prune": _prune,
+            "finetune": _finetune, "export": _export, "report": _report}
+
+
+def format_table(rows: list[dict]) -> str:
+    """The summary table: teacher vs the best of each method."""
+    head = (f"{'model':34s} {'method':10s} {'GMACs':>8s} {'MACs x':>7s} {'params M':>9s} "
+            f"{'FID':>8s} {'CPU ms':>8s}")
+    lines = [head, "-" * len(head)]
+    t_macs = next((r["macs"] for r in rows if r["method"] == "teacher" and r.get("macs")), None)
+
+    def num(v, fmt):
+        return format(v, fmt) if isinstance(v, (int, float)) and v == v else "-"
+    for r in rows:
+        ratio = (t_macs / r["macs"]) if t_macs and r.get("macs") else None
+        lines.append(f"{r['model'][:34]:34s} {r['method']:10s} "
+                     f"{num(r.get('macs') and r['macs'] / 1e9, '8.3f'):>8s} "
+                     f"{num(ratio, '6.1f'):>6s}x "
+                     f"{num(r.get('params') and r['params'] / 1e6, '9.3f'):>9s} "
+                     f"{num(r.get('fid'), '8.2f'):>8s} {num(r.get('latency_ms_cpu'), '8.1f'):>8s}")
+    return "\n".join(lines)
+
+
+__all__ = ["compress", "format_table", "MARKER"]

@@ -1,0 +1,144 @@
+"""The run report: teacher vs the best of each method (MACs, params, FID, CPU latency),
+the FID-vs-MACs plot, and a grid of input / teacher / compressed outputs, written to
+``runs/<id>/report/``."""
+from __future__ import annotations
+
+import copy
+import io
+import math
+
+from .config import RunConfig
+from .errors import GancError
+
+REPORT = "report"
+
+
+def _latency(net, size: int, input_nc: int = 3) -> float:
+    from .profile import measure_latency
+    return measure_latency(net.cpu().eval(), (1, input_nc, size, size), warmup=2, repeats=5,
+                           device="cpu")["median_ms"]
+
+
+def _load_export(run, prefix: str):
+    """(card, generator) of an exported model folder in the run."""
+    from .modelio import as_runnable, build_generator, spec_from_card
+    from .weights import load_weights
+    card = run.get_json(f"{prefix}/model.json")
+    spec = spec_from_card(card)
+    net = build_generator(spec)
+    load_weights(net, run.read_bytes(f"{prefix}/model.pt"), arch=spec.label(),
+                 name=run.url(f"{prefix}/model.pt"))
+    return card, as_runnable(net, spec).eval()
+
+
+def _finite(v):
+    return v if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)) \
+        else None
+
+
+def collect_rows(cfg: RunConfig, run, size: int) -> tuple[list[dict], dict]:
+    """Summary rows and the models behind them (for the grid)."""
+    from .profile import count_macs, count_params
+    rows, models = [], {}
+    best = run.get_json("best.json") if run.exists("best.json") else {}
+    teacher = None
+    if run.exists("supernet/final.pt"):
+        from .search.driver import load_supernet
+        from .train.supernet import load_teacher
+        ref = load_supernet(run).get("teacher")
+        if ref:
+            teacher = load_teacher(ref, cfg.store.endpoint_url).cpu().eval()
+            t_info = best.get("teacher") or {}
+            shape = (1, 3, size, size)
+            rows.append({"model": f"{ref.get('netG')} (ngf {ref.get('ngf')})",
+                         "method": "teacher", "macs": count_macs(teacher, shape),
+                         "params": count_params(teacher), "fid": _finite(t_info.get("fid")),
+                         "latency_ms_cpu": _latency(teacher, size)})
+            models["teacher"] = teacher
+    if run.exists("export/model.json"):
+        card, net = _load_export(run, "export")
+        method = (best.get("search") or {}).get("method", "evolution")
+        fid = _finite(card.get("fid_after_finetune"))
+        rows.append({"model": f"sub {card['config_str']}", "method": method,
+                     "macs": card["macs"], "params": card["params"],
+                     "fid": fid if fid is not None else _finite(card.get("fid_before_finetune")),
+                     "latency_ms_cpu": card.get("latency_ms_cpu") or _latency(net, size),
+                     "source": run.url("export")})
+        models[method] = net
+    if run.exists("prune/summary.json"):
+        prs = [r for r in run.get_json("prune/summary.json").get("rows", []) if r]
+        if prs:
+            r = min(prs, key=lambda r: _finite(r.get("fid")) if _finite(r.get("fid")) is not None
+                    else float("inf"))
+            prefix = f"prune/p{float(r['target']):g}"
+            if run.exists(f"{prefix}/model.json"):
+                card, net = _load_export(run, prefix)
+                rows.append({"model": f"pruned p={float(r['target']):g}", "method": "prune-lds",
+                             "macs": count_macs(net, (1, 3, size, size)),
+                             "params": count_params(net), "fid": _finite(r.get("fid")),
+                             "latency_ms_cpu": _latency(net, size), "source": run.url(prefix)})
+                models["prune-lds"] = net
+    return rows, models
+
+
+def grid_png(inputs, outputs: dict[str, list]) -> bytes:
+    """Rows: images; columns: input, then each model's output (uint8 HWC arrays)."""
+    from PIL import Image, ImageDraw
+    cols = ["input", *outputs]
+    n = len(inputs)
+    h, w = inputs[0].shape[:2]
+    pad, top = 4, 16
+    canvas = Image.new("RGB", (len(cols) * (w + pad) + pad, top + n * (h + pad) + pad),
+                       (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for c, name in enumerate(cols):
+        x = pad + c * (w + pad)
+        draw.text((x, 2), name, fill=(0, 0, 0))
+        for r in range(n):
+            img = inputs[r] if name == "input" else outputs[name][r]
+            canvas.paste(Image.fromarray(img), (x, top + pad + r * (h + pad)))
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_report(cfg: RunConfig, run) -> dict:
+    import torch
+
+    from .data.images import to_uint8
+    from .pipeline import format_table
+    from .train import common
+    from .train.launch import apply_cpu_size, want_gpu
+
+    cfg = copy.deepcopy(cfg)
+    apply_cpu_size(cfg, want_gpu(cfg))
+    size = int(cfg.data.crop_size)
+    rows, models = collect_rows(cfg, run, size)
+    if not rows:
+        raise GancError(f"nothing to report in {run.url()}: no supernet, export or pruning")
+    table = format_table(rows)
+    files = {}
+    if run.exists("search/fid_vs_macs.png"):
+        run.write_bytes(f"{REPORT}/pareto.png", run.read_bytes("search/fid_vs_macs.png"))
+        files["pareto"] = run.url(f"{REPORT}/pareto.png")
+    if models:
+        ds = common.build_split(cfg, common.resolve_data_root(cfg.data),
+                                common.eval_split(cfg.data), train=False)
+        n = min(int(cfg.pipeline.report_images), len(ds))
+        xs = torch.stack([ds[i]["A"] for i in range(n)])
+        inputs = [to_uint8(x) for x in xs]
+        outputs = {}
+        with torch.inference_mode():
+            for name, net in models.items():
+                outputs[name] = [to_uint8(y) for y in net.cpu().eval()(xs)]
+        run.write_bytes(f"{REPORT}/grid.png", grid_png(inputs, outputs))
+        files["grid"] = run.url(f"{REPORT}/grid.png")
+    summary = {"rows": rows, "table": table, "size": size, "macs_convention": "torchprofile",
+               "files": files}
+    run.put_json(f"{REPORT}/summary.json", summary)
+    run.write_bytes(f"{REPORT}/summary.txt", (table + "\n").encode())
+    print("\n" + table + "\n", flush=True)
+    return summary
+
+
+__all__ = ["write_report", "collect_rows", "grid_png"]
