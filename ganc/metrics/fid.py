@@ -173,20 +173,38 @@ def real_stats(source, extractor: Extractor, store=None, label: str = "",
     source = as_source(source)
     if not isinstance(source, FolderSource):
         feats = extract_features(extractor, source, batch_size, "real images")
-        mu, sigma = stats_from_features(feats)
-        return RealStats(mu, sigma, feats if keep_features else None, len(feats), extractor.id)
-    key = stats_key(source, extractor.id, label)
+        return stats_of_features(feats, extractor.id, keep_features)
+
+    def compute():
+        feats = extract_features(extractor, source, batch_size,
+                                 f"real images {source.describe()}")
+        return stats_of_features(feats, extractor.id, keep_features)
+
+    return cached_real_stats(source, extractor.id, store, label, compute, keep_features)
+
+
+def stats_of_features(feats: np.ndarray, extractor_id: str, keep_features: bool = True
+                      ) -> RealStats:
+    mu, sigma = stats_from_features(feats)
+    return RealStats(mu, sigma, feats if keep_features else None, len(feats), extractor_id)
+
+
+def cached_real_stats(source: FolderSource, extractor_id: str, store, label: str,
+                      compute, keep_features: bool = True) -> RealStats:
+    """The cached statistics of ``source`` in ``store``, or ``compute()`` stored there.
+
+    Split from :func:`real_stats` so the FID pool can keep the store in the driver and
+    let an actor do the Inception pass."""
+    key = stats_key(source, extractor_id, label)
     if store is not None and store.exists(key):
         st = RealStats.from_arrays(store.get_npz(key), store.url(key))
-        if st.extractor == extractor.id and (st.features is not None or not keep_features):
+        if st.extractor == extractor_id and (st.features is not None or not keep_features):
             st.key, st.cached = key, True
             return st
-    feats = extract_features(extractor, source, batch_size, f"real images {source.describe()}")
-    mu, sigma = stats_from_features(feats)
-    st = RealStats(mu, sigma, feats if keep_features else None, len(feats), extractor.id)
+    st = compute()
     if store is not None:
         meta = {"label": label, "folders": list(source.folders), "crop": source.crop,
-                "size": source.size, "n": len(feats), "extractor": extractor.id,
+                "size": source.size, "n": st.n, "extractor": extractor_id,
                 "fingerprint": source.fingerprint()}
         store.put_npz(key, st.to_arrays(meta))
         st.key = key

@@ -12,6 +12,10 @@ and each actor builds the model once, so a task carries only the spec. An actor 
 dies mid-score is replaced (same inputs, same statistics) and its unfinished work is
 re-run; every spec gets exactly one :class:`Score`.
 
+Only the driver touches the store: it reads the cached real statistics, or has the first
+actor compute them from images it sends through the object store and writes them (so
+actors need no store credentials and no shared filesystem).
+
 Actors take a share of a GPU when the cluster has GPUs (``num_gpus = gpus / N``, capped
 at 1), else one CPU each. :class:`LocalPool` runs the same scoring in-process, without
 Ray (tests, and the baseline of ``bench/fid_pool.py``).
@@ -28,7 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError, GancError
-from .fid import RealStats, Scorer, real_stats
+from .fid import RealStats, Scorer, cached_real_stats, extract_features
 from .inception import load_extractor
 from .sources import FolderSource
 
@@ -187,13 +191,15 @@ class _ScoringState:
         self.real = real
         self.models: dict[str, torch.nn.Module] = {}
 
-    def prepare_real(self, source: FolderSource, store_url: Optional[str],
-                     endpoint_url: Optional[str], label: str) -> RealStats:
-        from ..store import open_store
-        store = open_store(store_url, endpoint_url) if store_url else None
-        self.real = real_stats(source, self.extractor, store=store, label=label,
-                               batch_size=self.opts.get("batch_size", 16),
-                               keep_features=bool(self.opts.get("kid", False)))
+    def compute_real(self, images: list) -> RealStats:
+        """Statistics of real images given as uint8 (3, H, W) tensors (no store access)."""
+        from .fid import stats_of_features
+        from .sources import _group_same_shape
+        feats = extract_features(self.extractor,
+                                 _group_same_shape(images, self.opts.get("batch_size", 16)),
+                                 self.opts.get("batch_size", 16), "real images")
+        self.real = stats_of_features(feats, self.extractor.id,
+                                      bool(self.opts.get("kid", False)))
         return self.real
 
     def set_real(self, real: RealStats) -> None:
@@ -242,8 +248,11 @@ class LocalPool:
         if isinstance(split.real, RealStats):
             self.state.set_real(split.real)
         else:
-            self.state.prepare_real(split.real, store.url() if store else None,
-                                    getattr(store, "endpoint_url", None), split.label)
+            source = split.real
+            self.state.set_real(cached_real_stats(
+                source, self.state.extractor.id, store, split.label,
+                lambda: self.state.compute_real([source.load(p) for p in source.paths()]),
+                keep_features=bool(self.opts.get("kid", False))))
         self.entries: dict[str, dict] = {}
 
     @property
@@ -292,8 +301,8 @@ def _actor_class():
         def __init__(self, fid_opts, inputs, real):
             self.state = _ScoringState(fid_opts, inputs, real)
 
-        def prepare_real(self, source, store_url, endpoint_url, label):
-            return self.state.prepare_real(source, store_url, endpoint_url, label)
+        def compute_real(self, images):
+            return self.state.compute_real(images)
 
         def set_real(self, real):
             self.state.set_real(real)
@@ -355,12 +364,19 @@ class FidPool:
             self.real: RealStats = split.real
             self._real_ref = ray.put(self.real)
             first = self._new_actor(self._real_ref)
-        else:   # the first actor computes (or loads from the store) the real statistics
+        else:   # cached in the store (read by this driver), or computed by the first actor
             first = self._new_actor(None)
-            self.real = self._get(first.prepare_real.remote(
-                split.real, store.url() if store is not None else None,
-                getattr(store, "endpoint_url", None), split.label))
+            ext_id = self._get(first.info.remote())["extractor"]
+            source = split.real
+
+            def compute():
+                images = ray.put([source.load(p) for p in source.paths()])
+                return self._get(first.compute_real.remote(images))
+
+            self.real = cached_real_stats(source, ext_id, store, split.label, compute,
+                                          keep_features=bool(self.opts.get("kid", False)))
             self._real_ref = ray.put(self.real)
+            self._get(first.set_real.remote(self._real_ref))
         self.slots = [_Slot(first, self._name())]
         for _ in range(1, self.num_actors):
             self.slots.append(_Slot(self._new_actor(self._real_ref), self._name()))
@@ -420,14 +436,16 @@ class FidPool:
         inflight: dict[Any, tuple[_Slot, int, int]] = {}   # ref -> (slot, generation, index)
         died = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
 
-        def fill():
-            for slot in self.slots:
-                while pending and slot.inflight < self.per_actor_queue:
-                    i = pending.popleft()
-                    attempts[i] += 1
-                    ref = slot.actor.score.remote(specs[i], [self._entries[specs[i].model]])
-                    inflight[ref] = (slot, slot.generation, i)
-                    slot.inflight += 1
+        def fill():   # the least busy actor first, up to per_actor_queue tasks each
+            while pending:
+                slot = min(self.slots, key=lambda s: s.inflight)
+                if slot.inflight >= self.per_actor_queue:
+                    return
+                i = pending.popleft()
+                attempts[i] += 1
+                ref = slot.actor.score.remote(specs[i], [self._entries[specs[i].model]])
+                inflight[ref] = (slot, slot.generation, i)
+                slot.inflight += 1
 
         fill()
         while inflight:
