@@ -331,7 +331,7 @@ def tiny_config(url, run_id="tiny"):
     cfg.store.url = url
     d = cfg.data
     d.demo_n, d.demo_size, d.crop_size, d.load_size = 16, 32, 32, 32
-    cfg.fid.num_actors, cfg.fid.batch_size, cfg.fid.kid_subset_size = 1, 8, 4
+    cfg.fid.num_actors, cfg.fid.batch_size, cfg.fid.kid_subset_size = 2, 8, 4
     cfg.search.population, cfg.search.generations = 4, 2
     return cfg
 

@@ -25,6 +25,13 @@ from .cost import CostModel, check_budget
 from .report import write_results
 
 METHODS = ("evolution", "nsga2")
+
+
+def _trial_resources():
+    """A trial only waits on the FID pool: no CPU (the pool's actors hold the CPUs), so
+    ``max_concurrent_trials`` trials always fit beside the pool."""
+    from ray import tune
+    return tune.PlacementGroupFactory([{"CPU": 0, "memory": 1 << 20}])
 EXPERIMENT = "tune"
 
 
@@ -82,7 +89,7 @@ class PoolLease:
         self.actors = list(pool.actors)
         self.entry = pool._entries[model_name]
         self.model = model_name
-        self.free = Queue(maxsize=len(self.actors))
+        self.free = Queue(maxsize=len(self.actors), actor_options={"num_cpus": 0})
         for i in range(len(self.actors)):
             self.free.put(i)
 
@@ -225,7 +232,7 @@ def run_search(cfg: RunConfig, store=None, *, method: Optional[str] = None,
         latency = bool(sc.latency_objective)
         trainable = tune.with_resources(
             tune.with_parameters(score_trial, lease=lease, cost=cost, latency=latency),
-            {"cpu": 0.1})
+            _trial_resources())
         storage_path, fs = ray_storage(run, "search")
         exp_path = f"{storage_path.rstrip('/')}/{EXPERIMENT}"
         max_conc = int(sc.max_concurrent) or pool.num_actors
