@@ -45,8 +45,12 @@ def export_best(cfg: RunConfig, store=None, *, config: Optional[str] = None,
     from .profile import count_macs, count_params, measure_latency
     from .search.driver import cost_model, load_supernet
     from .search.finetune import STAGE, chosen_config, subnet_from
-    from .train.launch import open_run
+    import copy
 
+    from .train.launch import apply_cpu_size, open_run, want_gpu
+
+    cfg = copy.deepcopy(cfg)
+    apply_cpu_size(cfg, want_gpu(cfg))        # same eval size as the search
     _, run = open_run(cfg, store)
     cfg_str = chosen_config(run, config)
     sup = load_supernet(run)

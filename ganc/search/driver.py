@@ -179,9 +179,11 @@ def run_search(cfg: RunConfig, store=None, *, method: Optional[str] = None,
                budget_macs: Optional[float] = None, fresh: bool = False) -> dict:
     """Run (or resume) the search of a run; returns the summary written to best.json."""
     from ..profile import count_macs, count_params
-    from ..train.launch import ensure_ray, open_run, ray_storage
+    from ..train.launch import apply_cpu_size, ensure_ray, open_run, ray_storage, want_gpu
     from ..train.supernet import load_teacher
 
+    cfg = copy.deepcopy(cfg)
+    apply_cpu_size(cfg, want_gpu(cfg))        # scale.cpu_crop_size: smaller eval size on CPU
     sc = cfg.search
     method = method or sc.method
     if method not in METHODS:
