@@ -189,7 +189,8 @@ def run_stage(stage: str, loop: Callable[[dict], None], cfg: RunConfig, store=No
 
 
 def _steps(cfg: RunConfig, stage: str) -> int:
-    return {"teacher": cfg.teacher.steps, "supernet": cfg.distill.steps}.get(stage, 0)
+    # every stage but the teacher runs the supernet loop, which counts distill.steps
+    return cfg.teacher.steps if stage == "teacher" else cfg.distill.steps
 
 
 def _fit(stage, loop, spec, cfg: RunConfig, run: Store, gpu: bool) -> None:
