@@ -223,12 +223,12 @@ DRIVER = textwrap.dedent('''
     def synthetic_score(cfg):
         return -float(sum(w * c for w, c in zip({weights}, ChannelConfig.parse(cfg))))
 
-    storage, log, go, mode = sys.argv[1:5]
+    storage, log, mode = sys.argv[1:4]
 
     def trainable(trial_cfg):
         cfg, gen = trial_cfg["config"], trial_cfg["generation"]
-        while gen >= 2 and not os.path.exists(go):    # the first driver dies here
-            time.sleep(0.2)
+        while gen >= 2 and mode == "start":   # the first driver's trials never finish
+            time.sleep(0.2)                   # generation 2 (they die with the driver)
         with open(log, "a") as f:
             f.write(json.dumps({{"config": cfg, "generation": gen}}) + "\\n")
         tune.report({{"score": synthetic_score(cfg), "config_str": cfg, "generation": gen}})
@@ -259,22 +259,43 @@ def _searcher_state(exp_dir):
     return None
 
 
+def _terminated_configs(exp_dir):
+    """Configs of the trials the experiment checkpoint records as TERMINATED."""
+    import glob
+    done = set()
+    for p in sorted(glob.glob(os.path.join(exp_dir, "experiment_state-*.json")))[-1:]:
+        try:
+            with open(p) as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            return None
+        for entry in data["trial_data"]:
+            t = json.loads(entry[0]) if isinstance(entry[0], str) else entry[0]
+            if t.get("status") == "TERMINATED":
+                done.add(t["config"]["config"])
+    return done
+
+
 def test_killed_search_resumes_with_tuner_restore_and_rescores_nothing(ray_local, tmp_path):
     script = tmp_path / "driver.py"
     script.write_text(DRIVER.format(budget=budget_and_optimum()[0], weights=WEIGHTS))
-    storage, log, go = tmp_path / "tune", tmp_path / "evals.jsonl", tmp_path / "go"
+    storage, log = tmp_path / "tune", tmp_path / "evals.jsonl"
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address,
            "TUNE_GLOBAL_CHECKPOINT_S": "1", "RAY_USAGE_STATS_ENABLED": "0",
            "PYTHONPATH": REPO}
-    args = [sys.executable, str(script), str(storage), str(log), str(go)]
+    args = [sys.executable, str(script), str(storage), str(log)]
     first = subprocess.Popen(args + ["start"], env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 150
         while time.time() < deadline:       # wait: generations 0-1 scored and checkpointed
+            # both halves of Tune's experiment checkpoint must show generations 0-1 done:
+            # the searcher state and the trial table (written one after the other)
             st = _searcher_state(storage / "exp")
             if st and st["evolution"]["generation"] >= 2 and st["live"]:
-                break
+                done = _terminated_configs(storage / "exp")
+                if done is not None and done == set(st["evolution"]["cache"]):
+                    break
             assert first.poll() is None, "the first driver exited early"
             time.sleep(0.5)
         else:
@@ -287,7 +308,6 @@ def test_killed_search_resumes_with_tuner_restore_and_rescores_nothing(ray_local
     killed_at = st["evolution"]["generation"]      # 2, or 3 when generation 2 was all cached
     assert killed_at >= 2
 
-    go.write_text("go")
     second = subprocess.run(args + ["restore"], env=env, capture_output=True, text=True,
                             timeout=200)
     assert second.returncode == 0, second.stderr[-2000:]
