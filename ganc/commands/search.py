@@ -1,7 +1,9 @@
 """``ganc search``, ``ganc finetune``, ``ganc export``, ``ganc runs``, ``ganc pull``."""
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 
 
 def _common(p):
@@ -77,6 +79,11 @@ def _cfg(args):
     return cfg
 
 
+def _quiet(args):
+    """With --json, whatever Ray / Tune print goes to stderr so stdout is one JSON object."""
+    return contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+
+
 def _print(args, obj, lines):
     if args.json:
         print(json.dumps(obj, sort_keys=True, default=str))
@@ -96,7 +103,9 @@ def _f(x):
 def cmd_search(args):
     from ..search.driver import run_search
     cfg = _cfg(args)
-    out = run_search(cfg, method=args.method, budget_macs=args.budget_macs, fresh=args.fresh)
+    with _quiet(args):
+        out = run_search(cfg, method=args.method, budget_macs=args.budget_macs,
+                         fresh=args.fresh)
     t = out.get("teacher") or {}
     _print(args, out, [
         f"best {out['config']}: FID {_f(out['fid'])}, MACs {_g(out['macs'])} "
@@ -110,7 +119,8 @@ def cmd_search(args):
 def cmd_finetune(args):
     from ..search.finetune import finetune
     cfg = _cfg(args)
-    out = finetune(cfg, config=args.subnet_config, runner="local" if args.local else None)
+    with _quiet(args):
+        out = finetune(cfg, config=args.subnet_config, runner="local" if args.local else None)
     _print(args, out, [f"fine-tuned {out['config']} ({out['steps']} steps): FID "
                        f"{_f(out.get('fid_before'))} -> {_f(out.get('fid_after'))}",
                        f"weights: {out['final']}"])
@@ -119,7 +129,8 @@ def cmd_finetune(args):
 def cmd_export(args):
     from ..export import export_best
     cfg = _cfg(args)
-    card = export_best(cfg, config=args.subnet_config)
+    with _quiet(args):
+        card = export_best(cfg, config=args.subnet_config)
     _print(args, card, [
         f"exported {card['config_str']}: MACs {_g(card['macs'])}, params {card['params']:,}, "
         f"CPU latency {card['latency_ms_cpu']:.1f} ms",
