@@ -14,7 +14,7 @@ from ganc.errors import ConfigError, GancError
 from ganc.space import ChannelConfig
 from ganc.store import open_store
 
-N_IMAGES = 12
+N_IMAGES = 8
 CONFIGS = ["16_16_16_16_16_16_16_16", "8_8_16_8_16_16_8_8", "16_8_8_8_8_8_16_8"]
 
 
@@ -53,7 +53,7 @@ def pool(setup):
     from ganc.metrics.pool import FidPool
     split, sup, store = setup
     p = FidPool(split, num_actors=2, store=store,
-                fid=FidConfig(kid=True, kid_subset_size=N_IMAGES, batch_size=12))
+                fid=FidConfig(kid=True, kid_subset_size=N_IMAGES, batch_size=8))
     p.register_model("super", arch="super_mobile_resnet_9blocks", state=sup.state_dict(),
                      ngf=16)
     p.register_model("plain", gnn.extract_subnet(sup, ChannelConfig.parse(CONFIGS[1])))
@@ -119,7 +119,7 @@ def test_in_process_pool_matches_and_hits_the_cache(pool, setup):
     from ganc.metrics.pool import LocalPool, SubnetSpec
     split, sup, store = setup
     local = LocalPool(split, store=store,
-                      fid=FidConfig(kid=True, kid_subset_size=N_IMAGES, batch_size=12))
+                      fid=FidConfig(kid=True, kid_subset_size=N_IMAGES, batch_size=8))
     assert local.real.cached                                  # written by the pool's actor
     np.testing.assert_allclose(local.real.mu, pool.real.mu)
     local.register_model("super", sup)

@@ -24,7 +24,7 @@ from ganc.metrics import (FID_HELPER_NAME, FolderSource, compute_fid,
 from ganc.metrics import inception as inc
 from ganc.store import open_store
 
-N_FACADES = 16
+N_FACADES = 12
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +87,12 @@ def test_registered_extractor_runs_inside_torch_fidelity(extractor, tmp_path):
     if extractor.name != FID_HELPER_NAME:
         pytest.skip("fid-helper weights are not in use")
     import torch_fidelity
-    a = _synthetic_images(tmp_path / "a", 6, seed=1)
-    b = _synthetic_images(tmp_path / "b", 6, seed=2)
+    a = _synthetic_images(tmp_path / "a", 4, seed=1)
+    b = _synthetic_images(tmp_path / "b", 4, seed=2)
     tf = torch_fidelity.calculate_metrics(
-        input1=str(b), input2=str(a), kid=True, kid_subset_size=6,
+        input1=str(b), input2=str(a), kid=True, kid_subset_size=4,
         feature_extractor=FID_HELPER_NAME, feature_extractor_weights_path=extractor.weights_path,
-        cuda=False, cache=False, verbose=False, save_cpu_ram=True, batch_size=6)
+        cuda=False, cache=False, verbose=False, save_cpu_ram=True, batch_size=4)
     ours = compute_fid(str(a), str(b), kid=True, extractor=extractor)
     assert ours["kid_mean"] == pytest.approx(tf["kernel_inception_distance_mean"], rel=1e-4)
 
@@ -198,7 +198,7 @@ def test_fid_kid_self_and_monotone_in_distortion(extractor, facades, tmp_path):
 
 
 def test_real_stats_cache_hit_and_invalidation(extractor, tmp_path):
-    folder = _synthetic_images(tmp_path / "real", 5, seed=3)
+    folder = _synthetic_images(tmp_path / "real", 3, seed=3)
     store = open_store(tmp_path / "store")
     src = FolderSource((str(folder),))
     calls = extractor.calls
@@ -225,7 +225,7 @@ def test_real_stats_cache_hit_and_invalidation(extractor, tmp_path):
     shutil.copy(tmp_path / "extra" / "000.png", folder / "zzz.png")
     calls = extractor.calls
     third = real_stats(src, extractor, store=store, label="demo/val/B")
-    assert extractor.calls > calls and not third.cached and third.n == 6
+    assert extractor.calls > calls and not third.cached and third.n == 4
     Image.open(folder / "zzz.png").resize((40, 40)).save(folder / "zzz.png")
     calls = extractor.calls
     fourth = real_stats(src, extractor, store=store, label="demo/val/B")
@@ -252,20 +252,20 @@ def test_compute_fid_inputs_and_errors(extractor, tmp_path):
 
 
 # ---------------------------------------------------------------- CLI
-def test_cli_fid_and_stats(extractor, tmp_path, capsys):
-    a = _synthetic_images(tmp_path / "a", 5, seed=5)
-    b = _synthetic_images(tmp_path / "b", 5, seed=6)
+def test_cli_fid_and_stats(extractor, tmp_path, capsys, s3_url):
+    a = _synthetic_images(tmp_path / "a", 3, seed=5)
+    b = _synthetic_images(tmp_path / "b", 3, seed=6)
     store = tmp_path / "store"
     assert cli_main(["fid", "--real", str(a), "--fake", str(b), "--kid", "--json",
                      "--store", str(store)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"fid", "kid_mean", "kid_std", "n_real", "n_fake", "extractor"}
-    assert out["n_real"] == out["n_fake"] == 5 and out["fid"] > 1.0
+    assert out["n_real"] == out["n_fake"] == 3 and out["fid"] > 1.0
 
     npz = tmp_path / "stats" / "a.npz"
     assert cli_main(["stats", "--real", str(a), "--out", str(npz), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["n_real"] == 5 and npz.is_file()
+    assert info["n_real"] == 3 and npz.is_file()
     calls = extractor.calls
     assert cli_main(["fid", "--real", str(npz), "--fake", str(b), "--kid", "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
@@ -273,9 +273,16 @@ def test_cli_fid_and_stats(extractor, tmp_path, capsys):
     assert again["kid_mean"] == pytest.approx(out["kid_mean"], rel=1e-6)
     assert extractor.calls - calls == 1                   # only the fake images
 
+    # statistics in S3 (the local S3 server), read back by `ganc fid`
+    assert cli_main(["stats", "--real", str(a), "--out", f"{s3_url}/stats/a.npz"]) == 0
+    assert "wrote s3://" in capsys.readouterr().out
+    assert open_store(s3_url).ls() == ["stats/a.npz"]
+    assert cli_main(["fid", "--real", f"{s3_url}/stats/a.npz", "--fake", str(b), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["fid"] == pytest.approx(out["fid"], rel=1e-6)
+
     assert cli_main(["fid", "--real", str(a), "--fake", str(b), "--no-cache"]) == 0
     text = capsys.readouterr().out
-    assert text.startswith("FID ") and "n_real 5" in text
+    assert text.startswith("FID ") and "n_real 3" in text
 
     assert cli_main(["fid", "--real", str(tmp_path / "nope"), "--fake", str(b)]) == 2
     err = capsys.readouterr().err
