@@ -122,8 +122,12 @@ def test_in_process_pool_matches_and_hits_the_cache(pool, setup):
                       fid=FidConfig(kid=True, kid_subset_size=N_IMAGES, batch_size=8))
     assert local.real.cached                                  # written by the pool's actor
     np.testing.assert_allclose(local.real.mu, pool.real.mu)
+    sup.train()                                                # as a training loop has it
     local.register_model("super", sup)
     got = local.score([SubnetSpec("super", CONFIGS[0])])[0]
+    # scoring in-process leaves the caller's model and grad mode alone
+    assert sup.training and torch.is_grad_enabled()
+    assert next(sup.parameters()).device.type == "cpu"
     ref = pool.score([SubnetSpec("super", CONFIGS[0])])[0]
     assert got.fid == pytest.approx(ref.fid, rel=1e-3)
     assert got.actor == "local"

@@ -264,7 +264,8 @@ class Scorer:
 
     ``inputs``: the eval inputs, uint8 (N, 3, H, W) (converted to [-1, 1] per batch) or float
     in [-1, 1]. ``score(model, config)`` runs ``model(x)`` (or ``model(x, config)`` for a
-    supernet), quantises the outputs like saved images and returns FID (and KID).
+    supernet) where the model is, quantises the outputs like saved images and returns FID
+    (and KID); the model is not moved and its training mode is kept.
     """
 
     def __init__(self, extractor: Extractor, real: RealStats, inputs: torch.Tensor,
@@ -280,21 +281,29 @@ class Scorer:
         self.kid_subset_size = kid_subset_size
         self.device = torch.device(device) if device else extractor.device
 
-    def _input_batches(self):
+    def _input_batches(self, device):
         for i in range(0, self.inputs.shape[0], self.batch_size):
             x = self.inputs[i:i + self.batch_size]
             if x.dtype == torch.uint8:
                 x = x.float() / 127.5 - 1.0
-            yield x.to(self.device)
+            yield x.to(device)
 
     @torch.inference_mode()
     def generate(self, model: torch.nn.Module, config=None):
-        """uint8 output batches of ``model`` on the eval inputs."""
+        """uint8 output batches of ``model`` on the eval inputs, on the model's device.
+
+        The model runs in eval mode; its training mode is restored afterwards."""
         from .sources import quantize
-        model = model.to(self.device).eval()
-        for x in self._input_batches():
-            y = model(x) if config is None else model(x, config)
-            yield quantize(y)
+        param = next(iter(model.parameters()), None)
+        device = param.device if param is not None else self.device
+        was_training = model.training
+        model.eval()
+        try:
+            for x in self._input_batches(device):
+                y = model(x) if config is None else model(x, config)
+                yield quantize(y)
+        finally:
+            model.train(was_training)
 
     def score(self, model: torch.nn.Module, config=None) -> dict:
         t0 = time.perf_counter()

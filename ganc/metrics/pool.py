@@ -142,7 +142,8 @@ def _folders(x) -> tuple:
 def model_entry(model: Optional[torch.nn.Module] = None, *, arch: Optional[str] = None,
                 state: Optional[dict] = None, **build_kw) -> dict:
     """What a pool ships once per registered model: ``arch`` + kwargs + state dict
-    (rebuilt with ``ganc.nn.build``), or a pickled module when it has no registered arch."""
+    (rebuilt with ``ganc.nn.build``), or the module itself (pickled by Ray; copied once
+    in-process), for models without a registered arch."""
     if model is None and arch is None:
         raise ConfigError("register a model instance or an arch name with its state dict")
     if arch is not None:
@@ -152,13 +153,14 @@ def model_entry(model: Optional[torch.nn.Module] = None, *, arch: Optional[str] 
             raise ConfigError(f"model {arch!r}: give its state dict")
         return {"arch": arch, "kw": dict(build_kw),
                 "state": {k: v.detach().cpu() for k, v in state.items()}}
-    model = model.cpu().eval()
     return {"module": model}
 
 
 def build_from_entry(entry: dict) -> torch.nn.Module:
+    """The model of an entry: a private copy (the caller's module is never changed)."""
     if "module" in entry:
-        return entry["module"].eval()
+        import copy
+        return copy.deepcopy(entry["module"]).eval()
     from .. import nn as gnn
     model = gnn.build(entry["arch"], **entry["kw"])
     from ..weights import check_fit
@@ -183,7 +185,6 @@ class _ScoringState:
     """Extractor, eval inputs, real statistics and built models: one per actor/process."""
 
     def __init__(self, fid_opts: dict, inputs: np.ndarray, real: Optional[RealStats]):
-        torch.set_grad_enabled(False)
         self.opts = dict(fid_opts)
         self.extractor = load_extractor(self.opts.get("extractor", "auto"),
                                         self.opts.get("weights", ""))
@@ -212,7 +213,7 @@ class _ScoringState:
             if isinstance(entry, list):     # [ObjectRef]: fetched once, then cached
                 import ray
                 entry = ray.get(entry[0])
-            self.models[spec.model] = build_from_entry(entry)
+            self.models[spec.model] = build_from_entry(entry).to(self.extractor.device)
         model = self.models[spec.model]
         config = _config_for(model, spec)
         scorer = Scorer(self.extractor, self.real, self.inputs,
