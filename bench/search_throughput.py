@@ -39,6 +39,8 @@ def main(argv=None):
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
     import ray
+
+    from ganc.raylocal import init_local
     import torch
     from ray import tune
 
@@ -71,8 +73,7 @@ def main(argv=None):
                          ngf=args.ngf)
     setup_local = time.perf_counter() - t0
 
-    ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
-             num_cpus=args.cpus, logging_level="ERROR")
+    init_local(num_cpus=args.cpus, logging_level="ERROR")
     t0 = time.perf_counter()
     pool = FidPool(split, num_actors=args.actors, store=store, fid=fid)
     pool.register_model("super", arch="super_mobile_resnet_9blocks", state=sup.state_dict(),

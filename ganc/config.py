@@ -236,6 +236,8 @@ def _coerce(value: Any, typ, where: str):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
             value = [yaml.safe_load(v) for v in value]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]            # --set prune.targets=0.1
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return list(value)

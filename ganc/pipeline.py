@@ -10,6 +10,7 @@ was interrupted (training from its latest checkpoint, the search through
 from __future__ import annotations
 
 import copy
+import os
 import time
 from typing import Callable, Optional
 
@@ -37,6 +38,42 @@ def _small(summary) -> dict:
             if isinstance(v, (int, float, str, bool)) or v is None}
 
 
+def _cwd_or_none() -> Optional[str]:
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        return None
+
+
+def _return_to(home: Optional[str]) -> None:
+    """Re-enter the job's working directory by path. Under ``ray job submit`` Ray may
+    delete and unpack the job's working_dir package again while the job runs (another job
+    with the same package ending, a stage's workers finishing), which leaves this process
+    in a deleted directory (``os.getcwd()`` then fails deep inside torch)."""
+    if _cwd_or_none() is not None:
+        return
+    import tempfile
+    for d in (home, tempfile.gettempdir()):
+        if d and os.path.isdir(d):
+            os.chdir(d)
+            return
+
+
+def _import_stages(stages) -> None:
+    """Import every stage's code up front, so a job whose working_dir package is swapped
+    under it (see ``_return_to``) still has all of it in memory."""
+    import importlib
+    mods = {"teacher": ["ganc.train.teacher", "ganc.train.supernet"],
+            "supernet": ["ganc.train.supernet"],
+            "search": ["ganc.search.driver", "ganc.search.searcher", "ganc.search.nsga2",
+                       "ganc.search.report", "ganc.metrics.pool"],
+            "prune": ["ganc.prune.driver"], "finetune": ["ganc.search.finetune"],
+            "export": ["ganc.export"], "report": ["ganc.report"]}
+    for stage in stages:
+        for m in mods[stage]:
+            importlib.import_module(m)
+
+
 def compress(cfg: RunConfig, store=None, *, method: Optional[str] = None,
              on_stage: Optional[Callable[[str, dict], None]] = None) -> dict:
     """Run every stage of ``cfg.pipeline.stages`` that has not finished; returns a summary
@@ -45,10 +82,13 @@ def compress(cfg: RunConfig, store=None, *, method: Optional[str] = None,
     from .train.launch import open_run
 
     stages = _stages(cfg)
+    home = _cwd_or_none()
+    _import_stages(stages)
     root, run = open_run(cfg, store)
     run.write_bytes("config.yaml", cfg.to_yaml().encode())
     say(f"[compress] run {run.url()}: stages {' -> '.join(stages)}")
     started = init_local()
+    _return_to(home)
     done = {}
     t_all = time.perf_counter()
     try:
@@ -60,7 +100,9 @@ def compress(cfg: RunConfig, store=None, *, method: Optional[str] = None,
                 continue
             say(f"[compress] {i}/{len(stages)} {stage}: running")
             t0 = time.perf_counter()
+            _return_to(home)
             summary = _RUNNERS[stage](cfg, root, run, method)
+            _return_to(home)
             marker = {"stage": stage, "seconds": round(time.perf_counter() - t0, 1),
                       "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                       **_small(summary)}

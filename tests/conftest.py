@@ -79,8 +79,9 @@ def ray_local():
     if ray.is_initialized():
         yield ray
         return
-    ray.init(address="local", include_dashboard=False, num_cpus=2,
-             _node_ip_address="127.0.0.1", logging_level="ERROR")
+    from ganc.raylocal import LOOPBACK, init_local
+    init_local(num_cpus=2, logging_level="ERROR")
+    assert {n["NodeManagerAddress"] for n in ray.nodes()} == {LOOPBACK}
     try:
         yield ray
     finally:

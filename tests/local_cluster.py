@@ -117,7 +117,7 @@ class LocalCluster:
                 break
             time.sleep(2)
         try:
-            return self.status(submission_id), self.logs(submission_id)
+            return self.wait(submission_id, timeout=120), self.logs(submission_id)
         except RuntimeError:
             raise RuntimeError("ray job submit failed:\n" + self.last_submit_output[-3000:])
 
@@ -136,10 +136,11 @@ class LocalCluster:
                 time.sleep(2)
 
     def status(self, submission_id: str) -> str:
-        out = self._ray("job", "status", f"--address={self.dashboard}", submission_id)
-        for word in ("SUCCEEDED", "FAILED", "STOPPED", "RUNNING", "PENDING"):
+        out = self._ray("job", "status", f"--address={self.dashboard}", submission_id).lower()
+        # e.g. "Job 'x' succeeded", "Job 'x' was stopped", "Status for job 'x': RUNNING"
+        for word in ("stopped", "succeeded", "failed", "running", "pending"):
             if word in out:
-                return word
+                return word.upper()
         return out.strip()
 
     def logs(self, submission_id: str) -> str:

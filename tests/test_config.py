@@ -17,6 +17,7 @@ def test_overrides_are_typed(tmp_path):
                              "search.budget_macs=3e9"], store="s3://b/p")
     assert cfg.distill.steps == 200 and cfg.data.flip is False
     assert cfg.prune.targets == [0.1, 0.05] and cfg.search.budget_macs == 3e9
+    assert load_config(None, ["prune.targets=0.2"]).prune.targets == [0.2]
     assert cfg.store.url == "s3://b/p"
 
 

@@ -288,15 +288,6 @@ def append_results(run, rows: list) -> str:
     return run.put_parquet(RESULTS_KEY, table)
 
 
-def _init_ray(num_cpus: int) -> bool:
-    try:
-        from ..raylocal import init_local
-        return init_local(num_cpus=num_cpus)
-    except ImportError:  # pragma: no cover - older tree
-        from ..train.launch import ensure_ray
-        return ensure_ray(num_cpus)
-
-
 def run_prune(cfg: RunConfig, store=None, *, targets=None, scorer: str = "pool",
               num_cpus: Optional[int] = None) -> dict:
     """Prune for every target on Ray Tune; returns the summary (also in the store)."""
@@ -304,7 +295,7 @@ def run_prune(cfg: RunConfig, store=None, *, targets=None, scorer: str = "pool",
     from ray import tune
 
     from ..train import common
-    from ..train.launch import apply_cpu_size, open_run, want_gpu
+    from ..train.launch import apply_cpu_size, ensure_ray, open_run, want_gpu
     if targets is not None:
         cfg.prune.targets = [float(t) for t in targets]
     check_prune_config(cfg.prune)
@@ -316,7 +307,7 @@ def run_prune(cfg: RunConfig, store=None, *, targets=None, scorer: str = "pool",
     build_teacher(cfg, run)  # fail early on a bad teacher
     run.write_bytes(f"{STAGE}/config.yaml", cfg.to_yaml().encode())
     cpus = int(num_cpus or os.cpu_count() or 1)
-    started = _init_ray(cpus)
+    started = ensure_ray(cpus)
     t0 = time.perf_counter()
     scorer_actor = None
     try:

@@ -136,23 +136,8 @@ def worker_env() -> dict:
 def ensure_ray(num_cpus: int) -> bool:
     """Start a local Ray bound to 127.0.0.1 unless one is running (or join RAY_ADDRESS);
     True if started here."""
-    import ray
-    if ray.is_initialized():
-        return False
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    try:
-        from ..raylocal import init_local
-    except ImportError:
-        init_local = None
-    if init_local is not None:
-        return init_local(num_cpus=num_cpus)
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-    else:
-        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
-                 num_cpus=num_cpus, log_to_driver=True)
-    return True
+    from ..raylocal import init_local
+    return init_local(num_cpus=num_cpus)
 
 
 def run_stage(stage: str, loop: Callable[[dict], None], cfg: RunConfig, store=None, *,
