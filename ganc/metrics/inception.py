@@ -26,7 +26,6 @@ import tempfile
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase

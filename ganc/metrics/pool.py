@@ -23,9 +23,9 @@ Ray (tests, and the baseline of ``bench/fid_pool.py``).
 from __future__ import annotations
 
 import os
-import time
+import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
@@ -35,6 +35,9 @@ from ..errors import ConfigError, DataError, GancError
 from .fid import RealStats, Scorer, cached_real_stats, extract_features
 from .inception import load_extractor
 from .sources import FolderSource
+
+
+MODEL_CACHE = 8     # built models each actor keeps
 
 
 # ---------------------------------------------------------------- specs and results
@@ -190,7 +193,7 @@ class _ScoringState:
                                         self.opts.get("weights", ""))
         self.inputs = torch.from_numpy(np.array(inputs, copy=True))
         self.real = real
-        self.models: dict[str, torch.nn.Module] = {}
+        self.models: dict = {}          # insertion order = least recently used first
 
     def compute_real(self, images: list) -> RealStats:
         """Statistics of real images given as uint8 (3, H, W) tensors (no store access)."""
@@ -209,12 +212,19 @@ class _ScoringState:
     def score(self, spec: SubnetSpec, entry) -> dict:
         if self.real is None:
             raise GancError("FID actor has no real statistics")
-        if spec.model not in self.models:
+        # Built models are cached by what was registered (the ObjectRef, or the entry
+        # itself in-process), so re-registering a name with new weights is never served
+        # stale; the least recently used beyond MODEL_CACHE are dropped.
+        key = entry[0].hex() if isinstance(entry, list) else entry["key"]
+        model = self.models.pop(key, None)
+        if model is None:
             if isinstance(entry, list):     # [ObjectRef]: fetched once, then cached
                 import ray
                 entry = ray.get(entry[0])
-            self.models[spec.model] = build_from_entry(entry).to(self.extractor.device)
-        model = self.models[spec.model]
+            model = build_from_entry(entry).to(self.extractor.device)
+        self.models[key] = model
+        while len(self.models) > MODEL_CACHE:
+            self.models.pop(next(iter(self.models)))
         config = _config_for(model, spec)
         scorer = Scorer(self.extractor, self.real, self.inputs,
                         batch_size=self.opts.get("batch_size", 16),
@@ -261,9 +271,13 @@ class LocalPool:
         return self.state.real
 
     def register_model(self, name: str, model=None, **kw) -> str:
-        self.entries[name] = model_entry(model, **kw)
-        self.state.models.pop(name, None)
+        entry = model_entry(model, **kw)
+        entry["key"] = uuid.uuid4().hex
+        self.entries[name] = entry
         return name
+
+    def unregister_model(self, name: str) -> None:
+        self.entries.pop(name, None)
 
     def score(self, specs: Sequence[SubnetSpec], on_result: Optional[Callable] = None
               ) -> list[Score]:
@@ -406,9 +420,15 @@ class FidPool:
         return [s.actor for s in self.slots]
 
     def register_model(self, name: str, model=None, **kw) -> str:
-        """Put a model's weights into the Ray object store once; specs refer to ``name``."""
+        """Put a model's weights into the Ray object store once; specs refer to ``name``.
+
+        Registering a name again replaces its model (actors rebuild it on next use)."""
         self._entries[name] = self._ray.put(model_entry(model, **kw))
         return name
+
+    def unregister_model(self, name: str) -> None:
+        """Drop a model (its weights leave the object store once no task needs them)."""
+        self._entries.pop(name, None)
 
     def _replace(self, slot: _Slot) -> None:
         try:
