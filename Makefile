@@ -1,4 +1,4 @@
-# Quick start:  make demo   (the demo pipeline on generated data)
+# Quick start:  make demo   (the whole pipeline on generated data -> runs/demo/)
 #               make test   (the test suite)
 # Both create or refresh .venv (python3 -m venv + pip install -e ".[test]" -c constraints.txt).
 
@@ -8,7 +8,6 @@ CONSTRAINTS ?= constraints.txt
 BIN          = $(VENV)/bin
 STAMP        = $(VENV)/.ganc-installed
 PYTEST_ARGS ?=
-DEMO_DIR    ?= runs/demo
 
 export RAY_USAGE_STATS_ENABLED = 0
 
@@ -23,7 +22,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m ganc.demo --out $(DEMO_DIR)
+	$(BIN)/ganc compress --config configs/demo.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
