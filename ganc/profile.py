@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from contextlib import nullcontext
 
 import torch
 import torch.nn as nn
@@ -49,7 +48,7 @@ class _FieldMacCounter(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         packet = func
         if packet in _CONV_OPS:
-            x, w = args[0], args[1]
+            w = args[1]
             transposed = bool(args[6])
             groups = int(args[8])
             k = math.prod(w.shape[2:])

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from ._runconfig import add_run_args, load_run_config
+
 
 def register(sub):
     p = sub.add_parser(
@@ -14,11 +16,7 @@ def register(sub):
                     "final gates are sliced into a plain generator, fine-tuned and exported "
                     "to <store>/runs/<run_id>/prune/p<target>/; rows with method "
                     "'prune-lds' are appended to search/results.parquet.")
-    p.add_argument("--config", help="YAML config (default: built-in defaults)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set prune.steps=200 (repeatable)")
-    p.add_argument("--store", help="artifact store: folder, file:///path or s3://bucket/prefix")
-    p.add_argument("--run-id", help="run folder runs/<RUN_ID> (default: store.run_id or name)")
+    add_run_args(p, workers=False)
     p.add_argument("--targets", help="MACs ratio targets of G, comma-separated, e.g. 0.1,0.05 "
                                      "(default: prune.targets)")
     p.add_argument("--d-target", type=float, help="MACs ratio target of D (prune.d_target)")
@@ -29,7 +27,6 @@ def register(sub):
     p.add_argument("--fid", choices=["pool", "local", "none"], default="pool",
                    help="score sampled sub-generators on the Ray FID actor pool (default), "
                         "in each trial's process, or not at all")
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=cmd_prune)
 
 
@@ -53,12 +50,9 @@ def parse_targets(text: str) -> list:
 
 
 def cmd_prune(args):
-    from ..config import load_config
     from ..prune.driver import run_prune
 
-    cfg = load_config(args.config, args.overrides, args.store)
-    if args.run_id:
-        cfg.store.run_id = args.run_id
+    cfg = load_run_config(args)
     if args.targets:
         cfg.prune.targets = parse_targets(args.targets)
     if args.d_target is not None:

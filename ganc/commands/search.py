@@ -5,15 +5,7 @@ import contextlib
 import json
 import sys
 
-
-def _common(p):
-    p.add_argument("--config", help="YAML config (configs/*.yaml); default: built-in defaults")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set search.population=50 (repeatable)")
-    p.add_argument("--store", help="artifact store: folder, file:///path or s3://bucket/prefix "
-                                   "(default: store.url of the config)")
-    p.add_argument("--run-id", help="run folder runs/<RUN_ID> (default: store.run_id or name)")
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+from ._runconfig import add_run_args, load_run_config
 
 
 def register(sub):
@@ -23,7 +15,7 @@ def register(sub):
                     "each trial scored by FID through the FID actor pool. Writes "
                     "search/results.parquet, search/pareto.parquet, search/fid_vs_macs.png and "
                     "best.json under the run. Re-running an interrupted search resumes it.")
-    _common(p)
+    add_run_args(p, workers=False)
     p.add_argument("--method", choices=["evolution", "nsga2"],
                    help="evolution (GAN Compression) or nsga2 (Optuna, Pareto over FID and "
                         "MACs); default search.method")
@@ -39,7 +31,7 @@ def register(sub):
         description="Fine-tune best.json's sub-network (or --subnet-config) with the supernet's "
                     "distillation loop at a fixed config, starting from the supernet weights; "
                     "scores FID before and after and writes finetune/result.json.")
-    _common(p)
+    add_run_args(p, workers=False)
     p.add_argument("--subnet-config", help="channel config to fine-tune (default: best.json)")
     p.add_argument("--local", action="store_true",
                    help="run in this process instead of on Ray Train")
@@ -50,7 +42,7 @@ def register(sub):
         description="Writes export/model.pt (plain sub_mobile_resnet_9blocks state dict), "
                     "export/model.ts (TorchScript) and export/model.json (model card) under "
                     "the run; `ganc translate --weights .../model.pt` loads them.")
-    _common(p)
+    add_run_args(p, workers=False)
     p.add_argument("--subnet-config", help="channel config to export (default: best.json)")
     p.set_defaults(func=cmd_export)
 
@@ -72,10 +64,7 @@ def register(sub):
 
 
 def _cfg(args):
-    from ..config import load_config
-    cfg = load_config(args.config, args.overrides, args.store)
-    if args.run_id:
-        cfg.store.run_id = args.run_id
+    cfg = load_run_config(args)
     return cfg
 
 

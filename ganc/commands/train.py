@@ -3,17 +3,7 @@ from __future__ import annotations
 
 import json
 
-
-def _common(p):
-    p.add_argument("--config", help="YAML config (configs/demo.yaml, configs/facades.yaml, ...); "
-                                    "default: built-in defaults")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set teacher.steps=200 (repeatable)")
-    p.add_argument("--store", help="artifact store: folder, file:///path or s3://bucket/prefix "
-                                   "(default: store.url of the config)")
-    p.add_argument("--run-id", help="run folder runs/<RUN_ID> (default: store.run_id or name)")
-    p.add_argument("--workers", type=int, help="Ray Train workers (scale.workers)")
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+from ._runconfig import add_run_args, load_run_config
 
 
 def register(sub):
@@ -24,28 +14,19 @@ def register(sub):
                     "Checkpoints every teacher.checkpoint_every steps go to "
                     "<store>/runs/<run_id>/teacher/; a re-run continues from the newest one "
                     "and a finished run is not trained again.")
-    _common(p)
+    add_run_args(p)
     p.set_defaults(func=cmd_train, stage="teacher")
     p = sub.add_parser(
         "train-supernet", help="distil the once-for-all supernet on Ray Train",
         description="GAN Compression supernet distillation from a frozen teacher "
                     "(model.teacher_weights, or this run's teacher/final.pt). Writes "
                     "<store>/runs/<run_id>/supernet/final.pt for the search stage.")
-    _common(p)
+    add_run_args(p)
     p.set_defaults(func=cmd_train, stage="supernet")
 
 
 def cmd_train(args):
-    from ..config import load_config
-    from ..errors import ConfigError
-
-    cfg = load_config(args.config, args.overrides, args.store)
-    if args.run_id:
-        cfg.store.run_id = args.run_id
-    if args.workers is not None:
-        if args.workers < 1:
-            raise ConfigError(f"--workers must be at least 1, got {args.workers}")
-        cfg.scale.workers = args.workers
+    cfg = load_run_config(args)
     if args.stage == "teacher":
         from ..train.teacher import train_teacher as stage
     else:

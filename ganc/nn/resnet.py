@@ -12,16 +12,19 @@ from .norm import norm_layer
 
 
 class ResnetBlock(nn.Module):
-    """pad, 3x3 conv, norm, ReLU, [dropout], pad, 3x3 conv, norm, plus the skip."""
+    """pad, 3x3 conv, norm, ReLU, [dropout], pad, 3x3 conv, norm, plus the skip. ``inner``
+    (default ``dim``) is the width between the two convs; pruning shrinks it."""
 
-    def __init__(self, dim: int, norm: str = "instance", dropout: float = 0.0):
+    def __init__(self, dim: int, norm: str = "instance", dropout: float = 0.0,
+                 inner: int | None = None):
         super().__init__()
         make_norm, bias = norm_layer(norm)
-        layers = [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), make_norm(dim),
+        inner = dim if inner is None else inner
+        layers = [nn.ReflectionPad2d(1), nn.Conv2d(dim, inner, 3, bias=bias), make_norm(inner),
                   nn.ReLU(True)]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
-        layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), make_norm(dim)]
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(inner, dim, 3, bias=bias), make_norm(dim)]
         self.conv_block = nn.Sequential(*layers)
 
     def forward(self, x):

@@ -303,21 +303,11 @@ def gated_discriminator(net: NLayerDiscriminator) -> Gated:
 
 
 # ---------------------------------------------------------------------- slicing
-class PrunedResnetBlock(nn.Module):
-    """A ResNet block with its own inner width (same layout as ``ResnetBlock``)."""
+class PrunedResnetBlock(ResnetBlock):
+    """A ResNet block with its own inner width (the layout of ``ResnetBlock``)."""
 
     def __init__(self, dim: int, inner: int, norm: str = "instance", dropout: float = 0.0):
-        super().__init__()
-        make_norm, bias = norm_layer(norm)
-        layers = [nn.ReflectionPad2d(1), nn.Conv2d(dim, inner, 3, bias=bias), make_norm(inner),
-                  nn.ReLU(True)]
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        layers += [nn.ReflectionPad2d(1), nn.Conv2d(inner, dim, 3, bias=bias), make_norm(dim)]
-        self.conv_block = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return x + self.conv_block(x)
+        super().__init__(dim, norm, dropout, inner=inner)
 
 
 WIDTH_KEYS = ("stem", "down1", "trunk", "blocks", "up1", "up2")

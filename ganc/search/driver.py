@@ -40,24 +40,30 @@ class SearchError(GancError):
 
 
 # ---------------------------------------------------------------- inputs
-def load_supernet(run) -> dict:
-    """The supernet payload (``supernet/final.pt``) with ``model`` and ``space`` added."""
+def supernet_of(payload: dict):
+    """The supernet a checkpoint payload (``supernet/final.pt``, ``finetune/final.pt``)
+    describes, with its weights loaded strictly, in eval mode."""
     from .. import nn as gnn
-    key = "supernet/final.pt"
-    if not run.exists(key):
-        raise SearchError(f"no supernet checkpoint at {run.url(key)}; "
-                          "train one first (ganc train supernet)")
-    payload = run.get_torch(key)
-    for field in ("state_dict", "netG", "ngf", "search_space"):
-        if field not in payload:
-            raise SearchError(f"{run.url(key)} has no {field!r} entry")
     model = gnn.build(payload["netG"], ngf=int(payload["ngf"]),
                       norm=payload.get("norm", "instance"),
                       dropout=float(payload.get("dropout", 0.0)),
                       input_nc=int(payload.get("input_nc", 3)),
                       output_nc=int(payload.get("output_nc", 3)))
     model.load_state_dict(payload["state_dict"], strict=True)
-    payload["model"] = model.eval()
+    return model.eval()
+
+
+def load_supernet(run) -> dict:
+    """The supernet payload (``supernet/final.pt``) with ``model`` and ``space`` added."""
+    key = "supernet/final.pt"
+    if not run.exists(key):
+        raise SearchError(f"no supernet checkpoint at {run.url(key)}; "
+                          "train one first (ganc train-supernet)")
+    payload = run.get_torch(key)
+    for field in ("state_dict", "netG", "ngf", "search_space"):
+        if field not in payload:
+            raise SearchError(f"{run.url(key)} has no {field!r} entry")
+    payload["model"] = supernet_of(payload)
     payload["space"] = SearchSpace.from_dict(payload["search_space"])
     return payload
 

@@ -117,14 +117,8 @@ def _one(cfg_str: str) -> SearchSpace:
 def subnet_from(run, key: str, config: str):
     """The plain sub-network ``config`` sliced from the supernet weights at ``key``."""
     from .. import nn as gnn
-    payload = run.get_torch(key)
-    sup = gnn.build(payload["netG"], ngf=int(payload["ngf"]),
-                    norm=payload.get("norm", "instance"),
-                    dropout=float(payload.get("dropout", 0.0)),
-                    input_nc=int(payload.get("input_nc", 3)),
-                    output_nc=int(payload.get("output_nc", 3)))
-    sup.load_state_dict(payload["state_dict"], strict=True)
-    return gnn.extract_subnet(sup.eval(), config).eval()
+    from .driver import supernet_of
+    return gnn.extract_subnet(supernet_of(run.get_torch(key)), config).eval()
 
 
 def score_before_after(cfg: RunConfig, root, run, sup: dict, cfg_str: str) -> dict:
