@@ -146,14 +146,18 @@ class _Scorer:
 
     def score(self, models: list) -> list:
         from ..metrics.pool import SubnetSpec
-        specs = []
+        names = []
         for m in models:
             self.serial += 1
-            name = f"pruned-{self.serial}"
-            self.pool.register_model(name, m)
-            specs.append(SubnetSpec(name))
+            names.append(f"pruned-{self.serial}")
+            self.pool.register_model(names[-1], m)
+        try:
+            scores = self.pool.score([SubnetSpec(n) for n in names])
+        finally:
+            for n in names:  # release the weights from the object store
+                self.pool.unregister_model(n)
         return [{"fid": s.fid, "kid": s.kid_mean, "seconds": s.seconds, "actor": s.actor}
-                for s in self.pool.score(specs)]
+                for s in scores]
 
     def close(self):
         self.pool.close()
