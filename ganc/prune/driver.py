@@ -52,29 +52,33 @@ class PruneError(GancError):
 
 # ---------------------------------------------------------------------- models
 def build_teacher(cfg: RunConfig, run=None):
-    """(G, D, source) -- the original generator and a discriminator to start from."""
+    """(G, D, source) -- the original generator and a discriminator to start from.
+
+    G is the run's teacher, found as the supernet stage finds it (``model.teacher_weights``,
+    else ``teacher/final.pt``, with the architecture recorded there); without either, a
+    randomly initialised ``model.teacher`` (demo and tests only)."""
     from .. import nn as gnn
-    from ..weights import load_weights
+    from ..train.supernet import load_teacher, resolve_teacher
     m = cfg.model
-    if not (m.teacher.startswith("resnet_") or m.teacher == "mobile_resnet_9blocks"):
-        raise ConfigError(f"model.teacher {m.teacher!r}: pruning supports resnet_9blocks, "
-                          "resnet_6blocks and mobile_resnet_9blocks")
-    G = gnn.build(m.teacher, ngf=m.teacher_ngf, norm=m.norm, dropout=m.dropout)
     d_in = 6 if cfg.data.kind == "aligned" else 3
     D = gnn.build(m.netD, input_nc=d_in, ndf=m.ndf, n_layers=m.n_layers_D, norm=m.norm_D)
-    source = "random-init"
-    if run is not None and run.exists("teacher/final.pt"):
-        final = run.get_torch("teacher/final.pt")
-        G.load_state_dict(final["state_dict"], strict=True)
-        if "netD" in final:
-            try:
-                D.load_state_dict(final["netD"], strict=True)
-            except RuntimeError:
-                pass  # a D of another shape: start D fresh
-        source = run.url("teacher/final.pt")
-    elif m.teacher_weights:
-        load_weights(G, m.teacher_weights, arch=m.teacher)
-        source = m.teacher_weights
+    if m.teacher_weights or (run is not None and run.exists("teacher/final.pt")):
+        ref = resolve_teacher(cfg, run)
+        G, source = load_teacher(ref, cfg.store.endpoint_url), ref["source"]
+        if not m.teacher_weights:
+            final = run.get_torch("teacher/final.pt")
+            if "netD" in final:
+                try:
+                    D.load_state_dict(final["netD"], strict=True)
+                except RuntimeError:
+                    pass  # a D of another shape: start D fresh
+    else:
+        G, source = gnn.build(m.teacher, ngf=m.teacher_ngf, norm=m.norm,
+                              dropout=m.dropout), "random-init"
+    kind = type(G).__name__
+    if kind not in ("ResnetGenerator", "MobileResnetGenerator"):
+        raise ConfigError(f"teacher {kind} ({source}): pruning supports resnet_9blocks, "
+                          "resnet_6blocks and mobile_resnet_9blocks")
     return G.eval(), D, source
 
 
