@@ -115,9 +115,9 @@ class PruneConfig:
     targets: list = field(default_factory=lambda: [0.1])
     d_target: float = 0.5
     steps: int = 1000
-    lr_agent: float = 1e-3
+    lr_agent: float = 5e-3
     temperature: float = 0.5
-    base: float = 3.0              # logit offset: gates start open
+    base: float = 1.0              # logit offset: gates start open
     lambda_resource: float = 2.0
     lambda_lds: float = 1.0
     lds_k: int = 4                 # neighbourhood size
