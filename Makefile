@@ -1,4 +1,4 @@
-# Quick start:  make demo   (the whole pipeline on generated data -> runs/demo/)
+# Quick start:  make demo   (the whole pipeline on generated data -> runs/runs/demo/)
 #               make test   (the test suite)
 # Both create or refresh .venv (python3 -m venv + pip install -e ".[test]" -c constraints.txt).
 
