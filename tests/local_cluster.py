@@ -101,39 +101,37 @@ class LocalCluster:
         import json
         return sorted(n.get("node_ip") or n.get("node_ip_address") for n in json.loads(out))
 
-    def submit(self, entrypoint: list[str], working_dir: str, submission_id: str,
-               timeout: float = 900, runtime_env: dict | None = None) -> tuple[str, str]:
-        """Submit with ``ray job submit`` (waits for the job); returns (status, logs)."""
+    def _submit(self, entrypoint, working_dir, submission_id, wait: bool, timeout: float,
+                runtime_env=None) -> str:
+        """Run ``ray job submit``, retrying while the head's job agent is still coming up
+        (it starts a little after ``ray start``); returns its output."""
         import json
         args = ["job", "submit", f"--address={self.dashboard}", f"--working-dir={working_dir}",
-                f"--submission-id={submission_id}"]
-        if runtime_env:
-            args.append(f"--runtime-env-json={json.dumps(runtime_env)}")
-        for _ in range(30):  # the head's job agent comes up a little after `ray start`
-            out = subprocess.run([os.path.join(BIN, "ray"), *args, "--", *entrypoint],
-                                 env=self.env, capture_output=True, text=True, timeout=timeout)
-            self.last_submit_output = out.stdout + out.stderr
-            if "No available agent" not in self.last_submit_output:
-                break
-            time.sleep(2)
-        try:
-            return self.wait(submission_id, timeout=120), self.logs(submission_id)
-        except RuntimeError:
-            raise RuntimeError("ray job submit failed:\n" + self.last_submit_output[-3000:])
-
-    def submit_no_wait(self, entrypoint, working_dir, submission_id, runtime_env=None):
-        import json
-        args = ["job", "submit", "--no-wait", f"--address={self.dashboard}",
-                f"--working-dir={working_dir}", f"--submission-id={submission_id}"]
+                f"--submission-id={submission_id}"] + ([] if wait else ["--no-wait"])
         if runtime_env:
             args.append(f"--runtime-env-json={json.dumps(runtime_env)}")
         for _ in range(30):
-            try:
-                return self._ray(*args, "--", *entrypoint)
-            except RuntimeError as e:
-                if "No available agent" not in str(e):
-                    raise
-                time.sleep(2)
+            out = subprocess.run([os.path.join(BIN, "ray"), *args, "--", *entrypoint],
+                                 env=self.env, capture_output=True, text=True, timeout=timeout)
+            text = out.stdout + out.stderr
+            if "No available agent" not in text:
+                return text
+            time.sleep(2)
+        return text
+
+    def submit(self, entrypoint: list[str], working_dir: str, submission_id: str,
+               timeout: float = 900, runtime_env: dict | None = None) -> tuple[str, str]:
+        """Submit with ``ray job submit`` (waits for the job); returns (status, logs)."""
+        text = self._submit(entrypoint, working_dir, submission_id, True, timeout, runtime_env)
+        try:
+            return self.wait(submission_id, timeout=120), self.logs(submission_id)
+        except RuntimeError:
+            raise RuntimeError("ray job submit failed:\n" + text[-3000:])
+
+    def submit_no_wait(self, entrypoint, working_dir, submission_id, runtime_env=None):
+        text = self._submit(entrypoint, working_dir, submission_id, False, 180, runtime_env)
+        self.status(submission_id)  # raises with the CLI's output if the job does not exist
+        return text
 
     def status(self, submission_id: str) -> str:
         out = self._ray("job", "status", f"--address={self.dashboard}", submission_id).lower()
