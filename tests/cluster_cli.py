@@ -1,0 +1,117 @@
+"""What the cluster tests share: the `ray` command line against one test cluster (jobs,
+nodes, state), and finding exactly the processes a test cluster started.
+
+Every process of a test cluster carries ``GANC_TEST_CLUSTER=<name>`` in its environment
+(Ray passes its environment on to the processes it starts: GCS, raylets, workers, job
+drivers, and the nodes the fake autoscaler starts), so teardown kills those and nothing
+else: never ``ray stop``, which would end every Ray of this user on the machine.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VENV = Path(sys.prefix)
+MARKER = "GANC_TEST_CLUSTER"
+
+
+def pids(select) -> list[int]:
+    """PIDs (other than ours) for which ``select(pid)`` holds; unreadable ones are skipped."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                if select(int(entry)):
+                    out.append(int(entry))
+            except OSError:
+                pass
+    return out
+
+
+def has_env(pid: int, entry: bytes) -> bool:
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        return entry in f.read().split(b"\0")
+
+
+def owned_by(pid: int, uid: int) -> bool:
+    return os.stat(f"/proc/{pid}").st_uid == uid
+
+
+def kill_all(select, rounds: int = 10) -> None:
+    for _ in range(rounds):
+        found = pids(select)
+        if not found:
+            return
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.5)
+
+
+class ClusterCLI:
+    """The `ray` CLI against one cluster: set ``env`` (with ``MARKER``), ``address`` and
+    ``dashboard`` before use."""
+    name: str
+    env: dict
+    address: str
+    dashboard: str
+
+    def ray(self, *args, timeout: float = 180, check: bool = True, env: dict | None = None) -> str:
+        out = subprocess.run([str(VENV / "bin" / "ray"), *args], env=env or self.env,
+                             capture_output=True, text=True, timeout=timeout)
+        if check and out.returncode != 0:
+            raise RuntimeError(f"ray {' '.join(args[:2])} failed:\n{out.stdout}\n{out.stderr}")
+        return out.stdout + out.stderr
+
+    # ------------------------------------------------------------------ jobs
+    def submit(self, entrypoint: list[str], submission_id: str, working_dir: str | Path,
+               timeout: float = 900) -> tuple[str, str]:
+        """``ray job submit --working-dir`` (waits); returns (final status, job logs)."""
+        args = ["job", "submit", f"--address={self.dashboard}", f"--working-dir={working_dir}",
+                f"--submission-id={submission_id}", "--", *entrypoint]
+        for _ in range(30):      # the job agent comes up a little after `ray start`
+            text = self.ray(*args, timeout=timeout, check=False)
+            if "No available agent" not in text:
+                break
+            time.sleep(2)
+        return self.status(submission_id), self.logs(submission_id)
+
+    def status(self, submission_id: str) -> str:
+        out = self.ray("job", "status", f"--address={self.dashboard}", submission_id,
+                       check=False).lower()
+        # e.g. "Job 'x' succeeded", "Job 'x' was stopped", "Status for job 'x': RUNNING"
+        word = next((w for w in ("stopped", "succeeded", "failed", "running", "pending")
+                     if w in out), out.strip())
+        return word.upper()
+
+    def logs(self, submission_id: str) -> str:
+        return self.ray("job", "logs", f"--address={self.dashboard}", submission_id, check=False)
+
+    # ------------------------------------------------------------------ state
+    def state(self, what: str) -> list[dict]:
+        """``ray list <what> --detail`` as JSON (nodes, actors, tasks, jobs, ...)."""
+        return json.loads(self.ray("list", what, f"--address={self.address}", "--format=json",
+                                   "--detail", "--limit=10000", timeout=120))
+
+    def alive_nodes(self) -> list[dict]:
+        return [n for n in self.state("nodes") if n.get("state") == "ALIVE"]
+
+    def wait_nodes(self, n: int, timeout: float = 120) -> list[dict]:
+        deadline = time.time() + timeout
+        while True:
+            alive = self.alive_nodes()
+            if len(alive) >= n or time.time() > deadline:
+                assert len(alive) >= n, alive
+                return alive
+            time.sleep(1)
+
+    def kill_marked(self) -> None:
+        entry = f"{MARKER}={self.name}".encode()
+        kill_all(lambda pid: has_env(pid, entry))
