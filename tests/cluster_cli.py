@@ -71,7 +71,7 @@ class ClusterCLI:
         return out.stdout + out.stderr
 
     # ------------------------------------------------------------------ jobs
-    def submit(self, entrypoint: list[str], submission_id: str, working_dir: str | Path,
+    def submit(self, entrypoint: list[str], working_dir: str | Path, submission_id: str,
                timeout: float = 900) -> tuple[str, str]:
         """``ray job submit --working-dir`` (waits); returns (final status, job logs)."""
         args = ["job", "submit", f"--address={self.dashboard}", f"--working-dir={working_dir}",

@@ -17,3 +17,19 @@ def needs_shared(*paths: Path):
     missing = [str(p) for p in paths if not p.exists()]
     return pytest.mark.skipif(bool(missing), reason=f"../shared not available: {', '.join(missing)}"
                               if missing else "")
+
+
+def demo_data_on_s3(url: str, local_dir: Path, n: int = 12, size: int = 64) -> str:
+    """Paired demo data made locally with `ganc make-demo-data` and uploaded under ``url``
+    (``s3://bucket/prefix``, on the S3 server of the environment), as a user would with
+    `aws s3 sync`; returns ``url``."""
+    import subprocess
+    import sys
+
+    import s3fs
+    out = subprocess.run([sys.executable, "-m", "ganc", "make-demo-data", "--kind", "paired",
+                          "--out", str(local_dir), "--n", str(n), "--n-test", "4",
+                          "--size", str(size)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    s3fs.S3FileSystem().put(str(local_dir), url[len("s3://"):], recursive=True)
+    return url

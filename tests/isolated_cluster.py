@@ -39,6 +39,10 @@ SYSTEM_DIRS = {"/", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc", "/dev", "
                "/run", "/var", "/opt", "/home", "/tmp"}
 
 
+class NotIsolatable(RuntimeError):
+    """This machine cannot give the worker node its own user and view of the files."""
+
+
 def require_isolation() -> str | None:
     """Why this machine cannot run an isolated cluster, or None."""
     if os.geteuid() != 0:
@@ -159,18 +163,18 @@ class IsolatedCluster(ClusterCLI):
             for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
                 os.chown(name, self.uid, self.gid)
 
-    def _start_worker(self) -> None:
+    def _worker_env(self) -> dict:
+        return {"HOME": str(self.worker_home), "USER": self.name, "LOGNAME": self.name,
+                "PATH": f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+                "GANC_CACHE": str(self.worker_home / ".cache" / "ganc"),
+                "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+                "RAY_AUTH_MODE": "token", MARKER: self.name, **self.worker_env}
+
+    def run_as_worker(self, argv: list[str], timeout: float = 180) -> subprocess.CompletedProcess:
+        """Run ``argv`` as the worker node's user, in a new private mount namespace where
+        the driver's folders are hidden (processes it leaves behind stay in it)."""
         keep = sorted({Path(sys.base_prefix).resolve(), VENV.resolve(), self.worker_root})
         hide = _hide_roots(keep)
-        env = {"HOME": str(self.worker_home), "USER": self.name, "LOGNAME": self.name,
-               "PATH": f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
-               "GANC_CACHE": str(self.worker_home / ".cache" / "ganc"),
-               "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-               "RAY_AUTH_MODE": "token", MARKER: self.name, **self.worker_env}
-        start = [str(PYTHON), str(self.worker_root / "ray_start_loopback.py"),
-                 f"--address={self.address}", "--node-ip-address=127.0.0.1",
-                 f"--num-cpus={self.worker_cpus}", f"--temp-dir={self.worker_tmp}",
-                 f"--dashboard-agent-listen-port={free_port()}", "--disable-usage-stats"]
         # Open every folder to keep before hiding anything, hide, then bind each one back
         # at its own path from the open descriptor (its old path is covered by then).
         lines = ["set -eu", "umask 022"]
@@ -184,13 +188,27 @@ class IsolatedCluster(ClusterCLI):
                 lines.append(f"mount --no-canonicalize --bind /proc/self/fd/{3 + i} {_q(k)}")
         lines += [f"exec {3 + i}<&-" for i in range(len(keep))]
         lines.append("exec setpriv --reuid={} --regid={} --clear-groups env -i {} {}".format(
-            self.uid, self.gid, " ".join(_q(f"{k}={v}") for k, v in env.items()),
-            " ".join(_q(a) for a in start)))
-        script = self.head_root / "worker-node.sh"
+            self.uid, self.gid, " ".join(_q(f"{k}={v}") for k, v in self._worker_env().items()),
+            " ".join(_q(a) for a in argv)))
+        script = self.head_root / f"as-worker-{secrets.token_hex(3)}.sh"
         script.write_text("\n".join(lines) + "\n")
-        out = subprocess.run(["unshare", "--mount", "--propagation", "private", "--",
-                              "bash", str(script)], capture_output=True, text=True, timeout=180,
-                             cwd="/")
+        return subprocess.run(["unshare", "--mount", "--propagation", "private", "--",
+                               "bash", str(script)], capture_output=True, text=True,
+                              timeout=timeout, cwd="/")
+
+    def _start_worker(self) -> None:
+        # Can the worker's user run this Python at all (a venv or interpreter that only its
+        # owner may read cannot be used by another user, whatever is mounted)?
+        probe = self.run_as_worker([str(PYTHON), "-c", "import ray, torch"])
+        if probe.returncode != 0:
+            tail = probe.stderr.strip().splitlines()[-1:] or [""]
+            raise NotIsolatable(f"the worker node's user cannot use {VENV} ({tail[0][:200]}); "
+                                "its files must be readable by other users")
+        out = self.run_as_worker(
+            [str(PYTHON), str(self.worker_root / "ray_start_loopback.py"),
+             f"--address={self.address}", "--node-ip-address=127.0.0.1",
+             f"--num-cpus={self.worker_cpus}", f"--temp-dir={self.worker_tmp}",
+             f"--dashboard-agent-listen-port={free_port()}", "--disable-usage-stats"])
         if out.returncode != 0:
             raise RuntimeError(f"worker node did not start:\n{out.stdout}\n{out.stderr}")
 

@@ -331,6 +331,9 @@ def test_image_base_by_digest_non_root_user_no_sudo():
     assert not re.search(r"\bsudo\b", runs), "no sudo in the image"
     # uid 1000: the AMI's ubuntu user, owner of the token file the container mounts.
     assert re.search(rf"useradd\b[^&;]*--uid 1000\b[^&;]*\b{re.escape(users[-1])}\b", runs)
+    # Ray's launcher puts its bootstrap files in the HOME of the image's ENV (else /root,
+    # which the user cannot write).
+    assert _dockerfile_env().get("HOME") == f"/home/{users[-1]}"
     apt = re.search(r"apt-get install[^&;]*", runs).group(0).split()
     for pkg in ("openssh-client", "rsync"):
         assert pkg in apt, f"{pkg}: the autoscaler on the head reaches workers with it"

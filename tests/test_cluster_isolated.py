@@ -1,0 +1,166 @@
+"""No shared filesystem: the demo pipeline by `ray job submit` on a two-node cluster whose
+nodes share no files (tests/isolated_cluster.py). The head has no CPUs, so every training
+worker, trial and FID actor runs on the worker node, which is another Unix user that sees
+none of the driver's folders and gets S3 credentials only from its own ~/.aws (the default
+chain, as an instance role would give them). Data and store are on the local S3 server.
+
+One cluster for the module; one pipeline run shared by the checks on it. Skips with the
+reason when this machine cannot isolate a node (not root, no mount namespace).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import string
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from .conftest import S3_BUCKET
+from .helpers import REPO, demo_data_on_s3
+from .isolated_cluster import IsolatedCluster, NotIsolatable, require_isolation
+
+# The demo pipeline, every stage, each a few steps on 12 images of 64px.
+TINY = ["teacher.steps=16", "teacher.checkpoint_every=8", "distill.steps=16",
+        "distill.checkpoint_every=8", "search.population=4", "search.generations=2",
+        "prune.steps=8", "prune.sample_every=4", "prune.samples=2", "prune.finetune_steps=2",
+        "prune.targets=0.3", "finetune.steps=4", "finetune.checkpoint_every=2",
+        "scale.workers=1", "pipeline.report_images=2"]
+RUN_ID = "tiny"
+# What must run on the worker node (Ray class names of the actors).
+WORKER_ONLY = ("RayTrainWorker", "FidActor", "ImplicitFunc", "FunctionTrainable")
+
+
+@pytest.fixture(scope="module")
+def credentials():
+    """A distinctive key pair (moto accepts any): the scan looks for the secret's value."""
+    alphabet = string.ascii_uppercase + string.digits
+    key_id = "AKIA" + "".join(secrets.choice(alphabet) for _ in range(16))
+    secret = base64.b64encode(secrets.token_bytes(30)).decode()   # 40 characters, like AWS's
+    return key_id, secret
+
+
+@pytest.fixture(scope="module")
+def prefix(s3_server):
+    return f"{S3_BUCKET}/iso-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def iso(s3_server, credentials):
+    why = require_isolation()
+    if why:
+        pytest.skip(f"isolated cluster: {why}")
+    key_id, secret = credentials
+    region = "us-east-1"
+    no_proxy = {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+    # The head (and the job drivers it runs) has the keys in its environment, as a user's
+    # machine or an S3-compatible setup would; the worker node only has its ~/.aws.
+    head_env = {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret,
+                "AWS_DEFAULT_REGION": region, "AWS_ENDPOINT_URL": s3_server, **no_proxy}
+    worker_files = {
+        ".aws/credentials": f"[default]\naws_access_key_id = {key_id}\n"
+                            f"aws_secret_access_key = {secret}\n",
+        ".aws/config": f"[default]\nregion = {region}\nendpoint_url = {s3_server}\n"}
+    cluster = IsolatedCluster(head_env, worker_files, worker_env=no_proxy, worker_cpus=2)
+    try:
+        try:
+            cluster.start()
+        except NotIsolatable as e:
+            pytest.skip(f"isolated cluster: {e}")
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def data_url(s3_server, prefix, tmp_path_factory):
+    return demo_data_on_s3(f"s3://{prefix}/data/demo", tmp_path_factory.mktemp("demo"))
+
+
+def _job(store: str, data: str) -> list[str]:
+    args = ["python", "jobs/compress.py", "--config", "configs/demo.yaml", "--store", store,
+            "--run-id", RUN_ID, "--set", f"data.root={data}"]
+    for s in TINY:
+        args += ["--set", s]
+    return args
+
+
+@pytest.fixture(scope="module")
+def run(iso, prefix, data_url):
+    """The demo pipeline, submitted once; (status, job logs, store URL, actors)."""
+    store = f"s3://{prefix}/store"
+    status, logs = iso.submit(_job(store, data_url), REPO, "ganc-iso-run", timeout=1500)
+    return status, logs, store, iso.state("actors")
+
+
+def test_pipeline_on_the_worker_node_and_pull_best(iso, run, tmp_path):
+    status, logs, store, actors = run
+    assert status == "SUCCEEDED", logs[-5000:]
+    for stage in ("teacher", "supernet", "search", "prune", "finetune", "export", "report"):
+        assert f"{stage}: done" in logs, stage
+    # Training workers, trials and FID actors ran on the worker node, not the head.
+    worker = iso.worker_node_id()
+    seen = {}
+    for a in actors:
+        name = a.get("class_name") or ""
+        if any(w in name for w in WORKER_ONLY):
+            seen.setdefault(name, set()).add(a.get("node_id"))
+    table = "\n".join(f"{a.get('class_name')} {a.get('node_id')} {a.get('state')}" for a in actors)
+    assert any("RayTrainWorker" in n for n in seen), table
+    assert any("FidActor" in n for n in seen), table
+    for name, nodes in seen.items():
+        assert nodes == {worker}, f"{name} ran on {nodes}, not only the worker node\n{table}"
+    # The placement was decided once and recorded in the run.
+    import s3fs
+    fs = s3fs.S3FileSystem()
+    run_key = f"{store[len('s3://'):]}/runs/{RUN_ID}"
+    placement = json.loads(fs.cat(f"{run_key}/placement.json"))
+    assert placement.get("use_gpu") in (False, "false"), placement
+    # "The laptop" gets the model.
+    out = tmp_path / "pulled"
+    p = subprocess.run([sys.executable, "-m", "ganc", "pull", f"{store}/runs/{RUN_ID}", "--best",
+                        "-o", str(out)], capture_output=True, text=True,
+                       env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    assert p.returncode == 0, p.stderr
+    assert {"model.pt", "model.json", "best.json"} <= set(os.listdir(out))
+
+
+def test_file_store_refused_at_submission_with_one_line(iso, data_url, tmp_path):
+    store = f"file://{tmp_path}/store"
+    status, logs = iso.submit(_job(store, data_url), REPO, "ganc-iso-file-store", timeout=600)
+    assert status == "FAILED", logs[-3000:]
+    assert "Traceback" not in logs, logs[-3000:]
+    errors = [line for line in logs.splitlines() if "store" in line.lower() and "file://" in line]
+    assert errors, logs[-3000:]
+    assert "s3://" in errors[-1], errors[-1]           # says what to use instead
+    for stage in ("teacher", "supernet"):
+        assert f"{stage}: running" not in logs and f"{stage}: done" not in logs, logs[-3000:]
+    assert not os.path.exists(f"{tmp_path}/store/runs"), "a stage wrote to the refused store"
+
+
+def test_secret_in_no_stored_object_log_or_runtime_env(iso, run, prefix, credentials):
+    _, logs, _, actors = run
+    secret = credentials[1].encode()
+    import s3fs
+    fs = s3fs.S3FileSystem()
+    fs.invalidate_cache()
+    keys = fs.find(prefix)
+    names = " ".join(keys)
+    # Tune's and Train's own files are among what is scanned, not just ganc's.
+    for part in ("tuner.pkl", "experiment_state", "checkpoint", "result"):
+        assert part in names, f"no {part} object under {prefix}: the scan would miss it"
+    leaked = [k for k in keys if secret in fs.cat_file(k)]
+    assert not leaked, f"the secret key is in {leaked[:5]}"
+    # Every job's logs, every file of both nodes' Ray session folders (all process logs,
+    # runtime environments), and what Ray's state API reports (runtime_env included).
+    for job in iso.state("jobs"):
+        assert secret.decode() not in iso.logs(job["submission_id"]), job["submission_id"]
+    assert secret.decode() not in logs
+    for path in iso.log_files():
+        assert secret not in path.read_bytes(), f"the secret key is in {path}"
+    for what in ("jobs", "actors", "tasks"):
+        assert secret.decode() not in json.dumps(iso.state(what)), f"ray list {what}"
