@@ -73,7 +73,7 @@ def main(argv=None):
                          ngf=args.ngf)
     setup_local = time.perf_counter() - t0
 
-    init_local(num_cpus=args.cpus, logging_level="ERROR")
+    init_local(num_cpus=args.cpus, private=True, logging_level="ERROR")
     t0 = time.perf_counter()
     pool = FidPool(split, num_actors=args.actors, store=store, fid=fid)
     pool.register_model("super", arch="super_mobile_resnet_9blocks", state=sup.state_dict(),

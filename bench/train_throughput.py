@@ -58,8 +58,10 @@ def main(argv=None) -> int:
 
     import torch
     from ganc.config import from_dict
+    from ganc.context import open_context
+    from ganc.raylocal import init_local
     from ganc.train import launch
-    from ganc.train.supernet import supernet_loop, train_supernet
+    from ganc.train.supernet import supernet_loop
     from ganc.train.teacher import teacher_loop, train_teacher
 
     work = tempfile.mkdtemp(prefix="ganc-bench-train-")
@@ -78,7 +80,7 @@ def main(argv=None) -> int:
         "scale": {"workers": 1, "cpus_per_worker": args.threads, "use_gpu": "false"},
     }
     torch.set_num_threads(args.threads)
-    started = launch.ensure_ray(max(os.cpu_count() or 1, args.threads))
+    started = init_local(max(os.cpu_count() or 1, args.threads), private=True)
     results = {"plain": [], "ray": []}
     try:
         if args.stage == "supernet":  # one teacher for every supernet job
@@ -92,13 +94,13 @@ def main(argv=None) -> int:
                 cfg = from_dict({**base, "name": f"{mode}-{r}"})
                 loop = teacher_loop if args.stage == "teacher" else supernet_loop
                 t0 = time.perf_counter()
+                ctx = open_context(cfg, store)
                 if args.stage == "teacher":
-                    res = launch.run_stage("teacher", _threads_wrapper(loop), cfg, store,
+                    res = launch.run_stage("teacher", _threads_wrapper(loop), ctx,
                                            runner="local" if mode == "plain" else None,
                                            extra_spec={"bench_threads": args.threads})
                 else:
-                    res = _supernet(cfg, store, mode, args.threads, launch, loop,
-                                    train_supernet)
+                    res = _supernet(ctx, mode, args.threads, launch, loop)
                 wall = time.perf_counter() - t0
                 windows = [h["images_per_s"] for h in res["history"]][1:]
                 ips = statistics.median(windows)
@@ -125,12 +127,11 @@ def main(argv=None) -> int:
     return 0
 
 
-def _supernet(cfg, store, mode, threads, launch, loop, train_supernet):
+def _supernet(ctx, mode, threads, launch, loop):
     from ganc.train.supernet import resolve_teacher, search_space_of
-    _, run = launch.open_run(cfg, store)
-    extra = {"search_space": search_space_of(cfg).to_dict(),
-             "teacher": resolve_teacher(cfg, run), "bench_threads": threads}
-    return launch.run_stage("supernet", _threads_wrapper(loop), cfg, store,
+    extra = {"search_space": search_space_of(ctx.cfg).to_dict(),
+             "teacher": resolve_teacher(ctx.cfg, ctx.run), "bench_threads": threads}
+    return launch.run_stage("supernet", _threads_wrapper(loop), ctx,
                             runner="local" if mode == "plain" else None, extra_spec=extra)
 
 

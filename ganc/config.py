@@ -7,6 +7,7 @@ The resolved config is saved beside every artifact of a run.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -20,7 +21,9 @@ from .errors import ConfigError
 @dataclass
 class DataConfig:
     kind: str = "aligned"          # aligned | unaligned
-    root: str = ""                 # dataset folder; empty -> generated demo data
+    root: str = ""                 # dataset folder or fsspec URL (s3://bucket/prefix,
+                                   # file:///abs); empty -> generated demo data
+    on_every_node: bool = False    # a local root is present at the same path on every node
     direction: str = "AtoB"        # AtoB | BtoA
     load_size: int = 286           # training: resize to this, then random crop
     crop_size: int = 256           # training crop; test-time resize
@@ -28,10 +31,9 @@ class DataConfig:
     serial: bool = False           # unaligned: pair A[i] with B[i mod |B|]
     train_split: str = "train"
     eval_split: str = "val"        # aligned: folder; unaligned: 'test' -> testA/testB
-    fid_real: str = ""             # folder(s) of real target images for FID ('' -> eval targets);
-                                   # several joined by ','
-    batch_size: int = 1
-    num_workers: int = 0
+    fid_real: str = ""             # folder(s) of real target images for FID, relative to root
+                                   # ('' -> eval targets); several joined by ','
+    batch_size: int = 1            # the GLOBAL batch: split evenly over scale.workers
     demo_n: int = 64               # generated data: images per training split
     demo_size: int = 64
     demo_seed: int = 0
@@ -56,10 +58,11 @@ class ModelConfig:
 
 @dataclass
 class TeacherConfig:
-    steps: int = 2000
+    epochs: int = 100              # epochs at the constant LR (the reference's nepochs)
+    epochs_decay: int = 100        # then epochs of linear decay to 0 (nepochs_decay)
+    steps: int = 0                 # >0: exactly this many steps instead (same LR shape)
     lr: float = 2e-4
     beta1: float = 0.5
-    decay_from: float = 0.5        # fraction of steps after which the LR decays linearly to 0
     lambda_L1: float = 100.0       # pix2pix
     lambda_cycle: float = 10.0     # CycleGAN
     lambda_identity: float = 0.5
@@ -71,10 +74,11 @@ class TeacherConfig:
 
 @dataclass
 class DistillConfig:
-    steps: int = 2000
+    epochs: int = 100
+    epochs_decay: int = 100
+    steps: int = 0                 # >0: exactly this many steps instead (same LR shape)
     lr: float = 2e-4
     beta1: float = 0.5
-    decay_from: float = 0.5
     sampler: str = "uniform"       # uniform | sandwich
     lambda_recon: float = 100.0    # pix2pix 100, CycleGAN 10
     lambda_distill: float = 1.0    # pix2pix 1, CycleGAN 0.01
@@ -104,7 +108,9 @@ class SearchConfig:
 
 @dataclass
 class FinetuneConfig:
-    steps: int = 1000
+    epochs: int = 5
+    epochs_decay: int = 15
+    steps: int = 0                 # >0: exactly this many steps instead (same LR shape)
     lr: float = 2e-4
     checkpoint_every: int = 200
     log_every: int = 20
@@ -151,8 +157,11 @@ class FidConfig:
 @dataclass
 class ScaleConfig:
     workers: int = 1
-    use_gpu: str = "auto"          # auto | true | false
-    cpus_per_worker: int = 1
+    use_gpu: str = "auto"          # auto | true | false (see ganc.placement)
+    cpus_per_worker: int = 1       # per Train worker; DataLoader processes get all but one
+    resources: dict = field(default_factory=dict)  # custom resources every Train worker,
+                                   # FID actor and pruning trial requests, e.g. {accel: 1}
+    wait_s: float = 900.0          # how long a resource request may stay unmet
     amp: bool = True               # bf16 autocast on GPU
     max_failures: int = 2
     cpu_crop_size: int = 0         # >0: without a GPU, train/eval at this size (load_size
@@ -162,6 +171,7 @@ class ScaleConfig:
 @dataclass
 class StoreConfig:
     url: str = "./runs"            # file path / file:// or s3://bucket/prefix
+    shared: bool = False           # a file:// store mounted on every node (NFS, FSx)
     run_id: str = ""               # empty: derived from the config name
     endpoint_url: str = ""         # S3-compatible server (else AWS_ENDPOINT_URL)
 
@@ -232,6 +242,8 @@ def _coerce(value: Any, typ, where: str):
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return "" if value is None else str(value)
+    if typ is dict or origin is dict:
+        return _coerce_resources(value, where)
     if typ is list or origin is list:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -246,6 +258,30 @@ def _coerce(value: Any, typ, where: str):
             raise ConfigError(f"{where}: expected a mapping of fields, got {value!r}")
         return _build(typ, value, where)
     return value
+
+
+RESERVED_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+
+
+def _coerce_resources(value: Any, where: str) -> dict:
+    """A mapping of resource names to positive numbers (``scale.resources``)."""
+    if value is None or value == "":
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping such as {{accel: 1}}, got {value!r}")
+    out = {}
+    for k, v in value.items():
+        name = str(k).strip()
+        if not name:
+            raise ConfigError(f"{where}: empty resource name")
+        if name in RESERVED_RESOURCES:
+            raise ConfigError(f"{where}.{name}: set CPUs with scale.cpus_per_worker and GPUs "
+                              "with scale.use_gpu; resources holds custom resources only")
+        num = _coerce(v, float, f"{where}.{name}")
+        if not math.isfinite(num) or num <= 0:
+            raise ConfigError(f"{where}.{name}: expected a positive number, got {v!r}")
+        out[name] = num
+    return out
 
 
 def _build(cls, data: dict, where: str):

@@ -42,16 +42,13 @@ def export_best(cfg: RunConfig, store=None, *, config: Optional[str] = None,
     """Export the fine-tuned (else the supernet-sliced) chosen sub-network; returns the card."""
     import torch
 
+    from .context import open_context
     from .profile import count_macs, count_params, measure_latency
     from .search.driver import cost_model, load_supernet
     from .search.finetune import STAGE, chosen_config, subnet_from
-    import copy
 
-    from .train.launch import apply_cpu_size, open_run, want_gpu
-
-    cfg = copy.deepcopy(cfg)
-    apply_cpu_size(cfg, want_gpu(cfg))        # same eval size as the search
-    _, run = open_run(cfg, store)
+    ctx = open_context(cfg, store)            # the run's placement: same eval size as search
+    cfg, run = ctx.cfg, ctx.run
     cfg_str = chosen_config(run, config)
     sup = load_supernet(run)
     sup["space"].validate(cfg_str)
@@ -73,7 +70,7 @@ def export_best(cfg: RunConfig, store=None, *, config: Optional[str] = None,
     lat = measure_latency(net, shape, warmup=2, repeats=latency_repeats, device="cpu")
     if sup.get("teacher"):
         from .train.supernet import load_teacher
-        t = load_teacher(sup["teacher"], cfg.store.endpoint_url).cpu().eval()
+        t = load_teacher(sup["teacher"], ctx.endpoint_url).cpu().eval()
         teacher.update({"netG": sup["teacher"].get("netG"), "ngf": sup["teacher"].get("ngf"),
                         "macs": count_macs(t, shape), "params": count_params(t),
                         "latency_ms_cpu": measure_latency(t, shape, warmup=2,

@@ -78,20 +78,22 @@ def compress(cfg: RunConfig, store=None, *, method: Optional[str] = None,
              on_stage: Optional[Callable[[str, dict], None]] = None) -> dict:
     """Run every stage of ``cfg.pipeline.stages`` that has not finished; returns a summary
     with each stage's marker and the report."""
-    from .raylocal import init_local
-    from .train.launch import open_run
+    from .context import open_context, ray_connection
+    from .train.launch import train_cpus
 
     stages = _stages(cfg)
     home = _cwd_or_none()
     _import_stages(stages)
-    root, run = open_run(cfg, store)
-    run.write_bytes("config.yaml", cfg.to_yaml().encode())
-    say(f"[compress] run {run.url()}: stages {' -> '.join(stages)}")
-    started = init_local()
-    _return_to(home)
     done = {}
     t_all = time.perf_counter()
-    try:
+    with ray_connection(num_cpus=train_cpus(cfg)):
+        _return_to(home)
+        # Checks what the run needs against the cluster (one line, before any stage runs)
+        # and records the run's placement at its first submission.
+        ctx = open_context(cfg, store)
+        root, run = ctx.root, ctx.run
+        run.write_bytes("config.yaml", cfg.to_yaml().encode())
+        say(f"[compress] run {run.url()}: stages {' -> '.join(stages)}")
         for i, stage in enumerate(stages, 1):
             key = MARKER.format(stage)
             if run.exists(key):
@@ -111,10 +113,6 @@ def compress(cfg: RunConfig, store=None, *, method: Optional[str] = None,
             say(f"[compress] {i}/{len(stages)} {stage}: done in {marker['seconds']:.0f}s")
             if on_stage:
                 on_stage(stage, marker)
-    finally:
-        if started:
-            import ray
-            ray.shutdown()
     result = {"run": run.url(), "stages": done,
               "seconds": round(time.perf_counter() - t_all, 1)}
     if run.exists("report/summary.json"):
@@ -125,9 +123,11 @@ def compress(cfg: RunConfig, store=None, *, method: Optional[str] = None,
 # ---------------------------------------------------------------- stage runners
 def _teacher(cfg, root, run, method):
     if cfg.model.teacher_weights:
+        from .context import open_context
         from .train.supernet import load_teacher, resolve_teacher
-        ref = resolve_teacher(cfg, run)
-        load_teacher(ref, cfg.store.endpoint_url)   # fails now, with one line, if it won't load
+        ctx = open_context(cfg, root)
+        ref = resolve_teacher(ctx.cfg, run)
+        load_teacher(ref, ctx.endpoint_url)   # fails now, with one line, if it won't load
         say(f"[compress] teacher: using {ref['source']}")
         return {"source": ref["source"], "trained": False}
     from .train.teacher import train_teacher
@@ -179,7 +179,7 @@ def _export(cfg, root, run, method):
 
 def _report(cfg, root, run, method):
     from .report import write_report
-    rep = write_report(cfg, run)
+    rep = write_report(cfg, root)
     return {"rows": len(rep["rows"]), "folder": run.url("report")}
 
 

@@ -3,7 +3,6 @@ the FID-vs-MACs plot, and a grid of input / teacher / compressed outputs, writte
 ``runs/<id>/report/``."""
 from __future__ import annotations
 
-import copy
 import io
 import math
 
@@ -46,7 +45,7 @@ def collect_rows(cfg: RunConfig, run, size: int) -> tuple[list[dict], dict]:
         from .train.supernet import load_teacher
         ref = run.get_torch("supernet/final.pt").get("teacher")  # no need to build the supernet
         if ref:
-            teacher = load_teacher(ref, cfg.store.endpoint_url).cpu().eval()
+            teacher = load_teacher(ref, run.endpoint_url or cfg.store.endpoint_url).cpu().eval()
             t_info = best.get("teacher") or {}
             measured = (card.get("teacher") or {}).get("latency_ms_cpu")  # export timed it
             rows.append({"model": f"{ref.get('netG')} (ngf {ref.get('ngf')})",
@@ -101,16 +100,17 @@ def grid_png(inputs, outputs: dict[str, list]) -> bytes:
     return buf.getvalue()
 
 
-def write_report(cfg: RunConfig, run) -> dict:
+def write_report(cfg: RunConfig, store=None) -> dict:
+    """The report of a run (``store``: the store, a URL, or None for ``store.url``)."""
     import torch
 
+    from .context import open_context
     from .data.images import to_uint8
     from .pipeline import format_table
     from .train import common
-    from .train.launch import apply_cpu_size, want_gpu
 
-    cfg = copy.deepcopy(cfg)
-    apply_cpu_size(cfg, want_gpu(cfg))
+    ctx = open_context(cfg, store)
+    cfg, run = ctx.cfg, ctx.run
     size = int(cfg.data.crop_size)
     rows, models = collect_rows(cfg, run, size)
     if not rows:
@@ -121,8 +121,8 @@ def write_report(cfg: RunConfig, run) -> dict:
         run.write_bytes(f"{REPORT}/pareto.png", run.read_bytes("search/fid_vs_macs.png"))
         files["pareto"] = run.url(f"{REPORT}/pareto.png")
     if models:
-        ds = common.build_split(cfg, common.resolve_data_root(cfg.data),
-                                common.eval_split(cfg.data), train=False)
+        ds = common.build_split(cfg, ctx.data_root(), common.eval_split(cfg.data),
+                                train=False)
         n = min(int(cfg.pipeline.report_images), len(ds))
         xs = torch.stack([ds[i]["A"] for i in range(n)])
         inputs = [to_uint8(x) for x in xs]

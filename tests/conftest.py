@@ -14,6 +14,11 @@ import pytest
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 S3_BUCKET = "ganc-test"
 
+# Other people's Ray clusters may run on this machine: every Ray a test starts in-process
+# (and every `ganc` subprocess it runs) is a private one, never one found on the host.
+os.environ["GANC_RAY_PRIVATE"] = "1"
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -72,15 +77,18 @@ def s3_url(s3_server) -> str:
 
 
 @pytest.fixture(scope="session")
-def ray_local():
-    """A local Ray instance (2 CPUs, loopback only, no dashboard, no usage stats)."""
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+def ray_local(s3_server):
+    """A private local Ray instance (2 CPUs, loopback only, no usage stats).
+
+    Started after the S3 server's settings are in the environment: Ray's processes inherit
+    them, as every process of a real node gets its credentials from the node itself
+    (nothing copies credentials into Ray's runtime_env or pickled objects)."""
     import ray
     if ray.is_initialized():
         yield ray
         return
     from ganc.raylocal import LOOPBACK, init_local
-    init_local(num_cpus=2, logging_level="ERROR")
+    init_local(num_cpus=2, private=True, logging_level="ERROR")
     assert {n["NodeManagerAddress"] for n in ray.nodes()} == {LOOPBACK}
     try:
         yield ray

@@ -129,16 +129,20 @@ def test_batch_stream_resumes_at_the_same_batch():
 
 def test_demo_data_resolved_once_into_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("GANC_CACHE", str(tmp_path))
+    from ganc.cluster import local_machine
+    from ganc.context import resolve_data
+    from ganc.store import open_store
     cfg = from_dict({"data": {"kind": "unaligned", "demo_n": 4, "demo_size": 16}})
-    root = common.resolve_data_root(cfg.data)
+    store = open_store(tmp_path / "store")
+    root = resolve_data(cfg, store, local_machine()).local()
     assert root == str(tmp_path / "demo" / "unpaired-4-16-0")
     stamp = (tmp_path / "demo" / "unpaired-4-16-0" / "demo.json").stat().st_mtime_ns
-    assert common.resolve_data_root(cfg.data) == root
+    assert resolve_data(cfg, store, local_machine()).local() == root
     assert (tmp_path / "demo" / "unpaired-4-16-0" / "demo.json").stat().st_mtime_ns == stamp
     assert common.eval_split(cfg.data) == "test"
     cfg.data.root = str(tmp_path / "nope")
     with pytest.raises(ConfigError, match="data.root"):
-        common.resolve_data_root(cfg.data)
+        resolve_data(cfg, store, local_machine())
 
 
 def test_search_space_of_config():

@@ -356,7 +356,7 @@ def tiny_config(url, run_id="tiny"):
     return cfg
 
 
-def test_search_budget_below_smallest_fails_before_starting_anything(tmp_path):
+def test_search_budget_below_smallest_fails_before_starting_anything(ray_local, tmp_path):
     from ganc.search.driver import run_search
     url = str(tmp_path / "store")
     make_supernet_run(url)

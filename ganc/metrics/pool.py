@@ -14,11 +14,18 @@ re-run; every spec gets exactly one :class:`Score`.
 
 Only the driver touches the store: it reads the cached real statistics, or has the first
 actor compute them from images it sends through the object store and writes them (so
-actors need no store credentials and no shared filesystem).
+actors need no store credentials and no shared filesystem). The driver also makes sure of
+the Inception weights (SHA-1 checked) and ships them: actors on its node use its file,
+actors on other nodes a content-addressed copy under the store's root
+(``fid-weights/<sha1>.pt``), downloaded once per node into the node's cache.
 
-Actors take a share of a GPU when the cluster has GPUs (``num_gpus = gpus / N``, capped
-at 1), else one CPU each. :class:`LocalPool` runs the same scoring in-process, without
-Ray (tests, and the baseline of ``bench/fid_pool.py``).
+On a GPU placement each actor takes ``1 / ceil(N / G)`` of a GPU (G: the GPUs the cluster
+has or its autoscaler can add), so the N actors always fit on the G GPUs; otherwise one
+CPU each. Every actor also asks for ``resources`` (``scale.resources``). The N actors are
+requested together as one placement group (what the autoscaler scales for), granted within
+``wait_s`` or refused with one line naming the missing resource; a replaced actor takes the
+dead one's bundle. :class:`LocalPool` runs the same scoring in-process, without Ray
+(tests, and the baseline of ``bench/fid_pool.py``).
 """
 from __future__ import annotations
 
@@ -33,7 +40,7 @@ import torch
 
 from ..errors import ConfigError, DataError, GancError
 from .fid import RealStats, Scorer, cached_real_stats, extract_features
-from .inception import load_extractor
+from .inception import load_extractor, load_shipped_extractor, ship_weights
 from .sources import FolderSource
 
 
@@ -98,9 +105,11 @@ class EvalSplit:
         return cls(inp, rl, label)
 
     @classmethod
-    def from_data_config(cls, data) -> "EvalSplit":
-        """The eval split of a ``DataConfig`` (aligned: A|B halves of ``<root>/<eval_split>``;
-        unaligned: ``<eval_split>A`` -> ``<eval_split>B``, or ``fid_real`` folders)."""
+    def from_data_config(cls, data, name: str = "") -> "EvalSplit":
+        """The eval split of a ``DataConfig`` whose ``root`` is a local folder (aligned: A|B
+        halves of ``<root>/<eval_split>``; unaligned: ``<eval_split>A`` ->
+        ``<eval_split>B``, or ``fid_real`` folders). ``name`` labels the dataset in the
+        statistics cache (default: the folder's name)."""
         if not data.root:
             raise ConfigError("data.root is empty: no eval split to score on")
         a_to_b = data.direction == "AtoB"
@@ -109,16 +118,17 @@ class EvalSplit:
             inp = FolderSource((folder,), "left" if a_to_b else "right", data.crop_size)
             real = FolderSource((folder,), "right" if a_to_b else "left", 0)
             if data.fid_real:
-                real = FolderSource(_folders(data.fid_real), "full", 0)
+                real = FolderSource(_real_folders(data), "full", 0)
         elif data.kind == "unaligned":
             src, dst = ("A", "B") if a_to_b else ("B", "A")
             inp = FolderSource((os.path.join(data.root, data.eval_split + src),), "full",
                                data.crop_size)
-            real = FolderSource(_folders(data.fid_real) if data.fid_real else
+            real = FolderSource(_real_folders(data) if data.fid_real else
                                 (os.path.join(data.root, data.eval_split + dst),), "full", 0)
         else:
             raise ConfigError(f"data.kind {data.kind!r} is not one of: aligned, unaligned")
-        label = f"{os.path.basename(os.path.normpath(data.root))}/{data.eval_split}/{data.direction}"
+        name = name or os.path.basename(os.path.normpath(data.root))
+        label = f"{name}/{data.eval_split}/{data.direction}"
         return cls(inp, real, label)
 
     def load_inputs(self) -> np.ndarray:
@@ -131,6 +141,11 @@ class EvalSplit:
         if x.is_floating_point():
             x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return x.contiguous().numpy()
+
+
+def _real_folders(data) -> tuple:
+    """``data.fid_real``: folders relative to the dataset's root (absolute paths as given)."""
+    return tuple(os.path.join(data.root, f) for f in _folders(data.fid_real))
 
 
 def _folders(x) -> tuple:
@@ -189,8 +204,11 @@ class _ScoringState:
 
     def __init__(self, fid_opts: dict, inputs: np.ndarray, real: Optional[RealStats]):
         self.opts = dict(fid_opts)
-        self.extractor = load_extractor(self.opts.get("extractor", "auto"),
-                                        self.opts.get("weights", ""))
+        if self.opts.get("weights_ref"):     # shipped by the pool's driver
+            self.extractor = load_shipped_extractor(self.opts["weights_ref"])
+        else:
+            self.extractor = load_extractor(self.opts.get("extractor", "auto"),
+                                            self.opts.get("weights", ""))
         self.inputs = torch.from_numpy(np.array(inputs, copy=True))
         self.real = real
         self.models: dict = {}          # insertion order = least recently used first
@@ -338,6 +356,7 @@ def _actor_class():
 class _Slot:
     actor: Any
     name: str
+    bundle: int = 0                 # its bundle of the pool's placement group
     generation: int = 0
     inflight: int = 0
 
@@ -345,15 +364,22 @@ class _Slot:
 class FidPool:
     """N Ray actors scoring specs in parallel; see the module docstring.
 
-    Ray must already be initialised (``ray.init`` by the caller). ``num_gpus`` per actor
-    defaults to the cluster's GPUs divided among the actors (capped at 1), or 0 on a
-    CPU-only cluster, where each actor takes ``num_cpus`` CPUs.
+    Ray must already be initialised (``ray.init`` by the caller). ``use_gpu``: None takes
+    GPUs when the cluster has some now; ``gpus``: the GPUs to share (default: what the
+    cluster has or its autoscaler can add). ``num_gpus`` fixes the share per actor instead;
+    without a GPU each actor takes ``num_cpus`` CPUs.
     """
 
     def __init__(self, split: EvalSplit, num_actors: int = 1, store=None, fid=None,
                  num_gpus: Optional[float] = None, num_cpus: float = 1,
-                 max_attempts: int = 3, per_actor_queue: int = 2):
+                 max_attempts: int = 3, per_actor_queue: int = 2, *,
+                 use_gpu: Optional[bool] = None, gpus: Optional[float] = None,
+                 resources: Optional[dict] = None, wait_s: float = 900.0):
         import ray
+
+        from ..cluster import current
+        from ..placement import gpu_share
+        from ..resources import reserve, worker_bundle
         if not ray.is_initialized():
             raise GancError("the FID pool needs Ray: call ray.init() first")
         if int(num_actors) < 1:
@@ -364,45 +390,71 @@ class FidPool:
         self.num_actors = int(num_actors)
         self.max_attempts = int(max_attempts)
         self.per_actor_queue = max(1, int(per_actor_queue))
-        gpus = float(ray.cluster_resources().get("GPU", 0))
+        cluster = current()
         if num_gpus is None:
-            num_gpus = min(1.0, gpus / self.num_actors) if gpus > 0 else 0.0
+            if use_gpu is None:
+                use_gpu = float(cluster.resources.get("GPU", 0) or 0) > 0
+            share_of = gpus if gpus is not None else cluster.capacity("GPU")
+            num_gpus = gpu_share(self.num_actors, max(1.0, share_of)) if use_gpu else 0.0
         self.num_gpus = float(num_gpus)
         self.num_cpus = float(num_cpus) if self.num_gpus == 0 else 0.0
-        self._cls = _actor_class().options(num_cpus=self.num_cpus, num_gpus=self.num_gpus)
+        self.resources = {k: float(v) for k, v in (resources or {}).items()}
+        # The Inception weights, checked here and shipped to the actors' nodes.
+        try:
+            self.opts["weights_ref"] = ship_weights(
+                self.opts.get("extractor", "auto"), self.opts.get("weights", ""),
+                store if (store is not None and cluster.multi_node) else None)
+        except GancError as e:
+            raise GancError(f"FID pool: {e}") from None
+        bundle = worker_bundle(self.num_cpus, self.num_gpus > 0, self.resources,
+                               gpu=self.num_gpus)
+        self._pg = reserve([bundle] * self.num_actors, wait_s,
+                           f"the FID pool's {self.num_actors} actors", cluster, keep=True)
         self.replacements = 0
         self._entries: dict[str, Any] = {}          # name -> ObjectRef of the model entry
         self._serial = 0
+        self.slots: list[_Slot] = []
 
-        self._inputs_ref = ray.put(split.load_inputs())
-        if isinstance(split.real, RealStats):
-            self.real: RealStats = split.real
-            self._real_ref = ray.put(self.real)
-            first = self._new_actor(self._real_ref)
-        else:   # cached in the store (read by this driver), or computed by the first actor
-            first = self._new_actor(None)
-            ext_id = self._get(first.info.remote())["extractor"]
-            source = split.real
+        try:
+            self._inputs_ref = ray.put(split.load_inputs())
+            if isinstance(split.real, RealStats):
+                self.real: RealStats = split.real
+                self._real_ref = ray.put(self.real)
+                first = self._new_actor(self._real_ref, 0)
+            else:   # cached in the store (read by this driver), or computed by the first actor
+                first = self._new_actor(None, 0)
+                ext_id = self._get(first.info.remote())["extractor"]
+                source = split.real
 
-            def compute():
-                images = ray.put([source.load(p) for p in source.paths()])
-                return self._get(first.compute_real.remote(images))
+                def compute():
+                    images = ray.put([source.load(p) for p in source.paths()])
+                    return self._get(first.compute_real.remote(images))
 
-            self.real = cached_real_stats(source, ext_id, store, split.label, compute,
-                                          keep_features=bool(self.opts.get("kid", False)))
-            self._real_ref = ray.put(self.real)
-            self._get(first.set_real.remote(self._real_ref))
-        self.slots = [_Slot(first, self._name())]
-        for _ in range(1, self.num_actors):
-            self.slots.append(_Slot(self._new_actor(self._real_ref), self._name()))
+                self.real = cached_real_stats(source, ext_id, store, split.label, compute,
+                                              keep_features=bool(self.opts.get("kid", False)))
+                self._real_ref = ray.put(self.real)
+                self._get(first.set_real.remote(self._real_ref))
+            self.slots = [_Slot(first, self._name(), 0)]
+            for i in range(1, self.num_actors):
+                self.slots.append(_Slot(self._new_actor(self._real_ref, i), self._name(), i))
+        except BaseException:
+            self.close()
+            raise
 
     # ----------------------------------------------------------- plumbing
     def _name(self) -> str:
         self._serial += 1
         return f"fid-actor-{self._serial}"
 
-    def _new_actor(self, real_ref):
-        return self._cls.remote(self.opts, self._inputs_ref, real_ref)
+    def _new_actor(self, real_ref, bundle: int):
+        opts = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.resources:
+            opts["resources"] = dict(self.resources)
+        if self._pg is not None:
+            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+            opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                self._pg, placement_group_bundle_index=bundle)
+        return _actor_class().options(**opts).remote(self.opts, self._inputs_ref, real_ref)
 
     def _get(self, ref):
         try:
@@ -435,7 +487,7 @@ class FidPool:
             self._ray.kill(slot.actor, no_restart=True)
         except Exception:
             pass
-        slot.actor = self._new_actor(self._real_ref)
+        slot.actor = self._new_actor(self._real_ref, slot.bundle)
         slot.name = self._name()
         slot.generation += 1
         slot.inflight = 0
@@ -509,6 +561,13 @@ class FidPool:
             except Exception:
                 pass
         self.slots = []
+        if getattr(self, "_pg", None) is not None:
+            from ray.util.placement_group import remove_placement_group
+            try:
+                remove_placement_group(self._pg)
+            except Exception:
+                pass
+            self._pg = None
 
     def __enter__(self):
         return self

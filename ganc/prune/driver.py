@@ -117,13 +117,15 @@ def load_pruned(run, prefix: str):
 
 
 # ---------------------------------------------------------------------- scoring
-def _eval_split(cfg: RunConfig, data_root: str):
+def _eval_split(cfg: RunConfig, data_spec: dict):
+    from ..data.source import DataRef
     from ..metrics.pool import EvalSplit
     from ..train.common import eval_split
+    ref = DataRef.from_spec(data_spec)
     data = copy.deepcopy(cfg.data)
-    data.root = data_root
+    data.root = ref.local()
     data.eval_split = eval_split(cfg.data)
-    split = EvalSplit.from_data_config(data)
+    split = EvalSplit.from_data_config(data, name=ref.name)
     n = int(cfg.prune.eval_n)
     if n > 0:
         inputs = split.inputs.load_all() if hasattr(split.inputs, "load_all") else split.inputs
@@ -134,16 +136,18 @@ def _eval_split(cfg: RunConfig, data_root: str):
 class _Scorer:
     """Owns a FID pool (or a local one); scores lists of plain generators."""
 
-    def __init__(self, cfg_dict: dict, data_root: str, store_url: str, endpoint: str,
-                 kind: str, num_cpus: float):
+    def __init__(self, cfg_dict: dict, data_spec: dict, store_url: str, endpoint: str,
+                 kind: str, num_cpus: float, placement: dict):
         from ..metrics.pool import FidPool, LocalPool
         from ..store import open_store
         cfg = from_dict(cfg_dict)
-        split = _eval_split(cfg, data_root)
+        split = _eval_split(cfg, data_spec)
         store = open_store(store_url, endpoint_url=endpoint or None)
         if kind == "pool":
             self.pool = FidPool(split, num_actors=max(1, cfg.fid.num_actors), store=store,
-                                fid=cfg.fid, num_cpus=num_cpus)
+                                fid=cfg.fid, num_cpus=num_cpus,
+                                use_gpu=bool(placement["use_gpu"]), gpus=placement.get("gpus"),
+                                resources=placement.get("resources"), wait_s=cfg.scale.wait_s)
         else:
             self.pool = LocalPool(split, store=store, fid=cfg.fid)
         self.serial = 0
@@ -186,9 +190,10 @@ def prune_target(spec: dict, target: float, report=None, scorer=None) -> dict:
     size = cfg.data.crop_size
     pr = Pruner(pc, target, G0, D0, conditional=cfg.data.kind == "aligned", size=size,
                 gan_mode=cfg.model.gan_mode, device=device, seed=cfg.seed)
-    ds = common.build_split(cfg, spec["data_root"], cfg.data.train_split, train=True)
-    stream = common.BatchStream(ds, cfg.data.batch_size, 0, 1, cfg.seed)
-    batches = stream.from_step(0)
+    from ..data.source import DataRef
+    ds = common.build_split(cfg, DataRef.from_spec(spec["data"]).local(), cfg.data.train_split,
+                            train=True)
+    batches = iter(common.batch_loader(ds, cfg.data.batch_size, 0, 1, cfg.seed))
     score = (lambda models: scorer(models)) if scorer is not None else _nan_scores
     history, best = [], {"fid": float("inf"), "macs": None, "step": None}
     log_every = max(1, min(pc.sample_every, 20))
@@ -299,51 +304,55 @@ def append_results(run, rows: list) -> str:
 def run_prune(cfg: RunConfig, store=None, *, targets=None, scorer: str = "pool",
               num_cpus: Optional[int] = None) -> dict:
     """Prune for every target on Ray Tune; returns the summary (also in the store)."""
-    import ray
-    from ray import tune
-
-    from ..train import common
-    from ..train.launch import apply_cpu_size, ensure_ray, open_run, want_gpu
+    from ..context import stage_context
+    cfg = copy.deepcopy(cfg)
     if targets is not None:
         cfg.prune.targets = [float(t) for t in targets]
     check_prune_config(cfg.prune)
     if scorer not in SCORERS:
         raise ConfigError(f"scorer {scorer!r} is not one of: {', '.join(SCORERS)}")
-    root, run = open_run(cfg, store)
-    cfg = copy.deepcopy(cfg)
-    data_root = common.resolve_data_root(cfg.data)
+    with stage_context(cfg, store, num_cpus=int(num_cpus or os.cpu_count() or 1)) as ctx:
+        return _prune(ctx, scorer)
+
+
+def _prune(ctx, scorer: str) -> dict:
+    import ray
+    from ray import tune
+
+    from ..resources import worker_bundle
+    from ..train.launch import ray_storage
+    cfg, root, run = ctx.cfg, ctx.root, ctx.run
     build_teacher(cfg, run)  # fail early on a bad teacher
     run.write_bytes(f"{STAGE}/config.yaml", cfg.to_yaml().encode())
-    cpus = int(num_cpus or os.cpu_count() or 1)
-    started = ensure_ray(cpus)
     t0 = time.perf_counter()
     scorer_actor = None
     try:
-        gpu = want_gpu(cfg)
-        apply_cpu_size(cfg, gpu)  # scale.cpu_crop_size: smaller images without a GPU
-        spec = {"config": cfg.to_dict(), "store_url": run.url(),
-                "endpoint_url": run.endpoint_url or cfg.store.endpoint_url or "",
-                "data_root": data_root, "use_gpu": gpu, "threads": cfg.scale.cpus_per_worker}
+        spec = {"config": cfg.to_dict(), **ctx.worker_spec(),
+                "threads": cfg.scale.cpus_per_worker}
         n_trials = len(cfg.prune.targets)
         total_cpus = int(ray.cluster_resources().get("CPU", 1))
         if scorer != "none":
             actors = max(1, cfg.fid.num_actors)
             fid_cpus = 1.0 if total_cpus >= n_trials * cfg.scale.cpus_per_worker + actors else 0.0
             cls = ray.remote(num_cpus=0)(_Scorer)
-            scorer_actor = cls.remote(cfg.to_dict(), data_root, root.url(),
-                                      root.endpoint_url or "", scorer, fid_cpus)
+            scorer_actor = cls.remote(cfg.to_dict(), ctx.data.to_spec(), root.url(),
+                                      ctx.endpoint_url, scorer, fid_cpus,
+                                      {k: ctx.placement.get(k) for k in
+                                       ("use_gpu", "gpus", "resources")})
             ray.get(scorer_actor.score.remote([]))  # surface setup errors now
-        resources = {"cpu": cfg.scale.cpus_per_worker, "gpu": 1 if gpu else 0}
+        # one trial per target: the CPUs of a worker, a GPU on a GPU placement, and
+        # scale.resources
+        bundle = worker_bundle(cfg.scale.cpus_per_worker, ctx.use_gpu, ctx.resources)
         trainable = tune.with_resources(
-            tune.with_parameters(_trial, spec=spec, scorer=scorer_actor), resources)
-        storage = os.path.join(common.cache_dir(), "tune") if run.protocol != "file" else \
-            os.path.join(run.root, STAGE)
-        os.makedirs(storage, exist_ok=True)
+            tune.with_parameters(_trial, spec=spec, scorer=scorer_actor),
+            tune.PlacementGroupFactory([bundle]))
+        storage_path, fs = ray_storage(run, STAGE)
         tuner = tune.Tuner(
             trainable,
             param_space={"target": tune.grid_search([float(t) for t in cfg.prune.targets])},
             tune_config=tune.TuneConfig(max_concurrent_trials=n_trials),
-            run_config=tune.RunConfig(name="tune", storage_path=storage, verbose=0,
+            run_config=tune.RunConfig(name="tune", storage_path=storage_path,
+                                      storage_filesystem=fs, verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=0)))
         results = tuner.fit()
         errors = [r.error for r in results if r.error]
@@ -356,8 +365,6 @@ def run_prune(cfg: RunConfig, store=None, *, targets=None, scorer: str = "pool",
             except Exception:
                 pass
             ray.kill(scorer_actor)
-        if started:
-            ray.shutdown()
     rows = [run.get_json(f"{STAGE}/p{float(t):g}/row.json") for t in cfg.prune.targets]
     append_results(run, rows)
     summary = {"method": METHOD, "run": run.url(), "rows": rows,

@@ -74,14 +74,15 @@ def cost_model(payload: dict, size: int) -> CostModel:
                      norm=payload.get("norm", "instance"))
 
 
-def eval_split_of(cfg: RunConfig):
-    """The FID pool's eval split for ``cfg.data`` (generated demo data when no root)."""
+def eval_split_of(cfg: RunConfig, ctx):
+    """The FID pool's eval split of ``cfg.data``, read from the run's dataset on this node
+    (``ctx``: the run's :class:`ganc.context.RunContext`)."""
     from ..metrics.pool import EvalSplit
     from ..train import common
     data = copy.deepcopy(cfg.data)
-    data.root = common.resolve_data_root(cfg.data)
+    data.root = ctx.data_root()
     data.eval_split = common.eval_split(cfg.data)
-    return EvalSplit.from_data_config(data)
+    return EvalSplit.from_data_config(data, name=ctx.data.name)
 
 
 # ---------------------------------------------------------------- trials
@@ -184,41 +185,42 @@ def rows_of(results) -> list[dict]:
 def run_search(cfg: RunConfig, store=None, *, method: Optional[str] = None,
                budget_macs: Optional[float] = None, fresh: bool = False) -> dict:
     """Run (or resume) the search of a run; returns the summary written to best.json."""
+    from ..context import stage_context
+    with stage_context(cfg, store) as ctx:
+        return _search(ctx, method=method, budget_macs=budget_macs, fresh=fresh)
+
+
+def _search(ctx, *, method: Optional[str], budget_macs: Optional[float], fresh: bool) -> dict:
+    from ..placement import search_budget
     from ..profile import count_macs, count_params
-    from ..train.launch import apply_cpu_size, ensure_ray, open_run, ray_storage, want_gpu
+    from ..train.launch import ray_storage
     from ..train.supernet import load_teacher
 
-    cfg = copy.deepcopy(cfg)
-    apply_cpu_size(cfg, want_gpu(cfg))        # scale.cpu_crop_size: smaller eval size on CPU
+    cfg, root, run = ctx.cfg, ctx.root, ctx.run
     sc = cfg.search
     method = method or sc.method
     if method not in METHODS:
         raise ConfigError(f"search.method {method!r} is not one of: {', '.join(METHODS)}")
-    root, run = open_run(cfg, store)
     sup = load_supernet(run)
     space: SearchSpace = sup["space"]
-    size = int(cfg.data.crop_size)
+    size = int(cfg.data.crop_size)              # the placement's eval size
     cost = cost_model(sup, size)
     teacher_ref = sup.get("teacher")
-    teacher = load_teacher(teacher_ref, cfg.store.endpoint_url) if teacher_ref else None
+    teacher = load_teacher(teacher_ref, ctx.endpoint_url) if teacher_ref else None
     shape = (1, cost.input_nc, size, size)
     teacher_macs = count_macs(teacher, shape) if teacher is not None else None
-    budget = float(budget_macs or sc.budget_macs or 0)
-    if budget <= 0:
-        if teacher_macs is None:
-            raise ConfigError("search.budget_macs is 0 and the supernet names no teacher; "
-                              "set --budget-macs")
-        budget = teacher_macs / 10.0
+    # --budget-macs and search.budget_macs are MACs at data.crop_size (the recipe's size)
+    budget = search_budget(ctx.placement, float(budget_macs or sc.budget_macs or 0),
+                           teacher_macs)
     check_budget(space, budget, cost)          # one line, before anything starts
 
-    import ray
     from ray import tune
     from ..metrics.pool import FidPool, SubnetSpec
-    started = ensure_ray(max(2, os.cpu_count() or 1))
     pool = lease = None
     try:
-        pool = FidPool(eval_split_of(cfg), num_actors=cfg.fid.num_actors, store=root,
-                       fid=cfg.fid)
+        pool = FidPool(eval_split_of(cfg, ctx), num_actors=cfg.fid.num_actors, store=root,
+                       fid=cfg.fid, use_gpu=ctx.use_gpu, gpus=ctx.placement.get("gpus"),
+                       resources=ctx.resources, wait_s=cfg.scale.wait_s)
         m = sup["model"]
         pool.register_model("super", arch=sup["netG"], state=m.state_dict(),
                             ngf=int(sup["ngf"]), norm=sup.get("norm", "instance"),
@@ -273,6 +275,10 @@ def run_search(cfg: RunConfig, store=None, *, method: Optional[str] = None,
                     "seed": sc.seed, "latency_objective": latency,
                     "max_concurrent_trials": max_conc, "fid_actors": pool.num_actors,
                     "eval_size": size, "macs_convention": "torchprofile",
+                    "budget_rule": ("--budget-macs / search.budget_macs at "
+                                    f"{ctx.placement['recipe_size']}px"
+                                    if (budget_macs or sc.budget_macs) else
+                                    f"a tenth of the teacher's MACs at {size}px"),
                     "space": space.to_dict(), "resumed": resumed,
                     "wall_s": time.time() - t0}
         return write_results(run, rows, teacher_info, settings, cost)
@@ -281,8 +287,6 @@ def run_search(cfg: RunConfig, store=None, *, method: Optional[str] = None,
             lease.close()
         if pool is not None:
             pool.close()
-        if started:
-            ray.shutdown()
 
 
 __all__ = ["run_search", "load_supernet", "PoolLease", "score_trial", "make_searcher",

@@ -6,7 +6,8 @@ local process with ``runner="local"``) as the stage ``finetune`` with
 - a one-config search space (the chosen config at every position), so the loop's
   sampler always trains that sub-network;
 - the model / distillation settings the supernet was trained with (its saved config),
-  and ``finetune.steps`` / ``lr`` / ``checkpoint_every`` / ``log_every``;
+  and ``finetune.epochs`` / ``epochs_decay`` / ``steps`` / ``lr`` / ``checkpoint_every`` /
+  ``log_every``;
 - starting weights (student, feature mappings, discriminator) from
   ``supernet/final.pt``, handed to the loop as its step-0 resume point
   (``finetune/init/state.pt`` + ``finetune/latest.json``), so an interrupted fine-tune
@@ -41,18 +42,18 @@ def finetune_config(cfg: RunConfig, sup: dict) -> RunConfig:
     """The supernet's own training config with this run's store, scale and fine-tune."""
     base = from_dict(sup["config"]) if isinstance(sup.get("config"), dict) else copy.deepcopy(cfg)
     ft = cfg.finetune
-    for name, v in (("steps", ft.steps), ("checkpoint_every", ft.checkpoint_every),
-                    ("log_every", ft.log_every)):
+    for name, v in (("checkpoint_every", ft.checkpoint_every), ("log_every", ft.log_every)):
         if int(v) < 1:
             raise ConfigError(f"finetune.{name} must be at least 1, got {v}")
     base.store = copy.deepcopy(cfg.store)
     base.scale = copy.deepcopy(cfg.scale)
     base.fid = copy.deepcopy(cfg.fid)
     base.finetune = copy.deepcopy(ft)
+    base.data.batch_size = int(cfg.data.batch_size)
     d = base.distill
-    d.steps, d.lr = int(ft.steps), float(ft.lr)
-    d.checkpoint_every = min(int(ft.checkpoint_every), int(ft.steps))
-    d.log_every = min(int(ft.log_every), int(ft.steps))
+    d.epochs, d.epochs_decay, d.steps = int(ft.epochs), int(ft.epochs_decay), int(ft.steps)
+    d.lr = float(ft.lr)
+    d.checkpoint_every, d.log_every = int(ft.checkpoint_every), int(ft.log_every)
     d.sampler, d.eval_every = "uniform", 0
     base.model.student = sup.get("netG", base.model.student)
     base.model.student_ngf = int(sup.get("ngf", base.model.student_ngf))
@@ -76,38 +77,44 @@ def _seed_start(run, sup: dict) -> None:
 def finetune(cfg: RunConfig, store=None, *, config: Optional[str] = None,
              runner: Optional[str] = None, score: bool = True) -> dict:
     """Fine-tune the chosen sub-network; returns ``finetune/result.json``'s content."""
-    from ..train.launch import open_run, run_stage
+    from ..context import stage_context
+    from ..train.launch import run_stage, schedule_of, train_cpus
     from ..train.supernet import supernet_loop
     from .driver import load_supernet
 
-    root, run = open_run(cfg, store)
-    cfg_str = chosen_config(run, config)
-    sup = load_supernet(run)
-    space: SearchSpace = sup["space"]
-    space.validate(cfg_str)
-    if not sup.get("teacher"):
-        raise ConfigError(f"{run.url('supernet/final.pt')} names no teacher to distil from")
-    if run.exists(f"{STAGE}/result.json"):
-        done = run.get_json(f"{STAGE}/result.json")
-        if done.get("config") == cfg_str and int(done.get("steps", -1)) >= cfg.finetune.steps:
-            return {**done, "skipped": True}
-    if run.exists(f"{STAGE}/final.pt"):
-        old = run.get_torch(f"{STAGE}/final.pt")
-        if old.get("search_space") != _one(cfg_str).to_dict() or \
-                int(old.get("step", -1)) < int(cfg.finetune.steps):
-            raise ConfigError(f"{run.url(STAGE + '/final.pt')} holds another fine-tune "
-                              f"(config or steps differ); remove {run.url(STAGE)} first")
-    ft_cfg = finetune_config(cfg, sup)
-    _seed_start(run, sup)
-    summary = run_stage(STAGE, supernet_loop, ft_cfg, root, runner=runner,
-                        extra_spec={"search_space": _one(cfg_str).to_dict(),
-                                    "teacher": sup["teacher"]})
-    result = {"config": cfg_str, "steps": int(summary["step"]),
-              "final": run.url(f"{STAGE}/final.pt"), "skipped": bool(summary["skipped"])}
-    if score:
-        result.update(score_before_after(ft_cfg, root, run, sup, cfg_str))
-    run.put_json(f"{STAGE}/result.json", result)
-    return result
+    local = runner == "local"
+    with stage_context(cfg, store, ray=not local, num_cpus=train_cpus(cfg)) as ctx:
+        run = ctx.run
+        cfg_str = chosen_config(run, config)
+        sup = load_supernet(run)
+        space: SearchSpace = sup["space"]
+        space.validate(cfg_str)
+        if not sup.get("teacher"):
+            raise ConfigError(f"{run.url('supernet/final.pt')} names no teacher to distil from")
+        ft_cfg = finetune_config(ctx.cfg, sup)
+        total = schedule_of(ctx, ft_cfg, STAGE, 1 if local else ft_cfg.scale.workers,
+                            "finetune").total_steps
+        if run.exists(f"{STAGE}/result.json"):
+            done = run.get_json(f"{STAGE}/result.json")
+            if done.get("config") == cfg_str and int(done.get("steps", -1)) >= total:
+                return {**done, "skipped": True}
+        if run.exists(f"{STAGE}/final.pt"):
+            old = run.get_torch(f"{STAGE}/final.pt")
+            if old.get("search_space") != _one(cfg_str).to_dict() or \
+                    int(old.get("step", -1)) < total:
+                raise ConfigError(f"{run.url(STAGE + '/final.pt')} holds another fine-tune "
+                                  f"(config or steps differ); remove {run.url(STAGE)} first")
+        _seed_start(run, sup)
+        summary = run_stage(STAGE, supernet_loop, ctx, ft_cfg, runner=runner,
+                            section="finetune",
+                            extra_spec={"search_space": _one(cfg_str).to_dict(),
+                                        "teacher": sup["teacher"]})
+        result = {"config": cfg_str, "steps": int(summary["step"]),
+                  "final": run.url(f"{STAGE}/final.pt"), "skipped": bool(summary["skipped"])}
+        if score:
+            result.update(score_before_after(ctx, ft_cfg, sup, cfg_str))
+        run.put_json(f"{STAGE}/result.json", result)
+        return result
 
 
 def _one(cfg_str: str) -> SearchSpace:
@@ -121,11 +128,12 @@ def subnet_from(run, key: str, config: str):
     return gnn.extract_subnet(supernet_of(run.get_torch(key)), config).eval()
 
 
-def score_before_after(cfg: RunConfig, root, run, sup: dict, cfg_str: str) -> dict:
+def score_before_after(ctx, cfg: RunConfig, sup: dict, cfg_str: str) -> dict:
     """FID/KID of the sub-network sliced from the supernet and from the fine-tuned one."""
     from ..metrics.pool import LocalPool, SubnetSpec
     from .driver import eval_split_of
-    pool = LocalPool(eval_split_of(cfg), store=root, fid=cfg.fid)
+    run = ctx.run
+    pool = LocalPool(eval_split_of(cfg, ctx), store=ctx.root, fid=cfg.fid)
     pool.register_model("before", subnet_from(run, "supernet/final.pt", cfg_str))
     pool.register_model("after", subnet_from(run, f"{STAGE}/final.pt", cfg_str))
     before, after = pool.score([SubnetSpec("before"), SubnetSpec("after")])

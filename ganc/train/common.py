@@ -1,7 +1,8 @@
 """Plain-PyTorch pieces shared by the per-worker training loops (no Ray here).
 
-Data (demo-data resolution, a resumable distributed batch stream), the LR schedule,
-devices and autocast, DDP wrapping, progress lines and TensorBoard scalars.
+Data (datasets of a split, one DataLoader per stage serving each rank its part of the
+global batches, resumable at a step), devices and autocast, DDP wrapping, progress lines and
+TensorBoard scalars. The step schedule lives in :mod:`ganc.train.schedule`.
 """
 from __future__ import annotations
 
@@ -12,50 +13,23 @@ import os
 import random
 import sys
 import time
-from typing import Iterator, Optional
+from typing import Optional
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from ..config import DataConfig, RunConfig
-from ..data import build_dataset, make_demo_data
-from ..errors import ConfigError
+from ..data import build_dataset
+from ..errors import ConfigError, DataError
 
 # ---------------------------------------------------------------- data
 
 
 def cache_dir() -> str:
-    return os.environ.get("GANC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ganc")
-
-
-def demo_kind(data: DataConfig) -> str:
-    if data.kind == "aligned":
-        return "paired"
-    if data.kind == "unaligned":
-        return "unpaired"
-    raise ConfigError(f"data.kind {data.kind!r} is not one of: aligned, unaligned")
-
-
-def resolve_data_root(data: DataConfig) -> str:
-    """``data.root``, or (when empty) generated demo data cached under
-    ``<GANC_CACHE or ~/.cache/ganc>/demo/<kind>-<n>-<size>-<seed>``, made once."""
-    if data.root:
-        root = os.path.abspath(os.path.expanduser(data.root))
-        if not os.path.isdir(root):
-            raise ConfigError(f"data.root {data.root!r}: folder not found")
-        return root
-    kind = demo_kind(data)
-    out = os.path.join(cache_dir(), "demo",
-                       f"{kind}-{data.demo_n}-{data.demo_size}-{data.demo_seed}")
-    if not os.path.isfile(os.path.join(out, "demo.json")):
-        try:
-            make_demo_data(kind, data.demo_n, data.demo_size, out, seed=data.demo_seed)
-        except (ConfigError, OSError):
-            if not os.path.isfile(os.path.join(out, "demo.json")):  # lost a race: fine
-                raise
-    return out
+    from ..cache import cache_dir as _cache_dir
+    return _cache_dir()
 
 
 def eval_split(data: DataConfig) -> str:
@@ -71,41 +45,55 @@ def build_split(cfg: RunConfig, root: str, split: str, train: bool) -> Dataset:
                          d.crop_size, d.flip if train else False, d.serial, cfg.seed)
 
 
-class BatchStream:
-    """Batches of a distributed sampler, addressed by global step so a resumed run picks
-    up at the batch it stopped before. Each rank sees its own shard of every epoch."""
+def split_size(data: DataConfig, ref, split: str) -> int:
+    """Images of a training split as the datasets count them (aligned: the images of
+    ``<split>/``; unaligned: the larger of ``<split>A`` and ``<split>B``), from a
+    :class:`ganc.data.source.DataRef` without copying a URL dataset."""
+    if data.kind == "aligned":
+        n = ref.count_images(split)
+    elif data.kind == "unaligned":
+        n = max(ref.count_images(split + "A"), ref.count_images(split + "B"))
+    else:
+        raise ConfigError(f"data.kind {data.kind!r} is not one of: aligned, unaligned")
+    if n < 1:
+        raise DataError(f"data.root {ref.root!r}: no training images in split {split!r}")
+    return n
 
-    def __init__(self, dataset: Dataset, batch_size: int, rank: int, world: int, seed: int,
-                 num_workers: int = 0):
-        self.ds, self.rank, self.world, self.seed = dataset, rank, world, seed
-        self.sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
-                                          seed=seed, drop_last=False)
-        per_rank = len(self.sampler)
-        self.batch_size = max(1, min(int(batch_size), per_rank))
-        self.per_epoch = max(1, per_rank // self.batch_size)
-        self.num_workers = num_workers
 
-    def from_step(self, step: int) -> Iterator[dict]:
-        epoch, offset = divmod(int(step), self.per_epoch)
-        while True:
-            self.sampler.set_epoch(epoch)
-            random.seed(self.seed * 7919 + epoch * 104729 + self.rank)
-            idx = list(self.sampler)[offset * self.batch_size: self.per_epoch * self.batch_size]
-            loader = DataLoader(self.ds, batch_size=self.batch_size, sampler=idx,
-                                num_workers=self.num_workers, drop_last=True)
-            yield from loader
-            epoch, offset = epoch + 1, 0
+class SeededItems(Dataset):
+    """Items addressed as ``(index, seed)``: ``random`` is seeded before each item, so the
+    datasets' random augmentation depends on the seed alone (not on which process or
+    DataLoader worker loads the item)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, seed = key
+        random.seed(seed)
+        return self.dataset[index]
+
+
+def loader_workers(cpus_per_worker: float) -> int:
+    """DataLoader processes of a Train worker: its CPUs minus the training process."""
+    return max(0, int(cpus_per_worker) - 1)
+
+
+def batch_loader(dataset: Dataset, global_batch: int, rank: int, world: int, seed: int,
+                 start: int = 0, stop: Optional[int] = None, num_workers: int = 0,
+                 pin_memory: bool = False) -> DataLoader:
+    """One DataLoader for a whole stage: this rank's part of every global batch from step
+    ``start`` to ``stop`` (None: for ever); see :class:`ganc.train.schedule.GlobalBatchSampler`."""
+    from .schedule import GlobalBatchSampler
+    sampler = GlobalBatchSampler(len(dataset), global_batch, rank, world, seed, start, stop)
+    return DataLoader(SeededItems(dataset), batch_sampler=sampler, num_workers=num_workers,
+                      persistent_workers=num_workers > 0, pin_memory=pin_memory)
 
 
 # ---------------------------------------------------------------- optimisation
-
-
-def lr_factor(step: int, steps: int, decay_from: float) -> float:
-    """1 until ``decay_from * steps``, then linearly down to 0 at ``steps``."""
-    start = int(round(decay_from * steps))
-    if step < start or steps <= start:
-        return 1.0
-    return max(0.0, 1.0 - (step - start) / float(steps - start))
 
 
 def set_lr(opts, base_lr: float, factor: float) -> None:
@@ -205,10 +193,11 @@ def fmt_eta(seconds: float) -> str:
 
 def progress_line(stage: str, step: int, steps: int, metrics: dict, world: int) -> str:
     losses = " ".join(f"{k}={v:.4g}" for k, v in metrics.items()
-                      if k not in ("images_per_s", "step_time_s", "step", "lr"))
+                      if k not in ("images_per_s", "step_time_s", "step", "lr", "epoch"))
     ips = metrics.get("images_per_s", 0.0) * world
     eta = metrics.get("step_time_s", 0.0) * (steps - step)
-    return (f"[{stage}] step {step}/{steps} {losses} | {ips:.1f} img/s | "
+    epoch = f" (epoch {metrics['epoch']:.2f})" if "epoch" in metrics else ""
+    return (f"[{stage}] step {step}/{steps}{epoch} {losses} | {ips:.1f} img/s | "
             f"eta {fmt_eta(eta)}")
 
 

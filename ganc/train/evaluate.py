@@ -1,7 +1,7 @@
 """FID of generators on the eval split during training (rank 0, in-process).
 
-Uses ``ganc.metrics`` (Inception extractor, real statistics cached in the store under the
-store root, the in-process :class:`ganc.metrics.Scorer`). The training process keeps its
+Uses ``ganc.metrics`` (the Inception weights the driver shipped, real statistics cached in
+the store under the store root, the in-process :class:`ganc.metrics.Scorer`). The training process keeps its
 own CPU/GPU slot; an actor pool would compete with the training workers for them, so
 scoring here runs in the chief worker between steps, on the same device.
 """
@@ -21,18 +21,24 @@ class GeneratorScorer:
     """``score(model, {name: config or None}) -> {fid_<name>: value}``."""
 
     def __init__(self, cfg: RunConfig, spec: dict, device: torch.device):
+        from ..data.source import DataRef
         from ..metrics import Scorer, load_extractor, real_stats
+        from ..metrics.inception import load_shipped_extractor
         from ..metrics.pool import EvalSplit
         from ..store import open_store
 
-        data = dataclasses.replace(cfg.data, root=spec["data_root"],
+        ref = DataRef.from_spec(spec["data"])
+        data = dataclasses.replace(cfg.data, root=ref.local(),
                                    eval_split=common.eval_split(cfg.data))
-        split = EvalSplit.from_data_config(data)
+        split = EvalSplit.from_data_config(data, name=ref.name)
         inputs = torch.from_numpy(split.load_inputs())
         n = int(getattr(cfg.distill, "eval_n", 0) or 0)
         if n > 0:
             inputs = inputs[:n]
-        ext = load_extractor(cfg.fid.extractor, cfg.fid.weights, device=device)
+        if spec.get("fid_weights"):      # checked and shipped by the driver
+            ext = load_shipped_extractor(spec["fid_weights"], device=device)
+        else:
+            ext = load_extractor(cfg.fid.extractor, cfg.fid.weights, device=device)
         root = spec.get("root_url")
         store = open_store(root, endpoint_url=spec.get("endpoint_url") or None) if root else None
         real = real_stats(split.real, ext, store=store, label=split.label,

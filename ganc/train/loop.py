@@ -1,5 +1,6 @@
-"""The step loop shared by the teacher and supernet workers: LR schedule, progress
-lines, metric reports and checkpoints every ``checkpoint_every`` steps, resume."""
+"""The step loop shared by the teacher and supernet workers: the LR schedule of
+:mod:`ganc.train.schedule`, progress lines, metric reports and checkpoints every
+``checkpoint_every`` steps, resume."""
 from __future__ import annotations
 
 import time
@@ -7,7 +8,9 @@ from typing import Callable, Optional
 
 import torch
 
+from ..config import RunConfig
 from . import common
+from .schedule import Schedule
 from .session import Session
 
 
@@ -33,27 +36,29 @@ def snapshot(step: int, modules: dict, opts: dict, config: dict, extra: Optional
             "config": config, **(extra or {})}
 
 
-def run_steps(sess: Session, *, steps: int, start: int, checkpoint_every: int, log_every: int,
-              lr: float, decay_from: float, opts: dict, batches, train_step: Callable,
+def run_steps(sess: Session, *, schedule: Schedule, start: int, checkpoint_every: int,
+              log_every: int, lr: float, opts: dict, batches, train_step: Callable,
               make_state: Callable[[int], dict], eval_every: int = 0,
-              evaluate: Optional[Callable[[int], dict]] = None, batch_images: int = 1) -> int:
-    """Run steps ``start`` .. ``steps``; returns the last step.
+              evaluate: Optional[Callable[[int], dict]] = None) -> int:
+    """Run steps ``start`` .. ``schedule.total_steps``; returns the last step.
 
+    ``batches`` yields this rank's part of each step's global batch;
     ``train_step(step, batch) -> {loss name: float}``; ``make_state(step)`` the checkpoint;
     ``evaluate(step) -> metrics`` (rank 0; its metrics are added to that report).
     """
     meter = common.Meter()
     stage = sess.stage
+    steps = schedule.total_steps
     step = start
     t_start = time.perf_counter()
     for batch in batches:
         if step >= steps:
             break
-        common.set_lr(opts.values(), lr, common.lr_factor(step, steps, decay_from))
+        common.set_lr(opts.values(), lr, schedule.lr_factor(step))
         losses = train_step(step, batch)
         step += 1
-        meter.add(losses, batch_images)
-        sess.tick(step)
+        meter.add(losses, schedule.worker_batch)
+        sess.tick(step, batch)
         at_log = step % max(1, log_every) == 0 or step == steps
         at_ckpt = step % max(1, checkpoint_every) == 0 or step == steps
         # the same on every rank (reports are collective); only the chief evaluates
@@ -63,6 +68,7 @@ def run_steps(sess: Session, *, steps: int, start: int, checkpoint_every: int, l
         metrics = meter.pop()
         metrics = common.mean_across_ranks(metrics)
         metrics["lr"] = next(iter(opts.values())).param_groups[0]["lr"] if opts else 0.0
+        metrics["epoch"] = schedule.epoch_of(step)
         if at_eval and sess.is_chief and evaluate is not None:
             metrics.update(evaluate(step))
         if sess.is_chief:
@@ -74,6 +80,22 @@ def run_steps(sess: Session, *, steps: int, start: int, checkpoint_every: int, l
     if sess.is_chief:
         common.say(f"[{stage}] {step - start} steps in {time.perf_counter() - t_start:.1f}s")
     return step
+
+
+def train_batches(sess: Session, cfg: RunConfig, spec: dict, start: int):
+    """(schedule, this rank's DataLoader from step ``start``) of a training stage."""
+    from ..data.source import DataRef
+    schedule = Schedule.from_dict(spec["schedule"])
+    ds = common.build_split(cfg, DataRef.from_spec(spec["data"]).local(), cfg.data.train_split,
+                            train=True)
+    if len(ds) != schedule.dataset_size:
+        raise common.ConfigError(f"the training split has {len(ds)} images on this node, the "
+                                 f"driver counted {schedule.dataset_size}")
+    loader = common.batch_loader(ds, schedule.global_batch, sess.rank, sess.world, cfg.seed,
+                                 start, schedule.total_steps,
+                                 num_workers=common.loader_workers(cfg.scale.cpus_per_worker),
+                                 pin_memory=sess.device.type == "cuda")
+    return schedule, loader
 
 
 def seed_all(seed: int) -> None:

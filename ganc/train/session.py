@@ -90,8 +90,9 @@ class Session:
         return url
 
     # -------------------------------------------------------------- test hooks
-    def tick(self, step: int) -> None:
-        """Test hook: publish this worker's pid and step, optionally slow each step."""
+    def tick(self, step: int, batch=None) -> None:
+        """Test hook: publish this worker's pid and step (and append the images of its
+        batch to ``rank<r>-batches.jsonl``), optionally slow each step."""
         folder = self.hooks.get("dir")
         if folder:
             path = os.path.join(folder, f"rank{self.rank}.json")
@@ -99,6 +100,11 @@ class Session:
             with open(tmp, "w") as f:
                 json.dump({"pid": os.getpid(), "step": int(step), "rank": self.rank}, f)
             os.replace(tmp, path)
+            if isinstance(batch, dict) and "path" in batch:
+                with open(os.path.join(folder, f"rank{self.rank}-batches.jsonl"), "a") as f:
+                    f.write(json.dumps({"step": int(step), "world": self.world,
+                                        "paths": [os.path.basename(p) for p in batch["path"]]})
+                            + "\n")
         if self.hooks.get("sleep"):
             time.sleep(float(self.hooks["sleep"]))
 
@@ -126,6 +132,7 @@ class RaySession(Session):
     def __init__(self, spec: dict):
         import ray.train
         import ray.train.torch
+        _quiet_ray_train_reports()
         ctx = ray.train.get_context()
         rank, world = ctx.get_world_rank(), ctx.get_world_size()
         device = ray.train.torch.get_device() if spec.get("use_gpu") else torch.device("cpu")
@@ -201,6 +208,18 @@ class LocalSession(Session):
         self.store.write_bytes(key, buf.getvalue())
         self.store.put_json(self.key("latest.json"), {"step": int(step), "key": key})
         self.flush_log()
+
+
+def _quiet_ray_train_reports() -> None:
+    """Ray Train logs every ``report`` of a worker at INFO ("Reporting training result
+    ...") from a logger named by its file path, which ``LoggingConfig`` does not reach;
+    ganc's progress lines already say the same."""
+    import logging
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    except ImportError:  # pragma: no cover - other Ray versions
+        pass
 
 
 def open_session(spec: dict) -> Session:

@@ -33,7 +33,7 @@ from ..losses import FeatureDistiller, GANLoss, discriminator_loss, recon_l1
 from ..space import SearchSpace, get_space
 from ..weights import check_fit, read_state_dict
 from . import common
-from .loop import load_modules, run_steps, seed_all, snapshot
+from .loop import load_modules, run_steps, seed_all, snapshot, train_batches
 from .sampling import ConfigSampler
 from .session import Session, open_session
 
@@ -129,7 +129,7 @@ def supernet_loop(spec: dict) -> None:
 
 def _distill(sess: Session, cfg: RunConfig, spec: dict) -> None:
     dc, m, dev = cfg.distill, cfg.model, sess.device
-    common.check_positive("distill", steps=dc.steps, checkpoint_every=dc.checkpoint_every,
+    common.check_positive("distill", checkpoint_every=dc.checkpoint_every,
                           log_every=dc.log_every)
     paired = cfg.data.kind == "aligned"
     space = SearchSpace.from_dict(spec["search_space"])
@@ -149,9 +149,7 @@ def _distill(sess: Session, cfg: RunConfig, spec: dict) -> None:
             "D": torch.optim.Adam(D.parameters(), lr=dc.lr, betas=(dc.beta1, 0.999))}
     start = load_modules(modules, opts, sess.resume_state())
     sess.open_log(start)
-    ds = common.build_split(cfg, spec["data_root"], cfg.data.train_split, train=True)
-    stream = common.BatchStream(ds, cfg.data.batch_size, sess.rank, sess.world, cfg.seed,
-                                cfg.data.num_workers)
+    schedule, batches = train_batches(sess, cfg, spec, start)
     gen_p, D_p = common.wrap_ddp(gen, dev), common.wrap_ddp(D, dev)
     gan = GANLoss(m.gan_mode)
     sampler = ConfigSampler(space, dc.sampler, cfg.seed)
@@ -209,18 +207,18 @@ def _distill(sess: Session, cfg: RunConfig, spec: dict) -> None:
         return snapshot(step, modules, opts, spec["config"])
 
     student.train(), distiller.train(), D.train()
-    last = run_steps(sess, steps=dc.steps, start=start, checkpoint_every=dc.checkpoint_every,
-                     log_every=dc.log_every, lr=dc.lr, decay_from=dc.decay_from, opts=opts,
-                     batches=stream.from_step(start), train_step=step_fn,
-                     make_state=make_state, eval_every=dc.eval_every, evaluate=evaluate,
-                     batch_images=stream.batch_size)
+    last = run_steps(sess, schedule=schedule, start=start,
+                     checkpoint_every=dc.checkpoint_every, log_every=dc.log_every, lr=dc.lr,
+                     opts=opts, batches=batches, train_step=step_fn, make_state=make_state,
+                     eval_every=dc.eval_every, evaluate=evaluate)
     if sess.is_chief:
         sess.write_final({
             "netG": m.student, "ngf": m.student_ngf, "norm": m.norm, "dropout": m.dropout,
             "input_nc": 3, "output_nc": 3, "search_space": space.to_dict(),
             "teacher": spec["teacher"], "distill_points": points,
             "state_dict": _cpu(student.state_dict()), "distiller": _cpu(distiller.state_dict()),
-            "netD": _cpu(D.state_dict()), "config": spec["config"], "step": int(last)})
+            "netD": _cpu(D.state_dict()), "config": spec["config"], "step": int(last),
+            "schedule": schedule.to_dict()})
 
 
 def _cpu(sd: dict) -> dict:
@@ -232,11 +230,11 @@ def _cpu(sd: dict) -> dict:
 
 def train_supernet(cfg: RunConfig, store=None, *, runner: Optional[str] = None) -> dict:
     """Distil the once-for-all supernet on Ray Train; returns what it wrote."""
-    from .launch import open_run, run_stage
-    common.check_positive("distill", steps=cfg.distill.steps)
+    from ..context import stage_context
+    from .launch import run_stage, train_cpus
     space = search_space_of(cfg)
-    _, run = open_run(cfg, store)
-    teacher = resolve_teacher(cfg, run)
-    load_teacher(teacher, cfg.store.endpoint_url)  # fails here in one line, not in workers
-    return run_stage(STAGE, supernet_loop, cfg, store, runner=runner,
-                     extra_spec={"search_space": space.to_dict(), "teacher": teacher})
+    with stage_context(cfg, store, ray=runner != "local", num_cpus=train_cpus(cfg)) as ctx:
+        teacher = resolve_teacher(ctx.cfg, ctx.run)
+        load_teacher(teacher, ctx.endpoint_url)  # fails here in one line, not in workers
+        return run_stage(STAGE, supernet_loop, ctx, runner=runner,
+                         extra_spec={"search_space": space.to_dict(), "teacher": teacher})

@@ -6,7 +6,8 @@
   discriminators, cycle loss ``lambda_cycle`` and identity ``lambda_identity *
   lambda_cycle``, an image pool per discriminator (``teacher.pool_size``).
 
-Adam (lr, beta1 0.5), LR constant then linearly to 0 from ``decay_from * steps``.
+Adam (lr, beta1 0.5), LR constant for ``teacher.epochs`` then linearly to 0 over
+``teacher.epochs_decay`` (:mod:`ganc.train.schedule`).
 ``teacher_loop`` is the per-worker function (plain PyTorch; Ray only through the session);
 ``train_teacher`` is the stage: it runs the loop on Ray Train and returns what it wrote.
 """
@@ -21,7 +22,7 @@ from .. import nn as gnn
 from ..config import RunConfig, from_dict
 from ..losses import GANLoss, ImagePool, discriminator_loss, recon_l1
 from . import common
-from .loop import load_modules, run_steps, seed_all, snapshot
+from .loop import load_modules, run_steps, seed_all, snapshot, train_batches
 from .session import Session, open_session
 
 STAGE = "teacher"
@@ -75,12 +76,6 @@ def teacher_loop(spec: dict) -> None:
         _cyclegan(sess, cfg, spec)
 
 
-def _data(sess: Session, cfg: RunConfig, spec: dict):
-    ds = common.build_split(cfg, spec["data_root"], cfg.data.train_split, train=True)
-    return common.BatchStream(ds, cfg.data.batch_size, sess.rank, sess.world, cfg.seed,
-                              cfg.data.num_workers)
-
-
 def _adam(params, tc):
     return torch.optim.Adam(params, lr=tc.lr, betas=(tc.beta1, 0.999))
 
@@ -94,7 +89,7 @@ def _pix2pix(sess: Session, cfg: RunConfig, spec: dict) -> None:
     opts = {"G": _adam(G.parameters(), tc), "D": _adam(D.parameters(), tc)}
     start = load_modules(modules, opts, sess.resume_state())
     sess.open_log(start)
-    stream = _data(sess, cfg, spec)
+    stream = train_batches(sess, cfg, spec, start)
     Gp, Dp = common.wrap_ddp(G, dev), common.wrap_ddp(D, dev)
     gan = GANLoss(cfg.model.gan_mode)
     amp = cfg.scale.amp
@@ -140,7 +135,7 @@ def _cyclegan(sess: Session, cfg: RunConfig, spec: dict) -> None:
         if state and f"pool_{k}" in state:
             pool.load(state[f"pool_{k}"], dev)
     sess.open_log(start)
-    stream = _data(sess, cfg, spec)
+    stream = train_batches(sess, cfg, spec, start)
     gens_p = common.wrap_ddp(gens, dev)
     D_Ap, D_Bp = common.wrap_ddp(D_A, dev), common.wrap_ddp(D_B, dev)
     gan = GANLoss(cfg.model.gan_mode)
@@ -180,7 +175,8 @@ def _cyclegan(sess: Session, cfg: RunConfig, spec: dict) -> None:
 def _run(sess, cfg, spec, modules, opts, stream, step_fn, start, G, final_extra,
          extra_state=None) -> None:
     tc = cfg.teacher
-    common.check_positive("teacher", steps=tc.steps, checkpoint_every=tc.checkpoint_every,
+    schedule, batches = stream
+    common.check_positive("teacher", checkpoint_every=tc.checkpoint_every,
                           log_every=tc.log_every)
 
     def make_state(step):
@@ -189,7 +185,8 @@ def _run(sess, cfg, spec, modules, opts, stream, step_fn, start, G, final_extra,
 
     # teacher.eval_every: >0 every n steps and at the end; 0 at the end only; <0 never
     evaluate = None
-    every = tc.eval_every if tc.eval_every > 0 else (tc.steps if tc.eval_every == 0 else 0)
+    every = tc.eval_every if tc.eval_every > 0 else \
+        (schedule.total_steps if tc.eval_every == 0 else 0)
     if tc.eval_every >= 0 and sess.is_chief:
         from .evaluate import make_scorer
         scorer = make_scorer(cfg, spec, sess.device)
@@ -199,14 +196,15 @@ def _run(sess, cfg, spec, modules, opts, stream, step_fn, start, G, final_extra,
 
     for m in modules.values():
         m.train()
-    last = run_steps(sess, steps=tc.steps, start=start, checkpoint_every=tc.checkpoint_every,
-                     log_every=tc.log_every, lr=tc.lr, decay_from=tc.decay_from, opts=opts,
-                     batches=stream.from_step(start), train_step=step_fn, make_state=make_state,
-                     eval_every=every, evaluate=evaluate, batch_images=stream.batch_size)
+    last = run_steps(sess, schedule=schedule, start=start,
+                     checkpoint_every=tc.checkpoint_every, log_every=tc.log_every, lr=tc.lr,
+                     opts=opts, batches=batches, train_step=step_fn, make_state=make_state,
+                     eval_every=every, evaluate=evaluate)
     if sess.is_chief:
         payload = {**teacher_metadata(cfg), "state_dict": _cpu(G.state_dict()),
                    **{k: _cpu(f()) for k, f in final_extra.items()},
-                   "config": spec["config"], "step": int(last)}
+                   "config": spec["config"], "step": int(last),
+                   "schedule": schedule.to_dict()}
         sess.write_final(payload)
         sess.store.put_torch(f"{STAGE}/latest_net_G.pth", _cpu(G.state_dict()))
         sess.store.put_json(f"{STAGE}/model.json", {k: v for k, v in teacher_metadata(cfg).items()})
@@ -218,6 +216,7 @@ def _cpu(sd: dict) -> dict:
 
 def train_teacher(cfg: RunConfig, store=None, *, runner: Optional[str] = None) -> dict:
     """Train a teacher on Ray Train; returns what it wrote (see ``launch.run_stage``)."""
-    from .launch import run_stage
-    common.check_positive("teacher", steps=cfg.teacher.steps)
-    return run_stage(STAGE, teacher_loop, cfg, store, runner=runner)
+    from ..context import stage_context
+    from .launch import run_stage, train_cpus
+    with stage_context(cfg, store, ray=runner != "local", num_cpus=train_cpus(cfg)) as ctx:
+        return run_stage(STAGE, teacher_loop, ctx, runner=runner)

@@ -1,0 +1,226 @@
+"""The run context: the set-up every stage shares, below the stages.
+
+    with stage_context(cfg, store) as ctx:     # connects Ray (joins or starts one) if needed
+        ctx.cfg          # the config with the placement's sizes applied
+        ctx.root, ctx.run            # the store and runs/<run_id>/ in it
+        ctx.placement    # runs/<run_id>/placement.json (see ganc.placement)
+        ctx.cluster      # what the Ray cluster has and can get (ganc.cluster)
+        ctx.data         # where the dataset is (ganc.data.source.DataRef)
+        ctx.data_root()  # a local folder holding it on this node
+        ctx.worker_spec()  # what Ray workers need to set themselves up
+
+:func:`open_context` checks, before any stage runs, that nothing the run depends on is a
+path only this machine has while the cluster has (or can get) more than one node: a
+``file://`` store without ``store.shared``, a local ``data.root`` without
+``data.on_every_node`` fail with one line. Generated demo data and a local
+``model.teacher_weights`` are uploaded to the store instead (so they reach every node).
+Then it reads the run's placement, or decides and records it at the first submission.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from . import placement as placements
+from .cluster import ClusterInfo, describe_now
+from .config import RunConfig
+from .data.source import DataRef, demo_name, local_demo_data, local_path, upload_folder
+from .errors import ConfigError
+from .store import Store, open_store, store_from_config
+
+DATASETS = "datasets"          # generated data uploaded for multi-node runs: <root>/datasets/
+INPUTS = "inputs"              # local inputs uploaded for multi-node runs: <run>/inputs/
+
+
+def run_id_of(cfg: RunConfig) -> str:
+    return cfg.store.run_id or cfg.name
+
+
+def open_run(cfg: RunConfig, store=None) -> tuple[Store, Store]:
+    """(root store, run store) for a config; ``store`` may be a Store or a URL."""
+    if store is None:
+        root = store_from_config(cfg.store)
+    elif isinstance(store, Store):
+        root = store
+    else:
+        root = open_store(store, endpoint_url=cfg.store.endpoint_url or None)
+    return root, root.run(run_id_of(cfg))
+
+
+@dataclass
+class RunContext:
+    cfg: RunConfig
+    root: Store
+    run: Store
+    placement: dict
+    cluster: ClusterInfo
+    data: DataRef
+
+    @property
+    def use_gpu(self) -> bool:
+        return bool(self.placement["use_gpu"])
+
+    @property
+    def resources(self) -> dict:
+        return dict(self.placement.get("resources") or {})
+
+    @property
+    def endpoint_url(self) -> str:
+        return self.root.endpoint_url or self.cfg.store.endpoint_url or ""
+
+    def data_root(self) -> str:
+        """A local folder holding the dataset on this node (a URL is copied once)."""
+        return self.data.local()
+
+    def worker_spec(self) -> dict:
+        """What a Ray worker needs to find the run, its data and its resources."""
+        return {"store_url": self.run.url(), "root_url": self.root.url(),
+                "endpoint_url": self.endpoint_url, "data": self.data.to_spec(),
+                "use_gpu": self.use_gpu, "resources": self.resources,
+                "multi_node": self.cluster.multi_node}
+
+
+# ---------------------------------------------------------------- checks
+def _why_multi(cluster: ClusterInfo) -> str:
+    if cluster.nodes > 1:
+        return f"this Ray cluster has {cluster.nodes} nodes"
+    return "this Ray cluster's autoscaler can add nodes"
+
+
+def check_paths(cfg: RunConfig, root: Store, cluster: ClusterInfo) -> None:
+    """One line when a multi-node cluster would need a path only this machine has."""
+    if not cluster.multi_node:
+        return
+    why = _why_multi(cluster)
+    if root.protocol == "file" and not cfg.store.shared:
+        raise ConfigError(
+            f"store.url {root.url()!r} is a folder on this machine and {why}, whose other "
+            "nodes cannot reach it: use an s3://bucket/prefix store (or set store.shared=true "
+            "if it is a filesystem mounted at the same path on every node)")
+    if cfg.data.on_every_node:
+        return
+    if cfg.data.root and local_path(cfg.data.root) is not None:
+        raise ConfigError(
+            f"data.root {cfg.data.root!r} is a local folder and {why}: put the dataset on "
+            "S3 and set data.root to its s3://bucket/prefix (or set data.on_every_node=true "
+            "if the folder exists at the same path on every node)")
+    absolute = [f for f in cfg.data.fid_real.split(",") if os.path.isabs(f.strip())]
+    if absolute:
+        raise ConfigError(
+            f"data.fid_real {absolute[0].strip()!r} is a local folder and {why}: give the "
+            "folders relative to data.root (e.g. trainB,testB)")
+
+
+# ---------------------------------------------------------------- data and inputs
+def resolve_data(cfg: RunConfig, root: Store, cluster: ClusterInfo) -> DataRef:
+    """Where the dataset is. '' (generated demo data) is made here; on a multi-node cluster
+    it is uploaded to ``<store>/datasets/<name>/`` once and read from there."""
+    endpoint = root.endpoint_url or cfg.store.endpoint_url or ""
+    d = cfg.data
+    if d.root:
+        path = local_path(d.root)
+        if path is not None and not os.path.isdir(path):
+            raise ConfigError(f"data.root {d.root!r}: folder not found")
+        return DataRef(path or d.root, endpoint)
+    folder = local_demo_data(d)
+    if not cluster.multi_node:
+        return DataRef(folder, endpoint)
+    prefix = f"{DATASETS}/{demo_name(d)}"
+    if not root.exists(f"{prefix}/demo.json"):
+        upload_folder(root, prefix, folder, last="demo.json")
+    return DataRef(root.url(prefix), endpoint)
+
+
+def ship_teacher_weights(cfg: RunConfig, run: Store, cluster: ClusterInfo) -> str:
+    """``model.teacher_weights`` as every node can read it: a local file is copied into the
+    run (``inputs/teacher/<sha1>-<name>``) when the cluster has more than one node."""
+    src = cfg.model.teacher_weights
+    if not src or not cluster.multi_node or ("://" in src and not src.startswith("file://")):
+        return src
+    path = src[len("file://"):] if src.startswith("file://") else \
+        os.path.abspath(os.path.expanduser(src))
+    if not os.path.isfile(path):
+        raise ConfigError(f"model.teacher_weights {src!r}: file not found")
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    key = f"{INPUTS}/teacher/{h.hexdigest()[:16]}-{os.path.basename(path)}"
+    if not run.exists(key):
+        run.put_file(key, path)
+    return run.url(key)
+
+
+# ---------------------------------------------------------------- placement
+def _teacher_macs(cfg: RunConfig):
+    def at(size: int) -> float:
+        from . import nn as gnn
+        from .profile import count_macs
+        m = cfg.model
+        net = gnn.build(m.teacher, ngf=m.teacher_ngf, norm=m.norm, dropout=m.dropout)
+        return float(count_macs(net, (1, 3, size, size)))
+    return at
+
+
+def resolve_placement(cfg: RunConfig, run: Store, cluster: ClusterInfo) -> dict:
+    """The run's recorded placement, or (first submission) the one decided now, recorded."""
+    if run.exists(placements.KEY):
+        record = run.get_json(placements.KEY)
+        placements.check_request(record, cfg, f"run {run.url()}")
+        return record
+    record = placements.decide(cfg, cluster, _teacher_macs(cfg))
+    run.put_json(placements.KEY, record)
+    say(f"[placement] {run.url(placements.KEY)}: {record['device']} at "
+        f"{record['crop_size']}px ({record['decided_by']})")
+    return record
+
+
+def open_context(cfg: RunConfig, store=None, *, cluster: Optional[ClusterInfo] = None
+                 ) -> RunContext:
+    """The context of a run (see the module docstring). Ray, when initialised, is asked
+    what the cluster is; otherwise this machine is the cluster."""
+    root, run = open_run(cfg, store)
+    cluster = cluster or describe_now()
+    check_paths(cfg, root, cluster)
+    record = resolve_placement(cfg, run, cluster)
+    resolved = placements.apply(cfg, record)
+    resolved.model.teacher_weights = ship_teacher_weights(cfg, run, cluster)
+    data = resolve_data(resolved, root, cluster)
+    return RunContext(resolved, root, run, record, cluster, data)
+
+
+@contextlib.contextmanager
+def ray_connection(num_cpus: Optional[int] = None):
+    """Ray for the duration of the block: joins or starts one unless this process is
+    connected already (then leaves it so)."""
+    from .raylocal import init_local
+    started = init_local(num_cpus=num_cpus)
+    try:
+        yield
+    finally:
+        if started:
+            import ray
+            ray.shutdown()
+
+
+@contextlib.contextmanager
+def stage_context(cfg: RunConfig, store=None, *, ray: bool = True,
+                  num_cpus: Optional[int] = None):
+    """:func:`open_context` with Ray connected for the block (``ray=False``: no Ray; this
+    machine is the cluster)."""
+    if not ray:
+        yield open_context(cfg, store)
+        return
+    with ray_connection(num_cpus):
+        yield open_context(cfg, store)
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+__all__ = ["RunContext", "open_context", "stage_context", "ray_connection", "open_run",
+           "run_id_of", "check_paths", "resolve_data", "resolve_placement"]
