@@ -320,7 +320,7 @@ def _prune(ctx, scorer: str) -> dict:
     from ray import tune
 
     from ..resources import worker_bundle
-    from ..train.launch import ray_storage
+    from ..train.launch import keep_credentials_out_of_tune, ray_storage
     cfg, root, run = ctx.cfg, ctx.root, ctx.run
     build_teacher(cfg, run)  # fail early on a bad teacher
     run.write_bytes(f"{STAGE}/config.yaml", cfg.to_yaml().encode())
@@ -353,6 +353,7 @@ def _prune(ctx, scorer: str) -> dict:
             tune.with_parameters(_trial, spec=spec, scorer=scorer_actor),
             tune.PlacementGroupFactory([bundle]))
         storage_path, fs = ray_storage(run, STAGE)
+        keep_credentials_out_of_tune()
         tuner = tune.Tuner(
             trainable,
             param_space={"target": tune.grid_search([float(t) for t in cfg.prune.targets])},
