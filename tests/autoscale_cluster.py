@@ -11,8 +11,9 @@ do not fit a shared machine, so they are replaced:
 - ``_generate_config`` reads ``fake_multi_node/example.yaml``, which the Ray 2.60 wheel
   does not ship; the same settings are written out below. The autoscaler reads that file
   too, as the provider's defaults, for ``type: fake_multinode``; so the provider is named
-  as an external one (``type: external``, the same class by its module path), whose
-  defaults are built in.
+  as an external one (``type: external``, loaded by module path), whose defaults are built
+  in: Ray's fake provider, giving each node a temp dir of its own
+  (tests/fake_provider/loopback_provider.py says why).
 """
 from __future__ import annotations
 
@@ -29,10 +30,10 @@ from ray.autoscaler._private.fake_multi_node.node_provider import (
 )
 from ray.cluster_utils import AutoscalingCluster
 
-from .cluster_cli import MARKER, VENV, ClusterCLI
-from .local_cluster import free_port
+from .cluster_cli import API_SERVER_ENV, MARKER, VENV, ClusterCLI, free_port
 
-FAKE_PROVIDER = "ray.autoscaler._private.fake_multi_node.node_provider.FakeMultiNodeProvider"
+PROVIDER_DIR = Path(__file__).resolve().parent / "fake_provider"
+PROVIDER = "loopback_provider.OwnTempDirFakeProvider"
 
 
 class LoopbackAutoscalingCluster(AutoscalingCluster, ClusterCLI):
@@ -50,13 +51,14 @@ class LoopbackAutoscalingCluster(AutoscalingCluster, ClusterCLI):
         self.env = {**base, **(env or {}), "PATH": f"{VENV}/bin:{base.get('PATH', '/usr/bin:/bin')}",
                     "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
                     "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex,
-                    MARKER: self.name}
+                    API_SERVER_ENV: self.dashboard, MARKER: self.name}
         super().__init__(head_resources, worker_node_types, autoscaler_v2=autoscaler_v2,
                          idle_timeout_minutes=idle_timeout_minutes)
 
     def _generate_config(self, head_resources, worker_node_types, autoscaler_v2=False,
                          **config_kwargs):
-        provider = {"type": "external", "module": FAKE_PROVIDER,
+        provider = {"type": "external", "module": PROVIDER,
+                    "node_temp_root": str(self.tmp / "nodes"),
                     # all nodes share 127.0.0.1: the autoscaler tells them apart by node id
                     "use_node_id_as_ip": True,
                     "disable_node_updaters": True, "disable_launch_config_check": True,
@@ -92,7 +94,8 @@ class LoopbackAutoscalingCluster(AutoscalingCluster, ClusterCLI):
                 "--disable-usage-stats"]
         if resources:
             args.append(f"--resources={json.dumps(resources)}")
-        env = {"AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_FAKE_CLUSTER": "1"}
+        env = {"AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_FAKE_CLUSTER": "1",
+               "PYTHONPATH": str(PROVIDER_DIR)}
         if self._autoscaler_v2:
             env.update(RAY_enable_autoscaler_v2="1", RAY_CLOUD_INSTANCE_ID=FAKE_HEAD_NODE_ID,
                        RAY_OVERRIDE_NODE_ID_FOR_TESTING=FAKE_HEAD_NODE_ID)

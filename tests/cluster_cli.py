@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,16 @@ from pathlib import Path
 
 VENV = Path(sys.prefix)
 MARKER = "GANC_TEST_CLUSTER"
+# Ray's State API clients inside a cluster's processes (Ray Train's placement-group
+# cleaner) look for "the" Ray of this host unless told where its dashboard is, and fail
+# when other Ray instances run here too.
+API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def pids(select) -> list[int]:
@@ -71,17 +82,35 @@ class ClusterCLI:
         return out.stdout + out.stderr
 
     # ------------------------------------------------------------------ jobs
+    def _submit(self, entrypoint: list[str], working_dir: str | Path, submission_id: str,
+                wait: bool, timeout: float) -> str:
+        """``ray job submit --working-dir``, retried while the head's job agent is still
+        coming up (it starts a little after ``ray start``); returns the CLI's output."""
+        args = ["job", "submit", f"--address={self.dashboard}", f"--working-dir={working_dir}",
+                f"--submission-id={submission_id}"] + ([] if wait else ["--no-wait"])
+        for _ in range(30):
+            text = self.ray(*args, "--", *entrypoint, timeout=timeout, check=False)
+            if "No available agent" not in text:
+                return text
+            time.sleep(2)
+        return text
+
     def submit(self, entrypoint: list[str], working_dir: str | Path, submission_id: str,
                timeout: float = 900) -> tuple[str, str]:
-        """``ray job submit --working-dir`` (waits); returns (final status, job logs)."""
-        args = ["job", "submit", f"--address={self.dashboard}", f"--working-dir={working_dir}",
-                f"--submission-id={submission_id}", "--", *entrypoint]
-        for _ in range(30):      # the job agent comes up a little after `ray start`
-            text = self.ray(*args, timeout=timeout, check=False)
-            if "No available agent" not in text:
-                break
-            time.sleep(2)
-        return self.status(submission_id), self.logs(submission_id)
+        """Submit and wait for the job; returns (final status, job logs)."""
+        text = self._submit(entrypoint, working_dir, submission_id, True, timeout)
+        status = self.wait(submission_id, timeout=120)
+        if status == "TIMEOUT":
+            raise RuntimeError("ray job submit failed:\n" + text[-3000:])
+        return status, self.logs(submission_id)
+
+    def submit_no_wait(self, entrypoint: list[str], working_dir: str | Path,
+                       submission_id: str) -> str:
+        text = self._submit(entrypoint, working_dir, submission_id, False, 180)
+        if self.status(submission_id) not in ("PENDING", "RUNNING", "SUCCEEDED", "FAILED",
+                                              "STOPPED"):
+            raise RuntimeError("ray job submit failed:\n" + text[-3000:])
+        return text
 
     def status(self, submission_id: str) -> str:
         out = self.ray("job", "status", f"--address={self.dashboard}", submission_id,
@@ -90,6 +119,16 @@ class ClusterCLI:
         word = next((w for w in ("stopped", "succeeded", "failed", "running", "pending")
                      if w in out), out.strip())
         return word.upper()
+
+    def wait(self, submission_id: str, timeout: float = 900,
+             until=("SUCCEEDED", "FAILED", "STOPPED")) -> str:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            s = self.status(submission_id)
+            if s in until:
+                return s
+            time.sleep(2)
+        return "TIMEOUT"
 
     def logs(self, submission_id: str) -> str:
         return self.ray("job", "logs", f"--address={self.dashboard}", submission_id, check=False)

@@ -29,9 +29,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .cluster_cli import MARKER, VENV, ClusterCLI, kill_all, owned_by, pids
+from .cluster_cli import (API_SERVER_ENV, MARKER, VENV, ClusterCLI, free_port, kill_all,
+                          owned_by, pids)
 from .helpers import REPO
-from .local_cluster import free_port
 
 PYTHON = VENV / "bin" / "python"
 LOOPBACK_START = REPO / "tests" / "ray_start_loopback.py"
@@ -110,7 +110,7 @@ class IsolatedCluster(ClusterCLI):
                     "HOME": str(self.driver_home), "GANC_CACHE": str(self.cache),
                     "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
                     "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token_file),
-                    MARKER: self.name, **head_env}
+                    API_SERVER_ENV: self.dashboard, MARKER: self.name, **head_env}
 
     # ------------------------------------------------------------------ start
     def start(self) -> "IsolatedCluster":
@@ -168,7 +168,8 @@ class IsolatedCluster(ClusterCLI):
                 "PATH": f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
                 "GANC_CACHE": str(self.worker_home / ".cache" / "ganc"),
                 "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-                "RAY_AUTH_MODE": "token", MARKER: self.name, **self.worker_env}
+                "RAY_AUTH_MODE": "token", API_SERVER_ENV: self.dashboard, MARKER: self.name,
+                **self.worker_env}
 
     def run_as_worker(self, argv: list[str], timeout: float = 180) -> subprocess.CompletedProcess:
         """Run ``argv`` as the worker node's user, in a new private mount namespace where

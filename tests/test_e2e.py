@@ -101,7 +101,7 @@ def test_killed_driver_resubmitted_redoes_no_finished_stage(cluster):
     else:
         pytest.fail("the search never started")
     time.sleep(3)
-    cluster._ray("job", "stop", f"--address={cluster.dashboard}", "ganc-e2e-kill")
+    cluster.ray("job", "stop", f"--address={cluster.dashboard}", "ganc-e2e-kill")
     assert cluster.wait("ganc-e2e-kill", 120) in ("STOPPED", "FAILED")
     fs.invalidate_cache()
     assert not fs.exists(f"{run}/pipeline/search.json"), "killed too late: search had finished"
