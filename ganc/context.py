@@ -156,12 +156,15 @@ def ship_teacher_weights(cfg: RunConfig, run: Store, cluster: ClusterInfo) -> st
 
 # ---------------------------------------------------------------- placement
 def _teacher_macs(cfg: RunConfig):
+    """MACs of the config's teacher at a size: profiled at 32px and scaled by the pixel
+    count (exact for these fully convolutional generators at sizes divisible by 4)."""
     def at(size: int) -> float:
         from . import nn as gnn
         from .profile import count_macs
         m = cfg.model
         net = gnn.build(m.teacher, ngf=m.teacher_ngf, norm=m.norm, dropout=m.dropout)
-        return float(count_macs(net, (1, 3, size, size)))
+        probe = 32 if size % 4 == 0 else size
+        return float(count_macs(net, (1, 3, probe, probe))) * (size / probe) ** 2
     return at
 
 

@@ -70,7 +70,7 @@ def test_no_credentials_in_what_ray_pickles_or_in_worker_env(s3_url, monkeypatch
     cfg = from_dict({"name": "creds", "data": {"demo_n": 4, "demo_size": 16}})
     ctx = open_context(cfg, s3_url, cluster=local_machine())
     path, fs = launch.ray_storage(ctx.run, "teacher")
-    import cloudpickle
+    from ray import cloudpickle
     blobs = [pickle.dumps(fs), cloudpickle.dumps(fs),
              cloudpickle.dumps({"config": ctx.cfg.to_dict(), **ctx.worker_spec()}),
              repr(launch.worker_env()).encode()]
