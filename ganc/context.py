@@ -195,6 +195,20 @@ def open_context(cfg: RunConfig, store=None, *, cluster: Optional[ClusterInfo] =
     return RunContext(resolved, root, run, record, cluster, data)
 
 
+def ray_storage(run: Store, stage: str):
+    """(storage_path, storage_filesystem) for Ray Train's / Tune's files of a stage.
+
+    For S3 the filesystem is the store's s3fs (endpoint and region only) behind pyarrow;
+    it is pickled into Ray's controller, workers and ``tuner.pkl``, so it carries no
+    credentials: whoever unpickles it signs with its own node's credential chain."""
+    if run.protocol == "file":
+        path = os.path.join(run.root, stage)
+        os.makedirs(path, exist_ok=True)
+        return path, None
+    import pyarrow.fs as pafs
+    return f"{run.root}/{stage}", pafs.PyFileSystem(pafs.FSSpecHandler(run.fs))
+
+
 @contextlib.contextmanager
 def ray_connection(num_cpus: Optional[int] = None):
     """Ray for the duration of the block: joins or starts one unless this process is
@@ -226,4 +240,4 @@ def say(msg: str) -> None:
 
 
 __all__ = ["RunContext", "open_context", "stage_context", "ray_connection", "open_run",
-           "run_id_of", "check_paths", "resolve_data", "resolve_placement"]
+           "run_id_of", "check_paths", "resolve_data", "resolve_placement", "ray_storage"]
