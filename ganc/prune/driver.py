@@ -335,7 +335,13 @@ def _prune(ctx, scorer: str) -> dict:
         if scorer != "none":
             actors = max(1, cfg.fid.num_actors)
             fid_cpus = 1.0 if total_cpus >= n_trials * cfg.scale.cpus_per_worker + actors else 0.0
-            cls = ray.remote(num_cpus=0)(_Scorer)
+            # The scorer owns the FID pool as the driver would (the driver's Inception
+            # weights and data cache), so it stays on the driver's node: without a CPU it
+            # could otherwise land on any node, one without the weights.
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                  soft=False)
+            cls = ray.remote(num_cpus=0, scheduling_strategy=here)(_Scorer)
             scorer_actor = cls.remote(cfg.to_dict(), ctx.data.to_spec(), root.url(),
                                       ctx.endpoint_url, scorer, fid_cpus,
                                       {k: ctx.placement.get(k) for k in
