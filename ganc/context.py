@@ -209,6 +209,18 @@ def ray_storage(run: Store, stage: str):
     return f"{run.root}/{stage}", pafs.PyFileSystem(pafs.FSSpecHandler(run.fs))
 
 
+def keep_credentials_out_of_tune() -> None:
+    """Ray Tune copies AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the session tokens from
+    the driver's environment into every trial's ``runtime_env``
+    (``ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE``), which each node's runtime
+    env agent logs and Ray's state API reports. Trials use their own node's credential
+    chain like every other worker: take those names out of what Tune propagates. Call it
+    before a Tuner starts trials."""
+    from ray.tune.execution import class_cache
+    class_cache.ENV_VARS_TO_PROPAGATE = {
+        name for name in class_cache.ENV_VARS_TO_PROPAGATE if not name.startswith("AWS_")}
+
+
 @contextlib.contextmanager
 def ray_connection(num_cpus: Optional[int] = None):
     """Ray for the duration of the block: joins or starts one unless this process is
@@ -240,4 +252,5 @@ def say(msg: str) -> None:
 
 
 __all__ = ["RunContext", "open_context", "stage_context", "ray_connection", "open_run",
-           "run_id_of", "check_paths", "resolve_data", "resolve_placement", "ray_storage"]
+           "run_id_of", "check_paths", "resolve_data", "resolve_placement", "ray_storage",
+           "keep_credentials_out_of_tune"]

@@ -83,3 +83,26 @@ def test_no_credentials_in_what_ray_pickles_or_in_worker_env(s3_url, monkeypatch
         f.write(b"ok")
     assert ctx.run.read_bytes("teacher/probe.txt") == b"ok"
     assert "AWS_ENDPOINT_URL" in launch.worker_env()
+
+
+def test_no_credentials_in_tune_trials_runtime_env(monkeypatch):
+    """Ray Tune copies the driver's AWS keys into every trial's runtime_env (logged by each
+    node's runtime env agent, reported by the state API) unless ganc takes them out."""
+    from ray.tune.execution import class_cache
+
+    from ganc.context import keep_credentials_out_of_tune
+    monkeypatch.setattr(class_cache, "ENV_VARS_TO_PROPAGATE",
+                        set(class_cache.ENV_VARS_TO_PROPAGATE))   # restored afterwards
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", TOKEN)
+    keep_credentials_out_of_tune()
+
+    class Trainable:
+        pass
+
+    options = class_cache._ActorClassCache().get(Trainable)._default_options
+    blob = repr(options["runtime_env"]).encode()
+    for secret in (SECRET, KEY_ID, TOKEN):
+        assert secret.encode() not in blob
+    assert "PL_DISABLE_FORK" in options["runtime_env"]["env_vars"]   # Tune's own still go

@@ -320,7 +320,7 @@ def _prune(ctx, scorer: str) -> dict:
     import ray
     from ray import tune
 
-    from ..context import ray_storage
+    from ..context import keep_credentials_out_of_tune, ray_storage
     from ..resources import worker_bundle
     cfg, root, run = ctx.cfg, ctx.root, ctx.run
     build_teacher(cfg, run)  # fail early on a bad teacher
@@ -354,6 +354,7 @@ def _prune(ctx, scorer: str) -> dict:
             tune.with_parameters(_trial, spec=spec, scorer=scorer_actor),
             tune.PlacementGroupFactory([bundle]))
         storage_path, fs = ray_storage(run, STAGE)
+        keep_credentials_out_of_tune()
         tuner = tune.Tuner(
             trainable,
             param_space={"target": tune.grid_search([float(t) for t in cfg.prune.targets])},

@@ -192,7 +192,7 @@ def run_search(cfg: RunConfig, store=None, *, method: Optional[str] = None,
 def _search(ctx, *, method: Optional[str], budget_macs: Optional[float], fresh: bool) -> dict:
     from ..placement import search_budget
     from ..profile import count_macs, count_params
-    from ..context import ray_storage
+    from ..context import keep_credentials_out_of_tune, ray_storage
     from ..train.supernet import load_teacher
 
     cfg, root, run = ctx.cfg, ctx.root, ctx.run
@@ -243,6 +243,7 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float], fresh: 
             tune.with_parameters(score_trial, lease=lease, cost=cost, latency=latency),
             _trial_resources())
         storage_path, fs = ray_storage(run, "search")
+        keep_credentials_out_of_tune()
         exp_path = f"{storage_path.rstrip('/')}/{EXPERIMENT}"
         max_conc = int(sc.max_concurrent) or pool.num_actors
         t0 = time.time()
