@@ -31,9 +31,9 @@ def cache_dir() -> str:
 
 
 class SeededItems(Dataset):
-    """Items addressed as ``(index, seed)``: ``random`` is seeded before each item, so the
-    datasets' random augmentation depends on the seed alone (not on which process or
-    DataLoader worker loads the item)."""
+    """Items addressed as ``(index, seed)``: ``random`` is seeded for each item (and its
+    state restored after), so the datasets' random augmentation depends on the seed alone,
+    not on which process or DataLoader worker loads the item."""
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
@@ -43,8 +43,12 @@ class SeededItems(Dataset):
 
     def __getitem__(self, key):
         index, seed = key
+        state = random.getstate()
         random.seed(seed)
-        return self.dataset[index]
+        try:
+            return self.dataset[index]
+        finally:
+            random.setstate(state)
 
 
 def loader_workers(cpus_per_worker: float) -> int:
