@@ -43,6 +43,10 @@ class ClusterInfo:
     node_types: list = field(default_factory=list)   # NodeType, workers only
     autoscaler: str = ""                    # where node_types were read ('' : none)
     local: bool = False                     # no Ray: this machine alone
+    # Whether node_types is all the cluster can add (its autoscaler's config was read, or
+    # its autoscaler runs here without one, i.e. cannot add nodes). False when the
+    # autoscaler runs elsewhere: a request may then be met later, so it is waited for.
+    autoscaler_known: bool = True
 
     @property
     def can_autoscale(self) -> bool:
@@ -130,8 +134,16 @@ def node_types_from_cluster_config(cc) -> list[NodeType]:
 def find_autoscaling_config(gcs_address: str, proc: str = "/proc") -> Optional[str]:
     """The ``--autoscaling-config`` file of the autoscaler (monitor) process of the cluster
     at ``gcs_address`` running on this host, or None."""
+    return find_monitor(gcs_address, proc)[1]
+
+
+def find_monitor(gcs_address: str, proc: str = "/proc") -> tuple[bool, Optional[str]]:
+    """(whether a process of the cluster at ``gcs_address`` with an autoscaler's arguments
+    runs on this host, the ``--autoscaling-config`` file it was given or None). A monitor
+    without a config watches a fixed set of nodes: it cannot add any."""
+    found = False
     if not gcs_address or not os.path.isdir(proc):
-        return None
+        return False, None
     want = f"--gcs-address={gcs_address}"
     for entry in os.listdir(proc):
         if not entry.isdigit():
@@ -141,14 +153,15 @@ def find_autoscaling_config(gcs_address: str, proc: str = "/proc") -> Optional[s
                 args = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
         except OSError:
             continue
-        if want not in args:
+        if want not in args or not any(a.endswith("monitor.py") for a in args):
             continue
+        found = True
         for a in args:
             if a.startswith("--autoscaling-config="):
                 path = os.path.expanduser(a.split("=", 1)[1])
                 if os.path.isfile(path):
-                    return path
-    return None
+                    return True, path
+    return found, None
 
 
 def read_autoscaling_config(path: str) -> list[NodeType]:
@@ -160,18 +173,19 @@ def read_autoscaling_config(path: str) -> list[NodeType]:
 
 
 # ---------------------------------------------------------------- Ray edge
-def _autoscaler_node_types(gcs_address: str) -> tuple[list[NodeType], str]:
+def _autoscaler_node_types(gcs_address: str) -> tuple[list[NodeType], str, bool]:
+    """(node types, where they were read, whether that is all the cluster can add)."""
     try:
         from ray._private.state import state
         cc = state.get_cluster_config()
     except Exception:
         cc = None
     if cc is not None and getattr(cc, "node_group_configs", None):
-        return node_types_from_cluster_config(cc), "gcs cluster config"
-    path = find_autoscaling_config(gcs_address)
+        return node_types_from_cluster_config(cc), "gcs cluster config", True
+    found, path = find_monitor(gcs_address)
     if path:
-        return read_autoscaling_config(path), f"autoscaling config {path}"
-    return [], ""
+        return read_autoscaling_config(path), f"autoscaling config {path}", True
+    return [], "", found
 
 
 def current() -> ClusterInfo:
@@ -186,8 +200,9 @@ def current() -> ClusterInfo:
         gcs = ray.get_runtime_context().gcs_address
     except Exception:  # pragma: no cover
         gcs = ""
-    types, source = _autoscaler_node_types(gcs)
-    return ClusterInfo(nodes=len(alive), resources=total, node_types=types, autoscaler=source)
+    types, source, known = _autoscaler_node_types(gcs)
+    return ClusterInfo(nodes=len(alive), resources=total, node_types=types, autoscaler=source,
+                       autoscaler_known=known)
 
 
 def local_machine() -> ClusterInfo:
@@ -215,4 +230,4 @@ def describe_now() -> ClusterInfo:
 
 __all__ = ["ClusterInfo", "NodeType", "current", "local_machine", "describe_now",
            "node_types_from_autoscaling_config", "node_types_from_cluster_config",
-           "find_autoscaling_config"]
+           "find_autoscaling_config", "find_monitor"]

@@ -156,12 +156,15 @@ def ship_teacher_weights(cfg: RunConfig, run: Store, cluster: ClusterInfo) -> st
 
 # ---------------------------------------------------------------- placement
 def _teacher_macs(cfg: RunConfig):
+    """MACs of the config's teacher at a size: profiled at 32px and scaled by the pixel
+    count (exact for these fully convolutional generators at sizes divisible by 4)."""
     def at(size: int) -> float:
         from . import nn as gnn
         from .profile import count_macs
         m = cfg.model
         net = gnn.build(m.teacher, ngf=m.teacher_ngf, norm=m.norm, dropout=m.dropout)
-        return float(count_macs(net, (1, 3, size, size)))
+        probe = 32 if size % 4 == 0 else size
+        return float(count_macs(net, (1, 3, probe, probe))) * (size / probe) ** 2
     return at
 
 
@@ -190,6 +193,32 @@ def open_context(cfg: RunConfig, store=None, *, cluster: Optional[ClusterInfo] =
     resolved.model.teacher_weights = ship_teacher_weights(cfg, run, cluster)
     data = resolve_data(resolved, root, cluster)
     return RunContext(resolved, root, run, record, cluster, data)
+
+
+def ray_storage(run: Store, stage: str):
+    """(storage_path, storage_filesystem) for Ray Train's / Tune's files of a stage.
+
+    For S3 the filesystem is the store's s3fs (endpoint and region only) behind pyarrow;
+    it is pickled into Ray's controller, workers and ``tuner.pkl``, so it carries no
+    credentials: whoever unpickles it signs with its own node's credential chain."""
+    if run.protocol == "file":
+        path = os.path.join(run.root, stage)
+        os.makedirs(path, exist_ok=True)
+        return path, None
+    import pyarrow.fs as pafs
+    return f"{run.root}/{stage}", pafs.PyFileSystem(pafs.FSSpecHandler(run.fs))
+
+
+def keep_credentials_out_of_tune() -> None:
+    """Ray Tune copies AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the session tokens from
+    the driver's environment into every trial's ``runtime_env``
+    (``ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE``), which each node's runtime
+    env agent logs and Ray's state API reports. Trials use their own node's credential
+    chain like every other worker: take those names out of what Tune propagates. Call it
+    before a Tuner starts trials."""
+    from ray.tune.execution import class_cache
+    class_cache.ENV_VARS_TO_PROPAGATE = {
+        name for name in class_cache.ENV_VARS_TO_PROPAGATE if not name.startswith("AWS_")}
 
 
 @contextlib.contextmanager
@@ -223,4 +252,5 @@ def say(msg: str) -> None:
 
 
 __all__ = ["RunContext", "open_context", "stage_context", "ray_connection", "open_run",
-           "run_id_of", "check_paths", "resolve_data", "resolve_placement"]
+           "run_id_of", "check_paths", "resolve_data", "resolve_placement", "ray_storage",
+           "keep_credentials_out_of_tune"]

@@ -106,8 +106,8 @@ def write_report(cfg: RunConfig, store=None) -> dict:
 
     from .context import open_context
     from .data.images import to_uint8
+    from .data.splits import build_split, eval_split
     from .pipeline import format_table
-    from .train import common
 
     ctx = open_context(cfg, store)
     cfg, run = ctx.cfg, ctx.run
@@ -121,8 +121,7 @@ def write_report(cfg: RunConfig, store=None) -> dict:
         run.write_bytes(f"{REPORT}/pareto.png", run.read_bytes("search/fid_vs_macs.png"))
         files["pareto"] = run.url(f"{REPORT}/pareto.png")
     if models:
-        ds = common.build_split(cfg, ctx.data_root(), common.eval_split(cfg.data),
-                                train=False)
+        ds = build_split(cfg, ctx.data_root(), eval_split(cfg.data), train=False)
         n = min(int(cfg.pipeline.report_images), len(ds))
         xs = torch.stack([ds[i]["A"] for i in range(n)])
         inputs = [to_uint8(x) for x in xs]

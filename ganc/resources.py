@@ -5,8 +5,8 @@ Every Ray Train worker, FID actor and pruning trial asks for what it uses: CPUs,
 resources, e.g. ``{accel: 1}``). :func:`reserve` asks for a gang of such bundles as one
 placement group, which is what Ray's autoscaler scales up for, and waits at most
 ``scale.wait_s`` for it; a request the cluster cannot meet fails with one line naming the
-missing resource (at once when the cluster provably cannot get it: nothing has it and no
-autoscaler could add it).
+missing resource (at once when the cluster provably cannot get it: nothing has it and its
+autoscaler, whose node types :mod:`ganc.cluster` read, cannot add it).
 """
 from __future__ import annotations
 
@@ -51,26 +51,6 @@ def shortfall(bundles: list, cluster) -> list[str]:
     return out
 
 
-def autoscaler_active() -> bool:
-    """Whether an autoscaler runs for the connected cluster (v1 status or v2 flag)."""
-    import json
-    try:
-        from ray.autoscaler.v2.utils import is_autoscaler_v2
-        if is_autoscaler_v2():
-            return True
-    except Exception:
-        pass
-    try:
-        from ray._private import ray_constants
-        from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_initialized
-        if not _internal_kv_initialized():
-            return False
-        raw = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
-        return bool(raw) and "autoscaler_report" in json.loads(raw)
-    except Exception:
-        return False
-
-
 def reserve(bundles: list, wait_s: float, what: str, cluster=None, strategy: str = "PACK",
             keep: bool = False):
     """Reserve ``bundles`` as one placement group, waiting at most ``wait_s`` seconds.
@@ -87,7 +67,7 @@ def reserve(bundles: list, wait_s: float, what: str, cluster=None, strategy: str
     from . import cluster as clusters
     cluster = cluster or clusters.current()
     missing = shortfall(bundles, cluster)
-    if missing and (cluster.node_types or not autoscaler_active()):
+    if missing and cluster.autoscaler_known:
         raise ResourceError(f"{what} need {len(bundles)} x {_fmt(bundles[0])} that this Ray "
                             f"cluster cannot provide ({'; '.join(missing)})")
     pg = placement_group(bundles, strategy=strategy)
@@ -111,4 +91,4 @@ def reserve(bundles: list, wait_s: float, what: str, cluster=None, strategy: str
     return None
 
 
-__all__ = ["ResourceError", "worker_bundle", "reserve", "shortfall", "autoscaler_active"]
+__all__ = ["ResourceError", "worker_bundle", "reserve", "shortfall"]

@@ -39,12 +39,12 @@ def test_one_and_two_workers_see_the_same_images_and_stop_at_the_same_epoch(
         monkeypatch.setenv(launch.HOOK_ENV, str(hooks))
         cfg = from_dict({
             "name": f"w{workers}", "seed": 3,
-            "data": {"demo_n": 10, "demo_size": 16, "load_size": 16, "crop_size": 16,
+            "data": {"demo_n": 10, "demo_size": 32, "load_size": 32, "crop_size": 32,
                      "batch_size": 4},
             "model": {"teacher_ngf": 4, "ndf": 4},
             "teacher": {"epochs": 2, "epochs_decay": 1, "checkpoint_every": 100,
                         "log_every": 2, "eval_every": -1},
-            "scale": {"workers": workers}})
+            "scale": {"workers": workers, "max_failures": 0}})
         result = train_teacher(cfg, str(store))
         run = open_store(store).run(f"w{workers}")
         runs[workers] = {"result": result, "schedule": run.get_json("teacher/schedule.json"),

@@ -18,7 +18,7 @@ from ganc.data import source
 from ganc.data.source import DataRef
 from ganc.errors import ConfigError, DataError
 from ganc.store import open_store
-from ganc.train import common
+from ganc.data.splits import build_split
 
 TWO_NODES = ClusterInfo(2, {"CPU": 4})
 
@@ -55,8 +55,8 @@ def test_url_dataset_is_copied_once_and_resynced_when_it_changes(dataset, cache)
     local = ref.local()
     assert local == source.cache_folder(url) and local.startswith(str(cache))
     assert sorted(os.listdir(os.path.join(local, "train"))) == [f"{i}.png" for i in range(5)]
-    ds = common.build_split(from_dict({"data": {"crop_size": 8, "load_size": 8}}), local,
-                            "train", train=True)
+    ds = build_split(from_dict({"data": {"crop_size": 8, "load_size": 8}}), local, "train",
+                     train=True)
     assert len(ds) == 5
     stamp = {f: os.stat(os.path.join(local, "train", f)).st_mtime_ns
              for f in os.listdir(os.path.join(local, "train"))}

@@ -107,24 +107,41 @@ def test_config_sampler_uniform_and_sandwich():
         ConfigSampler(space, "best")
 
 
-def test_lr_factor_linear_decay():
-    assert common.lr_factor(0, 100, 0.5) == 1.0
-    assert common.lr_factor(49, 100, 0.5) == 1.0
-    assert common.lr_factor(75, 100, 0.5) == pytest.approx(0.5)
-    assert common.lr_factor(100, 100, 0.5) == 0.0
+def test_lr_constant_then_linear_decay():
+    from ganc.train.schedule import make_schedule
+
+    class Len:
+        epochs, epochs_decay, steps = 1, 1, 0
+    sch = make_schedule("teacher", Len, 100, 2, 1)       # 50 steps per epoch, 100 in all
+    assert sch.lr_factor(0) == 1.0 and sch.lr_factor(49) == 1.0
+    assert sch.lr_factor(75) == pytest.approx(0.5) and sch.lr_factor(100) == 0.0
 
 
-def test_batch_stream_resumes_at_the_same_batch():
-    ds = [{"i": torch.tensor(i)} for i in range(10)]
-    full = common.BatchStream(ds, 2, rank=0, world=2, seed=1).from_step(0)
-    seq = [next(full)["i"].tolist() for _ in range(7)]
-    # each rank sees 5 of 10 items -> 2 batches per epoch; epochs reshuffle
-    assert len({tuple(x) for x in seq}) > 2
-    resumed = common.BatchStream(ds, 2, rank=0, world=2, seed=1).from_step(3)
-    assert [next(resumed)["i"].tolist() for _ in range(4)] == seq[3:]
-    other = common.BatchStream(ds, 2, rank=1, world=2, seed=1).from_step(0)
-    first = set(seq[0] + seq[1])
-    assert first.isdisjoint(next(other)["i"].tolist() + next(other)["i"].tolist())
+def test_batch_loader_resumes_at_the_same_batch_and_ranks_split_it():
+    import random
+
+    class Items(torch.utils.data.Dataset):      # an item and the random draw made for it
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, i):
+            return {"i": torch.tensor(i), "r": torch.tensor(random.random())}
+
+    def take(loader, n):
+        it = iter(loader)
+        return [next(it) for _ in range(n)]
+
+    full = take(common.batch_loader(Items(), 4, rank=0, world=2, seed=1), 7)
+    seq = [b["i"].tolist() for b in full]
+    assert len({tuple(x) for x in seq}) > 2 and all(len(x) == 2 for x in seq)
+    resumed = take(common.batch_loader(Items(), 4, rank=0, world=2, seed=1, start=3), 4)
+    assert [b["i"].tolist() for b in resumed] == seq[3:]
+    assert [b["r"].tolist() for b in resumed] == [b["r"].tolist() for b in full[3:]]
+    other = take(common.batch_loader(Items(), 4, rank=1, world=2, seed=1), 2)
+    assert set(seq[0] + seq[1]).isdisjoint(sum((b["i"].tolist() for b in other), []))
+    # loader processes draw the same augmentation as the training process
+    two = take(common.batch_loader(Items(), 4, rank=0, world=2, seed=1, num_workers=2), 7)
+    assert [b["r"].tolist() for b in two] == [b["r"].tolist() for b in full]
 
 
 def test_demo_data_resolved_once_into_the_cache(tmp_path, monkeypatch):
@@ -139,7 +156,8 @@ def test_demo_data_resolved_once_into_the_cache(tmp_path, monkeypatch):
     stamp = (tmp_path / "demo" / "unpaired-4-16-0" / "demo.json").stat().st_mtime_ns
     assert resolve_data(cfg, store, local_machine()).local() == root
     assert (tmp_path / "demo" / "unpaired-4-16-0" / "demo.json").stat().st_mtime_ns == stamp
-    assert common.eval_split(cfg.data) == "test"
+    from ganc.data.splits import eval_split
+    assert eval_split(cfg.data) == "test"
     cfg.data.root = str(tmp_path / "nope")
     with pytest.raises(ConfigError, match="data.root"):
         resolve_data(cfg, store, local_machine())

@@ -5,7 +5,6 @@ stage runs, in one line."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from ganc import placement
-from ganc.cluster import (ClusterInfo, NodeType, find_autoscaling_config,
+from ganc.cluster import (ClusterInfo, NodeType, find_autoscaling_config, find_monitor,
                           node_types_from_autoscaling_config)
 from ganc.config import from_dict, load_config
 from ganc.context import check_paths, resolve_placement
@@ -80,6 +80,12 @@ def test_budget_is_converted_to_the_cpu_size_exactly_as_macs_scale():
     assert teacher["budget_macs"] == pytest.approx(12800.0)
     assert placement.search_budget(cpu, 3.0e9, None) == pytest.approx(cpu["budget_macs"])
     assert placement.search_budget(cpu, 0, 5.0e9) == pytest.approx(5.0e8)
+    # the teacher's MACs the context records are the profiler's at that size
+    from ganc import nn as gnn
+    from ganc.context import _teacher_macs
+    from ganc.profile import count_macs
+    net = gnn.build("resnet_9blocks", ngf=8)
+    assert _teacher_macs(cfg_of())(64) == count_macs(net, (1, 3, 64, 64))
 
 
 def test_placement_is_recorded_once_and_reused_by_resubmissions(tmp_path):
@@ -142,19 +148,20 @@ def test_the_autoscaler_process_of_this_cluster_is_found_by_its_gcs_address(tmp_
     conf = tmp_path / "autoscaling.json"
     conf.write_text(__import__("json").dumps(AUTOSCALING))
     code = "import time; time.sleep(60)"
-    mine = subprocess.Popen([sys.executable, "-c", code, "--gcs-address=127.0.0.1:1",
+    monitor = "/x/ray/autoscaler/_private/monitor.py"     # what the processes look like
+    mine = subprocess.Popen([sys.executable, "-c", code, monitor, "--gcs-address=127.0.0.1:1",
                              f"--autoscaling-config={conf}"])
-    other = subprocess.Popen([sys.executable, "-c", code, "--gcs-address=127.0.0.1:2",
-                              f"--autoscaling-config={tmp_path / 'missing.yaml'}"])
+    fixed = subprocess.Popen([sys.executable, "-c", code, monitor, "--gcs-address=127.0.0.1:2"])
     try:
         deadline = time.time() + 30
-        while time.time() < deadline and find_autoscaling_config("127.0.0.1:1") is None:
+        while time.time() < deadline and not (find_monitor("127.0.0.1:1")[0]
+                                              and find_monitor("127.0.0.1:2")[0]):
             time.sleep(0.2)
         assert find_autoscaling_config("127.0.0.1:1") == str(conf)
-        assert find_autoscaling_config("127.0.0.1:2") is None     # its file does not exist
-        assert find_autoscaling_config("127.0.0.1:3") is None
+        assert find_monitor("127.0.0.1:2") == (True, None)    # cannot add nodes
+        assert find_monitor("127.0.0.1:3") == (False, None)   # not on this host: unknown
     finally:
-        for p in (mine, other):
+        for p in (mine, fixed):
             p.kill()
             p.wait()
 

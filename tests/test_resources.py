@@ -62,15 +62,15 @@ def test_no_credentials_in_what_ray_pickles_or_in_worker_env(s3_url, monkeypatch
     """Ray Train's / Tune's storage filesystem (pickled into the controller, workers and
     tuner.pkl), the workers' runtime_env and the spec they get hold no credential."""
     from ganc.cluster import local_machine
-    from ganc.context import open_context
+    from ganc.context import open_context, ray_storage
     from ganc.train import launch
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     monkeypatch.setenv("AWS_SESSION_TOKEN", TOKEN)
     cfg = from_dict({"name": "creds", "data": {"demo_n": 4, "demo_size": 16}})
     ctx = open_context(cfg, s3_url, cluster=local_machine())
-    path, fs = launch.ray_storage(ctx.run, "teacher")
-    import cloudpickle
+    path, fs = ray_storage(ctx.run, "teacher")
+    from ray import cloudpickle
     blobs = [pickle.dumps(fs), cloudpickle.dumps(fs),
              cloudpickle.dumps({"config": ctx.cfg.to_dict(), **ctx.worker_spec()}),
              repr(launch.worker_env()).encode()]
@@ -90,13 +90,13 @@ def test_no_credentials_in_tune_trials_runtime_env(monkeypatch):
     node's runtime env agent, reported by the state API) unless ganc takes them out."""
     from ray.tune.execution import class_cache
 
-    from ganc.train import launch
+    from ganc.context import keep_credentials_out_of_tune
     monkeypatch.setattr(class_cache, "ENV_VARS_TO_PROPAGATE",
                         set(class_cache.ENV_VARS_TO_PROPAGATE))   # restored afterwards
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     monkeypatch.setenv("AWS_SESSION_TOKEN", TOKEN)
-    launch.keep_credentials_out_of_tune()
+    keep_credentials_out_of_tune()
 
     class Trainable:
         pass

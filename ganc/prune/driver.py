@@ -119,8 +119,8 @@ def load_pruned(run, prefix: str):
 # ---------------------------------------------------------------------- scoring
 def _eval_split(cfg: RunConfig, data_spec: dict):
     from ..data.source import DataRef
+    from ..data.splits import eval_split
     from ..metrics.pool import EvalSplit
-    from ..train.common import eval_split
     ref = DataRef.from_spec(data_spec)
     data = copy.deepcopy(cfg.data)
     data.root = ref.local()
@@ -191,8 +191,9 @@ def prune_target(spec: dict, target: float, report=None, scorer=None) -> dict:
     pr = Pruner(pc, target, G0, D0, conditional=cfg.data.kind == "aligned", size=size,
                 gan_mode=cfg.model.gan_mode, device=device, seed=cfg.seed)
     from ..data.source import DataRef
-    ds = common.build_split(cfg, DataRef.from_spec(spec["data"]).local(), cfg.data.train_split,
-                            train=True)
+    from ..data.splits import build_split
+    ds = build_split(cfg, DataRef.from_spec(spec["data"]).local(), cfg.data.train_split,
+                     train=True)
     batches = iter(common.batch_loader(ds, cfg.data.batch_size, 0, 1, cfg.seed))
     score = (lambda models: scorer(models)) if scorer is not None else _nan_scores
     history, best = [], {"fid": float("inf"), "macs": None, "step": None}
@@ -319,8 +320,8 @@ def _prune(ctx, scorer: str) -> dict:
     import ray
     from ray import tune
 
+    from ..context import keep_credentials_out_of_tune, ray_storage
     from ..resources import worker_bundle
-    from ..train.launch import keep_credentials_out_of_tune, ray_storage
     cfg, root, run = ctx.cfg, ctx.root, ctx.run
     build_teacher(cfg, run)  # fail early on a bad teacher
     run.write_bytes(f"{STAGE}/config.yaml", cfg.to_yaml().encode())

@@ -14,7 +14,6 @@ resumes it with ``Tuner.restore`` (the searcher state comes back with it).
 from __future__ import annotations
 
 import copy
-import os
 import time
 from typing import Optional
 
@@ -77,11 +76,11 @@ def cost_model(payload: dict, size: int) -> CostModel:
 def eval_split_of(cfg: RunConfig, ctx):
     """The FID pool's eval split of ``cfg.data``, read from the run's dataset on this node
     (``ctx``: the run's :class:`ganc.context.RunContext`)."""
+    from ..data.splits import eval_split
     from ..metrics.pool import EvalSplit
-    from ..train import common
     data = copy.deepcopy(cfg.data)
     data.root = ctx.data_root()
-    data.eval_split = common.eval_split(cfg.data)
+    data.eval_split = eval_split(cfg.data)
     return EvalSplit.from_data_config(data, name=ctx.data.name)
 
 
@@ -193,7 +192,7 @@ def run_search(cfg: RunConfig, store=None, *, method: Optional[str] = None,
 def _search(ctx, *, method: Optional[str], budget_macs: Optional[float], fresh: bool) -> dict:
     from ..placement import search_budget
     from ..profile import count_macs, count_params
-    from ..train.launch import keep_credentials_out_of_tune, ray_storage
+    from ..context import keep_credentials_out_of_tune, ray_storage
     from ..train.supernet import load_teacher
 
     cfg, root, run = ctx.cfg, ctx.root, ctx.run

@@ -20,9 +20,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import DataConfig, RunConfig
-from ..data import build_dataset
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 
 # ---------------------------------------------------------------- data
 
@@ -32,38 +30,10 @@ def cache_dir() -> str:
     return _cache_dir()
 
 
-def eval_split(data: DataConfig) -> str:
-    """The evaluation split; demo unpaired data names it 'test'."""
-    if not data.root and data.kind == "unaligned" and data.eval_split == "val":
-        return "test"
-    return data.eval_split
-
-
-def build_split(cfg: RunConfig, root: str, split: str, train: bool) -> Dataset:
-    d = cfg.data
-    return build_dataset(d.kind, root, split, d.direction, d.load_size if train else d.crop_size,
-                         d.crop_size, d.flip if train else False, d.serial, cfg.seed)
-
-
-def split_size(data: DataConfig, ref, split: str) -> int:
-    """Images of a training split as the datasets count them (aligned: the images of
-    ``<split>/``; unaligned: the larger of ``<split>A`` and ``<split>B``), from a
-    :class:`ganc.data.source.DataRef` without copying a URL dataset."""
-    if data.kind == "aligned":
-        n = ref.count_images(split)
-    elif data.kind == "unaligned":
-        n = max(ref.count_images(split + "A"), ref.count_images(split + "B"))
-    else:
-        raise ConfigError(f"data.kind {data.kind!r} is not one of: aligned, unaligned")
-    if n < 1:
-        raise DataError(f"data.root {ref.root!r}: no training images in split {split!r}")
-    return n
-
-
 class SeededItems(Dataset):
-    """Items addressed as ``(index, seed)``: ``random`` is seeded before each item, so the
-    datasets' random augmentation depends on the seed alone (not on which process or
-    DataLoader worker loads the item)."""
+    """Items addressed as ``(index, seed)``: ``random`` is seeded for each item (and its
+    state restored after), so the datasets' random augmentation depends on the seed alone,
+    not on which process or DataLoader worker loads the item."""
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
@@ -73,8 +43,12 @@ class SeededItems(Dataset):
 
     def __getitem__(self, key):
         index, seed = key
+        state = random.getstate()
         random.seed(seed)
-        return self.dataset[index]
+        try:
+            return self.dataset[index]
+        finally:
+            random.setstate(state)
 
 
 def loader_workers(cpus_per_worker: float) -> int:

@@ -22,14 +22,14 @@ class GeneratorScorer:
 
     def __init__(self, cfg: RunConfig, spec: dict, device: torch.device):
         from ..data.source import DataRef
+        from ..data.splits import eval_split
         from ..metrics import Scorer, load_extractor, real_stats
         from ..metrics.inception import load_shipped_extractor
         from ..metrics.pool import EvalSplit
         from ..store import open_store
 
         ref = DataRef.from_spec(spec["data"])
-        data = dataclasses.replace(cfg.data, root=ref.local(),
-                                   eval_split=common.eval_split(cfg.data))
+        data = dataclasses.replace(cfg.data, root=ref.local(), eval_split=eval_split(cfg.data))
         split = EvalSplit.from_data_config(data, name=ref.name)
         inputs = torch.from_numpy(split.load_inputs())
         n = int(getattr(cfg.distill, "eval_n", 0) or 0)

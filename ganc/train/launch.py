@@ -52,7 +52,8 @@ def section_of(cfg: RunConfig, stage: str):
 
 def schedule_of(ctx, cfg: RunConfig, stage: str, workers: int,
                 section: Optional[str] = None) -> Schedule:
-    size = common.split_size(cfg.data, ctx.data, cfg.data.train_split)
+    from ..data.splits import split_size
+    size = split_size(cfg.data, ctx.data, cfg.data.train_split)
     return make_schedule(section or ("teacher" if stage == "teacher" else "distill"),
                          section_of(cfg, stage), size, cfg.data.batch_size, workers)
 
@@ -77,32 +78,6 @@ def _summary(run: Store, stage: str, final: dict, skipped: bool, **more) -> dict
     return {"stage": stage, "skipped": skipped, "run": run.url(), "final": run.url(
         f"{stage}/final.pt"), "step": int(final.get("step", 0)), "starts": starts,
         "metrics": scalars[-1] if scalars else {}, "history": scalars, **more}
-
-
-def ray_storage(run: Store, stage: str):
-    """(storage_path, storage_filesystem) for Ray Train's / Tune's files of a stage.
-
-    For S3 the filesystem is the store's s3fs (endpoint and region only) behind pyarrow;
-    it is pickled into Ray's controller, workers and ``tuner.pkl``, so it carries no
-    credentials: whoever unpickles it signs with its own node's credential chain."""
-    if run.protocol == "file":
-        path = os.path.join(run.root, stage)
-        os.makedirs(path, exist_ok=True)
-        return path, None
-    import pyarrow.fs as pafs
-    return f"{run.root}/{stage}", pafs.PyFileSystem(pafs.FSSpecHandler(run.fs))
-
-
-def keep_credentials_out_of_tune() -> None:
-    """Ray Tune copies AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the session tokens from
-    the driver's environment into every trial's ``runtime_env``
-    (``ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE``), which each node's runtime
-    env agent logs and Ray's state API reports. Trials use their own node's credential
-    chain like every other worker: take those names out of what Tune propagates. Call it
-    before a Tuner starts trials."""
-    from ray.tune.execution import class_cache
-    class_cache.ENV_VARS_TO_PROPAGATE = {
-        name for name in class_cache.ENV_VARS_TO_PROPAGATE if not name.startswith("AWS_")}
 
 
 def worker_env() -> dict:
@@ -178,6 +153,7 @@ def _fit(stage, loop, spec, cfg: RunConfig, ctx) -> None:
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from ..context import ray_storage
     from ..resources import reserve, worker_bundle
 
     sc = cfg.scale

@@ -85,8 +85,9 @@ def run_steps(sess: Session, *, schedule: Schedule, start: int, checkpoint_every
 def train_batches(sess: Session, cfg: RunConfig, spec: dict, start: int):
     """(schedule, this rank's DataLoader from step ``start``) of a training stage."""
     from ..data.source import DataRef
+    from ..data.splits import build_split
     schedule = Schedule.from_dict(spec["schedule"])
-    ds = common.build_split(cfg, DataRef.from_spec(spec["data"]).local(), cfg.data.train_split,
+    ds = build_split(cfg, DataRef.from_spec(spec["data"]).local(), cfg.data.train_split,
                             train=True)
     if len(ds) != schedule.dataset_size:
         raise common.ConfigError(f"the training split has {len(ds)} images on this node, the "

@@ -70,10 +70,11 @@ def make_schedule(section: str, stage_cfg, dataset_size: int, global_batch: int,
     if workers < 1:
         raise ConfigError(f"scale.workers must be at least 1, got {workers}")
     if global_batch % workers:
+        lower, upper = global_batch - global_batch % workers, \
+            global_batch - global_batch % workers + workers
         raise ConfigError(f"data.batch_size {global_batch} is the global batch and must divide "
                           f"evenly over scale.workers={workers} (e.g. "
-                          f"{max(workers, global_batch - global_batch % workers)} or "
-                          f"{global_batch - global_batch % workers + workers})")
+                          + (f"{lower} or {upper})" if lower else f"{upper})"))
     if dataset_size < global_batch:
         raise ConfigError(f"data.batch_size {global_batch} is larger than the training set "
                           f"({dataset_size} images)")
@@ -112,6 +113,9 @@ class GlobalBatchSampler:
         if global_batch % world:
             raise ConfigError(f"data.batch_size {global_batch} must divide evenly over "
                               f"{world} workers")
+        if dataset_size < global_batch:
+            raise ConfigError(f"data.batch_size {global_batch} is larger than the training "
+                              f"set ({dataset_size} images)")
         self.n, self.B, self.rank, self.world = int(dataset_size), int(global_batch), rank, world
         self.b = self.B // world
         self.seed, self.start, self.stop = int(seed), int(start), stop
