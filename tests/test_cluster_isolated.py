@@ -1,8 +1,10 @@
 """No shared filesystem: the demo pipeline by `ray job submit` on a two-node cluster whose
 nodes share no files (tests/isolated_cluster.py). The head has no CPUs, so every training
-worker, trial and FID actor runs on the worker node, which is another Unix user that sees
-none of the driver's folders and gets S3 credentials only from its own ~/.aws (the default
-chain, as an instance role would give them). Data and store are on the local S3 server.
+worker, FID actor and trial that holds a CPU runs on the worker node, which is another Unix
+user that sees none of the driver's folders and gets S3 credentials only from its own
+~/.aws (the default chain, as an instance role would give them); the head's job drivers
+have them in their environment. Data and store are on the local S3 server; "the laptop"
+(this process) pulls the best model and runs it.
 
 One cluster for the module; one pipeline run shared by the checks on it. Skips with the
 reason when this machine cannot isolate a node (not root, no mount namespace).
@@ -18,16 +20,18 @@ import subprocess
 import sys
 import uuid
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from .conftest import S3_BUCKET
 from .helpers import REPO, demo_data_on_s3
 from .isolated_cluster import IsolatedCluster, NotIsolatable, require_isolation
 
 # The demo pipeline, every stage, each a few steps on 12 images of 64px.
-TINY = ["teacher.steps=16", "teacher.checkpoint_every=8", "distill.steps=16",
-        "distill.checkpoint_every=8", "search.population=4", "search.generations=2",
-        "prune.steps=8", "prune.sample_every=4", "prune.samples=2", "prune.finetune_steps=2",
+TINY = ["teacher.steps=8", "teacher.checkpoint_every=4", "distill.steps=8",
+        "distill.checkpoint_every=4", "search.population=4", "search.generations=2",
+        "prune.steps=4", "prune.sample_every=4", "prune.samples=2", "prune.finetune_steps=2",
         "prune.targets=0.3", "finetune.steps=4", "finetune.checkpoint_every=2",
         "scale.workers=1", "pipeline.report_images=2"]
 RUN_ID = "tiny"
@@ -97,7 +101,7 @@ def run(iso, prefix, data_url):
     return status, logs, store, iso.state("actors")
 
 
-def test_pipeline_on_the_worker_node_and_pull_best(iso, run, tmp_path):
+def test_pipeline_on_the_worker_node_then_pull_and_translate(iso, run, tmp_path):
     status, logs, store, actors = run
     assert status == "SUCCEEDED", logs[-5000:]
     for stage in ("teacher", "supernet", "search", "prune", "finetune", "export", "report"):
@@ -131,6 +135,18 @@ def test_pipeline_on_the_worker_node_and_pull_best(iso, run, tmp_path):
                        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
     assert p.returncode == 0, p.stderr
     assert {"model.pt", "model.json", "best.json"} <= set(os.listdir(out))
+    # ... and runs it.
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    p = subprocess.run([sys.executable, "-m", "ganc", "translate", "--weights",
+                        str(out / "model.pt"), "--input", str(images), "--output",
+                        str(tmp_path / "translated"), "--size", "64"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert sorted(os.listdir(tmp_path / "translated")) == ["0.png", "1.png"]
 
 
 def test_file_store_refused_at_submission_with_one_line(iso, data_url, tmp_path):
