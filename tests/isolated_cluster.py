@@ -5,17 +5,20 @@ another Unix user, in a private mount namespace where the driver's files do not 
   needs a CPU goes to the worker node; its folders (Ray temp dir, HOME, cache) are 0700.
 - worker node: a Unix user made for this cluster (``useradd``, removed at the end), its own
   HOME (``~/.aws`` for S3, ``~/.ray/auth_token`` for Ray's token, as on a real node) and Ray
-  temp dir. It sees the Python installation and the virtual environment (bound in
-  read-only at their usual paths) and nothing else of the driver: the repository's parent
-  folder, the driver's HOME and ``/tmp`` are empty tmpfs mounts in its namespace. So the
-  job's code can only reach it through ``ray job submit --working-dir``, and data, weights
-  and results only through S3 or Ray's object store.
+  temp dir. It sees the Python installation and the virtual environment (bound back at
+  their usual paths) and nothing else of the driver: the repository's parent folder, the
+  driver's HOME and ``/tmp`` are empty tmpfs mounts in its namespace. So the job's code can
+  only reach it through ``ray job submit --working-dir``, and data, weights and results
+  only through S3 or Ray's object store. Where no mount namespace can be made (no
+  CAP_SYS_ADMIN), it runs as the other user without one: the driver's 0700 folders stay
+  out of its reach, and the Python installation and venv must be readable by others.
 
 Both nodes stay on loopback (see tests/ray_start_loopback.py). Everything started is
 stopped at the end: the head's processes carry a marker in their environment, the worker
 node's processes belong to its user; nothing else is touched (never ``ray stop``).
 
-Needs root (useradd, mounts); ``require_isolation()`` says why not, for a skip.
+Needs root (useradd); ``require_isolation()`` says why not, and ``start()`` raises
+``NotIsolatable`` when the worker's user cannot run this Python, both for a skip.
 """
 from __future__ import annotations
 
@@ -46,16 +49,22 @@ class NotIsolatable(RuntimeError):
 def require_isolation() -> str | None:
     """Why this machine cannot run an isolated cluster, or None."""
     if os.geteuid() != 0:
-        return "needs root: creates a Unix user for the worker node and a private mount namespace"
-    for tool in ("useradd", "userdel", "unshare", "setpriv", "mount"):
+        return "needs root: creates a Unix user for the worker node"
+    for tool in ("useradd", "userdel", "setpriv"):
         if not shutil.which(tool):
             return f"needs `{tool}` (util-linux / passwd) on PATH"
+    return None
+
+
+def namespace_unavailable() -> str | None:
+    """Why no private mount namespace can hide the driver's files here, or None."""
+    if not (shutil.which("unshare") and shutil.which("mount")):
+        return "no `unshare`/`mount` on PATH"
     probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "--",
                             "mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", "/mnt"],
                            capture_output=True, text=True)
     if probe.returncode != 0:
-        return ("cannot mount in a private mount namespace (unshare --mount needs "
-                f"CAP_SYS_ADMIN): {probe.stderr.strip()[:200]}")
+        return f"unshare --mount needs CAP_SYS_ADMIN: {probe.stderr.strip()[:160]}"
     return None
 
 
@@ -102,6 +111,7 @@ class IsolatedCluster(ClusterCLI):
         self.worker_env = worker_env or {}
         self.uid = None
         self.user_created = False
+        self.no_namespace = namespace_unavailable()   # why not, or None
         base = {k: v for k, v in os.environ.items()
                 if not k.startswith(("AWS_", "RAY_", "GANC_"))}
         # Everything run on the head side: the head node, the job CLI ("the laptop"), and
@@ -173,7 +183,15 @@ class IsolatedCluster(ClusterCLI):
 
     def run_as_worker(self, argv: list[str], timeout: float = 180) -> subprocess.CompletedProcess:
         """Run ``argv`` as the worker node's user, in a new private mount namespace where
-        the driver's folders are hidden (processes it leaves behind stay in it)."""
+        the driver's folders are hidden (processes it leaves behind stay in it). Where no
+        namespace can be made, as that user only: the driver's 0700 folders stay out of its
+        reach, but the Python installation and the venv must be readable by other users."""
+        drop = "exec setpriv --reuid={} --regid={} --clear-groups env -i {} {}".format(
+            self.uid, self.gid, " ".join(_q(f"{k}={v}") for k, v in self._worker_env().items()),
+            " ".join(_q(a) for a in argv))
+        if self.no_namespace:
+            return subprocess.run(["bash", "-c", drop], capture_output=True, text=True,
+                                  timeout=timeout, cwd="/")
         keep = sorted({Path(sys.base_prefix).resolve(), VENV.resolve(), self.worker_root})
         hide = _hide_roots(keep)
         # Open every folder to keep before hiding anything, hide, then bind each one back
@@ -188,9 +206,7 @@ class IsolatedCluster(ClusterCLI):
                 lines.append(f"mkdir -p {_q(k)}")
                 lines.append(f"mount --no-canonicalize --bind /proc/self/fd/{3 + i} {_q(k)}")
         lines += [f"exec {3 + i}<&-" for i in range(len(keep))]
-        lines.append("exec setpriv --reuid={} --regid={} --clear-groups env -i {} {}".format(
-            self.uid, self.gid, " ".join(_q(f"{k}={v}") for k, v in self._worker_env().items()),
-            " ".join(_q(a) for a in argv)))
+        lines.append(drop)
         script = self.head_root / f"as-worker-{secrets.token_hex(3)}.sh"
         script.write_text("\n".join(lines) + "\n")
         return subprocess.run(["unshare", "--mount", "--propagation", "private", "--",
@@ -203,8 +219,10 @@ class IsolatedCluster(ClusterCLI):
         probe = self.run_as_worker([str(PYTHON), "-c", "import ray, torch"])
         if probe.returncode != 0:
             tail = probe.stderr.strip().splitlines()[-1:] or [""]
-            raise NotIsolatable(f"the worker node's user cannot use {VENV} ({tail[0][:200]}); "
-                                "its files must be readable by other users")
+            why = (f"no private mount namespace ({self.no_namespace}), and " if
+                   self.no_namespace else "")
+            raise NotIsolatable(f"{why}the worker node's user cannot use {VENV} "
+                                f"({tail[0][:200]}); its files must be readable by other users")
         out = self.run_as_worker(
             [str(PYTHON), str(self.worker_root / "ray_start_loopback.py"),
              f"--address={self.address}", "--node-ip-address=127.0.0.1",
