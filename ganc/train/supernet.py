@@ -31,11 +31,12 @@ from ..config import RunConfig, from_dict
 from ..errors import ConfigError
 from ..losses import FeatureDistiller, GANLoss, discriminator_loss, recon_l1
 from ..space import SearchSpace, get_space
-from ..weights import check_fit, read_state_dict
+from ..weights import load_weights
 from . import common
 from .loop import load_modules, run_steps, seed_all, snapshot
 from .sampling import ConfigSampler
 from .session import Session, open_session
+from .teacher import build_discriminator
 
 STAGE = "supernet"
 
@@ -110,11 +111,9 @@ def _read_source(source: str, endpoint_url: str) -> bytes:
 def load_teacher(ref: dict, endpoint_url: str = "") -> nn.Module:
     net = gnn.build(ref["netG"], ngf=int(ref["ngf"]), norm=ref["norm"],
                     dropout=float(ref.get("dropout", 0.0)))
-    label = ref["source"]
-    sd = read_state_dict(io.BytesIO(_read_source(ref["source"], endpoint_url)), name=label)
-    check_fit(net, sd, label, arch=f"{ref['netG']} ngf={ref['ngf']} norm={ref['norm']}")
-    net.load_state_dict(sd, strict=True)
-    return net
+    return load_weights(net, io.BytesIO(_read_source(ref["source"], endpoint_url)),
+                        arch=f"{ref['netG']} ngf={ref['ngf']} norm={ref['norm']}",
+                        name=ref["source"])
 
 
 # ---------------------------------------------------------------- per-worker loop
