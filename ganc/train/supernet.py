@@ -135,14 +135,14 @@ def _distill(sess: Session, cfg: RunConfig, spec: dict) -> None:
     seed_all(cfg.seed)
     teacher = load_teacher(spec["teacher"], spec.get("endpoint_url", "")).to(dev).eval()
     common.set_requires_grad([teacher], False)
-    student = gnn.build(m.student, ngf=m.student_ngf, norm=m.norm, dropout=m.dropout).to(dev)
+    student = gnn.build_for_training(m.student, ngf=m.student_ngf, norm=m.norm,
+                                     dropout=m.dropout).to(dev)
     if not isinstance(student, gnn.SuperMobileResnetGenerator):
         raise ConfigError(f"model.student {m.student!r} is not a supernet "
                           "(use super_mobile_resnet_9blocks)")
     distiller = FeatureDistiller.from_models(student, teacher, dc.distill_points).to(dev)
     gen = DistillNet(student, distiller)
-    D = gnn.build(m.netD, input_nc=6 if paired else 3, ndf=m.ndf, n_layers=m.n_layers_D,
-                  norm=m.norm_D).to(dev)
+    D = build_discriminator(cfg, 6 if paired else 3).to(dev)
     modules = {"student": student, "distiller": distiller, "D": D}
     opts = {"G": torch.optim.Adam(gen.parameters(), lr=dc.lr, betas=(dc.beta1, 0.999)),
             "D": torch.optim.Adam(D.parameters(), lr=dc.lr, betas=(dc.beta1, 0.999))}

@@ -32,12 +32,15 @@ def build_generator(cfg: RunConfig) -> nn.Module:
     if not m.teacher.startswith("resnet_"):
         raise common.ConfigError(f"model.teacher {m.teacher!r}: teacher training builds ResNet "
                                  "generators (resnet_9blocks, resnet_6blocks)")
-    return gnn.build(m.teacher, ngf=m.teacher_ngf, norm=m.norm, dropout=m.dropout)
+    return gnn.build_for_training(m.teacher, ngf=m.teacher_ngf, norm=m.norm, dropout=m.dropout)
 
 
 def build_discriminator(cfg: RunConfig, input_nc: int) -> nn.Module:
+    """The PatchGAN of every training stage (teacher, supernet, fine-tune, pruning), freshly
+    initialised; its input is (A, B) stacked for paired data, B alone for unpaired."""
     m = cfg.model
-    return gnn.build(m.netD, input_nc=input_nc, ndf=m.ndf, n_layers=m.n_layers_D, norm=m.norm_D)
+    return gnn.build_for_training(m.netD, input_nc=input_nc, ndf=m.ndf, n_layers=m.n_layers_D,
+                                  norm=m.norm_D)
 
 
 class CycleGenerators(nn.Module):
