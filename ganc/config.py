@@ -157,7 +157,7 @@ class ScaleConfig:
     workers: int = 1
     use_gpu: str = "auto"          # auto | true | false
     cpus_per_worker: int = 1
-    amp: bool = True               # bf16 autocast on GPU
+    amp: bool = False              # bf16 autocast on GPU (the reference trains in fp32)
     max_failures: int = 2
     cpu_crop_size: int = 0         # >0: without a GPU, train/eval at this size (load_size
                                    # scaled alike), e.g. 128 on CPU for a 256px recipe
