@@ -131,10 +131,10 @@ def test_demo_data_resolved_once_into_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("GANC_CACHE", str(tmp_path))
     cfg = from_dict({"data": {"kind": "unaligned", "demo_n": 4, "demo_size": 16}})
     root = common.resolve_data_root(cfg.data)
-    assert root == str(tmp_path / "demo" / "unpaired-4-16-0")
-    stamp = (tmp_path / "demo" / "unpaired-4-16-0" / "demo.json").stat().st_mtime_ns
+    assert root == str(tmp_path / "demo" / "unpaired-4-16-0-task2")
+    stamp = (tmp_path / "demo" / "unpaired-4-16-0-task2" / "demo.json").stat().st_mtime_ns
     assert common.resolve_data_root(cfg.data) == root
-    assert (tmp_path / "demo" / "unpaired-4-16-0" / "demo.json").stat().st_mtime_ns == stamp
+    assert (tmp_path / "demo" / "unpaired-4-16-0-task2" / "demo.json").stat().st_mtime_ns == stamp
     assert common.eval_split(cfg.data) == "test"
     cfg.data.root = str(tmp_path / "nope")
     with pytest.raises(ConfigError, match="data.root"):

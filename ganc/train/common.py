@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..config import DataConfig, RunConfig
 from ..data import build_dataset, make_demo_data
+from ..data.demo import demo_folder_name
 from ..errors import ConfigError
 
 # ---------------------------------------------------------------- data
@@ -40,7 +41,8 @@ def demo_kind(data: DataConfig) -> str:
 
 def resolve_data_root(data: DataConfig) -> str:
     """``data.root``, or (when empty) generated demo data cached under
-    ``<GANC_CACHE or ~/.cache/ganc>/demo/<kind>-<n>-<size>-<seed>``, made once."""
+    ``<GANC_CACHE or ~/.cache/ganc>/demo/<kind>-<n>-<size>-<seed>-task<version>``, made
+    once."""
     if data.root:
         root = os.path.abspath(os.path.expanduser(data.root))
         if not os.path.isdir(root):
@@ -48,7 +50,7 @@ def resolve_data_root(data: DataConfig) -> str:
         return root
     kind = demo_kind(data)
     out = os.path.join(cache_dir(), "demo",
-                       f"{kind}-{data.demo_n}-{data.demo_size}-{data.demo_seed}")
+                       demo_folder_name(kind, data.demo_n, data.demo_size, data.demo_seed))
     if not os.path.isfile(os.path.join(out, "demo.json")):
         try:
             make_demo_data(kind, data.demo_n, data.demo_size, out, seed=data.demo_seed)

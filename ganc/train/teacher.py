@@ -25,6 +25,7 @@ from .loop import load_modules, run_steps, seed_all, snapshot
 from .session import Session, open_session
 
 STAGE = "teacher"
+VAL_PSNR_IMAGES = 200          # paired data: PSNR on at most this many eval images at the end
 
 
 def build_generator(cfg: RunConfig) -> nn.Module:
@@ -124,7 +125,7 @@ def _pix2pix(sess: Session, cfg: RunConfig, spec: dict) -> None:
         return {"G_GAN": loss_gan.item(), "G_L1": loss_l1.item(), "D": loss_D.item()}
 
     _run(sess, cfg, spec, modules, opts, stream, step_fn, start, G,
-         {"netD": lambda: D.state_dict()})
+         {"netD": lambda: D.state_dict()}, final_metrics=lambda: _val_psnr(cfg, spec, G, dev))
 
 
 def _cyclegan(sess: Session, cfg: RunConfig, spec: dict) -> None:
@@ -180,8 +181,27 @@ def _cyclegan(sess: Session, cfg: RunConfig, spec: dict) -> None:
          extra_state=lambda: {"pool_A": pools["A"].state(), "pool_B": pools["B"].state()})
 
 
+def _val_psnr(cfg: RunConfig, spec: dict, G: nn.Module, dev) -> dict:
+    """PSNR of the trained pix2pix teacher on (the first images of) the eval split: a
+    check, in the log and the model card, that it learned its task. {} if unreadable."""
+    from torch.utils.data import Subset
+    from ..errors import GancError
+    from ..metrics.psnr import split_psnr
+    try:
+        ds = common.build_split(cfg, spec["data_root"], common.eval_split(cfg.data),
+                                train=False)
+    except (GancError, OSError) as e:
+        common.say(f"[{STAGE}] warning: no val PSNR: {str(e).splitlines()[0][:200]}")
+        return {}
+    ds = Subset(ds, range(min(len(ds), VAL_PSNR_IMAGES)))
+    res = split_psnr(G, ds, device=dev)
+    common.say(f"[{STAGE}] val PSNR {res['psnr']:.2f} dB on {res['images']} "
+               f"{common.eval_split(cfg.data)} images")
+    return {"val_psnr": res["psnr"], "val_psnr_images": res["images"]}
+
+
 def _run(sess, cfg, spec, modules, opts, stream, step_fn, start, G, final_extra,
-         extra_state=None) -> None:
+         extra_state=None, final_metrics=None) -> None:
     tc = cfg.teacher
     common.check_positive("teacher", steps=tc.steps, checkpoint_every=tc.checkpoint_every,
                           log_every=tc.log_every)
@@ -207,12 +227,13 @@ def _run(sess, cfg, spec, modules, opts, stream, step_fn, start, G, final_extra,
                      batches=stream.from_step(start), train_step=step_fn, make_state=make_state,
                      eval_every=every, evaluate=evaluate, batch_images=stream.batch_size)
     if sess.is_chief:
+        measured = final_metrics() if final_metrics is not None else {}
         payload = {**teacher_metadata(cfg), "state_dict": _cpu(G.state_dict()),
                    **{k: _cpu(f()) for k, f in final_extra.items()},
-                   "config": spec["config"], "step": int(last)}
+                   "config": spec["config"], "step": int(last), **measured}
         sess.write_final(payload)
         sess.store.put_torch(f"{STAGE}/latest_net_G.pth", _cpu(G.state_dict()))
-        sess.store.put_json(f"{STAGE}/model.json", {k: v for k, v in teacher_metadata(cfg).items()})
+        sess.store.put_json(f"{STAGE}/model.json", {**teacher_metadata(cfg), **measured})
 
 
 def _cpu(sd: dict) -> dict:
