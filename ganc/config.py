@@ -98,8 +98,12 @@ class SearchConfig:
     budget_macs: float = 0.0       # 0: a tenth of the teacher's MACs
     population: int = 100
     parent_ratio: float = 0.25
-    mutation_prob: float = 0.2
-    mutation_ratio: float = 0.5    # share of children made by mutation (rest: crossover)
+    mutation_prob: float = 0.2     # per position; the reference's presets: 0.4 horse2zebra,
+                                   # 0.3 edges2shoes-r / map2sat / cityscapes
+    mutation_ratio: float = 0.5    # share of the children made by mutation (rest: crossover);
+                                   # each generation makes `population` children
+    weighted_sample: float = 1.0   # first generation: narrowest width this many times as likely
+                                   # as the widest (1: uniform; the reference's horse2zebra: 2)
     generations: int = 500
     seed: int = 0
     max_concurrent: int = 0        # 0: fit the FID pool
@@ -162,7 +166,7 @@ class ScaleConfig:
     resources: dict = field(default_factory=dict)  # custom resources every Train worker,
                                    # FID actor and pruning trial requests, e.g. {accel: 1}
     wait_s: float = 900.0          # how long a resource request may stay unmet
-    amp: bool = True               # bf16 autocast on GPU
+    amp: bool = False              # bf16 autocast on GPU (the reference trains in fp32)
     max_failures: int = 2
     cpu_crop_size: int = 0         # >0: without a GPU, train/eval at this size (load_size
                                    # scaled alike), e.g. 128 on CPU for a 256px recipe

@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import ConfigError
+from .nn.init import init_weights
 
 GAN_MODES = ("vanilla", "lsgan", "hinge")
 
@@ -82,9 +83,7 @@ class FeatureDistiller(nn.Module):
         self.maps = nn.ModuleDict({
             p: nn.Conv2d(int(student_widths[p]), int(teacher_widths[p]), 1)
             for p in self.points})
-        for conv in self.maps.values():
-            nn.init.normal_(conv.weight, 0.0, 0.02)
-            nn.init.zeros_(conv.bias)
+        init_weights(self.maps)        # as the reference initialises its mappings
 
     @classmethod
     @torch.no_grad()

@@ -41,8 +41,64 @@ def read_state_dict(source, name: str | None = None) -> dict[str, torch.Tensor]:
     sd = dict(obj)
     if all(k.startswith("module.") for k in sd):
         sd = {k[len("module."):]: v for k, v in sd.items()}
-    # InstanceNorm layers of old torch versions saved running stats the model lacks.
     return sd
+
+
+_RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _block_renames(prefix: str, state_keys, model_keys) -> dict[str, str] | None:
+    """Renames of one residual block's checkpoint keys to the model's layout, or None.
+
+    The two layouts differ only by the dropout slot at ``conv_block.<DROPOUT_SLOT>``:
+    every entry after it sits one index later in the layout that has the slot.
+    """
+    from .nn.resnet import DROPOUT_SLOT
+    head = prefix + "conv_block."
+
+    def index_and_rest(key):
+        j, _, rest = key[len(head):].partition(".")
+        return int(j), rest
+
+    def params(keys):          # running statistics may be absent on either side
+        return {k for k in keys if k.rsplit(".", 1)[-1] not in _RUNNING_STATS}
+
+    ours = params(k for k in model_keys if k.startswith(head))
+    theirs = [k for k in state_keys if k.startswith(head)]
+    for shift in (0, 1, -1):
+        renames = {}
+        for key in theirs:
+            j, rest = index_and_rest(key)
+            renames[key] = f"{head}{j + shift if j >= DROPOUT_SLOT else j}.{rest}"
+        if params(renames.values()) == ours:
+            return renames
+    return None
+
+
+def fit_layout(model: nn.Module, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The checkpoint ``state`` with its keys renamed to ``model``'s layout, by rule only.
+
+    ResNet generators are released in two layouts (GUIDE §3): pytorch-CycleGAN-and-pix2pix
+    holds a Dropout slot in each residual block only when trained with dropout, GAN
+    Compression's "full" teachers always hold it, so the second conv of a block is
+    ``conv_block.5`` in one and ``conv_block.6`` in the other. Keys after the slot are
+    shifted to the model's layout when that makes the block's keys match exactly.
+    Running statistics that old torch versions saved for instance norm layers (which
+    track none) are dropped. Anything else is left for :func:`check_fit` to report.
+    """
+    from .nn.resnet import ResnetBlock
+    out = dict(state)
+    model_keys = list(model.state_dict())
+    for name, module in model.named_modules():
+        if isinstance(module, ResnetBlock):
+            renames = _block_renames(f"{name}." if name else "", list(out), model_keys)
+            if renames:
+                moved = {new: out.pop(old) for old, new in renames.items()}
+                out.update(moved)
+    untracked = {name for name, m in model.named_modules()
+                 if isinstance(m, nn.InstanceNorm2d) and not m.track_running_stats}
+    return {k: v for k, v in out.items()
+            if not (k.rsplit(".", 1)[-1] in _RUNNING_STATS and k.rsplit(".", 1)[0] in untracked)}
 
 
 def check_fit(model: nn.Module, state: Mapping[str, torch.Tensor], label: str,
@@ -66,9 +122,11 @@ def check_fit(model: nn.Module, state: Mapping[str, torch.Tensor], label: str,
 
 def load_weights(model: nn.Module, source, arch: str | None = None,
                  name: str | None = None) -> nn.Module:
-    """Load a checkpoint into ``model`` with strict key and shape matching."""
+    """Load a checkpoint into ``model`` with strict key and shape matching, after renaming
+    a released layout's keys to the model's (:func:`fit_layout`). Every weights file
+    ganc loads (teachers, exports, ``ganc translate``) comes through here."""
     label = name or (os.fspath(source) if isinstance(source, (str, os.PathLike)) else "<bytes>")
-    state = read_state_dict(source, label)
+    state = fit_layout(model, read_state_dict(source, label))
     check_fit(model, state, label, arch)
     model.load_state_dict(state, strict=True)
     return model

@@ -3,6 +3,8 @@ import pytest
 from ganc.config import RunConfig, apply_override, from_dict, load_config
 from ganc.errors import ConfigError
 
+from .helpers import REPO
+
 
 def test_defaults_and_roundtrip(tmp_path):
     cfg = RunConfig()
@@ -45,3 +47,39 @@ def test_bad_files_name_the_file_and_field(tmp_path):
         load_config(str(p))
     with pytest.raises(ConfigError, match="teacher.steps: expected int"):
         from_dict({"teacher": {"steps": 1.5}})
+
+
+PIX2PIX_PRESETS = ["facades", "edges2shoes", "edges2shoes-r", "map2sat"]
+
+
+def preset(name: str):
+    return load_config(str(REPO / "configs" / f"{name}.yaml"))
+
+
+@pytest.mark.parametrize("name", PIX2PIX_PRESETS)
+def test_pix2pix_presets_train_with_the_reference_discriminator(name):
+    """GAN Compression's pix2pix D in every stage: PatchGAN n_layers 3, ndf 128, instance
+    norm, hinge loss; fp32; the pix2pix presets' mutation probability 0.3."""
+    cfg = preset(name)
+    m = cfg.model
+    assert (cfg.data.kind, m.netD, m.n_layers_D, m.ndf, m.norm_D, m.gan_mode) == (
+        "aligned", "n_layers", 3, 128, "instance", "hinge")
+    assert cfg.scale.amp is False and cfg.search.mutation_prob == 0.3
+
+
+def test_reference_presets_search_and_precision():
+    h2z = preset("horse2zebra")
+    assert (h2z.search.mutation_prob, h2z.search.weighted_sample, h2z.scale.amp) == (
+        0.4, 2.0, False)
+    assert (h2z.model.ndf, h2z.model.norm_D, h2z.model.gan_mode) == (64, "instance", "lsgan")
+    e2s = preset("edges2shoes-r")
+    d = e2s.data
+    assert (d.load_size, d.crop_size, d.flip, d.batch_size, d.direction) == (
+        286, 256, True, 4, "AtoB")
+    assert (e2s.search.budget_macs, e2s.search.weighted_sample, e2s.search.population) == (
+        4.9e9, 1.0, 100)
+    m2s = preset("map2sat")
+    assert (m2s.data.direction, m2s.search.budget_macs, m2s.teacher.lambda_L1,
+            m2s.distill.lambda_recon, m2s.distill.lambda_distill) == ("BtoA", 4.6e9, 10.0,
+                                                                      10.0, 0.01)
+    assert RunConfig().scale.amp is False        # fp32 unless asked

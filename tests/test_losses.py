@@ -152,10 +152,10 @@ def test_demo_data_resolved_once_into_the_cache(tmp_path, monkeypatch):
     cfg = from_dict({"data": {"kind": "unaligned", "demo_n": 4, "demo_size": 16}})
     store = open_store(tmp_path / "store")
     root = resolve_data(cfg, store, local_machine()).local()
-    assert root == str(tmp_path / "demo" / "unpaired-4-16-0")
-    stamp = (tmp_path / "demo" / "unpaired-4-16-0" / "demo.json").stat().st_mtime_ns
+    assert root == str(tmp_path / "demo" / "unpaired-4-16-0-task2")
+    stamp = (tmp_path / "demo" / "unpaired-4-16-0-task2" / "demo.json").stat().st_mtime_ns
     assert resolve_data(cfg, store, local_machine()).local() == root
-    assert (tmp_path / "demo" / "unpaired-4-16-0" / "demo.json").stat().st_mtime_ns == stamp
+    assert (tmp_path / "demo" / "unpaired-4-16-0-task2" / "demo.json").stat().st_mtime_ns == stamp
     from ganc.data.splits import eval_split
     assert eval_split(cfg.data) == "test"
     cfg.data.root = str(tmp_path / "nope")

@@ -139,3 +139,36 @@ def test_released_compressed_model_loads_strictly_from_legacy_format():
     load_weights(m, path)
     assert sum(p.numel() for p in m.parameters()) == 356_867
     assert m.model[1].weight.abs().sum() > 0
+
+
+def _init_stats(net):
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
+    weights = torch.cat([m.weight.detach().flatten() for m in convs])
+    biases = [m.bias for m in convs if m.bias is not None]
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    return convs, weights, biases, bns
+
+
+def test_models_trained_from_scratch_get_the_reference_init():
+    """init_type normal, init_gain 0.02 (GAN Compression / pytorch-CycleGAN-and-pix2pix):
+    conv weights N(0, 0.02), batch-norm weights N(1, 0.02), biases 0, for every
+    generator and discriminator ganc trains from scratch and the 1x1 distillation maps."""
+    from ganc.config import from_dict
+    from ganc.losses import FeatureDistiller
+    from ganc.prune.driver import build_teacher
+    from ganc.train.teacher import build_discriminator, build_generator
+    torch.manual_seed(0)
+    cfg = from_dict({"model": {"teacher_ngf": 8, "ndf": 8, "norm_D": "batch"}})
+    student = gnn.build_for_training("super_mobile_resnet_9blocks", ngf=8)
+    G, D, _ = build_teacher(cfg)                     # no teacher: the random-init path
+    nets = [build_generator(cfg), build_discriminator(cfg, 6), student, G, D,
+            FeatureDistiller({"block3": 32}, {"block3": 64})]
+    for net in nets:
+        convs, weights, biases, bns = _init_stats(net)
+        assert abs(weights.std().item() - 0.02) < 0.002 and abs(weights.mean().item()) < 0.002
+        assert all(b.abs().max() == 0 for b in biases)
+        for bn in bns:
+            assert abs(bn.weight.mean().item() - 1) < 0.01 and bn.bias.abs().max() == 0
+    # PyTorch's own default (kaiming-uniform weights, uniform biases) is not that:
+    stem = gnn.build("resnet_9blocks", ngf=8).model[1]
+    assert stem.weight.std() > 0.04 and stem.bias.abs().max() > 0

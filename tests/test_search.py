@@ -138,6 +138,50 @@ def test_evolution_with_a_budget_only_the_smallest_fits():
     assert asked == [str(SPACE.smallest())]     # scored once, then always from the cache
 
 
+def test_evolution_makes_population_children_per_generation_like_the_reference():
+    """evolution_search.py: parents = round(parent_ratio * P), then round(mutation_ratio * P)
+    mutated and the rest of P crossed children per generation (100 = 50 + 50 beside 25
+    parents for P = 100), not P - parents."""
+    space = PRESETS["channels-64-pix2pix"]            # 7^8 configs: children rarely collide
+    evo = Evolution(space, float("inf"), CostModel(16).macs, population=20, parent_ratio=0.25,
+                    mutation_prob=0.3, mutation_ratio=0.5, generations=4, seed=0)
+    assert (evo.n_parents, evo.n_mutations) == (5, 10)
+    shapes = []
+    while True:
+        cfg = evo.ask()
+        if cfg == DONE:
+            break
+        if not shapes or shapes[-1][0] != evo.generation:
+            shapes.append((evo.generation, list(evo.members)))
+        evo.tell(cfg, synthetic_score(cfg))
+    for (g, members), (_, nxt) in zip(shapes, shapes[1:]):
+        best5 = sorted(evo.score_of(c) for c in set(members))[:5]
+        assert sorted(evo.score_of(c) for c in nxt[:5]) == best5, "parents: the best five"
+        assert set(nxt[:5]) <= set(members)
+        assert len(nxt) == 5 + 20 and len(set(nxt)) == 25
+    assert [h.get("children") for h in evo.history] == (
+        [{"mutation": 10, "crossover": 10}] * 3 + [None])
+    assert [h["scored"] for h in evo.history] == [20, 20, 20, 20]
+
+
+@pytest.mark.parametrize("weighted", [1.0, 2.0])
+def test_weighted_first_generation_favours_narrow_widths(weighted):
+    """--weighted_sample w: the narrowest width of each position is w times as likely as
+    the widest in the first generation, with weights rising evenly in between."""
+    from ganc.search.evolution import width_weights
+    w = width_weights(5, 2.0)
+    assert w[-1] / w[0] == pytest.approx(2.0) and len({b - a for a, b in zip(w, w[1:])}) == 1
+    assert width_weights(5, 1.0) is None and width_weights(1, 2.0) is None
+    space = PRESETS["channels-64-pix2pix"]
+    evo = Evolution(space, float("inf"), CostModel(16).macs, population=600, generations=1,
+                    seed=0, weighted_sample=weighted)
+    widths = [w for c in evo.members for w in ChannelConfig.parse(c)]
+    ratio = widths.count(16) / widths.count(64)
+    assert abs(ratio - weighted) < 0.2 * weighted, ratio
+    with pytest.raises(ConfigError, match="search.weighted_sample"):
+        Evolution(space, 1e12, CostModel(16).macs, weighted_sample=0.5)
+
+
 def test_evolution_rejects_bad_settings_in_one_line():
     for kw in [dict(population=1), dict(parent_ratio=1.0), dict(mutation_prob=1.5),
                dict(generations=0)]:

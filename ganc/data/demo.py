@@ -1,6 +1,7 @@
-"""Procedurally generated translation datasets: label maps of random shapes <-> shaded,
-textured renderings of them. A real, learnable task (colour per class, a class-specific
-texture and a light direction shared by all images), deterministic for a seed.
+"""Procedurally generated translation datasets: label maps of random shapes <-> shaded
+renderings of them. A real task that small generators learn within minutes on a CPU
+(a colour per class, a dark outline, shading that brightens inwards, a shadow cast
+straight down: all local and symmetric under horizontal flips), deterministic for a seed.
 
 Layouts written by :func:`make_demo_data`:
 - paired:   ``<out>/train/*.png`` and ``<out>/val/*.png``, A (labels) | B (rendering) side by side
@@ -21,9 +22,19 @@ from ..errors import ConfigError
 # Label colours (background + 4 classes) and the rendering's base colours.
 LABEL_COLOURS = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0]],
                          dtype=np.uint8)
-BASE_COLOURS = np.array([[0.55, 0.50, 0.45], [0.80, 0.35, 0.25], [0.30, 0.65, 0.35],
-                         [0.25, 0.40, 0.80], [0.85, 0.75, 0.30]], dtype=np.float32)
+BASE_COLOURS = np.array([[0.86, 0.83, 0.76], [0.85, 0.30, 0.20], [0.25, 0.65, 0.35],
+                         [0.22, 0.38, 0.85], [0.95, 0.75, 0.20]], dtype=np.float32)
+ROUNDING = 4        # pixels over which an object brightens from its outline inwards
+OUTLINE = 0.35      # brightness of an object's outline pixels
+SHADOW = 3          # pixels of shadow cast straight down
 KINDS = ("paired", "unpaired")
+# Bumped whenever the generated images change, so a cache of an older task is not reused.
+TASK_VERSION = 2
+
+
+def demo_folder_name(kind: str, n: int, size: int, seed: int) -> str:
+    """Cache folder name of a generated dataset (its parameters and the task version)."""
+    return f"{kind}-{n}-{size}-{seed}-task{TASK_VERSION}"
 
 
 def _scene(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -46,28 +57,43 @@ def _scene(rng: np.random.Generator, size: int) -> np.ndarray:
     return labels
 
 
+def _depth(labels: np.ndarray, cap: int) -> np.ndarray:
+    """How many 4-neighbour erosions each pixel survives inside its own label region
+    (0 on a region's boundary), capped at ``cap``. The image border is no boundary
+    (edge padding), so the map commutes with crops and flips."""
+    h, w = labels.shape
+    depth = np.zeros(labels.shape, dtype=np.int64)
+    inside = np.ones(labels.shape, dtype=bool)
+    pad_l = np.pad(labels, 1, mode="edge")
+    for _ in range(cap):
+        pad_i = np.pad(inside, 1, mode="edge")
+        keep = inside.copy()
+        for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):      # up, down, left, right
+            keep &= pad_i[dy:dy + h, dx:dx + w] & (pad_l[dy:dy + h, dx:dx + w] == labels)
+        inside = keep
+        depth += inside
+    return depth
+
+
 def _render(labels: np.ndarray) -> np.ndarray:
-    """Shaded, textured RGB rendering of a label map (uint8 HxWx3)."""
-    size = labels.shape[0]
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    """Shaded rendering of a label map (uint8 HxWx3), a local function of the labels:
+    each object in its class colour, dark on its outline and brightening towards its
+    inside (a rounded, lit look), casting a shadow straight down onto the background.
+    Every term depends only on a small neighbourhood and is symmetric under horizontal
+    flips, so a translation-equivariant generator trained with crops and flips can
+    learn it exactly (stripes or light from one side would not be predictable)."""
+    depth = _depth(labels, ROUNDING)
     out = BASE_COLOURS[labels].copy()
-    # Class textures: stripes at class-specific angle and frequency, checker on class 4.
-    for cls in range(1, len(BASE_COLOURS)):
-        m = labels == cls
-        if not m.any():
-            continue
-        angle = cls * np.pi / 5
-        freq = 6 + 3 * cls
-        stripes = 0.5 + 0.5 * np.sin(2 * np.pi * freq * (xx * np.cos(angle) + yy * np.sin(angle)))
-        if cls == 4:
-            stripes = ((np.floor(xx * 12) + np.floor(yy * 12)) % 2).astype(np.float32)
-        out[m] *= (0.75 + 0.25 * stripes[m])[:, None]
-    # Shading: light from the top left, and a soft shadow near class boundaries.
-    light = 0.75 + 0.35 * (1.0 - (xx + yy) / 2)
-    edge = np.zeros_like(light)
-    edge[1:, :] += labels[1:, :] != labels[:-1, :]
-    edge[:, 1:] += labels[:, 1:] != labels[:, :-1]
-    out *= (light * (1 - 0.35 * np.clip(edge, 0, 1)))[..., None]
+    objects = labels > 0
+    shade = np.where(depth == 0, OUTLINE, 0.6 + 0.4 * depth / ROUNDING)
+    out[objects] *= shade[objects][:, None]
+    shadow = np.zeros(labels.shape, dtype=np.float32)
+    for k in range(1, SHADOW + 1):
+        above = np.zeros_like(objects)
+        above[k:] = objects[:-k]
+        shadow = np.maximum(shadow, above * (1.0 - (k - 1) / SHADOW))
+    bg = ~objects
+    out[bg] *= (1.0 - 0.45 * shadow[bg])[:, None]
     return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
 
 
@@ -112,7 +138,7 @@ def make_demo_data(kind: str, n: int, size: int, out, seed: int = 0,
                         Image.fromarray(a if dom == "A" else b).save(
                             os.path.join(tmp, split + dom, f"{i:05d}.png"))
         info = {"kind": kind, "n": n, "n_test": n_test, "size": size, "seed": seed,
-                "task": "label map (A) <-> shaded textured rendering (B)"}
+                "task": "label map (A) <-> shaded rendering (B)", "task_version": TASK_VERSION}
         with open(os.path.join(tmp, "demo.json"), "w") as f:
             json.dump(info, f, indent=1)
         if os.path.isdir(out):

@@ -197,7 +197,8 @@ def demo_kind(kind: str) -> str:
 
 def demo_name(data) -> str:
     """The folder name of the generated dataset a DataConfig describes."""
-    return f"{demo_kind(data.kind)}-{data.demo_n}-{data.demo_size}-{data.demo_seed}"
+    from .demo import demo_folder_name
+    return demo_folder_name(demo_kind(data.kind), data.demo_n, data.demo_size, data.demo_seed)
 
 
 def local_demo_data(data) -> str:

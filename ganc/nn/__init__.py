@@ -7,6 +7,7 @@ import torch.nn as nn
 
 from ..errors import ConfigError
 from .discriminator import NLayerDiscriminator
+from .init import init_weights
 from .mobile import (MobileResnetGenerator, SubMobileResnetGenerator,
                      SuperMobileResnetGenerator, extract_subnet)
 from .resnet import ResnetGenerator
@@ -30,6 +31,13 @@ def build(name: str, **kw) -> nn.Module:
     if name not in _REGISTRY:
         raise ConfigError(f"unknown network {name!r}; available: {', '.join(names())}")
     return _REGISTRY[name](**kw)
+
+
+def build_for_training(name: str, **kw) -> nn.Module:
+    """A registered model to be trained from scratch: built, then initialised the
+    field's way (:func:`init_weights`: N(0, 0.02) convs, N(1, 0.02) batch-norm weights,
+    zero biases)."""
+    return init_weights(build(name, **kw))
 
 
 @register("resnet_9blocks")
@@ -81,6 +89,6 @@ GENERATORS = ("resnet_9blocks", "resnet_6blocks", "mobile_resnet_9blocks",
               "super_mobile_resnet_9blocks", "sub_mobile_resnet_9blocks", "pruned_resnet")
 DISCRIMINATORS = ("n_layers",)
 
-__all__ = ["build", "register", "names", "extract_subnet", "GENERATORS", "DISCRIMINATORS",
+__all__ = ["build", "build_for_training", "init_weights", "register", "names", "extract_subnet", "GENERATORS", "DISCRIMINATORS",
            "ResnetGenerator", "MobileResnetGenerator", "SuperMobileResnetGenerator",
            "SubMobileResnetGenerator", "NLayerDiscriminator"]

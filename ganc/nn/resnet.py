@@ -11,9 +11,17 @@ from .base import SequentialGenerator
 from .norm import norm_layer
 
 
+# Index of the optional Dropout inside ``ResnetBlock.conv_block``. pytorch-CycleGAN-and-pix2pix
+# adds it only with dropout (second conv at ``conv_block.5`` without, ``.6`` with);
+# GAN Compression's own ResnetBlock always holds it (second conv always ``.6``).
+DROPOUT_SLOT = 4
+
+
 class ResnetBlock(nn.Module):
     """pad, 3x3 conv, norm, ReLU, [dropout], pad, 3x3 conv, norm, plus the skip. ``inner``
-    (default ``dim``) is the width between the two convs; pruning shrinks it."""
+    (default ``dim``) is the width between the two convs; pruning shrinks it. The dropout
+    slot exists only with ``dropout > 0``, as in pytorch-CycleGAN-and-pix2pix; checkpoints
+    of the other layout load through ``ganc.weights.fit_layout``."""
 
     def __init__(self, dim: int, norm: str = "instance", dropout: float = 0.0,
                  inner: int | None = None):
@@ -21,10 +29,10 @@ class ResnetBlock(nn.Module):
         make_norm, bias = norm_layer(norm)
         inner = dim if inner is None else inner
         layers = [nn.ReflectionPad2d(1), nn.Conv2d(dim, inner, 3, bias=bias), make_norm(inner),
-                  nn.ReLU(True)]
+                  nn.ReLU(True),
+                  nn.ReflectionPad2d(1), nn.Conv2d(inner, dim, 3, bias=bias), make_norm(dim)]
         if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        layers += [nn.ReflectionPad2d(1), nn.Conv2d(inner, dim, 3, bias=bias), make_norm(dim)]
+            layers.insert(DROPOUT_SLOT, nn.Dropout(dropout))
         self.conv_block = nn.Sequential(*layers)
 
     def forward(self, x):

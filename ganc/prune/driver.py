@@ -59,9 +59,9 @@ def build_teacher(cfg: RunConfig, run=None):
     randomly initialised ``model.teacher`` (demo and tests only)."""
     from .. import nn as gnn
     from ..train.supernet import load_teacher, resolve_teacher
+    from ..train.teacher import build_discriminator
     m = cfg.model
-    d_in = 6 if cfg.data.kind == "aligned" else 3
-    D = gnn.build(m.netD, input_nc=d_in, ndf=m.ndf, n_layers=m.n_layers_D, norm=m.norm_D)
+    D = build_discriminator(cfg, 6 if cfg.data.kind == "aligned" else 3)
     if m.teacher_weights or (run is not None and run.exists("teacher/final.pt")):
         ref = resolve_teacher(cfg, run)
         G, source = load_teacher(ref, cfg.store.endpoint_url), ref["source"]
@@ -73,8 +73,8 @@ def build_teacher(cfg: RunConfig, run=None):
                 except RuntimeError:
                     pass  # a D of another shape: start D fresh
     else:
-        G, source = gnn.build(m.teacher, ngf=m.teacher_ngf, norm=m.norm,
-                              dropout=m.dropout), "random-init"
+        G, source = gnn.build_for_training(m.teacher, ngf=m.teacher_ngf, norm=m.norm,
+                                           dropout=m.dropout), "random-init"
     kind = type(G).__name__
     if kind not in ("ResnetGenerator", "MobileResnetGenerator"):
         raise ConfigError(f"teacher {kind} ({source}): pruning supports resnet_9blocks, "

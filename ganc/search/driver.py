@@ -272,6 +272,7 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float], fresh: 
         settings = {"method": method, "budget_macs": budget, "population": sc.population,
                     "parent_ratio": sc.parent_ratio, "mutation_prob": sc.mutation_prob,
                     "mutation_ratio": sc.mutation_ratio, "generations": sc.generations,
+                    "weighted_sample": sc.weighted_sample,
                     "seed": sc.seed, "latency_objective": latency,
                     "max_concurrent_trials": max_conc, "fid_actors": pool.num_actors,
                     "eval_size": size, "macs_convention": "torchprofile",

@@ -3,12 +3,18 @@
 Generations:
 
 - generation 0: ``population`` random configs of the search space, each within the MACs
-  budget (distinct where the space allows);
-- generation g+1: the best ``parent_ratio`` share of generation g (``ceil``, at least 1)
-  are kept as parents; the remaining ``population - parents`` members are children,
-  ``round(mutation_ratio * children)`` of them made by mutation (each position resampled
-  with probability ``mutation_prob`` from that position's widths) of a random parent, the
-  rest by uniform crossover of two random parents;
+  budget (distinct where the space allows). With ``weighted_sample`` w > 1 each position
+  is drawn with weights rising linearly from its widest to its narrowest width, the
+  narrowest w times as likely as the widest (GAN Compression's ``--weighted_sample``,
+  2 for horse2zebra), so a tight budget rejects fewer draws; later generations are not
+  affected;
+- generation g+1: the best ``round(parent_ratio * population)`` (at least 1) members of
+  generation g are kept as parents, and ``population`` children are made from them:
+  ``round(mutation_ratio * population)`` by mutation (each position resampled uniformly
+  with probability ``mutation_prob``) of a random parent, the rest by uniform crossover of
+  two random parents (drawn independently, as in the reference). Generation g+1 is the
+  parents plus the children, so each generation scores up to ``population`` new configs
+  (the reference's ``evolution_search.py`` arithmetic: 25 parents, 50 + 50 children);
 - a child over the budget, or equal to a member already in the generation, is redrawn
   (at most ``max_attempts`` times; then it is shrunk: a random position that is not at
   its smallest width steps down one width until the child fits, so a search always moves
@@ -16,6 +22,11 @@ Generations:
   verifies before the search starts);
 - a config that was scored before is never scored again: its score comes from the cache
   (keyed by the config string) and it joins the generation at once.
+
+One deliberate deviation from the reference: its next parents are ranked among the parents
+and the mutated children only (the crossover children are scored but never appended to the
+population, which looks like an oversight); here every scored child of the generation
+competes, as the best config overall is reported from all scores anyway.
 
 ``ask()`` hands out the configs of the current generation that still need a score, one
 at a time; it returns ``None`` while the generation waits for scores and :data:`DONE`
@@ -37,7 +48,7 @@ DONE = "__done__"
 
 
 def _check_settings(population, parent_ratio, mutation_prob, mutation_ratio, generations,
-                    max_attempts):
+                    max_attempts, weighted_sample):
     if int(population) < 2:
         raise ConfigError(f"search.population must be at least 2, got {population}")
     if not 0.0 < float(parent_ratio) < 1.0:
@@ -50,6 +61,19 @@ def _check_settings(population, parent_ratio, mutation_prob, mutation_ratio, gen
         raise ConfigError(f"search.generations must be at least 1, got {generations}")
     if int(max_attempts) < 1:
         raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}")
+    if not float(weighted_sample) >= 1.0:
+        raise ConfigError(f"search.weighted_sample must be at least 1 (1: uniform), got "
+                          f"{weighted_sample}")
+
+
+def width_weights(n_choices: int, weighted_sample: float) -> list[float] | None:
+    """Sampling weights of one position's widths (widest first) for the first generation:
+    rising by the same step from widest to narrowest, the narrowest ``weighted_sample``
+    times as likely as the widest; None (uniform) for ``weighted_sample`` 1."""
+    if weighted_sample <= 1.0 or n_choices < 2:
+        return None
+    first = (n_choices - 1) / (weighted_sample - 1.0)
+    return [first + k for k in range(n_choices)]
 
 
 class Evolution:
@@ -58,9 +82,9 @@ class Evolution:
     def __init__(self, space: SearchSpace, budget_macs: float, macs: Callable[[str], int], *,
                  population: int = 100, parent_ratio: float = 0.25, mutation_prob: float = 0.2,
                  mutation_ratio: float = 0.5, generations: int = 500, seed: int = 0,
-                 mode: str = "min", max_attempts: int = 100):
+                 mode: str = "min", max_attempts: int = 100, weighted_sample: float = 1.0):
         _check_settings(population, parent_ratio, mutation_prob, mutation_ratio, generations,
-                        max_attempts)
+                        max_attempts, weighted_sample)
         if mode not in ("min", "max"):
             raise ConfigError(f"mode must be 'min' or 'max', got {mode!r}")
         self.space = space
@@ -74,6 +98,7 @@ class Evolution:
         self.seed = int(seed)
         self.mode = mode
         self.max_attempts = int(max_attempts)
+        self.weighted_sample = float(weighted_sample)
         self.rng = random.Random(self.seed)
         self.cache: dict[str, Optional[float]] = {}   # config -> score (None: failed)
         self.scored_in: dict[str, int] = {}           # config -> generation that scored it
@@ -89,7 +114,12 @@ class Evolution:
     # ------------------------------------------------------------------ public
     @property
     def n_parents(self) -> int:
-        return max(1, min(self.population - 1, math.ceil(self.parent_ratio * self.population)))
+        return max(1, min(self.population, int(round(self.parent_ratio * self.population))))
+
+    @property
+    def n_mutations(self) -> int:
+        """Children made by mutation per generation (the rest of ``population`` by crossover)."""
+        return int(round(self.mutation_ratio * self.population))
 
     @property
     def done(self) -> bool:
@@ -161,7 +191,8 @@ class Evolution:
                 "mutation_prob": self.mutation_prob, "mutation_ratio": self.mutation_ratio,
                 "generations": self.generations, "seed": self.seed,
                 "budget_macs": self.budget, "mode": self.mode,
-                "max_attempts": self.max_attempts, "space": self.space.to_dict()}
+                "max_attempts": self.max_attempts, "weighted_sample": self.weighted_sample,
+                "space": self.space.to_dict()}
 
     # ------------------------------------------------------------------ internals
     def _key(self, config: str):
@@ -198,11 +229,17 @@ class Evolution:
         # its score comes from the cache).
         return str(cand if self._fits(cand) else self._shrink(cand))
 
+    def _first_sample(self) -> ChannelConfig:
+        """A random config of the first generation (weighted by ``weighted_sample``)."""
+        return ChannelConfig(tuple(
+            self.rng.choices(widths, weights=width_weights(len(widths), self.weighted_sample))[0]
+            for widths in self.space.choices))
+
     def _initial(self) -> list[str]:
         members: list[str] = []
         taken: set = set()
         for _ in range(self.population):
-            cfg = self._draw(lambda: self.space.sample(self.rng), taken)
+            cfg = self._draw(self._first_sample, taken)
             members.append(cfg)
             taken.add(cfg)
         return members
@@ -239,20 +276,20 @@ class Evolution:
             self.members, self.queue = [], []
             return
         parents = ranked[:self.n_parents]
-        n_children = self.population - len(parents)
-        n_mut = int(round(self.mutation_ratio * n_children))
         members = list(parents)
         taken = set(parents)
-        for j in range(n_children):
-            if j < n_mut:
-                make = lambda: self._mutate(self.rng.choice(parents))  # noqa: E731
-            elif len(parents) > 1:
-                make = lambda: self._crossover(*self.rng.sample(parents, 2))  # noqa: E731
+        made = {"mutation": 0, "crossover": 0}
+        for j in range(self.population):
+            if j < self.n_mutations or len(parents) == 1:   # one parent: nothing to cross
+                kind, make = "mutation", lambda: self._mutate(self.rng.choice(parents))
             else:
-                make = lambda: self._mutate(parents[0])  # noqa: E731
+                kind, make = "crossover", lambda: self._crossover(self.rng.choice(parents),
+                                                                  self.rng.choice(parents))
             child = self._draw(make, taken)
             members.append(child)
             taken.add(child)
+            made[kind] += 1
+        self.history[-1]["children"] = made        # how the next generation was made
         self._start_generation(members)
 
 

@@ -26,14 +26,15 @@ class EvolutionSearcher(Searcher):
                  metric: str = "fid", mode: str = "min", population: int = 100,
                  parent_ratio: float = 0.25, mutation_prob: float = 0.2,
                  mutation_ratio: float = 0.5, generations: int = 500, seed: int = 0,
-                 max_attempts: int = 100):
+                 max_attempts: int = 100, weighted_sample: float = 1.0):
         check_budget(space, budget_macs, cost)
         super().__init__(metric=metric, mode=mode)
         self.cost = cost
         self.evo = Evolution(space, budget_macs, cost.macs, population=population,
                              parent_ratio=parent_ratio, mutation_prob=mutation_prob,
                              mutation_ratio=mutation_ratio, generations=generations,
-                             seed=seed, mode=mode, max_attempts=max_attempts)
+                             seed=seed, mode=mode, max_attempts=max_attempts,
+                             weighted_sample=weighted_sample)
         self.live: Dict[str, str] = {}          # trial id -> config string
         self.trial_generation: Dict[str, int] = {}
 
@@ -43,7 +44,8 @@ class EvolutionSearcher(Searcher):
         return cls(space, budget_macs, cost, metric=metric, mode=mode,
                    population=settings.population, parent_ratio=settings.parent_ratio,
                    mutation_prob=settings.mutation_prob, mutation_ratio=settings.mutation_ratio,
-                   generations=settings.generations, seed=settings.seed)
+                   generations=settings.generations, seed=settings.seed,
+                   weighted_sample=settings.weighted_sample)
 
     # ------------------------------------------------------------------ Tune API
     def set_search_properties(self, metric, mode, config, **spec) -> bool:

@@ -31,11 +31,12 @@ from ..config import RunConfig, from_dict
 from ..errors import ConfigError
 from ..losses import FeatureDistiller, GANLoss, discriminator_loss, recon_l1
 from ..space import SearchSpace, get_space
-from ..weights import check_fit, read_state_dict
+from ..weights import load_weights
 from . import common
 from .loop import load_modules, run_steps, seed_all, snapshot, train_batches
 from .sampling import ConfigSampler
 from .session import Session, open_session
+from .teacher import build_discriminator
 
 STAGE = "supernet"
 
@@ -110,11 +111,9 @@ def _read_source(source: str, endpoint_url: str) -> bytes:
 def load_teacher(ref: dict, endpoint_url: str = "") -> nn.Module:
     net = gnn.build(ref["netG"], ngf=int(ref["ngf"]), norm=ref["norm"],
                     dropout=float(ref.get("dropout", 0.0)))
-    label = ref["source"]
-    sd = read_state_dict(io.BytesIO(_read_source(ref["source"], endpoint_url)), name=label)
-    check_fit(net, sd, label, arch=f"{ref['netG']} ngf={ref['ngf']} norm={ref['norm']}")
-    net.load_state_dict(sd, strict=True)
-    return net
+    return load_weights(net, io.BytesIO(_read_source(ref["source"], endpoint_url)),
+                        arch=f"{ref['netG']} ngf={ref['ngf']} norm={ref['norm']}",
+                        name=ref["source"])
 
 
 # ---------------------------------------------------------------- per-worker loop
@@ -136,14 +135,14 @@ def _distill(sess: Session, cfg: RunConfig, spec: dict) -> None:
     seed_all(cfg.seed)
     teacher = load_teacher(spec["teacher"], spec.get("endpoint_url", "")).to(dev).eval()
     common.set_requires_grad([teacher], False)
-    student = gnn.build(m.student, ngf=m.student_ngf, norm=m.norm, dropout=m.dropout).to(dev)
+    student = gnn.build_for_training(m.student, ngf=m.student_ngf, norm=m.norm,
+                                     dropout=m.dropout).to(dev)
     if not isinstance(student, gnn.SuperMobileResnetGenerator):
         raise ConfigError(f"model.student {m.student!r} is not a supernet "
                           "(use super_mobile_resnet_9blocks)")
     distiller = FeatureDistiller.from_models(student, teacher, dc.distill_points).to(dev)
     gen = DistillNet(student, distiller)
-    D = gnn.build(m.netD, input_nc=6 if paired else 3, ndf=m.ndf, n_layers=m.n_layers_D,
-                  norm=m.norm_D).to(dev)
+    D = build_discriminator(cfg, 6 if paired else 3).to(dev)
     modules = {"student": student, "distiller": distiller, "D": D}
     opts = {"G": torch.optim.Adam(gen.parameters(), lr=dc.lr, betas=(dc.beta1, 0.999)),
             "D": torch.optim.Adam(D.parameters(), lr=dc.lr, betas=(dc.beta1, 0.999))}

@@ -26,6 +26,7 @@ from .loop import load_modules, run_steps, seed_all, snapshot, train_batches
 from .session import Session, open_session
 
 STAGE = "teacher"
+VAL_PSNR_IMAGES = 200          # paired data: PSNR on at most this many eval images at the end
 
 
 def build_generator(cfg: RunConfig) -> nn.Module:
@@ -33,12 +34,15 @@ def build_generator(cfg: RunConfig) -> nn.Module:
     if not m.teacher.startswith("resnet_"):
         raise common.ConfigError(f"model.teacher {m.teacher!r}: teacher training builds ResNet "
                                  "generators (resnet_9blocks, resnet_6blocks)")
-    return gnn.build(m.teacher, ngf=m.teacher_ngf, norm=m.norm, dropout=m.dropout)
+    return gnn.build_for_training(m.teacher, ngf=m.teacher_ngf, norm=m.norm, dropout=m.dropout)
 
 
 def build_discriminator(cfg: RunConfig, input_nc: int) -> nn.Module:
+    """The PatchGAN of every training stage (teacher, supernet, fine-tune, pruning), freshly
+    initialised; its input is (A, B) stacked for paired data, B alone for unpaired."""
     m = cfg.model
-    return gnn.build(m.netD, input_nc=input_nc, ndf=m.ndf, n_layers=m.n_layers_D, norm=m.norm_D)
+    return gnn.build_for_training(m.netD, input_nc=input_nc, ndf=m.ndf, n_layers=m.n_layers_D,
+                                  norm=m.norm_D)
 
 
 class CycleGenerators(nn.Module):
@@ -116,7 +120,7 @@ def _pix2pix(sess: Session, cfg: RunConfig, spec: dict) -> None:
         return {"G_GAN": loss_gan.item(), "G_L1": loss_l1.item(), "D": loss_D.item()}
 
     _run(sess, cfg, spec, modules, opts, stream, step_fn, start, G,
-         {"netD": lambda: D.state_dict()})
+         {"netD": lambda: D.state_dict()}, final_metrics=lambda: _val_psnr(cfg, spec, G, dev))
 
 
 def _cyclegan(sess: Session, cfg: RunConfig, spec: dict) -> None:
@@ -172,8 +176,29 @@ def _cyclegan(sess: Session, cfg: RunConfig, spec: dict) -> None:
          extra_state=lambda: {"pool_A": pools["A"].state(), "pool_B": pools["B"].state()})
 
 
+def _val_psnr(cfg: RunConfig, spec: dict, G: nn.Module, dev) -> dict:
+    """PSNR of the trained pix2pix teacher on (the first images of) the eval split: a
+    check, in the log and the model card, that it learned its task. {} if unreadable."""
+    from torch.utils.data import Subset
+    from ..errors import GancError
+    from ..metrics.psnr import split_psnr
+    from ..data.source import DataRef
+    from ..data.splits import build_split, eval_split
+    try:
+        ds = build_split(cfg, DataRef.from_spec(spec["data"]).local(), eval_split(cfg.data),
+                         train=False)
+    except (GancError, OSError) as e:
+        common.say(f"[{STAGE}] warning: no val PSNR: {str(e).splitlines()[0][:200]}")
+        return {}
+    ds = Subset(ds, range(min(len(ds), VAL_PSNR_IMAGES)))
+    res = split_psnr(G, ds, device=dev)
+    common.say(f"[{STAGE}] val PSNR {res['psnr']:.2f} dB on {res['images']} "
+               f"{eval_split(cfg.data)} images")
+    return {"val_psnr": res["psnr"], "val_psnr_images": res["images"]}
+
+
 def _run(sess, cfg, spec, modules, opts, stream, step_fn, start, G, final_extra,
-         extra_state=None) -> None:
+         extra_state=None, final_metrics=None) -> None:
     tc = cfg.teacher
     schedule, batches = stream
     common.check_positive("teacher", checkpoint_every=tc.checkpoint_every,
@@ -201,13 +226,14 @@ def _run(sess, cfg, spec, modules, opts, stream, step_fn, start, G, final_extra,
                      opts=opts, batches=batches, train_step=step_fn, make_state=make_state,
                      eval_every=every, evaluate=evaluate)
     if sess.is_chief:
+        measured = final_metrics() if final_metrics is not None else {}
         payload = {**teacher_metadata(cfg), "state_dict": _cpu(G.state_dict()),
                    **{k: _cpu(f()) for k, f in final_extra.items()},
                    "config": spec["config"], "step": int(last),
-                   "schedule": schedule.to_dict()}
+                   "schedule": schedule.to_dict(), **measured}
         sess.write_final(payload)
         sess.store.put_torch(f"{STAGE}/latest_net_G.pth", _cpu(G.state_dict()))
-        sess.store.put_json(f"{STAGE}/model.json", {k: v for k, v in teacher_metadata(cfg).items()})
+        sess.store.put_json(f"{STAGE}/model.json", {**teacher_metadata(cfg), **measured})
 
 
 def _cpu(sd: dict) -> dict:
