@@ -22,6 +22,9 @@ def register(sub):
     p.add_argument("--budget-macs", type=float,
                    help="MACs budget at the eval size (default search.budget_macs; 0: a tenth "
                         "of the teacher's)")
+    p.add_argument("--budget-ms", type=float,
+                   help="latency budget in ms by the latency table of search.latency_runtime "
+                        "(default search.budget_ms; alone, no MACs budget applies)")
     p.add_argument("--fresh", action="store_true",
                    help="start a new Tune experiment instead of resuming an unfinished one")
     p.set_defaults(func=cmd_search)
@@ -94,15 +97,20 @@ def cmd_search(args):
     cfg = _cfg(args)
     with _quiet(args):
         out = run_search(cfg, method=args.method, budget_macs=args.budget_macs,
-                         fresh=args.fresh)
+                         budget_ms=args.budget_ms, fresh=args.fresh)
     t = out.get("teacher") or {}
-    _print(args, out, [
-        f"best {out['config']}: FID {_f(out['fid'])}, MACs {_g(out['macs'])} "
-        f"({out['macs']:,}), params {out['params']:,}",
-        f"teacher: FID {_f(t.get('fid'))}, MACs {_g(t.get('macs'))}",
-        f"scored {out['n_scored']} configs ({out['search']['method']}, budget "
-        f"{_g(out['search']['budget_macs'])}); Pareto front {out['n_pareto']}",
-        f"results: {out['files']['results']}"])
+    sc = out["search"]
+    budget = _g(sc["budget_macs"]) + (f", {sc['budget_ms']:g} ms" if sc.get("budget_ms") else "")
+    lines = [f"best {out['config']}: FID {_f(out['fid'])}, MACs {_g(out['macs'])} "
+             f"({out['macs']:,}), params {out['params']:,}",
+             f"teacher: FID {_f(t.get('fid'))}, MACs {_g(t.get('macs'))}",
+             f"scored {out['n_scored']} configs ({sc['method']}, budget {budget}); "
+             f"Pareto front {out['n_pareto']}"]
+    if "latency_ms" in out:
+        lat = sc["latency_table"]
+        lines.append(f"predicted latency {out['latency_ms']:.2f} ms ({lat['runtime']}, "
+                     f"{lat['threads']} threads, {lat['size']}px, table {lat['key']})")
+    _print(args, out, lines + [f"results: {out['files']['results']}"])
 
 
 def cmd_finetune(args):
