@@ -296,21 +296,36 @@ def runner(model: nn.Module, runtime: str, threads: int = 0, input_nc: int = 3,
     return run
 
 
+CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
+
+
 def time_alternating(calls: Dict[str, Callable[[], object]], rounds: int = 7,
-                     warmup: int = 2) -> Dict[str, dict]:
-    """Median / min wall time (ms) of each zero-argument call, measured in rounds that make
-    every call once in turn, so machine noise hits all of them alike."""
+                     warmup: int = 2, shuffle: bool = False, seed: int = 0,
+                     clock: str = "wall") -> Dict[str, dict]:
+    """Median / min time (ms) of each zero-argument call, measured in rounds that make
+    every call once in turn, so machine noise hits all of them alike. ``shuffle``: a new
+    order every round, so a burst of load does not always hit the same neighbours.
+    ``clock``: ``wall`` (latency), or ``thread``: the CPU time of the calling thread,
+    which equals the latency of single-threaded work on a quiet machine and leaves out
+    the time other processes hold the core."""
+    import random
+    now = CLOCKS[clock]
     if rounds < 1:
         raise ConfigError(f"repeats must be at least 1, got {rounds}")
     times = {k: [] for k in calls}
     for _ in range(max(0, warmup)):
         for f in calls.values():
             f()
+    order = list(calls)
+    rng = random.Random(seed)
     for _ in range(rounds):
-        for k, f in calls.items():
-            t0 = time.perf_counter()
+        if shuffle:
+            rng.shuffle(order)
+        for k in order:
+            f = calls[k]
+            t0 = now()
             f()
-            times[k].append((time.perf_counter() - t0) * 1e3)
+            times[k].append((now() - t0) * 1e3)
     return {k: {"median_ms": statistics.median(v), "min_ms": min(v), "repeats": rounds}
             for k, v in times.items()}
 
@@ -380,7 +395,7 @@ def device_id(info: Optional[dict] = None) -> str:
 __all__ = ["RUNTIMES", "OPSET", "ONNX_TOLERANCE", "OnnxError", "OnnxModule", "check_runtime",
            "check_threads", "export_program", "pt2_bytes", "onnx_bytes", "module_onnx_bytes",
            "deploy_artifacts", "check_shapes", "max_abs_diff", "ort_session", "load_onnx",
-           "retarget_onnx", "runner", "time_alternating", "latency_by_runtime", "machine_info", "device_id",
+           "retarget_onnx", "onnx_layers", "relu_onnx", "runner", "time_alternating", "latency_by_runtime", "machine_info", "device_id",
            "torch_threads", "default_threads"]
 
 
@@ -414,14 +429,16 @@ def retarget_onnx(template: bytes, module: nn.Module, example: torch.Tensor,
         g.initializer.extend(inits)
         dims = g.input[0].type.tensor_type.shape.dim
         for d, n in zip(dims, example.shape):
-            d.Clear()
-            d.dim_value = int(n)
+            if d.HasField("dim_value"):           # a static template: the new shape
+                d.dim_value = int(n)
         for out in g.output:
             for d in out.type.tensor_type.shape.dim:
-                d.Clear()
+                if d.HasField("dim_value"):
+                    d.Clear()
         del g.value_info[:]
         inferred = shape_inference.infer_shapes(model).graph
-        shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+        shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None
+                           for d in v.type.tensor_type.shape.dim]
                   for v in list(inferred.value_info) + list(inferred.input)}
         by_name = {t.name: t for t in g.initializer}
         for node in g.node:
@@ -433,6 +450,8 @@ def retarget_onnx(template: bytes, module: nn.Module, example: torch.Tensor,
             if node.op_type != "InstanceNormalization":
                 continue
             c = shapes[node.input[0]][1]
+            if c is None:
+                raise ValueError("unknown channel count")
             for j, fill in ((1, 1.0), (2, 0.0)):
                 old = numpy_helper.to_array(by_name[node.input[j]])
                 name = f"{node.output[0]}__{'scale' if j == 1 else 'bias'}"
@@ -449,3 +468,62 @@ def retarget_onnx(template: bytes, module: nn.Module, example: torch.Tensor,
     except (KeyError, IndexError, OnnxError, ValueError):
         pass
     return module_onnx_bytes(module, example)
+
+
+def _layer_of(node) -> Optional[int]:
+    """Index i of the ``model.<i>`` layer an exported node belongs to (torch.onnx records
+    the module scopes of every node)."""
+    import ast
+    import re
+    for p in node.metadata_props:
+        if p.key == "pkg.torch.onnx.name_scopes":
+            for scope in ast.literal_eval(p.value):
+                m = re.fullmatch(r"model\.(\d+)", scope)
+                if m:
+                    return int(m.group(1))
+    return None
+
+
+def onnx_layers(model: bytes, start: int, stop: int, input_shape: Sequence[int]) -> bytes:
+    """The nodes of layers ``model.<start>`` ... ``model.<stop - 1>`` of a generator's
+    ONNX graph as a model of their own, taking one float input of ``input_shape``
+    (the latency table times a network's segments as they appear in its export).
+    Raises :class:`OnnxError` when the layers do not form a one-input, one-output piece."""
+    import onnx
+    from onnx import TensorProto, helper
+    g = onnx.load_model_from_string(model).graph
+    layers = [_layer_of(n) for n in g.node]
+    if any(i is None for i in layers):
+        raise OnnxError("ONNX graph without module scopes: cannot cut it into layers")
+    nodes = [n for n, i in zip(g.node, layers) if start <= i < stop]
+    others = [n for n, i in zip(g.node, layers) if not start <= i < stop]
+    produced = {o for n in nodes for o in n.output}
+    inits = {t.name for t in g.initializer}
+    inputs = list(dict.fromkeys(i for n in nodes for i in n.input
+                                if i and i not in produced and i not in inits))
+    outside = {i for n in others for i in n.input} | {o.name for o in g.output}
+    outputs = list(dict.fromkeys(o for n in nodes for o in n.output if o in outside))
+    if not nodes or len(inputs) != 1 or len(outputs) != 1:
+        raise OnnxError(f"layers {start}..{stop - 1} have {len(inputs)} inputs and "
+                        f"{len(outputs)} outputs in the ONNX graph")
+    used = {i for n in nodes for i in n.input}
+    graph = helper.make_graph(
+        nodes, f"layers_{start}_{stop}",
+        [helper.make_tensor_value_info(inputs[0], TensorProto.FLOAT, list(input_shape))],
+        [helper.make_tensor_value_info(outputs[0], TensorProto.FLOAT, None)],
+        [t for t in g.initializer if t.name in used])
+    src = onnx.load_model_from_string(model)
+    out = helper.make_model(graph, opset_imports=src.opset_import, ir_version=src.ir_version)
+    return out.SerializeToString()
+
+
+def relu_onnx(shape: Sequence[int]) -> bytes:
+    """A one-node ONNX model: the runtime's per-call cost with (almost) no work."""
+    from onnx import TensorProto, helper
+    graph = helper.make_graph([helper.make_node("Relu", ["input"], ["output"])], "probe",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                             list(shape))],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT,
+                                                             list(shape))])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                             ir_version=10).SerializeToString()

@@ -78,7 +78,7 @@ def cmd_latency_table(args):
         st.put_json(key, table.to_dict())
         where = st.url(key)
     out = {**table.describe(), "key": key, "stored": where, "build_s": table.build_s,
-           "scale": table.scale, "offset_ms": table.offset_ms, "machine": table.machine,
+           "scale": table.scale, "machine": table.machine,
            "smallest_ms": table.predict(space.smallest()),
            "largest_ms": table.predict(space.largest())}
     if validation:
