@@ -41,10 +41,14 @@ def register(sub):
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser(
-        "export", help="export the chosen sub-network: state dict, TorchScript, model card",
+        "export", help="export the chosen sub-network: state dict, ONNX, torch.export, "
+                       "model card",
         description="Writes export/model.pt (plain sub_mobile_resnet_9blocks state dict), "
-                    "export/model.ts (TorchScript) and export/model.json (model card) under "
-                    "the run; `ganc translate --weights .../model.pt` loads them.")
+                    "export/model.onnx (ONNX, dynamic batch and size, checked against eager "
+                    "through onnxruntime), export/model.pt2 (torch.export) and "
+                    "export/model.json (model card: latency per runtime and thread count, "
+                    "machine) under the run; `ganc translate --weights .../model.pt` or "
+                    "`--onnx .../model.onnx` runs them.")
     add_run_args(p, workers=False)
     p.add_argument("--subnet-config", help="channel config to export (default: best.json)")
     p.set_defaults(func=cmd_export)
@@ -128,10 +132,14 @@ def cmd_export(args):
     cfg = _cfg(args)
     with _quiet(args):
         card = export_best(cfg, config=args.subnet_config)
+    lat = "; ".join(f"{rt} " + ", ".join(f"{ms:.1f} ms x{t}" for t, ms in per.items())
+                    for rt, per in card["latency_ms"].items())
     _print(args, card, [
-        f"exported {card['config_str']}: MACs {_g(card['macs'])}, params {card['params']:,}, "
-        f"CPU latency {card['latency_ms_cpu']:.1f} ms",
-        f"to {card['run']}/export/ (model.pt, model.ts, model.json)"])
+        f"exported {card['config_str']}: MACs {_g(card['macs'])}, params {card['params']:,}",
+        f"latency (batch 1, threads): {lat}",
+        f"ONNX opset {card['onnx']['opset']}, max abs diff vs eager "
+        f"{card['onnx']['max_abs_diff_vs_eager']:.2g}",
+        f"to {card['run']}/export/ (model.pt, model.onnx, model.pt2, model.json)"])
 
 
 def cmd_runs(args):
