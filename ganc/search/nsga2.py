@@ -1,6 +1,7 @@
 """Multi-objective search through Ray Tune's ``OptunaSearch`` with Optuna's NSGA-II.
 
-Objectives (all minimized): ``fid`` and ``macs``, and ``latency_ms`` when asked for. The
+Objectives (all minimized): ``fid`` and ``macs``, and ``latency_ms`` (the latency table's
+prediction, reported by the trial) when asked for. The
 sampler proposes one width per position (``c0`` ... ``c7``) from the search space. Two
 rules of the evolutionary search hold here too:
 
