@@ -11,7 +11,8 @@ and seed run on copies of that run (``<run>-bench-macs``, ``<run>-bench-ms``):
    with no MACs budget.
 
 Then both winners are measured on the runtime side by side (whole networks, alternating
-rounds, medians of wall time) and their search FIDs compared.
+rounds, measured as the table measures: ``ganc.search.latency.measure_configs``) and
+their search FIDs (same eval split, same supernet weights) compared.
 
     python bench/latency_search.py --config configs/demo.yaml [--store ./runs] [--run-id demo]
         [--set search.generations=3 ...] [--repeats 15] [--json]
