@@ -107,7 +107,12 @@ class SearchConfig:
     generations: int = 500
     seed: int = 0
     max_concurrent: int = 0        # 0: fit the FID pool
-    latency_objective: bool = False
+    latency_objective: bool = False  # nsga2: the latency table's prediction as an objective
+    budget_ms: Optional[float] = None  # latency budget (ms, by the latency table); None: off
+    latency_runtime: str = "onnxruntime"  # runtime of the latency table: eager | onnxruntime
+    latency_threads: int = 1       # threads of the latency table (0: the runtime's default)
+    latency_device: str = ""       # '' this machine (measured once, cached in the store);
+                                   # else a device id whose table is in the store
 
 
 @dataclass

@@ -4,11 +4,15 @@
 
 - ``model.pt``: a plain ``sub_mobile_resnet_9blocks`` state dict (loads strictly with
   ``ganc.weights`` / ``torch.load(weights_only=True)``);
-- ``model.ts``: TorchScript (traced at the eval size, batch 1; runs at any size);
+- ``model.onnx``: ONNX (opset :data:`ganc.runtime.OPSET`, dynamic batch, height and width),
+  checked against the eager model through onnxruntime;
+- ``model.pt2``: the ``torch.export`` program (``torch.export.load``), which replaces the
+  deprecated TorchScript export;
 - ``model.json``: the model card (written last): ``netG``, ``config_str``, ``norm``,
   ``input_nc``, ``output_nc`` (so ``ganc translate --weights export/model.pt`` needs no
-  other option), MACs, params, FID before / after fine-tune, CPU latency, teacher,
-  dataset and ganc version.
+  other option), MACs, params, FID before / after fine-tune, latency per runtime and
+  thread count with the machine it was measured on, the ONNX check, teacher, dataset and
+  ganc version.
 
 ``pull(url, out_dir)`` downloads ``export/*`` and ``best.json`` of a run (or, with
 ``best=False``, everything under it), refusing any object key that would land outside
@@ -16,7 +20,6 @@
 """
 from __future__ import annotations
 
-import io
 import os
 import posixpath
 import time
@@ -29,7 +32,8 @@ from .errors import GancError
 from .space import ChannelConfig
 
 EXPORT = "export"
-EXPORT_FILES = ("model.pt", "model.ts", "model.json")
+EXPORT_FILES = ("model.pt", "model.onnx", "model.pt2", "model.json")
+LATENCY_THREADS = (1, 0)         # thread counts of the model card's latency (0: default)
 
 
 class PullError(GancError):
@@ -37,6 +41,23 @@ class PullError(GancError):
 
 
 # ---------------------------------------------------------------- export
+def write_deploy_files(run, prefix: str, net, input_nc: int, size: int,
+                       latency_repeats: int = 10) -> dict:
+    """``<prefix>/model.onnx`` and ``<prefix>/model.pt2`` of a generator, each checked
+    against the eager model, and its batch-1 latency on every runtime at 1 thread and
+    the default thread count, with the machine; returns the model card's part."""
+    from .runtime import RUNTIMES, deploy_artifacts, latency_by_runtime, machine_info
+    art = deploy_artifacts(net, input_nc, size)
+    run.write_bytes(f"{prefix}/model.onnx", art["onnx"])
+    run.write_bytes(f"{prefix}/model.pt2", art["pt2"])
+    latency = latency_by_runtime(net, input_nc, size, RUNTIMES, LATENCY_THREADS,
+                                 rounds=latency_repeats, onnx=art["onnx"])
+    return {**art["card"], "latency_ms": latency,
+            "latency_setup": {"batch": 1, "input": [1, input_nc, size, size],
+                              "statistic": f"median of {latency_repeats} alternating runs"},
+            "machine": machine_info()}
+
+
 def export_best(cfg: RunConfig, store=None, *, config: Optional[str] = None,
                 latency_repeats: int = 10) -> dict:
     """Export the fine-tuned (else the supernet-sliced) chosen sub-network; returns the card."""
@@ -79,11 +100,7 @@ def export_best(cfg: RunConfig, store=None, *, config: Optional[str] = None,
 
     sd = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     run.put_torch(f"{EXPORT}/model.pt", sd)
-    with torch.no_grad():
-        traced = torch.jit.trace(net, torch.zeros(shape), check_trace=False)
-    buf = io.BytesIO()
-    torch.jit.save(traced, buf)
-    run.write_bytes(f"{EXPORT}/model.ts", buf.getvalue())
+    deploy = write_deploy_files(run, EXPORT, net, cost.input_nc, size, latency_repeats)
 
     sup_cfg = sup.get("config") if isinstance(sup.get("config"), dict) else {}
     data = sup_cfg.get("data", {}) if sup_cfg else {}
@@ -106,7 +123,8 @@ def export_best(cfg: RunConfig, store=None, *, config: Optional[str] = None,
                     "eval_split": data.get("eval_split", cfg.data.eval_split)},
         "source": run.url(key), "run": run.url(), "ganc_version": __version__,
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "files": {"weights": "model.pt", "torchscript": "model.ts"},
+        "files": {"weights": "model.pt", "onnx": "model.onnx", "pt2": "model.pt2"},
+        **deploy,
     }
     run.put_json(f"{EXPORT}/model.json", card)
     return card
@@ -214,4 +232,4 @@ def _read_raw(run, key: str) -> bytes:
         raise PullError(f"cannot read {key}: {e}") from None
 
 
-__all__ = ["export_best", "list_runs", "pull", "PullError", "EXPORT", "EXPORT_FILES"]
+__all__ = ["export_best", "write_deploy_files", "list_runs", "pull", "PullError", "EXPORT", "EXPORT_FILES"]

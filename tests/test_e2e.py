@@ -59,7 +59,7 @@ def test_submit_pipeline_pull_and_translate(cluster, tmp_path):
     fs = _s3()
     run = f"{S3_BUCKET}/e2e/runs/tiny"
     for key in ("best.json", "search/results.parquet", "search/pareto.parquet",
-                "export/model.pt", "export/model.ts", "export/model.json",
+                "export/model.pt", "export/model.onnx", "export/model.pt2", "export/model.json",
                 "report/summary.json", "report/grid.png", "report/pareto.png"):
         assert fs.exists(f"{run}/{key}"), key
     summary = json.loads(fs.cat(f"{run}/report/summary.json"))

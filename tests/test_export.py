@@ -1,4 +1,4 @@
-"""Fine-tune at a fixed config, export (state dict, TorchScript, model card), `ganc runs`,
+"""Fine-tune at a fixed config, export (state dict, ONNX, torch.export, model card), `ganc runs`,
 and `ganc pull` from the local S3 server (moto + s3fs), with translate on what it got."""
 from __future__ import annotations
 
@@ -76,9 +76,10 @@ def test_finetune_trains_the_chosen_subnet_from_the_supernet_weights(trained_run
     assert again["skipped"]
 
 
-def test_export_writes_state_dict_torchscript_and_card_that_agree(trained_run):
+def test_export_writes_state_dict_onnx_pt2_and_card_that_agree(trained_run):
     cfg, url, run, ft, card = trained_run
-    assert sorted(run.ls("export")) == ["export/model.json", "export/model.pt", "export/model.ts"]
+    assert sorted(run.ls("export")) == ["export/model.json", "export/model.onnx",
+                                        "export/model.pt", "export/model.pt2"]
     assert card == run.get_json("export/model.json")
     assert card["netG"] == "sub_mobile_resnet_9blocks" and card["config_str"] == CONFIG
     assert card["macs"] == CostModel(32).macs(CONFIG) and card["finetuned"]
@@ -90,10 +91,22 @@ def test_export_writes_state_dict_torchscript_and_card_that_agree(trained_run):
     net = gnn.build("sub_mobile_resnet_9blocks", config=CONFIG)
     net.load_state_dict(sd, strict=True)
     import io
-    ts = torch.jit.load(io.BytesIO(run.read_bytes("export/model.ts")))
+    from ganc.runtime import OnnxModule
+    onnx = OnnxModule(run.read_bytes("export/model.onnx"), threads=1)
+    program = torch.export.load(io.BytesIO(run.read_bytes("export/model.pt2"))).module()
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
-        assert torch.allclose(ts(x), net.eval()(x), atol=1e-5)
+        for y in (torch.randn(2, 3, 48, 32), x):        # dynamic batch and sides
+            assert (onnx(y) - net.eval()(y)).abs().max() <= 1e-4
+            assert (program(y) - net(y)).abs().max() <= 1e-4
+    # the card states the ONNX check, latency per runtime and thread count, the machine
+    assert card["onnx"]["opset"] == 20 and card["onnx"]["max_abs_diff_vs_eager"] <= 1e-4
+    assert set(card["latency_ms"]) == {"eager", "onnxruntime"}
+    for per_threads in card["latency_ms"].values():
+        assert "1" in per_threads and all(v > 0 for v in per_threads.values())
+    for k in ("cpu", "logical_cores", "torch", "onnxruntime"):
+        assert card["machine"][k]
+    with torch.no_grad():
         # the export equals the fine-tuned supernet at the config
         from ganc.search.finetune import subnet_from
         ref = subnet_from(run, "finetune/final.pt", CONFIG)
@@ -120,7 +133,8 @@ def test_pull_from_local_s3_loads_and_translates(trained_run, s3_url, tmp_path, 
             s3run.write_bytes(key, run.read_bytes(key))
     out = tmp_path / "pulled"
     assert ganc(["pull", s3run.url(), "--best", "-o", str(out)]) == 0
-    assert sorted(os.listdir(out)) == ["best.json", "model.json", "model.pt", "model.ts"]
+    assert sorted(os.listdir(out)) == ["best.json", "model.json", "model.onnx", "model.pt",
+                                       "model.pt2"]
     assert json.loads((out / "model.json").read_text()) == card
     # translate with what was pulled: architecture and config come from model.json
     src = tmp_path / "in"
@@ -130,8 +144,14 @@ def test_pull_from_local_s3_loads_and_translates(trained_run, s3_url, tmp_path, 
     assert ganc(["translate", "--weights", str(out / "model.pt"), "--input", str(src),
                  "--output", str(tmp_path / "res"), "--size", "32"]) == 0
     assert os.listdir(tmp_path / "res") == ["a.png"]
-    ts = torch.jit.load(str(out / "model.ts"))
-    assert ts(torch.zeros(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+    # and with the pulled ONNX file through onnxruntime: the same images
+    assert ganc(["translate", "--onnx", str(out / "model.onnx"), "--input", str(src),
+                 "--output", str(tmp_path / "res_onnx"), "--size", "32"]) == 0
+    from PIL import Image as I
+    import numpy as np
+    a = np.asarray(I.open(tmp_path / "res" / "a.png"), dtype=int)
+    b = np.asarray(I.open(tmp_path / "res_onnx" / "a.png"), dtype=int)
+    assert a.shape == b.shape == (32, 32, 3)
 
 
 def test_pull_refuses_keys_escaping_the_target_folder(s3_url, s3_server, tmp_path, capsys):

@@ -35,6 +35,12 @@ def register(sub):
     p.add_argument("--latency", action="store_true", help="also measure latency (batch 1)")
     p.add_argument("--repeats", type=int, default=10, help="latency: timed runs (median)")
     p.add_argument("--device", default="auto", help="latency device: auto, cpu, cuda")
+    p.add_argument("--runtime", default="eager",
+                   help="latency runtime: eager (PyTorch) or onnxruntime (the model exported "
+                        "to ONNX, run by onnxruntime on the CPU); implies --latency for "
+                        "onnxruntime")
+    p.add_argument("--threads", type=int, default=0,
+                   help="latency: intra-op threads (default 0: the runtime's default)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_profile)
 
@@ -43,7 +49,12 @@ def register(sub):
                                    "write PNGs with the same base names to --output. Nothing "
                                    "is written unless every image translates.")
     _arch_args(p, weights_optional=True)
-    p.add_argument("--weights", required=True, help="generator state dict (.pth/.pt)")
+    p.add_argument("--weights", help="generator state dict (.pth/.pt), or an ONNX file "
+                                     "(.onnx, run by onnxruntime)")
+    p.add_argument("--onnx", help="an ONNX generator (ganc export's model.onnx) to run with "
+                                  "onnxruntime instead of --weights")
+    p.add_argument("--threads", type=int, default=0,
+                   help="ONNX: onnxruntime intra-op threads (default 0: its default)")
     p.add_argument("--input", required=True, help="folder of input images")
     p.add_argument("--output", required=True, help="folder for the PNG outputs")
     p.add_argument("--size", type=int, default=256,
@@ -66,29 +77,74 @@ def _device(name):
 def cmd_profile(args):
     from ..errors import ConfigError
     from ..modelio import as_runnable, build_generator, resolve_spec
-    from ..profile import measure_latency, profile
+    from ..profile import profile
+    from ..runtime import check_runtime, check_threads, runner, time_alternating
 
+    check_runtime(args.runtime)
+    check_threads(args.threads)
     if args.size < 8 or args.size % 4:
         raise ConfigError(f"--size must be a positive multiple of 4, got {args.size}")
+    if args.repeats < 1:
+        raise ConfigError(f"--repeats must be at least 1, got {args.repeats}")
+    if args.runtime == "onnxruntime" and args.device not in ("auto", "cpu"):
+        raise ConfigError(f"--runtime onnxruntime runs on the CPU; --device {args.device} "
+                          "is not available to it")
+    device = _device("cpu" if args.runtime == "onnxruntime" else args.device)
     spec = resolve_spec(args.netG, args.config, args.ngf, args.norm, space=args.space)
-    model = as_runnable(build_generator(spec), spec).to(_device(args.device))
+    model = as_runnable(build_generator(spec), spec).to(device)
     res = profile(model, args.size, spec.input_nc, args.convention)
     res["netG"] = spec.netG
     if spec.config:
         res["config"] = spec.config
-    if args.latency:
-        res["latency"] = measure_latency(model, tuple(res["input_size"]), repeats=args.repeats)
+    latency = args.latency or args.runtime != "eager" or args.threads
+    if latency:
+        import torch
+        from ..runtime import default_threads
+        shape = tuple(res["input_size"])
+        if device.type == "cuda":
+            from ..profile import measure_latency
+            res["latency"] = {**measure_latency(model, shape, repeats=args.repeats),
+                              "runtime": "eager"}
+        else:
+            run = runner(model, args.runtime, args.threads, spec.input_nc, args.size)
+            x = torch.randn(*shape)
+            t = time_alternating({"m": lambda: run(x)}, rounds=args.repeats)["m"]
+            res["latency"] = {**t, "device": "cpu", "runtime": args.runtime,
+                              "threads": args.threads or default_threads()}
     if args.json:
         print(json.dumps(res))
         return 0
     print(f"{spec.label()} at {args.size}x{args.size}")
     print(f"  MACs:   {res['macs'] / 1e9:.3f} G  ({res['macs']:,}; {args.convention} convention)")
     print(f"  params: {res['params'] / 1e6:.3f} M  ({res['params']:,})")
-    if args.latency:
+    if latency:
         lat = res["latency"]
         print(f"  latency: {lat['median_ms']:.2f} ms median of {lat['repeats']} "
-              f"({lat['device']}, {lat['threads']} threads)")
+              f"({lat['runtime']}, {lat['device']}, {lat['threads']} threads)")
     return 0
+
+
+def _translator(args):
+    """(model, label, device) from --onnx / an .onnx --weights (onnxruntime, CPU), else
+    the weights."""
+    from ..errors import ConfigError
+    from ..modelio import load_generator, resolve_spec
+    from ..runtime import check_threads, load_onnx
+    check_threads(args.threads)
+    if args.onnx and args.weights:
+        raise ConfigError("give --weights or --onnx, not both")
+    if not args.onnx and not args.weights:
+        raise ConfigError("--weights (a state dict or an .onnx file) or --onnx is required")
+    path = args.onnx or (args.weights if args.weights.lower().endswith(".onnx") else None)
+    if path:
+        if args.device not in ("auto", "cpu"):
+            raise ConfigError(f"ONNX models run on the CPU with onnxruntime; --device "
+                              f"{args.device} is not available to them")
+        return (load_onnx(path, threads=args.threads),
+                f"{os.path.basename(path)} (onnxruntime)", _device("cpu"))
+    device = _device(args.device)
+    spec = resolve_spec(args.netG, args.config, args.ngf, args.norm, args.weights, args.space)
+    return load_generator(args.weights, spec).to(device), spec.label(), device
 
 
 def cmd_translate(args):
@@ -97,11 +153,10 @@ def cmd_translate(args):
     from ..data.images import check_images, list_images, load_rgb, save_png, stem, to_tensor, to_uint8
     from ..errors import ConfigError
     from ..log import Progress
-    from ..modelio import load_generator, resolve_spec
 
     if args.size and (args.size < 8 or args.size % 4):
         raise ConfigError(f"--size must be a positive multiple of 4 (or 0), got {args.size}")
-    spec = resolve_spec(args.netG, args.config, args.ngf, args.norm, args.weights, args.space)
+    model, label, device = _translator(args)
     paths = list_images(args.input, "--input folder")
     stems = [stem(p) for p in paths]
     dup = {s for s in stems if stems.count(s) > 1}
@@ -109,8 +164,6 @@ def cmd_translate(args):
         raise ConfigError(f"--input {args.input} has several images named {sorted(dup)[0]}.*; "
                           "output names would collide")
     check_images(paths)
-    device = _device(args.device)
-    model = load_generator(args.weights, spec).to(device)
 
     out = os.path.abspath(args.output)
     parent = os.path.dirname(out)
@@ -143,7 +196,7 @@ def cmd_translate(args):
             os.replace(os.path.join(tmp, name), os.path.join(out, name))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"wrote {len(paths)} images to {out} with {spec.label()}")
+    print(f"wrote {len(paths)} images to {out} with {label}")
     return 0
 
 

@@ -22,6 +22,9 @@ def register(sub):
     p.add_argument("--budget-macs", type=float,
                    help="MACs budget at the eval size (default search.budget_macs; 0: a tenth "
                         "of the teacher's)")
+    p.add_argument("--budget-ms", type=float,
+                   help="latency budget in ms by the latency table of search.latency_runtime "
+                        "(default search.budget_ms; alone, no MACs budget applies)")
     p.add_argument("--fresh", action="store_true",
                    help="start a new Tune experiment instead of resuming an unfinished one")
     p.set_defaults(func=cmd_search)
@@ -38,10 +41,14 @@ def register(sub):
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser(
-        "export", help="export the chosen sub-network: state dict, TorchScript, model card",
+        "export", help="export the chosen sub-network: state dict, ONNX, torch.export, "
+                       "model card",
         description="Writes export/model.pt (plain sub_mobile_resnet_9blocks state dict), "
-                    "export/model.ts (TorchScript) and export/model.json (model card) under "
-                    "the run; `ganc translate --weights .../model.pt` loads them.")
+                    "export/model.onnx (ONNX, dynamic batch and size, checked against eager "
+                    "through onnxruntime), export/model.pt2 (torch.export) and "
+                    "export/model.json (model card: latency per runtime and thread count, "
+                    "machine) under the run; `ganc translate --weights .../model.pt` or "
+                    "`--onnx .../model.onnx` runs them.")
     add_run_args(p, workers=False)
     p.add_argument("--subnet-config", help="channel config to export (default: best.json)")
     p.set_defaults(func=cmd_export)
@@ -94,15 +101,20 @@ def cmd_search(args):
     cfg = _cfg(args)
     with _quiet(args):
         out = run_search(cfg, method=args.method, budget_macs=args.budget_macs,
-                         fresh=args.fresh)
+                         budget_ms=args.budget_ms, fresh=args.fresh)
     t = out.get("teacher") or {}
-    _print(args, out, [
-        f"best {out['config']}: FID {_f(out['fid'])}, MACs {_g(out['macs'])} "
-        f"({out['macs']:,}), params {out['params']:,}",
-        f"teacher: FID {_f(t.get('fid'))}, MACs {_g(t.get('macs'))}",
-        f"scored {out['n_scored']} configs ({out['search']['method']}, budget "
-        f"{_g(out['search']['budget_macs'])}); Pareto front {out['n_pareto']}",
-        f"results: {out['files']['results']}"])
+    sc = out["search"]
+    budget = _g(sc["budget_macs"]) + (f", {sc['budget_ms']:g} ms" if sc.get("budget_ms") else "")
+    lines = [f"best {out['config']}: FID {_f(out['fid'])}, MACs {_g(out['macs'])} "
+             f"({out['macs']:,}), params {out['params']:,}",
+             f"teacher: FID {_f(t.get('fid'))}, MACs {_g(t.get('macs'))}",
+             f"scored {out['n_scored']} configs ({sc['method']}, budget {budget}); "
+             f"Pareto front {out['n_pareto']}"]
+    if "latency_ms" in out:
+        lat = sc["latency_table"]
+        lines.append(f"predicted latency {out['latency_ms']:.2f} ms ({lat['runtime']}, "
+                     f"{lat['threads']} threads, {lat['size']}px, table {lat['key']})")
+    _print(args, out, lines + [f"results: {out['files']['results']}"])
 
 
 def cmd_finetune(args):
@@ -120,10 +132,14 @@ def cmd_export(args):
     cfg = _cfg(args)
     with _quiet(args):
         card = export_best(cfg, config=args.subnet_config)
+    lat = "; ".join(f"{rt} " + ", ".join(f"{ms:.1f} ms x{t}" for t, ms in per.items())
+                    for rt, per in card["latency_ms"].items())
     _print(args, card, [
-        f"exported {card['config_str']}: MACs {_g(card['macs'])}, params {card['params']:,}, "
-        f"CPU latency {card['latency_ms_cpu']:.1f} ms",
-        f"to {card['run']}/export/ (model.pt, model.ts, model.json)"])
+        f"exported {card['config_str']}: MACs {_g(card['macs'])}, params {card['params']:,}",
+        f"latency (batch 1, threads): {lat}",
+        f"ONNX opset {card['onnx']['opset']}, max abs diff vs eager "
+        f"{card['onnx']['max_abs_diff_vs_eager']:.2g}",
+        f"to {card['run']}/export/ (model.pt, model.onnx, model.pt2, model.json)"])
 
 
 def cmd_runs(args):

@@ -16,7 +16,7 @@
    FID so far;
 4. at the end of a trial slices the final hard gates into plain G and D, fine-tunes G for
    ``prune.finetune_steps`` steps, scores it and exports it to
-   ``prune/p<target>/`` (``model.pt``, ``net_D.pt``, ``model.ts``,
+   ``prune/p<target>/`` (``model.pt``, ``net_D.pt``, ``model.onnx``, ``model.pt2``,
    ``model.json`` model card, ``history.jsonl``);
 5. appends one row per target (``method='prune-lds'``) to ``search/results.parquet``, the
    table the evolutionary search writes, and writes ``prune/summary.json``.
@@ -27,7 +27,6 @@ inside a trial) are not implemented.
 from __future__ import annotations
 
 import copy
-import io
 import json
 import math
 import os
@@ -87,7 +86,9 @@ def _cpu_state(module) -> dict:
 
 
 def export_pruned(run, prefix: str, G, D, card: dict, size: int) -> dict:
-    """State dicts, TorchScript and the model card of a pruned generator under ``prefix``."""
+    """State dicts, ONNX / torch.export files and the model card of a pruned generator
+    under ``prefix``."""
+    from ..export import write_deploy_files
     from ..profile import count_macs, count_params
     G = copy.deepcopy(G).cpu().eval()
     macs = count_macs(G, (1, G.input_nc, size, size))
@@ -98,11 +99,7 @@ def export_pruned(run, prefix: str, G, D, card: dict, size: int) -> dict:
     if D is not None:
         run.put_torch(f"{prefix}/net_D.pt", _cpu_state(D))
         card["netD_widths"] = list(getattr(D, "widths", []))
-    buf = io.BytesIO()
-    with torch.no_grad():
-        ts = torch.jit.trace(G, torch.zeros(1, G.input_nc, size, size), check_trace=False)
-    torch.jit.save(ts, buf)
-    run.write_bytes(f"{prefix}/model.ts", buf.getvalue())
+    card.update(write_deploy_files(run, prefix, G, G.input_nc, size, latency_repeats=3))
     run.put_json(f"{prefix}/model.json", card)
     return card
 

@@ -3,7 +3,9 @@
     run_search(cfg, store) -> summary dict
 
 reads ``runs/<id>/supernet/final.pt``, checks the MACs budget (default: a tenth of the
-teacher's MACs at the eval resolution ``data.crop_size``), starts the FID pool (supernet
+teacher's MACs at the eval resolution ``data.crop_size``; none when only a latency
+budget ``search.budget_ms`` is set, checked with the latency table of
+:mod:`ganc.search.latency`, loaded from or built into the store), starts the FID pool (supernet
 weights put into the Ray object store once), scores the teacher, runs the searcher
 (``search.method``: ``evolution`` or ``nsga2``) with ``max_concurrent_trials`` equal to
 the pool's size, and writes under ``runs/<id>/search/``: ``results.parquet``,
@@ -14,6 +16,7 @@ resumes it with ``Tuner.restore`` (the searcher state comes back with it).
 from __future__ import annotations
 
 import copy
+import math
 import time
 from typing import Optional
 
@@ -21,6 +24,7 @@ from ..config import RunConfig
 from ..errors import ConfigError, GancError
 from ..space import SearchSpace
 from .cost import CostModel, check_budget
+from .latency import LatencyBudget, check_budget_ms, check_latency_budget
 from .report import write_results
 
 METHODS = ("evolution", "nsga2")
@@ -117,8 +121,9 @@ class PoolLease:
 
 
 def score_trial(trial_config: dict, lease: PoolLease, cost: CostModel,
-                latency: bool = False) -> None:
-    """Tune trainable: score one channel config through the pool and report it."""
+                latency=None) -> None:
+    """Tune trainable: score one channel config through the pool and report it (with the
+    latency table's prediction as ``latency_ms`` when ``latency`` is a table)."""
     from ray import tune
     cfg = trial_config["config"]
     t0 = time.time()
@@ -128,37 +133,43 @@ def score_trial(trial_config: dict, lease: PoolLease, cost: CostModel,
            "kid": None if res.get("kid_mean") is None else float(res["kid_mean"]),
            "generation": int(trial_config.get("generation", -1)),
            "score_s": float(res.get("seconds", 0.0))}
-    if latency:
-        out["latency_ms"] = subnet_latency_ms(cfg, cost)
+    if latency is not None:
+        out["latency_ms"] = float(latency.predict(cfg))
     out["wall_s"] = time.time() - t0
     tune.report(out)
 
 
-def subnet_latency_ms(config: str, cost: CostModel, repeats: int = 5) -> float:
-    """Median CPU latency (ms, batch 1, at the eval size) of the plain sub-network."""
-    import torch
-    from .. import nn as gnn
-    from ..profile import measure_latency
-    net = gnn.build("sub_mobile_resnet_9blocks", config=config, input_nc=cost.input_nc,
-                    output_nc=cost.output_nc, norm=cost.norm)
-    with torch.no_grad():
-        return float(measure_latency(net, (1, cost.input_nc, cost.size, cost.size),
-                                     warmup=1, repeats=repeats, device="cpu")["median_ms"])
+def latency_table_for(cfg: RunConfig, root, space: SearchSpace, cost: CostModel):
+    """(table, key) of ``search.latency_runtime`` / ``latency_threads`` at the eval size:
+    from the store's ``latency/`` cache, else measured on this machine and cached."""
+    from ..runtime import check_runtime, check_threads
+    from .latency import load_or_build
+    sc = cfg.search
+    check_runtime(sc.latency_runtime, "search.latency_runtime")
+    check_threads(sc.latency_threads, "search.latency_threads")
+    return load_or_build(root, space, cost.size, runtime=sc.latency_runtime,
+                         threads=int(sc.latency_threads), input_nc=cost.input_nc,
+                         output_nc=cost.output_nc, norm=cost.norm,
+                         device=sc.latency_device or None, log=print)
 
 
 # ---------------------------------------------------------------- searchers
 def make_searcher(method: str, space: SearchSpace, budget: float, cost: CostModel,
-                  settings, latency: bool = False):
+                  settings, latency: bool = False, constraint=None):
+    """The searcher of ``method``; ``constraint(config) -> bool`` is a further budget
+    (the latency budget), ``latency`` adds ``latency_ms`` as an NSGA-II objective."""
     if method == "evolution":
         from .searcher import EvolutionSearcher
-        return EvolutionSearcher.from_settings(space, budget, cost, settings)
+        return EvolutionSearcher.from_settings(space, budget, cost, settings,
+                                               constraint=constraint)
     if method == "nsga2":
         from .nsga2 import NSGA2Searcher
         objectives = ["fid", "macs"] + (["latency_ms"] if latency else [])
         return NSGA2Searcher(space, budget, cost, objectives=objectives,
                              population=settings.population, generations=settings.generations,
                              mutation_prob=settings.mutation_prob,
-                             mutation_ratio=settings.mutation_ratio, seed=settings.seed)
+                             mutation_ratio=settings.mutation_ratio, seed=settings.seed,
+                             constraint=constraint)
     raise ConfigError(f"search.method {method!r} is not one of: {', '.join(METHODS)}")
 
 
@@ -182,14 +193,17 @@ def rows_of(results) -> list[dict]:
 
 # ---------------------------------------------------------------- the stage
 def run_search(cfg: RunConfig, store=None, *, method: Optional[str] = None,
-               budget_macs: Optional[float] = None, fresh: bool = False) -> dict:
+               budget_macs: Optional[float] = None, budget_ms: Optional[float] = None,
+               fresh: bool = False) -> dict:
     """Run (or resume) the search of a run; returns the summary written to best.json."""
     from ..context import stage_context
     with stage_context(cfg, store) as ctx:
-        return _search(ctx, method=method, budget_macs=budget_macs, fresh=fresh)
+        return _search(ctx, method=method, budget_macs=budget_macs, budget_ms=budget_ms,
+                       fresh=fresh)
 
 
-def _search(ctx, *, method: Optional[str], budget_macs: Optional[float], fresh: bool) -> dict:
+def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
+            budget_ms: Optional[float], fresh: bool) -> dict:
     from ..placement import search_budget
     from ..profile import count_macs, count_params
     from ..context import keep_credentials_out_of_tune, ray_storage
@@ -200,6 +214,9 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float], fresh: 
     method = method or sc.method
     if method not in METHODS:
         raise ConfigError(f"search.method {method!r} is not one of: {', '.join(METHODS)}")
+    budget_ms = sc.budget_ms if budget_ms is None else budget_ms
+    if budget_ms is not None:
+        budget_ms = check_budget_ms(budget_ms)
     sup = load_supernet(run)
     space: SearchSpace = sup["space"]
     size = int(cfg.data.crop_size)              # the placement's eval size
@@ -209,9 +226,19 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float], fresh: 
     shape = (1, cost.input_nc, size, size)
     teacher_macs = count_macs(teacher, shape) if teacher is not None else None
     # --budget-macs and search.budget_macs are MACs at data.crop_size (the recipe's size)
-    budget = search_budget(ctx.placement, float(budget_macs or sc.budget_macs or 0),
-                           teacher_macs)
+    raw_budget = float(budget_macs or sc.budget_macs or 0)
+    if raw_budget <= 0 and budget_ms is not None:
+        budget = math.inf                      # a latency budget alone
+    else:
+        budget = search_budget(ctx.placement, raw_budget, teacher_macs)
     check_budget(space, budget, cost)          # one line, before anything starts
+    latency = bool(sc.latency_objective)
+    table = table_key = constraint = None
+    if budget_ms is not None or latency:
+        table, table_key = latency_table_for(cfg, root, space, cost)
+    if budget_ms is not None:
+        check_latency_budget(space, budget_ms, table)
+        constraint = LatencyBudget(table, budget_ms)
 
     from ray import tune
     from ..metrics.pool import FidPool, SubnetSpec
@@ -238,9 +265,8 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float], fresh: 
                                 "kid": ts.kid_mean}
                 run.put_json("search/teacher.json", teacher_info)
         lease = PoolLease(pool, "super")
-        latency = bool(sc.latency_objective)
         trainable = tune.with_resources(
-            tune.with_parameters(score_trial, lease=lease, cost=cost, latency=latency),
+            tune.with_parameters(score_trial, lease=lease, cost=cost, latency=table),
             _trial_resources())
         storage_path, fs = ray_storage(run, "search")
         keep_credentials_out_of_tune()
@@ -252,7 +278,7 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float], fresh: 
                                        resume_errored=True, storage_filesystem=fs)
             resumed = True
         else:
-            searcher = make_searcher(method, space, budget, cost, sc, latency)
+            searcher = make_searcher(method, space, budget, cost, sc, latency, constraint)
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(search_alg=searcher,
@@ -269,11 +295,15 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float], fresh: 
             raise SearchError(f"search of {run.url()} scored no config"
                               + (f": {str(first).strip().splitlines()[-1][:200]}"
                                  if first else ""))
-        settings = {"method": method, "budget_macs": budget, "population": sc.population,
+        settings = {"method": method,
+                    "budget_macs": budget if math.isfinite(budget) else None,
+                    "budget_ms": budget_ms, "population": sc.population,
                     "parent_ratio": sc.parent_ratio, "mutation_prob": sc.mutation_prob,
                     "mutation_ratio": sc.mutation_ratio, "generations": sc.generations,
                     "weighted_sample": sc.weighted_sample,
                     "seed": sc.seed, "latency_objective": latency,
+                    "latency_table": None if table is None else {
+                        **table.describe(), "key": table_key},
                     "max_concurrent_trials": max_conc, "fid_actors": pool.num_actors,
                     "eval_size": size, "macs_convention": "torchprofile",
                     "budget_rule": ("--budget-macs / search.budget_macs at "

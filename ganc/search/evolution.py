@@ -82,7 +82,8 @@ class Evolution:
     def __init__(self, space: SearchSpace, budget_macs: float, macs: Callable[[str], int], *,
                  population: int = 100, parent_ratio: float = 0.25, mutation_prob: float = 0.2,
                  mutation_ratio: float = 0.5, generations: int = 500, seed: int = 0,
-                 mode: str = "min", max_attempts: int = 100, weighted_sample: float = 1.0):
+                 mode: str = "min", max_attempts: int = 100, weighted_sample: float = 1.0,
+                 constraint: Optional[Callable[[str], bool]] = None):
         _check_settings(population, parent_ratio, mutation_prob, mutation_ratio, generations,
                         max_attempts, weighted_sample)
         if mode not in ("min", "max"):
@@ -90,6 +91,7 @@ class Evolution:
         self.space = space
         self.budget = float(budget_macs)
         self.macs = macs
+        self.constraint = constraint                  # further budget (e.g. latency), or None
         self.population = int(population)
         self.parent_ratio = float(parent_ratio)
         self.mutation_prob = float(mutation_prob)
@@ -205,11 +207,12 @@ class Evolution:
         return sorted(set(configs), key=self._key)
 
     def _fits(self, cfg: ChannelConfig) -> bool:
-        return self.macs(str(cfg)) <= self.budget
+        return self.macs(str(cfg)) <= self.budget and (
+            self.constraint is None or bool(self.constraint(str(cfg))))
 
     def _shrink(self, cfg: ChannelConfig) -> ChannelConfig:
         ch = list(cfg)
-        while self.macs(str(ChannelConfig(tuple(ch)))) > self.budget:
+        while not self._fits(ChannelConfig(tuple(ch))):
             movable = [i for i, w in enumerate(ch) if w != self.space.choices[i][-1]]
             i = self.rng.choice(movable)
             choices = self.space.choices[i]            # widest first

@@ -1,11 +1,12 @@
 """Multi-objective search through Ray Tune's ``OptunaSearch`` with Optuna's NSGA-II.
 
-Objectives (all minimized): ``fid`` and ``macs``, and ``latency_ms`` when asked for. The
+Objectives (all minimized): ``fid`` and ``macs``, and ``latency_ms`` (the latency table's
+prediction, reported by the trial) when asked for. The
 sampler proposes one width per position (``c0`` ... ``c7``) from the search space. Two
 rules of the evolutionary search hold here too:
 
-- a proposal over the MACs budget is told to Optuna as failed (it never reaches a trial)
-  and the sampler is asked again;
+- a proposal over the MACs budget (or failing ``constraint``, e.g. a latency budget) is
+  told to Optuna as failed (it never reaches a trial) and the sampler is asked again;
 - a proposal already scored is told to Optuna with its cached objectives and never
   scored again.
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import optuna
 from ray.tune.search import Searcher
@@ -50,7 +51,8 @@ class NSGA2Searcher(OptunaSearch):
     def __init__(self, space: SearchSpace, budget_macs: float, cost: CostModel, *,
                  objectives: Sequence[str] = OBJECTIVES, population: int = 100,
                  generations: int = 500, mutation_prob: Optional[float] = 0.2,
-                 mutation_ratio: float = 0.5, seed: int = 0, max_attempts: int = 200):
+                 mutation_ratio: float = 0.5, seed: int = 0, max_attempts: int = 200,
+                 constraint: Optional[Callable[[str], bool]] = None):
         check_budget(space, budget_macs, cost)
         if int(population) < 2:
             raise ConfigError(f"search.population must be at least 2, got {population}")
@@ -68,6 +70,7 @@ class NSGA2Searcher(OptunaSearch):
         self.space = space
         self.budget = float(budget_macs)
         self.cost = cost
+        self.constraint = constraint
         self.objectives = objectives
         self.max_trials = int(population) * int(generations)
         self.max_attempts = int(max_attempts)
@@ -90,11 +93,15 @@ class NSGA2Searcher(OptunaSearch):
         state = optuna.trial.TrialState.COMPLETE if values else optuna.trial.TrialState.FAIL
         self._ot_study.tell(ot_trial, values if values else None, state=state)
 
+    def _fits(self, cfg) -> bool:
+        return self.cost.macs(cfg) <= self.budget and (
+            self.constraint is None or bool(self.constraint(str(cfg))))
+
     def _fresh_in_budget(self) -> Optional[str]:
         for _ in range(self.max_attempts):
             cfg = self.space.sample(self.rng)
             ch = list(cfg)
-            while self.cost.macs(ChannelConfig(tuple(ch))) > self.budget:
+            while not self._fits(ChannelConfig(tuple(ch))):
                 movable = [i for i, w in enumerate(ch) if w != self.space.choices[i][-1]]
                 i = self.rng.choice(movable)
                 ch[i] = self.space.choices[i][self.space.choices[i].index(ch[i]) + 1]
@@ -114,7 +121,7 @@ class NSGA2Searcher(OptunaSearch):
                     return Searcher.FINISHED
                 self._ot_study.enqueue_trial(_params_of(fresh))
             cfg = self._ask(trial_id)
-            if self.cost.macs(cfg) > self.budget:
+            if not self._fits(cfg):
                 self.rejected_budget += 1
                 self._drop(trial_id)
                 continue

@@ -23,8 +23,8 @@ def _table(rows: list[dict]):
     return pa.table({c: pa.array([r.get(c) for r in rows], type=types[c]) for c in cols})
 
 
-def plot_png(rows: list[dict], front: list[dict], teacher: Optional[dict], budget: float,
-             best: dict) -> bytes:
+def plot_png(rows: list[dict], front: list[dict], teacher: Optional[dict],
+             budget: Optional[float], best: dict) -> bytes:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -40,7 +40,8 @@ def plot_png(rows: list[dict], front: list[dict], teacher: Optional[dict], budge
         ax.scatter([teacher["macs"] / 1e9], [teacher["fid"]], marker="s", s=60, color="k",
                    label="teacher", zorder=5)
         ax.set_xscale("log")
-    ax.axvline(budget / 1e9, color="gray", ls="--", lw=1, label="MACs budget")
+    if budget:                        # None: a latency budget alone
+        ax.axvline(budget / 1e9, color="gray", ls="--", lw=1, label="MACs budget")
     ax.set_xlabel("GMACs (torchprofile convention)")
     ax.set_ylabel("FID (lower is better)")
     ax.legend(fontsize=7)

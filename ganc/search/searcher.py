@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 from ray.tune.search import Searcher
 
@@ -26,7 +26,8 @@ class EvolutionSearcher(Searcher):
                  metric: str = "fid", mode: str = "min", population: int = 100,
                  parent_ratio: float = 0.25, mutation_prob: float = 0.2,
                  mutation_ratio: float = 0.5, generations: int = 500, seed: int = 0,
-                 max_attempts: int = 100, weighted_sample: float = 1.0):
+                 max_attempts: int = 100, weighted_sample: float = 1.0,
+                 constraint: Optional[Callable[[str], bool]] = None):
         check_budget(space, budget_macs, cost)
         super().__init__(metric=metric, mode=mode)
         self.cost = cost
@@ -34,14 +35,16 @@ class EvolutionSearcher(Searcher):
                              parent_ratio=parent_ratio, mutation_prob=mutation_prob,
                              mutation_ratio=mutation_ratio, generations=generations,
                              seed=seed, mode=mode, max_attempts=max_attempts,
-                             weighted_sample=weighted_sample)
+                             weighted_sample=weighted_sample, constraint=constraint)
         self.live: Dict[str, str] = {}          # trial id -> config string
         self.trial_generation: Dict[str, int] = {}
 
     @classmethod
-    def from_settings(cls, space, budget_macs, cost, settings, metric="fid", mode="min"):
-        """Build from a ``SearchConfig``-like object (population, parent_ratio, ...)."""
-        return cls(space, budget_macs, cost, metric=metric, mode=mode,
+    def from_settings(cls, space, budget_macs, cost, settings, metric="fid", mode="min",
+                      constraint=None):
+        """Build from a ``SearchConfig``-like object (population, parent_ratio, ...);
+        ``constraint(config) -> bool`` is a further budget (e.g. a latency budget)."""
+        return cls(space, budget_macs, cost, metric=metric, mode=mode, constraint=constraint,
                    population=settings.population, parent_ratio=settings.parent_ratio,
                    mutation_prob=settings.mutation_prob, mutation_ratio=settings.mutation_ratio,
                    generations=settings.generations, seed=settings.seed,
