@@ -17,3 +17,5 @@ def needs_shared(*paths: Path):
     missing = [str(p) for p in paths if not p.exists()]
     return pytest.mark.skipif(bool(missing), reason=f"../shared not available: {', '.join(missing)}"
                               if missing else "")
+CAMVID = SHARED / "data" / "camvid"
+ESPNET_WEIGHTS = SHARED / "models" / "espnet-camvid" / "espnet_p_2_q_8_camvid.pth"
