@@ -84,10 +84,15 @@ def _macs(model: SpadeCostModel, config: str) -> int:
 
 @lru_cache(maxsize=65536)
 def _params(model: SpadeCostModel, config: str) -> int:
+    """Counted on a network built on the meta device (shapes only, no memory)."""
+    import torch
+
     from ..nn.spade import SubMobileSPADEGenerator
     from ..profile import count_params
-    return count_params(SubMobileSPADEGenerator(config, model.input_nc, model.output_nc,
-                                                model.norm, model.upsampling, model.separable))
+    with torch.device("meta"):
+        net = SubMobileSPADEGenerator(config, model.input_nc, model.output_nc, model.norm,
+                                      model.upsampling, model.separable)
+    return count_params(net)
 
 
 __all__ = ["SpadeCostModel"]
