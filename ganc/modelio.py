@@ -65,21 +65,26 @@ def resolve_spec(netG=None, config=None, ngf=None, norm=None, weights=None,
         raise ConfigError(f"--netG {netG!r} is not a generator; choose from: "
                           + ", ".join(gnn.GENERATORS))
     config = config or card.get("config_str") or card.get("config")
+    family = gnn.family(netG)
     if config is not None:
-        config = str(ChannelConfig.parse(config))
+        config = str(ChannelConfig.parse(config, legacy=family == "resnet"))
         if space:
             get_space(space).validate(config)
-    if netG == "sub_mobile_resnet_9blocks" and config is None:
-        raise ConfigError("--config is required for sub_mobile_resnet_9blocks "
-                          "(e.g. 16_16_32_16_32_32_16_16)")
+    if netG.startswith("sub_") and config is None:
+        raise ConfigError(f"--config is required for {netG} (e.g. "
+                          + ("32_32_32_32_32_24_24_24)" if family == "spade"
+                             else "16_16_32_16_32_32_16_16)"))
     arch = {k: card[k] for k in ("widths", "kind") if k in card}
     if netG == "pruned_resnet" and "widths" not in arch:
         raise ConfigError("pruned_resnet weights need the model.json written beside them "
                           "(it holds the pruned widths)")
+    default = gnn.defaults(netG)
+    if family == "spade" and "upsampling" in card:
+        arch["upsampling"] = card["upsampling"]
     return GeneratorSpec(netG, config, int(ngf or card.get("ngf", 64)),
-                         norm or card.get("norm", "instance"),
-                         int(card.get("input_nc", 3)), int(card.get("output_nc", 3)),
-                         float(card.get("dropout", 0.0)), arch)
+                         norm or card.get("norm") or default["norm"],
+                         int(card.get("input_nc") or default["input_nc"]),
+                         int(card.get("output_nc", 3)), float(card.get("dropout", 0.0)), arch)
 
 
 def build_generator(spec: GeneratorSpec) -> nn.Module:

@@ -3,7 +3,10 @@
 MACs follow the convention of the published GAN Compression tables (``torchprofile``):
 one MAC per multiply of a conv or linear layer (bias not counted); a transposed conv
 counted per *output* element (output elements x in_channels x kernel area / groups);
-one MAC per output element of every normalization layer, affine or not. The other
+one MAC per output element of every normalization layer, affine or not; one MAC per output
+element of an elementwise multiply (``aten::mul``, e.g. SPADE's ``x * (1 + gamma)``), as
+torchprofile 0.0.1 (the version GAN Compression pins) counts it. Additions, activations
+(ReLU, LeakyReLU, tanh), padding and nearest/bilinear resizing cost nothing, as there. The other
 convention on offer is torch's ``FlopCounterMode`` (transposed convs per input element,
 norms not counted), reported as FLOPs / 2.
 """
@@ -31,6 +34,7 @@ _NORM_OPS = {
 }
 _CONV_OPS = {aten.convolution.default, aten._convolution.default}
 _MM_OPS = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default}
+_MUL_OPS = {aten.mul.Tensor, aten.mul.Scalar, aten.mul_.Tensor, aten.mul_.Scalar}
 
 
 def _first_tensor(out):
@@ -38,7 +42,8 @@ def _first_tensor(out):
 
 
 class _FieldMacCounter(TorchDispatchMode):
-    """Counts MACs of every conv / matmul / norm executed, in the field's convention."""
+    """Counts MACs of every conv / matmul / norm / multiply executed, in the field's
+    convention."""
 
     def __init__(self):
         super().__init__()
@@ -59,7 +64,7 @@ class _FieldMacCounter(TorchDispatchMode):
             a = args[1] if packet in (aten.addmm.default, aten.baddbmm.default) else args[0]
             o = _first_tensor(out)
             self.macs += o.numel() * a.shape[-1]
-        elif packet in _NORM_OPS:
+        elif packet in _NORM_OPS or packet in _MUL_OPS:
             self.macs += _first_tensor(out).numel()
         return out
 
@@ -118,10 +123,12 @@ def measure_latency(model: nn.Module, input_size=(1, 3, 256, 256), warmup: int =
             "repeats": repeats, "device": str(device), "threads": torch.get_num_threads()}
 
 
-def profile(model: nn.Module, size: int = 256, input_nc: int = 3, convention: str = FIELD,
+def profile(model: nn.Module, size=256, input_nc: int = 3, convention: str = FIELD,
             latency: bool = False, **forward_kw) -> dict:
-    """MACs (in ``convention``), params and optionally latency, as one dict."""
-    shape = (1, input_nc, size, size)
+    """MACs (in ``convention``), params and optionally latency, as one dict; ``size`` is
+    the side of a square input or (height, width)."""
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    shape = (1, input_nc, int(h), int(w))
     out = {"macs": count_macs(model, shape, convention, **forward_kw),
            "params": count_params(model), "convention": convention,
            "input_size": list(shape)}

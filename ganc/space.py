@@ -1,6 +1,10 @@
 """Channel configurations and search spaces: the one source of truth for both.
 
-A channel configuration of a mobile ResNet generator has 8 numbers (GUIDE §3):
+Every family's channel configuration has 8 numbers; a search space names its family, which
+names the positions.
+
+A channel configuration of a mobile ResNet generator (family ``resnet``) has 8 numbers
+(GUIDE §3):
 
     [0] stem width; [1] first downsampling (its output is 2x this); [2] second
     downsampling (output 4x this, also the residual trunk width); [3], [4], [5] inner
@@ -9,6 +13,12 @@ A channel configuration of a mobile ResNet generator has 8 numbers (GUIDE §3):
 
 The legacy 6-number form uses one inner width for all blocks: [c0, c1, c2, c3, c4, c5]
 means [c0, c1, c2, c3, c3, c3, c4, c5].
+
+A channel configuration of a mobile SPADE generator (family ``spade``, GAN Compression's
+GauGAN layout) gives one number c per block: ``fc`` (the trunk width is 16 c), ``head_0``,
+``G_middle_0``, ``G_middle_1`` (inner width 16 c), ``up_0``, ``up_1``, ``up_2``, ``up_3``
+(output width 8 c, 4 c, 2 c, c); every SPADE modulation of a block has 2 c hidden channels
+(see ``ganc.nn.spade``). It has no legacy form.
 """
 from __future__ import annotations
 
@@ -22,6 +32,10 @@ N_POSITIONS = 8
 POSITION_NAMES = (
     "stem", "down1", "down2", "blocks1-3", "blocks4-6", "blocks7-9", "up1", "up2",
 )
+SPADE_POSITION_NAMES = (
+    "fc", "head_0", "G_middle_0", "G_middle_1", "up_0", "up_1", "up_2", "up_3",
+)
+FAMILIES = {"resnet": POSITION_NAMES, "spade": SPADE_POSITION_NAMES}
 
 
 @dataclass(frozen=True, order=True)
@@ -42,8 +56,10 @@ class ChannelConfig:
         object.__setattr__(self, "channels", chans)
 
     @classmethod
-    def parse(cls, value: "str | Sequence[int] | ChannelConfig") -> "ChannelConfig":
-        """Parse ``"16_16_32_16_32_32_16_16"``, a 6-number legacy string, or a list."""
+    def parse(cls, value: "str | Sequence[int] | ChannelConfig",
+              legacy: bool = True) -> "ChannelConfig":
+        """Parse ``"16_16_32_16_32_32_16_16"``, a list, or (with ``legacy``, the ResNet
+        family) a 6-number legacy string."""
         if isinstance(value, ChannelConfig):
             return value
         if isinstance(value, str):
@@ -56,12 +72,12 @@ class ChannelConfig:
                     "e.g. 16_16_32_16_32_32_16_16") from None
         else:
             nums = [int(v) for v in value]
-        if len(nums) == 6:
+        if len(nums) == 6 and legacy:
             nums = nums[:4] + [nums[3], nums[3]] + nums[4:]
         elif len(nums) != N_POSITIONS:
             raise ConfigError(
-                f"channel config {value!r} has {len(nums)} numbers; expected 8 "
-                "(or the legacy 6-number form)")
+                f"channel config {value!r} has {len(nums)} numbers; expected 8"
+                + (" (or the legacy 6-number form)" if legacy else ""))
         return cls(tuple(nums))
 
     def __str__(self) -> str:
@@ -83,21 +99,31 @@ class ChannelConfig:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Allowed widths per position; configs are drawn from the product."""
+    """Allowed widths per position of one generator family; configs are drawn from the
+    product."""
 
     name: str
     choices: tuple[tuple[int, ...], ...]
+    family: str = "resnet"
 
     def __post_init__(self):
         ch = tuple(tuple(sorted(set(int(w) for w in c), reverse=True)) for c in self.choices)
         if len(ch) != N_POSITIONS or any(len(c) == 0 for c in ch):
             raise ConfigError(f"search space {self.name!r} needs {N_POSITIONS} non-empty positions")
+        if self.family not in FAMILIES:
+            raise ConfigError(f"search space {self.name!r}: family {self.family!r} is not one "
+                              f"of: {', '.join(FAMILIES)}")
         object.__setattr__(self, "choices", ch)
 
     @classmethod
-    def uniform(cls, name: str, widths: Iterable[int]) -> "SearchSpace":
+    def uniform(cls, name: str, widths: Iterable[int], family: str = "resnet") -> "SearchSpace":
         widths = tuple(widths)
-        return cls(name, (widths,) * N_POSITIONS)
+        return cls(name, (widths,) * N_POSITIONS, family)
+
+    @property
+    def positions(self) -> tuple[str, ...]:
+        """Names of the 8 positions in this family."""
+        return FAMILIES[self.family]
 
     @property
     def size(self) -> int:
@@ -120,11 +146,11 @@ class SearchSpace:
         return ChannelConfig(tuple(rng.choice(c) for c in self.choices))
 
     def validate(self, config) -> ChannelConfig:
-        cfg = ChannelConfig.parse(config)
+        cfg = ChannelConfig.parse(config, legacy=self.family == "resnet")
         for i, (c, allowed) in enumerate(zip(cfg, self.choices)):
             if c not in allowed:
                 raise ConfigError(
-                    f"channel config {cfg}: width {c} at position {i} ({POSITION_NAMES[i]}) "
+                    f"channel config {cfg}: width {c} at position {i} ({self.positions[i]}) "
                     f"is not in search space {self.name!r}; allowed: "
                     + ", ".join(str(a) for a in allowed))
         return cfg
@@ -137,17 +163,26 @@ class SearchSpace:
         return True
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "choices": [list(c) for c in self.choices]}
+        d = {"name": self.name, "choices": [list(c) for c in self.choices]}
+        if self.family != "resnet":            # resnet dicts stay as older runs wrote them
+            d["family"] = self.family
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "SearchSpace":
-        return cls(d["name"], tuple(tuple(c) for c in d["choices"]))
+        return cls(d["name"], tuple(tuple(c) for c in d["choices"]), d.get("family", "resnet"))
 
 
-# The search spaces of the released GAN Compression recipes.
+# The search spaces of the released GAN Compression recipes. GauGAN's (its
+# configs/spade_configs ``channels-48`` and ``channels-64``) allow one width fewer at the
+# first five blocks than at up_1..up_3.
+_SPADE_48 = ((48, 40, 32),) * 5 + ((48, 40, 32, 24),) * 3
+_SPADE_64 = ((64, 48, 40, 32),) * 5 + ((64, 48, 40, 32, 24),) * 3
 PRESETS = {
     "channels-64-cycleGAN": SearchSpace.uniform("channels-64-cycleGAN", [64, 48, 32, 24, 16]),
     "channels-64-pix2pix": SearchSpace.uniform("channels-64-pix2pix", [64, 56, 48, 40, 32, 24, 16]),
+    "spade-channels-48": SearchSpace("spade-channels-48", _SPADE_48, "spade"),
+    "spade-channels-64": SearchSpace("spade-channels-64", _SPADE_64, "spade"),
 }
 
 

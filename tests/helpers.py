@@ -17,6 +17,8 @@ def needs_shared(*paths: Path):
     missing = [str(p) for p in paths if not p.exists()]
     return pytest.mark.skipif(bool(missing), reason=f"../shared not available: {', '.join(missing)}"
                               if missing else "")
+CAMVID = SHARED / "data" / "camvid"
+ESPNET_WEIGHTS = SHARED / "models" / "espnet-camvid" / "espnet_p_2_q_8_camvid.pth"
 
 
 def demo_data_on_s3(url: str, local_dir: Path, n: int = 12, size: int = 64) -> str:

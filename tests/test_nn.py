@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from ganc import nn as gnn
+from ganc.data.camvid import one_hot
 from ganc.errors import ConfigError, WeightsError
 from ganc.space import PRESETS
 from ganc.weights import load_weights
@@ -18,15 +19,27 @@ def test_every_registered_model_builds_and_runs(name):
     kw = dict(SMALL)
     if name == "sub_mobile_resnet_9blocks":
         kw["config"] = "8_8_8_8_8_8_8_8"
+    if name == "sub_mobile_spade":
+        kw["config"] = "4_4_4_4_4_4_4_4"
+    if name in gnn.SPADE_FAMILY:
+        kw["ngf"] = 4
     if name == "pruned_resnet":
         kw["widths"] = {"stem": 4, "down1": 8, "trunk": 12, "blocks": [3] * 9, "up1": 6,
                         "up2": 5}
     m = gnn.build(name, **kw).eval()
-    x = torch.randn(1, 3, 32, 32)
+    if name in gnn.SPADE_FAMILY:          # one-hot label maps, sides divisible by 32
+        x = one_hot(torch.randint(0, gnn.LABEL_NC, (1, 32, 64)))
+    elif name == "multi_scale":            # (one-hot label map, image) pairs
+        x = torch.randn(1, gnn.LABEL_NC + 3, 64, 64)
+    else:
+        x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         y = m(x)
     if name in gnn.GENERATORS:
-        assert y.shape == x.shape and y.abs().max() <= 1
+        assert y.shape == (1, 3, *x.shape[2:]) and y.abs().max() <= 1
+    elif name == "multi_scale":
+        assert len(y) == 2 and all(len(scale) == 5 for scale in y)
+        assert y[0][-1].shape[1] == 1 and y[1][-1].shape[-1] < y[0][-1].shape[-1]
     else:
         assert y.shape[1] == 1
 

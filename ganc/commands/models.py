@@ -7,19 +7,37 @@ import shutil
 import tempfile
 
 GEN_HELP = ("generator: resnet_9blocks, resnet_6blocks, mobile_resnet_9blocks, "
-            "super_mobile_resnet_9blocks, sub_mobile_resnet_9blocks")
+            "super_mobile_resnet_9blocks, sub_mobile_resnet_9blocks, spade, mobile_spade, "
+            "super_mobile_spade, sub_mobile_spade")
+
+
+def _hw(text: str, flag: str = "--size") -> tuple[int, int]:
+    """'256' -> (256, 256); '256x512' -> (256, 512) (height x width)."""
+    from ..errors import ConfigError
+    try:
+        parts = [int(v) for v in str(text).lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2:
+        raise ConfigError(f"{flag} {text!r} must be SIZE or HEIGHTxWIDTH, e.g. 256 or 256x512")
+    return parts[0], parts[1]
 
 
 def _arch_args(p, weights_optional=False):
     p.add_argument("--netG", help=GEN_HELP + (" (default: from model.json beside --weights)"
                                               if weights_optional else ""))
     p.add_argument("--config", help="channel config for sub/super nets, e.g. "
-                                    "16_16_32_16_32_32_16_16 (8 numbers, or the legacy 6)")
+                                    "16_16_32_16_32_32_16_16 (8 numbers, or the legacy 6 "
+                                    "for ResNets)")
     p.add_argument("--space", help="validate --config against a search space "
-                                   "(channels-64-cycleGAN, channels-64-pix2pix)")
+                                   "(channels-64-cycleGAN, channels-64-pix2pix, "
+                                   "spade-channels-48, spade-channels-64)")
     p.add_argument("--ngf", type=int, help="base width of resnet/mobile/super nets (default 64)")
     p.add_argument("--norm", choices=["instance", "batch", "none"],
-                   help="normalization (default instance)")
+                   help="normalization (default instance; SPADE: batch, its modulations' "
+                        "param-free norm)")
 
 
 def register(sub):
@@ -27,7 +45,14 @@ def register(sub):
                        description="Print MACs (in the GAN Compression tables' convention by "
                                    "default), parameters and optionally CPU/CUDA latency.")
     _arch_args(p)
-    p.add_argument("--size", type=int, default=256, help="input height = width (default 256)")
+    p.add_argument("--size", default="256",
+                   help="input size: SIDE or HEIGHTxWIDTH (default 256; SPADE needs multiples "
+                        "of 32)")
+    p.add_argument("--input-nc", type=int, metavar="N",
+                   help="input channels (default 3; SPADE: 12, CamVid's one-hot label map)")
+    p.add_argument("--upsampling", choices=["normal", "more"],
+                   help="SPADE num_upsampling_layers (default normal; the GauGAN paper's "
+                        "281G teacher is 'more')")
     p.add_argument("--convention", choices=["torchprofile", "flopcounter"],
                    default="torchprofile",
                    help="torchprofile: the published tables' MACs (transposed convs per output "
@@ -82,8 +107,9 @@ def cmd_profile(args):
 
     check_runtime(args.runtime)
     check_threads(args.threads)
-    if args.size < 8 or args.size % 4:
-        raise ConfigError(f"--size must be a positive multiple of 4, got {args.size}")
+    h, w = _hw(args.size)
+    if min(h, w) < 8 or h % 4 or w % 4:
+        raise ConfigError(f"--size must be positive multiples of 4, got {args.size}")
     if args.repeats < 1:
         raise ConfigError(f"--repeats must be at least 1, got {args.repeats}")
     if args.runtime == "onnxruntime" and args.device not in ("auto", "cpu"):
@@ -91,8 +117,17 @@ def cmd_profile(args):
                           "is not available to it")
     device = _device("cpu" if args.runtime == "onnxruntime" else args.device)
     spec = resolve_spec(args.netG, args.config, args.ngf, args.norm, space=args.space)
+    if args.input_nc is not None:
+        if args.input_nc < 1:
+            raise ConfigError(f"--input-nc must be >= 1, got {args.input_nc}")
+        spec.input_nc = args.input_nc
+    if args.upsampling:
+        from .. import nn as gnn
+        if gnn.family(spec.netG) != "spade":
+            raise ConfigError(f"--upsampling applies to SPADE generators, not {spec.netG}")
+        spec.arch["upsampling"] = args.upsampling
     model = as_runnable(build_generator(spec), spec).to(device)
-    res = profile(model, args.size, spec.input_nc, args.convention)
+    res = profile(model, (h, w), spec.input_nc, args.convention)
     res["netG"] = spec.netG
     if spec.config:
         res["config"] = spec.config
@@ -106,7 +141,7 @@ def cmd_profile(args):
             res["latency"] = {**measure_latency(model, shape, repeats=args.repeats),
                               "runtime": "eager"}
         else:
-            run = runner(model, args.runtime, args.threads, spec.input_nc, args.size)
+            run = runner(model, args.runtime, args.threads, spec.input_nc, min(h, w))
             x = torch.randn(*shape)
             t = time_alternating({"m": lambda: run(x)}, rounds=args.repeats)["m"]
             res["latency"] = {**t, "device": "cpu", "runtime": args.runtime,
@@ -114,7 +149,7 @@ def cmd_profile(args):
     if args.json:
         print(json.dumps(res))
         return 0
-    print(f"{spec.label()} at {args.size}x{args.size}")
+    print(f"{spec.label()} at {h}x{w}")
     print(f"  MACs:   {res['macs'] / 1e9:.3f} G  ({res['macs']:,}; {args.convention} convention)")
     print(f"  params: {res['params'] / 1e6:.3f} M  ({res['params']:,})")
     if latency:
@@ -206,6 +241,10 @@ def cmd_nets(args):
     print("generators:     " + ", ".join(gnn.GENERATORS))
     print("discriminators: " + ", ".join(gnn.DISCRIMINATORS))
     for name, sp in PRESETS.items():
-        print(f"search space {name}: widths {list(sp.choices[0])} per position, "
-              f"{sp.size:,} configs")
+        if len(set(sp.choices)) == 1:
+            widths = f"widths {list(sp.choices[0])} per position"
+        else:
+            widths = "widths " + ", ".join(f"{p} {list(c)}" for p, c in
+                                           zip(sp.positions, sp.choices))
+        print(f"search space {name} ({sp.family}): {widths}, {sp.size:,} configs")
     return 0

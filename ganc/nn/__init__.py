@@ -8,9 +8,13 @@ import torch.nn as nn
 from ..errors import ConfigError
 from .discriminator import NLayerDiscriminator
 from .init import init_weights
+from .multiscale import MultiscaleDiscriminator
 from .mobile import (MobileResnetGenerator, SubMobileResnetGenerator,
-                     SuperMobileResnetGenerator, extract_subnet)
+                     SuperMobileResnetGenerator)
+from .mobile import extract_subnet as _extract_resnet_subnet
 from .resnet import ResnetGenerator
+from .spade import (LABEL_NC, MobileSPADEGenerator, SPADEGenerator, SubMobileSPADEGenerator,
+                    SuperMobileSPADEGenerator, extract_spade_subnet)
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -80,15 +84,74 @@ def pruned_resnet(widths=None, kind="resnet", input_nc=3, output_nc=3, norm="ins
     return PrunedResnetGenerator(widths, kind, input_nc, output_nc, norm, dropout)
 
 
+@register("spade")
+def spade_generator(input_nc=LABEL_NC, output_nc=3, ngf=64, norm="batch", upsampling="normal", **_):
+    """GauGAN's SPADE generator (the teacher); ``norm`` is the modulations' param-free norm."""
+    return SPADEGenerator(input_nc, output_nc, ngf, norm, upsampling)
+
+
+@register("mobile_spade")
+def mobile_spade(input_nc=LABEL_NC, output_nc=3, ngf=64, norm="batch", upsampling="normal", **_):
+    return MobileSPADEGenerator(input_nc, output_nc, ngf, norm, upsampling)
+
+
+@register("super_mobile_spade")
+def super_mobile_spade(input_nc=LABEL_NC, output_nc=3, ngf=48, norm="batch",
+                       upsampling="normal", **_):
+    return SuperMobileSPADEGenerator(input_nc, output_nc, ngf, norm, upsampling)
+
+
+@register("sub_mobile_spade")
+def sub_mobile_spade(config=None, input_nc=LABEL_NC, output_nc=3, norm="batch",
+                     upsampling="normal", **_):
+    if config is None:
+        raise ConfigError("sub_mobile_spade needs a channel config "
+                          "(e.g. --config 32_32_32_32_32_24_24_24)")
+    return SubMobileSPADEGenerator(config, input_nc, output_nc, norm, upsampling)
+
+
 @register("n_layers")
 def n_layers_discriminator(input_nc=3, ndf=64, n_layers=3, norm="batch", widths=None, **_):
     return NLayerDiscriminator(input_nc, ndf, n_layers, norm, widths)
 
 
-GENERATORS = ("resnet_9blocks", "resnet_6blocks", "mobile_resnet_9blocks",
-              "super_mobile_resnet_9blocks", "sub_mobile_resnet_9blocks", "pruned_resnet")
-DISCRIMINATORS = ("n_layers",)
+@register("multi_scale")
+def multi_scale_discriminator(input_nc=LABEL_NC + 3, ndf=64, n_layers=4, num_D=2,
+                              spectral=True, **_):
+    """SPADE's multiscale PatchGAN on (one-hot label map, image): 2 scales, 4 layers."""
+    return MultiscaleDiscriminator(input_nc, ndf, n_layers, num_D, spectral)
 
-__all__ = ["build", "build_for_training", "init_weights", "register", "names", "extract_subnet", "GENERATORS", "DISCRIMINATORS",
-           "ResnetGenerator", "MobileResnetGenerator", "SuperMobileResnetGenerator",
-           "SubMobileResnetGenerator", "NLayerDiscriminator"]
+
+GENERATORS = ("resnet_9blocks", "resnet_6blocks", "mobile_resnet_9blocks",
+              "super_mobile_resnet_9blocks", "sub_mobile_resnet_9blocks", "pruned_resnet",
+              "spade", "mobile_spade", "super_mobile_spade", "sub_mobile_spade")
+DISCRIMINATORS = ("n_layers", "multi_scale")
+
+# Generator families: what their inputs are and how they normalize by default.
+SPADE_FAMILY = ("spade", "mobile_spade", "super_mobile_spade", "sub_mobile_spade")
+_FAMILY_DEFAULTS = {"resnet": {"input_nc": 3, "norm": "instance"},
+                    "spade": {"input_nc": LABEL_NC, "norm": "batch"}}
+
+
+def family(name: str) -> str:
+    """``spade`` for the SPADE generators (label-map input), ``resnet`` for the others."""
+    return "spade" if name in SPADE_FAMILY else "resnet"
+
+
+def defaults(name: str) -> dict:
+    """Default ``input_nc`` and ``norm`` of a generator by name."""
+    return dict(_FAMILY_DEFAULTS[family(name)])
+
+
+def extract_subnet(supernet: nn.Module, config) -> nn.Module:
+    """The plain sub-network of ``supernet`` (any family) at ``config``, whose output
+    equals ``supernet(x, config)``."""
+    if isinstance(supernet, SuperMobileSPADEGenerator):
+        return extract_spade_subnet(supernet, config)
+    return _extract_resnet_subnet(supernet, config)
+
+__all__ = ["build", "build_for_training", "init_weights", "register", "names", "extract_subnet", "family", "defaults", "GENERATORS",
+           "DISCRIMINATORS", "SPADE_FAMILY", "ResnetGenerator", "MobileResnetGenerator",
+           "SuperMobileResnetGenerator", "SubMobileResnetGenerator", "NLayerDiscriminator",
+           "SPADEGenerator", "MobileSPADEGenerator", "SuperMobileSPADEGenerator",
+           "SubMobileSPADEGenerator", "MultiscaleDiscriminator"]

@@ -110,14 +110,23 @@ class MobileResnetGenerator(SubMobileResnetGenerator):
 
 # ---------------------------------------------------------------- super layers
 def _norm(layer, x):
-    """Apply a norm layer to the first x.shape[1] channels of its parameters."""
+    """Apply a norm layer to the first x.shape[1] channels of its parameters and running
+    statistics (batch norm: affine or not; ``momentum=None`` is the cumulative average, as
+    in ``nn.BatchNorm2d``)."""
     if isinstance(layer, nn.BatchNorm2d):
         c = x.shape[1]
         use_batch = layer.training or layer.running_mean is None
-        return F.batch_norm(
-            x, None if layer.running_mean is None else layer.running_mean[:c],
-            None if layer.running_var is None else layer.running_var[:c],
-            layer.weight[:c], layer.bias[:c], use_batch, layer.momentum or 0.0, layer.eps)
+        momentum = layer.momentum
+        if layer.training and layer.track_running_stats and layer.num_batches_tracked is not None:
+            layer.num_batches_tracked.add_(1)
+            if momentum is None:
+                momentum = 1.0 / float(layer.num_batches_tracked)
+
+        def first(t):
+            return None if t is None else t[:c]
+        return F.batch_norm(x, first(layer.running_mean), first(layer.running_var),
+                            first(layer.weight), first(layer.bias), use_batch,
+                            momentum or 0.0, layer.eps)
     if isinstance(layer, nn.InstanceNorm2d) and not layer.affine:
         return F.instance_norm(x, eps=layer.eps)
     return layer(x)
