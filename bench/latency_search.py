@@ -45,7 +45,7 @@ def main():
     from ganc.config import load_config
     from ganc.search.driver import cost_model, latency_table_for, load_supernet, run_search
     from ganc.search.latency import measure_configs
-    from ganc.train.launch import apply_cpu_size, open_run, run_id_of, want_gpu
+    from ganc.context import open_context, run_id_of
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True)
@@ -58,13 +58,14 @@ def main():
     cfg = load_config(args.config, args.overrides, args.store)
     if args.run_id:
         cfg.store.run_id = args.run_id
-    root, run = open_run(cfg, None)
+    ctx = open_context(cfg, None)               # the run's recorded placement (eval size)
+    root, run = ctx.root, ctx.run
     if not run.exists("supernet/final.pt"):
         sys.exit(f"no supernet at {run.url('supernet/final.pt')}: train one first "
                  f"(ganc compress --config {args.config} --stages teacher,supernet)")
     if cfg.search.budget_ms is not None:
         sys.exit("leave search.budget_ms unset: this bench sets it itself")
-    apply_cpu_size(cfg, want_gpu(cfg))          # the search's eval size
+    cfg = ctx.cfg
     base = run_id_of(cfg)
     winners = {}
     with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):

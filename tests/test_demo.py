@@ -10,13 +10,14 @@ import torch
 from ganc import nn as gnn
 from ganc.config import load_config
 from ganc.metrics.psnr import psnr_db, split_psnr
-from ganc.train import common
-from ganc.train.launch import open_run
+from ganc.context import open_run
+from ganc.data.source import local_demo_data
+from ganc.data.splits import build_split
 from ganc.train.teacher import train_teacher
 
 from .helpers import REPO
 
-# The demo runs 2,500 steps (val PSNR ~23 dB); this test 1,000 steps of the same recipe.
+# The demo runs 1,984 steps (31 epochs; val PSNR ~23 dB); this test 1,000 steps of the same recipe.
 TEST_STEPS = 1000
 PSNR_FLOOR_DB = 20.0           # a constant image of the mean target: ~13 dB; the input: ~3 dB
 
@@ -47,7 +48,7 @@ def test_demo_teacher_beats_a_psnr_floor(tmp_path, monkeypatch, one_thread):
     final = run.get_torch("teacher/final.pt")
     G = gnn.build(final["netG"], ngf=final["ngf"], norm=final["norm"])
     G.load_state_dict(final["state_dict"], strict=True)
-    val = common.build_split(cfg, common.resolve_data_root(cfg.data), "val", train=False)
+    val = build_split(cfg, local_demo_data(cfg.data), "val", train=False)
     res = split_psnr(G, val)
     assert res["images"] == len(val) == 16
     assert res["psnr"] == pytest.approx(final["val_psnr"], abs=1e-4)   # as the stage logged
