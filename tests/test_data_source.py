@@ -116,8 +116,8 @@ def test_multi_node_demo_data_and_local_teacher_go_through_the_store(s3_url, cac
     root = open_store(s3_url)
     cfg = from_dict({"data": {"demo_n": 4, "demo_size": 16}})
     ref = resolve_data(cfg, root, TWO_NODES)
-    assert ref.root == root.url("datasets/paired-4-16-0") and ref.remote
-    assert root.exists("datasets/paired-4-16-0/demo.json")
+    assert ref.root == root.url("datasets/paired-4-16-0-task2") and ref.remote
+    assert root.exists("datasets/paired-4-16-0-task2/demo.json")
     assert DataRef(ref.root).count_images("train") == 4
     single = resolve_data(cfg, root, ClusterInfo(1, {"CPU": 2}))
     assert not single.remote and single.root.startswith(str(cache))
