@@ -26,7 +26,7 @@ from typing import Optional
 
 from . import placement as placements
 from .cluster import ClusterInfo, describe_now
-from .config import RunConfig
+from .config import RunConfig, validate
 from .data.source import DataRef, demo_name, local_demo_data, local_path, upload_folder
 from .errors import ConfigError
 from .store import Store, open_store, store_from_config
@@ -185,6 +185,7 @@ def open_context(cfg: RunConfig, store=None, *, cluster: Optional[ClusterInfo] =
                  ) -> RunContext:
     """The context of a run (see the module docstring). Ray, when initialised, is asked
     what the cluster is; otherwise this machine is the cluster."""
+    validate(cfg)
     root, run = open_run(cfg, store)
     cluster = cluster or describe_now()
     check_paths(cfg, root, cluster)

@@ -201,8 +201,7 @@ def _run(sess, cfg, spec, modules, opts, stream, step_fn, start, G, final_extra,
          extra_state=None, final_metrics=None) -> None:
     tc = cfg.teacher
     schedule, batches = stream
-    common.check_positive("teacher", checkpoint_every=tc.checkpoint_every,
-                          log_every=tc.log_every)
+    common.check_section(cfg, "teacher")
 
     def make_state(step):
         return snapshot(step, modules, opts, spec["config"],
