@@ -305,4 +305,40 @@ def test_cli_fid_horse2zebra(extractor, shared_dir, tmp_path, capsys):
                      "--json", "--store", str(tmp_path / "store")]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["n_real"] == 100 and out["n_fake"] == 20
-    assert 20.0 < out["fid"] < 150.0, out
+    assert 20.0 < out["fid"] < 150.0, out            # the published order of magnitude
+    # ...and the value itself: torch-fidelity's own pipeline on the same files
+    expected = torch_fidelity_fid(extractor, root / "trainB", root / "testB", tmp_path)
+    assert out["fid"] == pytest.approx(expected, rel=1e-3, abs=1e-3)
+
+
+def torch_fidelity_fid(extractor, real, fake, tmp_path) -> float:
+    """FID as torch-fidelity computes it end to end (its own image loading, its
+    inception-v3-compat with the same TF weights, its own statistics and sqrtm), as an
+    independent reference for ganc's value."""
+    import torch_fidelity
+    if extractor.name == FID_HELPER_NAME:
+        weights = tmp_path / "weights-inception-compat.pth"
+        torch.save(compat_state_dict_from_fid_helper(extractor.weights_path), weights)
+    else:
+        weights = extractor.weights_path
+    m = torch_fidelity.calculate_metrics(
+        input1=str(fake), input2=str(real), fid=True, cuda=False, cache=False, verbose=False,
+        feature_extractor="inception-v3-compat", feature_extractor_weights_path=str(weights),
+        batch_size=16)
+    return float(m["frechet_inception_distance"])
+
+
+def test_fid_matches_torch_fidelity_on_the_same_images(extractor, tmp_path):
+    """ganc's FID of two folders against torch-fidelity's end-to-end value: a wrong
+    resize, scaling, feature layer, statistic or formula shows up here, not only a value
+    outside a plausible range."""
+    real = _synthetic_images(tmp_path / "real", 10, size=64, seed=1)
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    for i, name in enumerate(sorted(os.listdir(real))):
+        img = Image.open(real / name).filter(ImageFilter.GaussianBlur(1 + i % 3))
+        img.save(fake / name)
+    ours = compute_fid(str(real), str(fake), extractor=extractor)["fid"]
+    expected = torch_fidelity_fid(extractor, real, fake, tmp_path)
+    assert expected > 1.0                            # the sets differ
+    assert ours == pytest.approx(expected, rel=1e-3, abs=1e-3)
