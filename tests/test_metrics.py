@@ -199,6 +199,38 @@ def test_fid_kid_self_and_monotone_in_distortion(extractor, facades, tmp_path):
         assert fids[1] > 1.0
 
 
+def test_stats_key_is_keyed_by_content(tmp_path, monkeypatch):
+    """Same names, same byte sizes, same folder name, other pixels: other statistics. Each
+    file is read once; later fingerprints come from the mtime/size record."""
+    from ganc.metrics import fid as fidmod
+    from ganc.metrics import sources
+    monkeypatch.setenv("GANC_CACHE", str(tmp_path / "cache"))
+    folders = []
+    for k, colour in enumerate([(10, 20, 30), (200, 100, 0)]):
+        d = tmp_path / f"set{k}" / "real"
+        d.mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (16, 16), tuple(c + i for c in colour)).save(
+                d / f"{i}.png", compress_level=0)           # stored: size = f(pixels count)
+        folders.append(d)
+    sizes = [[os.path.getsize(d / f"{i}.png") for i in range(3)] for d in folders]
+    assert sizes[0] == sizes[1]
+    keys = [fidmod.stats_key(FolderSource((str(d),)), "x", "demo/val/B") for d in folders]
+    assert keys[0] != keys[1]
+    reads = []
+    real_hash = sources.hash_file
+    monkeypatch.setattr(sources, "hash_file", lambda p: reads.append(p) or real_hash(p))
+    assert fidmod.stats_key(FolderSource((str(folders[0]),)), "x", "demo/val/B") == keys[0]
+    assert reads == []                                     # remembered by mtime and size
+    shutil.copytree(folders[0], tmp_path / "copy")         # the same bytes elsewhere
+    assert fidmod.stats_key(FolderSource((str(tmp_path / "copy"),)), "x",
+                            "demo/val/B") == keys[0]
+    assert len(reads) == 3
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(folders[0] / "1.png", compress_level=0)
+    os.utime(folders[0] / "1.png", ns=(1, 1))              # even with an old mtime...
+    assert fidmod.stats_key(FolderSource((str(folders[0]),)), "x", "demo/val/B") != keys[0]
+
+
 def test_real_stats_cache_hit_and_invalidation(extractor, tmp_path):
     folder = _synthetic_images(tmp_path / "real", 3, seed=3)
     store = open_store(tmp_path / "store")
