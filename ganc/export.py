@@ -190,7 +190,7 @@ def pull(url: str, out_dir, *, best: bool = True, endpoint_url: Optional[str] = 
                 for k in keys]
     else:
         base = run.root.rstrip("/")
-        found = run.fs.find(base) if run.protocol == "s3" else [
+        found = run._find("", base) if run.protocol == "s3" else [
             os.path.join(r, f) for r, _, fs in os.walk(base) for f in fs]
         plan = []
         for p in sorted(found):

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import posixpath
 import re
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -34,6 +36,43 @@ _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,127}$")
 
 class StoreError(GancError):
     """A missing object, an unreachable store or an invalid key, in one line."""
+
+
+log = logging.getLogger("ganc.store")
+
+# S3 calls that fail for a passing reason (throttling, a 5xx, a refused or dropped
+# connection) are retried after these pauses (seconds), each attempt logged as one line
+# naming the action, the URL and the error (never a credential); then the error stands.
+RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0)
+THROTTLING_CODES = {"Throttling", "ThrottlingException", "ThrottledException", "SlowDown",
+                    "RequestLimitExceeded", "TooManyRequestsException", "RequestThrottled",
+                    "RequestTimeout", "RequestTimeTooSkewed", "InternalError",
+                    "ServiceUnavailable", "BandwidthLimitExceeded"}
+
+
+def transient(e: BaseException) -> bool:
+    """Whether an S3 error is worth retrying: throttling, a 5xx answer, or no connection."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        try:
+            from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+        except ImportError:  # pragma: no cover
+            return False
+        if isinstance(e, (ConnectionError, HTTPClientError)):
+            return True
+        if isinstance(e, ClientError):
+            err = e.response.get("Error", {})
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            return err.get("Code") in THROTTLING_CODES or int(status) >= 500 \
+                or str(err.get("Code", "")).startswith("5")
+        if isinstance(e, OSError) and not isinstance(e, (FileNotFoundError, PermissionError)):
+            text = str(e)
+            if any(code in text for code in THROTTLING_CODES) or \
+                    re.search(r"\b50[0-4]\b", text):
+                return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _before_commit(tmp_path: str, final_path: str) -> None:
@@ -148,6 +187,21 @@ class Store:
             return os.path.relpath(path, root).replace(os.sep, "/")
         return path[len(root) + 1:] if path.startswith(root + "/") else path
 
+    def _retrying(self, action: str, key: str, fn, *args):
+        """``fn(*args)``, retried on transient S3 errors (see :data:`RETRY_DELAYS`)."""
+        if self.protocol != "s3":
+            return fn(*args)
+        for attempt, delay in enumerate(RETRY_DELAYS + (None,), start=1):
+            try:
+                return fn(*args)
+            except Exception as e:
+                if delay is None or not transient(e):
+                    raise
+                log.warning("store: %s %s failed (%s); retry %d/%d in %.0fs", action,
+                            self._url_unchecked(key), _first_line(e), attempt,
+                            len(RETRY_DELAYS), delay)
+                time.sleep(delay)
+
     def _wrap(self, action: str, key: str, e: BaseException) -> StoreError:
         if isinstance(e, StoreError):
             return e
@@ -169,7 +223,7 @@ class Store:
                     f.flush()
                     os.fsync(f.fileno())
             else:
-                self.fs.pipe_file(tmp, bytes(data))
+                self._retrying("write", key, self.fs.pipe_file, tmp, bytes(data))
             self._commit(tmp, final)
         except Exception as e:
             self._discard(tmp)
@@ -186,7 +240,7 @@ class Store:
         try:
             if self.protocol == "file":
                 os.makedirs(os.path.dirname(final), exist_ok=True)
-            self.fs.put_file(local_path, tmp)
+            self._retrying("write", key, self.fs.put_file, local_path, tmp)
             self._commit(tmp, final)
         except Exception as e:
             self._discard(tmp)
@@ -198,7 +252,11 @@ class Store:
         if self.protocol == "file":
             os.replace(tmp, final)
         else:
-            self.fs.mv(tmp, final)
+            # copy + delete of exactly these keys: fs.mv expands glob characters ('[', '*',
+            # '?') in the source key and fails on a key holding them
+            key = self._rel(final)
+            self._retrying("write", key, self.fs.cp_file, tmp, final)
+            self._retrying("write", key, self.fs.rm_file, tmp)
 
     def _discard(self, tmp: str) -> None:
         try:
@@ -218,7 +276,7 @@ class Store:
                     raise FileNotFoundError(path)
                 with open(path, "rb") as f:
                     return f.read()
-            return self.fs.cat_file(path)
+            return self._retrying("read", key, self.fs.cat_file, path)
         except Exception as e:
             raise self._wrap("read", key, e) from None
 
@@ -235,7 +293,7 @@ class Store:
         try:
             if self.protocol == "file":
                 return os.path.isfile(path) or (os.path.isdir(path) and bool(self.ls(key)))
-            if self.fs.isfile(path):
+            if self._retrying("check", key, self.fs.isfile, path):
                 return True
             return bool(self.ls(key))
         except StoreError:
@@ -255,11 +313,20 @@ class Store:
                 else:
                     found = []
             else:
-                found = self.fs.find(path) if path else []
+                found = self._find(prefix, path)
         except Exception as e:
             raise self._wrap("list", prefix, e) from None
         keys = [self._rel(p) for p in found]
         return sorted(k for k in keys if not _TEMP_RE.search(k))
+
+    def _find(self, prefix: str, path: str) -> list[str]:
+        """Object paths under ``path`` on S3, without "folder" markers: the zero-byte
+        ``name/`` objects that the S3 console and sync tools create hold nothing."""
+        if not path:
+            return []
+        found = self._retrying("list", prefix, self.fs.find, path, None, False, True)
+        return [name for name, info in found.items()
+                if not (name.endswith("/") and not info.get("size"))]
 
     def temp_keys(self, prefix: str = "") -> list[str]:
         """Temporary keys left behind by interrupted writes."""
@@ -268,7 +335,7 @@ class Store:
             found = ([os.path.join(r, f) for r, _, fs in os.walk(path) for f in fs]
                      if os.path.isdir(path) else [])
         else:
-            found = self.fs.find(path)
+            found = self._find(prefix, path)
         return sorted(k for k in (self._rel(p) for p in found) if _TEMP_RE.search(k))
 
     def clean_temp(self, prefix: str = "") -> int:

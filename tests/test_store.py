@@ -199,3 +199,113 @@ def test_missing_bucket_is_one_line(s3_server):
     with pytest.raises(StoreError) as e:
         st.write_bytes("k", b"x")
     assert "no-such-bucket-ganc" in str(e.value) and "\n" not in str(e.value)
+
+
+# ------------------------------------------------------------------ S3 edge cases
+def _boto(s3_server):
+    import boto3
+    return boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+
+
+def test_zero_byte_folder_objects_are_not_keys(s3_server, s3_url, tmp_path, capsys):
+    """`export/` as a 0-byte object (the S3 console's "Create folder") is no key: ls,
+    exists, download and `ganc pull` (--best and --all) see only the real objects."""
+    from ganc.cli import main
+    bucket, prefix = s3_url[len("s3://"):].split("/", 1)
+    run = open_store(f"{s3_url}/runs/r1")
+    run.put_json("export/model.json", {"config_str": "8_8"})
+    run.write_bytes("export/model.pt", b"weights")
+    run.put_json("best.json", {"config": "8_8"})
+    for marker in ("runs/r1/", "runs/r1/export/", "runs/r1/empty/"):
+        _boto(s3_server).put_object(Bucket=bucket, Key=f"{prefix}/{marker}", Body=b"")
+    assert run.ls() == ["best.json", "export/model.json", "export/model.pt"]
+    assert run.ls("export") == ["export/model.json", "export/model.pt"]
+    assert not run.exists("empty")
+    assert main(["pull", run.url(), "--best", "-o", str(tmp_path / "best")]) == 0
+    assert sorted(os.listdir(tmp_path / "best")) == ["best.json", "model.json", "model.pt"]
+    assert main(["pull", run.url(), "--all", "-o", str(tmp_path / "all")]) == 0
+    assert (tmp_path / "all" / "export" / "model.pt").read_bytes() == b"weights"
+    assert not (tmp_path / "all" / "empty").exists()
+    assert len(run.download("", tmp_path / "dl")) == 3
+
+
+def test_keys_with_glob_characters_on_s3(s3_url):
+    """'[' ']' '*' '?' in a key: written (temporary key, then committed), listed, read,
+    overwritten; no glob expansion anywhere."""
+    st = open_store(s3_url)
+    for key in ("a[1]/x.json", "b/[ab]*?.bin"):
+        st.write_bytes(key, b"one")
+        st.write_bytes(key, b"two")
+        assert st.read_bytes(key) == b"two" and st.exists(key)
+    assert st.ls() == ["a[1]/x.json", "b/[ab]*?.bin"] and st.temp_keys() == []
+
+
+def test_transient_errors_are_classified():
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    def client_error(code, status):
+        return ClientError({"Error": {"Code": code, "Message": "m"},
+                            "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
+    assert store_mod.transient(client_error("SlowDown", 503))
+    assert store_mod.transient(client_error("ThrottlingException", 400))
+    assert store_mod.transient(client_error("InternalError", 500))
+    assert store_mod.transient(EndpointConnectionError(endpoint_url="http://127.0.0.1:1"))
+    wrapped = OSError("failed")
+    wrapped.__cause__ = client_error("ServiceUnavailable", 503)
+    assert store_mod.transient(wrapped)
+    assert not store_mod.transient(client_error("AccessDenied", 403))
+    assert not store_mod.transient(client_error("NoSuchKey", 404))
+    assert not store_mod.transient(FileNotFoundError("x"))
+    assert not store_mod.transient(ValueError("x"))
+
+
+def test_s3_outage_is_carried_by_bounded_logged_retries(tmp_path, monkeypatch, caplog):
+    """The S3 server stops and comes back on the same port 3 s later: a write in between
+    succeeds through the store's retries, each retry logged in one line without the
+    credentials; an outage longer than the retries fails in one line."""
+    import socket
+    import threading
+
+    from moto.server import ThreadedMotoServer
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    secret = "s3cr3t-" + os.urandom(6).hex()
+    for k, v in {"AWS_ACCESS_KEY_ID": "AKIDTEST", "AWS_SECRET_ACCESS_KEY": secret,
+                 "AWS_SESSION_TOKEN": "tok", "AWS_DEFAULT_REGION": "us-east-1",
+                 "AWS_ENDPOINT_URL": endpoint, "NO_PROXY": "127.0.0.1,localhost"}.items():
+        monkeypatch.setenv(k, v)
+    servers = [ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)]
+    servers[0].start()
+    try:
+        _boto(endpoint).create_bucket(Bucket="outage")
+        # one attempt per call inside s3fs / botocore, so the store's own retries show
+        st = open_store("s3://outage/p", config_kwargs={"retries": {
+            "max_attempts": 1}})
+        st.put_json("before.json", {"n": 1})
+        monkeypatch.setattr(store_mod, "RETRY_DELAYS", (0.5, 1.0, 2.0, 2.0, 2.0))
+        servers[0].stop()
+        back = threading.Timer(3.0, lambda: (servers.append(ThreadedMotoServer(
+            ip_address="127.0.0.1", port=port, verbose=False)), servers[-1].start()))
+        back.start()
+        caplog.set_level("WARNING", logger="ganc.store")
+        st.put_json("during.json", {"n": 2})
+        back.join()
+        assert st.get_json("during.json") == {"n": 2} and st.get_json("before.json") == {"n": 1}
+        retries = [r.getMessage() for r in caplog.records if r.name == "ganc.store"]
+        assert retries and all("\n" not in m and "s3://outage/p/during.json" in m
+                               for m in retries), retries
+        assert secret not in caplog.text and "AKIDTEST" not in caplog.text
+        servers[-1].stop()
+        monkeypatch.setattr(store_mod, "RETRY_DELAYS", (0.1, 0.1))
+        with pytest.raises(StoreError) as e:
+            st.put_json("after.json", {"n": 3})
+        assert "cannot write s3://outage/p/after.json" in str(e.value)
+        assert "\n" not in str(e.value) and secret not in str(e.value)
+    finally:
+        for s in servers:
+            try:
+                s.stop()
+            except Exception:
+                pass
