@@ -1,0 +1,52 @@
+"""search/results.parquet: rows merged by (method, budget or target, config), each method
+keeping its label; re-runs and retries add no duplicate and drop no other method's rows."""
+import pyarrow as pa
+
+from ganc.search.report import RESULTS, append_results, result_key
+from ganc.store import open_store
+
+
+def search_row(config, fid, method="evolution", budget=1e6):
+    return {"config": config, "macs": 100, "params": 10, "fid": fid, "kid": None,
+            "generation": 0, "trial_id": "t", "wall_s": 1.0, "method": method,
+            "budget": budget}
+
+
+def prune_row(target, fid):
+    return {"method": "prune-lds", "config": "[4, 8]", "macs": 50, "params": 5, "fid": fid,
+            "target": target, "ratio_G": target, "export": f"prune/p{target:g}"}
+
+
+def table(run):
+    return run.get_parquet(RESULTS).to_pylist()
+
+
+def test_results_merge_idempotently_and_keep_every_method(tmp_path):
+    run = open_store(tmp_path / "store").run("r")
+    append_results(run, [search_row("8_8", 30.0), search_row("4_4", 40.0)])
+    append_results(run, [prune_row(0.1, 50.0), prune_row(0.2, 45.0)])
+    append_results(run, [prune_row(0.1, 50.0), prune_row(0.2, 45.0)])     # run twice
+    assert len(table(run)) == 4
+    # the search again (same budget): rescored rows replace theirs, new ones are added,
+    # the pruning rows stay
+    append_results(run, [search_row("8_8", 29.0), search_row("2_2", 60.0)])
+    rows = table(run)
+    assert [(r["method"], r["config"], r["fid"]) for r in rows] == [
+        ("evolution", "8_8", 29.0), ("evolution", "4_4", 40.0), ("prune-lds", "[4, 8]", 50.0),
+        ("prune-lds", "[4, 8]", 45.0), ("evolution", "2_2", 60.0)]
+    # NSGA-II rows keep their label; another budget is another row
+    append_results(run, [search_row("8_8", 31.0, method="nsga2"),
+                         search_row("8_8", 28.0, budget=2e6)])
+    rows = table(run)
+    assert len(rows) == 7 and len({result_key(r) for r in rows}) == 7
+    assert [r["method"] for r in rows].count("nsga2") == 1
+    assert rows[2]["target"] == 0.1 and rows[0]["target"] is None      # columns: the union
+    assert run.temp_keys() == []
+
+
+def test_legacy_table_without_method_reads_as_evolution(tmp_path):
+    run = open_store(tmp_path / "store").run("r")
+    run.put_parquet(RESULTS, pa.Table.from_pylist([{"config": "8_8", "macs": 1, "fid": 3.0}]))
+    append_results(run, [prune_row(0.3, 9.0)])
+    append_results(run, [prune_row(0.3, 9.0)])
+    assert [r["method"] for r in table(run)] == ["evolution", "prune-lds"]
