@@ -97,9 +97,13 @@ def compress(cfg: RunConfig, store=None, *, method: Optional[str] = None,
         for i, stage in enumerate(stages, 1):
             key = MARKER.format(stage)
             if run.exists(key):
-                done[stage] = {**run.get_json(key), "skipped": True}
-                say(f"[compress] {i}/{len(stages)} {stage}: finished earlier, skipped")
-                continue
+                missing = missing_artifacts(cfg, run, stage)
+                if not missing:
+                    done[stage] = {**run.get_json(key), "skipped": True}
+                    say(f"[compress] {i}/{len(stages)} {stage}: finished earlier, skipped")
+                    continue
+                say(f"[compress] {i}/{len(stages)} {stage}: marked finished but "
+                    f"{run.url(missing[0])} is missing; running it again")
             say(f"[compress] {i}/{len(stages)} {stage}: running")
             t0 = time.perf_counter()
             _return_to(home)
@@ -183,6 +187,20 @@ def _report(cfg, root, run, method):
     return {"rows": len(rep["rows"]), "folder": run.url("report")}
 
 
+# What a finished stage leaves: a marker alone never counts (a unit counts by its manifest).
+def missing_artifacts(cfg: RunConfig, run, stage: str) -> list[str]:
+    """Keys a finished ``stage`` must have left in ``run`` that are not there."""
+    from .store import MANIFEST
+    units = {"export": ["export"],
+             "teacher": [] if cfg.model.teacher_weights else ["teacher"]}.get(stage, [])
+    keys = {"teacher": [] if cfg.model.teacher_weights else ["teacher/final.pt"],
+            "supernet": ["supernet/final.pt"], "search": ["best.json", "search/results.parquet"],
+            "prune": ["prune/summary.json"], "finetune": ["finetune/result.json"],
+            "report": ["report/summary.json"]}.get(stage, [])
+    missing = [f"{u}/{MANIFEST}" for u in units if run.read_unit(u) is None]
+    return missing + [k for k in keys if not run.exists(k)]
+
+
 _RUNNERS = {"teacher": _teacher, "supernet": _supernet, "search": _search, "prune": _prune,
             "finetune": _finetune, "export": _export, "report": _report}
 
@@ -206,4 +224,4 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["compress", "format_table", "MARKER"]
+__all__ = ["compress", "format_table", "missing_artifacts", "MARKER"]

@@ -28,9 +28,10 @@ from typing import Any, Mapping, Optional
 
 from .errors import GancError
 
-__all__ = ["Store", "StoreError", "open_store", "store_from_config", "split_url"]
+__all__ = ["Store", "StoreError", "open_store", "store_from_config", "split_url", "MANIFEST"]
 
 _TEMP_RE = re.compile(r"\.tmp-[0-9a-f]{32}$")
+MANIFEST = "MANIFEST.json"     # written last by Store.commit_unit: the unit is complete
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,127}$")
 
 
@@ -338,13 +339,72 @@ class Store:
             found = self._find(prefix, path)
         return sorted(k for k in (self._rel(p) for p in found) if _TEMP_RE.search(k))
 
-    def clean_temp(self, prefix: str = "") -> int:
-        """Remove temporary keys left by interrupted writes; returns how many."""
+    def clean_temp(self, prefix: str = "", older_than: Optional[float] = None) -> int:
+        """Remove temporary keys left by interrupted writes (with ``older_than``, a Unix
+        time: only those last written before it); returns how many."""
         keys = self.temp_keys(prefix)
+        if older_than is not None:
+            keys = [k for k in keys if self._mtime(k) < older_than]
         for k in keys:
             self._discard(f"{self.root}/{k}" if self.protocol == "s3"
                           else os.path.join(self.root, k))
         return len(keys)
+
+    def _mtime(self, rel: str) -> float:
+        """Last-modified time (Unix seconds) of an object, inf when it cannot be read."""
+        try:
+            if self.protocol == "file":
+                return os.path.getmtime(self._path_unchecked(rel))
+            info = self.fs.info(self._path_unchecked(rel))
+            stamp = info.get("LastModified") or info.get("mtime")
+            return stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp)
+        except Exception:
+            return float("inf")
+
+    # ------------------------------------------------------------------ units
+    def commit_unit(self, prefix: str, files: Mapping[str, bytes]) -> dict:
+        """Write a multi-file artifact (``{name: bytes or a JSON-able object}``) as a
+        unit under ``prefix``: the old manifest is
+        removed first (from then on the unit reads as incomplete), each file is written
+        atomically, and ``<prefix>/MANIFEST.json`` (names, sizes, sha256) is written last.
+        Readers trust only the manifest (:meth:`read_unit`). Returns the manifest."""
+        import hashlib
+        prefix = _check_key(prefix)
+        names = [_check_key(n) for n in files]
+        if MANIFEST in names:
+            raise StoreError(f"{self.url(prefix)}: {MANIFEST} is written by commit_unit")
+        if self.exists(f"{prefix}/{MANIFEST}"):
+            self.rm(f"{prefix}/{MANIFEST}")
+        entries = {}
+        for name, data in files.items():
+            if not isinstance(data, (bytes, bytearray, memoryview)):      # a JSON document
+                data = (json.dumps(data, indent=2, sort_keys=True, default=_json_default)
+                        + "\n").encode()
+            data = bytes(data)
+            self.write_bytes(f"{prefix}/{name}", data)
+            entries[name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        manifest = {"files": entries, "committed_at": time.time()}
+        self.put_json(f"{prefix}/{MANIFEST}", manifest)
+        return manifest
+
+    def read_unit(self, prefix: str) -> Optional[dict]:
+        """The manifest of the unit at ``prefix``, or None while there is none (never
+        committed, or being rewritten)."""
+        key = f"{_check_key(prefix)}/{MANIFEST}"
+        return self.get_json(key) if self.exists(key) else None
+
+    def read_unit_file(self, prefix: str, name: str, manifest: dict) -> bytes:
+        """A file of a committed unit, checked against the manifest's size and hash."""
+        import hashlib
+        entry = manifest.get("files", {}).get(name)
+        if entry is None:
+            raise StoreError(f"{self.url(prefix + '/' + MANIFEST)} does not list {name!r}")
+        data = self.read_bytes(f"{prefix}/{name}")
+        if len(data) != entry.get("size") or \
+                hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+            raise StoreError(f"{self.url(prefix + '/' + name)} does not match "
+                             f"{MANIFEST} (rewritten after the unit was committed?)")
+        return data
 
     def rm(self, key: str, recursive: bool = False) -> None:
         """Remove ``key`` (and, with ``recursive``, everything under it)."""

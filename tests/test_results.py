@@ -50,3 +50,23 @@ def test_legacy_table_without_method_reads_as_evolution(tmp_path):
     append_results(run, [prune_row(0.3, 9.0)])
     append_results(run, [prune_row(0.3, 9.0)])
     assert [r["method"] for r in table(run)] == ["evolution", "prune-lds"]
+
+
+def test_a_stage_marker_without_its_artifacts_is_not_finished(tmp_path):
+    """A run holding only pipeline/<stage>.json markers finishes nothing: every stage
+    names what it lacks; export counts by its manifest only."""
+    from ganc.config import PIPELINE_STAGES, RunConfig
+    from ganc.pipeline import MARKER, missing_artifacts
+    run = open_store(tmp_path / "store").run("markers")
+    cfg = RunConfig()
+    for stage in PIPELINE_STAGES:
+        run.put_json(MARKER.format(stage), {"stage": stage})
+    assert all(missing_artifacts(cfg, run, s) for s in PIPELINE_STAGES)
+    assert missing_artifacts(cfg, run, "export") == ["export/MANIFEST.json"]
+    run.write_bytes("export/model.pt", b"w")
+    run.put_json("export/model.json", {})
+    assert missing_artifacts(cfg, run, "export") == ["export/MANIFEST.json"]
+    run.commit_unit("export", {"model.pt": b"w", "model.json": {}})
+    assert missing_artifacts(cfg, run, "export") == []
+    cfg.model.teacher_weights = "released.pth"      # a given teacher: nothing to train
+    assert missing_artifacts(cfg, run, "teacher") == []
