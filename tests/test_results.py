@@ -70,3 +70,42 @@ def test_a_stage_marker_without_its_artifacts_is_not_finished(tmp_path):
     assert missing_artifacts(cfg, run, "export") == []
     cfg.model.teacher_weights = "released.pth"      # a given teacher: nothing to train
     assert missing_artifacts(cfg, run, "teacher") == []
+
+
+def test_stage_inputs_refuse_a_changed_config_and_restart_resets(tmp_path):
+    """A stage that ran with other config fields stops the job in one line naming the stage
+    and the fields; --restart-from forgets that stage and the later ones."""
+    import pytest
+
+    from ganc.config import PIPELINE_STAGES, load_config
+    from ganc.errors import ConfigError
+    from ganc.pipeline import (INPUTS, MARKER, check_inputs, restart_from, stage_inputs)
+    run = open_store(tmp_path / "store").run("fp")
+    stages = list(PIPELINE_STAGES)
+    cfg = load_config(None, ["search.population=8"])
+    for stage in stages:
+        run.put_json(INPUTS.format(stage), {"fields": stage_inputs(cfg, stage)})
+        run.put_json(MARKER.format(stage), {"stage": stage})
+    run.put_json("search/x.json", {})
+    run.put_json("best.json", {})
+    run.put_json("supernet/final.json", {})
+    check_inputs(cfg, run, stages)                                 # same config: fine
+    check_inputs(load_config(None, ["search.population=8", "scale.workers=3",
+                                    "fid.num_actors=2"]), run, stages)   # how, not what
+    changed = load_config(None, ["search.population=9", "search.budget_macs=1e9"])
+    with pytest.raises(ConfigError) as e:
+        check_inputs(changed, run, stages)
+    assert str(e.value) == (f"run {run.url()}: stage search ran with another config "
+                            "(search.budget_macs, search.population changed); rerun it with "
+                            "--restart-from search or use a new --run-id")
+    # a teacher field reaches every stage downstream of the teacher; the first is named
+    with pytest.raises(ConfigError, match=r"stage teacher .*\(teacher\.lr changed\)"):
+        check_inputs(load_config(None, ["search.population=8", "teacher.lr=1e-3"]), run,
+                     stages)
+    assert restart_from(run, stages, "search") == stages[stages.index("search"):]
+    check_inputs(changed, run, stages)                             # search onwards: reset
+    assert not run.exists("search/x.json") and not run.exists("best.json")
+    assert not run.exists(MARKER.format("export")) and run.exists(MARKER.format("supernet"))
+    assert run.exists("supernet/final.json")
+    with pytest.raises(ConfigError, match="--restart-from 'nope'"):
+        restart_from(run, stages, "nope")
