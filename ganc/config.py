@@ -11,11 +11,51 @@ import math
 import os
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import yaml
 
 from .errors import ConfigError
+
+
+# ---------------------------------------------------------------- declared ranges
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric field (of each item, for a list field), declared in
+    the field's type: ``batch_size: PosInt = 1``. :func:`validate` checks every numeric
+    field against it; any float field, ranged or not, must be finite."""
+    lo: Optional[float] = None
+    hi: Optional[float] = None
+    lo_open: bool = False          # lo itself is excluded
+    hi_open: bool = False
+
+    def admits(self, v: float) -> bool:
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        if self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi):
+            return False
+        return True
+
+    def describe(self) -> str:
+        lo = None if self.lo is None else f"{'>' if self.lo_open else '>='} {self.lo}"
+        hi = None if self.hi is None else f"{'<' if self.hi_open else '<='} {self.hi}"
+        if lo and hi:
+            return f"in {'(' if self.lo_open else '['}{self.lo}, {self.hi}" \
+                   f"{')' if self.hi_open else ']'}"
+        return lo or hi or "finite"
+
+
+MAX_SEED = 2 ** 32 - 1             # numpy's seeds are 32-bit
+PosInt = Annotated[int, Range(1)]              # sizes, counts of things that must exist
+Count = Annotated[int, Range(0)]               # 0 allowed (0: off / all / default)
+Seed = Annotated[int, Range(0, MAX_SEED)]
+Positive = Annotated[float, Range(0, lo_open=True)]   # learning rates, bandwidths, budgets
+Weight = Annotated[float, Range(0)]            # loss weights, noise levels (0: off)
+Prob = Annotated[float, Range(0, 1)]
+Ratio = Annotated[float, Range(0, 1, lo_open=True)]   # (0, 1]: MACs ratios, shares
+Beta = Annotated[float, Range(0, 1, hi_open=True)]    # Adam beta1, dropout
+Ratios = Annotated[list, Range(0, 1, lo_open=True)]   # a list field: the range of each item
+Widths = Annotated[list, Range(1)]
 
 
 @dataclass
@@ -25,155 +65,155 @@ class DataConfig:
                                    # file:///abs); empty -> generated demo data
     on_every_node: bool = False    # a local root is present at the same path on every node
     direction: str = "AtoB"        # AtoB | BtoA
-    load_size: int = 286           # training: resize to this, then random crop
-    crop_size: int = 256           # training crop; test-time resize
+    load_size: PosInt = 286        # training: resize to this, then random crop
+    crop_size: PosInt = 256        # training crop; test-time resize
     flip: bool = True
     serial: bool = False           # unaligned: pair A[i] with B[i mod |B|]
     train_split: str = "train"
     eval_split: str = "val"        # aligned: folder; unaligned: 'test' -> testA/testB
     fid_real: str = ""             # folder(s) of real target images for FID, relative to root
                                    # ('' -> eval targets); several joined by ','
-    batch_size: int = 1            # the GLOBAL batch: split evenly over scale.workers
-    demo_n: int = 64               # generated data: images per training split
-    demo_size: int = 64
-    demo_seed: int = 0
+    batch_size: PosInt = 1         # the GLOBAL batch: split evenly over scale.workers
+    demo_n: PosInt = 64            # generated data: images per training split
+    demo_size: Annotated[int, Range(16)] = 64  # a multiple of 4 (checked when made)
+    demo_seed: Seed = 0
 
 
 @dataclass
 class ModelConfig:
     teacher: str = "resnet_9blocks"
-    teacher_ngf: int = 64
+    teacher_ngf: PosInt = 64
     teacher_weights: str = ""      # released latest_net_G.pth, or '' to train one
     student: str = "super_mobile_resnet_9blocks"
-    student_ngf: int = 64
+    student_ngf: PosInt = 64
     search_space: str = "channels-64-pix2pix"
     norm: str = "instance"
-    dropout: float = 0.0
+    dropout: Beta = 0.0
     netD: str = "n_layers"
-    ndf: int = 64
-    n_layers_D: int = 3
+    ndf: PosInt = 64
+    n_layers_D: PosInt = 3
     norm_D: str = "batch"
     gan_mode: str = "vanilla"      # vanilla | lsgan | hinge
 
 
 @dataclass
 class TeacherConfig:
-    epochs: int = 100              # epochs at the constant LR (the reference's nepochs)
-    epochs_decay: int = 100        # then epochs of linear decay to 0 (nepochs_decay)
-    steps: int = 0                 # >0: exactly this many steps instead (same LR shape)
-    lr: float = 2e-4
-    beta1: float = 0.5
-    lambda_L1: float = 100.0       # pix2pix
-    lambda_cycle: float = 10.0     # CycleGAN
-    lambda_identity: float = 0.5
-    pool_size: int = 50
-    checkpoint_every: int = 200
-    log_every: int = 20
-    eval_every: int = 0            # 0: only at the end
+    epochs: Count = 100            # epochs at the constant LR (the reference's nepochs)
+    epochs_decay: Count = 100      # then epochs of linear decay to 0 (nepochs_decay)
+    steps: Count = 0               # >0: exactly this many steps instead (same LR shape)
+    lr: Positive = 2e-4
+    beta1: Beta = 0.5
+    lambda_L1: Weight = 100.0      # pix2pix
+    lambda_cycle: Weight = 10.0    # CycleGAN
+    lambda_identity: Weight = 0.5
+    pool_size: Count = 50
+    checkpoint_every: PosInt = 200
+    log_every: PosInt = 20
+    eval_every: Annotated[int, Range(-1)] = 0  # 0: only at the end
 
 
 @dataclass
 class DistillConfig:
-    epochs: int = 100
-    epochs_decay: int = 100
-    steps: int = 0                 # >0: exactly this many steps instead (same LR shape)
-    lr: float = 2e-4
-    beta1: float = 0.5
+    epochs: Count = 100
+    epochs_decay: Count = 100
+    steps: Count = 0               # >0: exactly this many steps instead (same LR shape)
+    lr: Positive = 2e-4
+    beta1: Beta = 0.5
     sampler: str = "uniform"       # uniform | sandwich
-    lambda_recon: float = 100.0    # pix2pix 100, CycleGAN 10
-    lambda_distill: float = 1.0    # pix2pix 1, CycleGAN 0.01
-    lambda_gan: float = 1.0
+    lambda_recon: Weight = 100.0   # pix2pix 100, CycleGAN 10
+    lambda_distill: Weight = 1.0   # pix2pix 1, CycleGAN 0.01
+    lambda_gan: Weight = 1.0
     distill_points: list = field(default_factory=lambda: ["down2", "block3", "block6", "block9"])
-    checkpoint_every: int = 200
-    log_every: int = 20
-    eval_every: int = 500
-    space_widths: list = field(default_factory=list)  # non-empty: these widths at every
+    checkpoint_every: PosInt = 200
+    log_every: PosInt = 20
+    eval_every: Count = 500
+    space_widths: Widths = field(default_factory=list)  # non-empty: these widths at every
                                    # position instead of model.search_space (small students)
-    eval_n: int = 0                # FID during distillation on the first n eval images (0: all)
+    eval_n: Count = 0              # FID during distillation on the first n eval images (0: all)
 
 
 @dataclass
 class SearchConfig:
     method: str = "evolution"      # evolution | nsga2
-    budget_macs: float = 0.0       # 0: a tenth of the teacher's MACs
-    population: int = 100
-    parent_ratio: float = 0.25
-    mutation_prob: float = 0.2     # per position; the reference's presets: 0.4 horse2zebra,
+    budget_macs: Weight = 0.0      # 0: a tenth of the teacher's MACs
+    population: Annotated[int, Range(2)] = 100
+    parent_ratio: Ratio = 0.25
+    mutation_prob: Prob = 0.2      # per position; the reference's presets: 0.4 horse2zebra,
                                    # 0.3 edges2shoes-r / map2sat / cityscapes
-    mutation_ratio: float = 0.5    # share of the children made by mutation (rest: crossover);
+    mutation_ratio: Prob = 0.5     # share of the children made by mutation (rest: crossover);
                                    # each generation makes `population` children
-    weighted_sample: float = 1.0   # first generation: narrowest width this many times as likely
+    weighted_sample: Positive = 1.0  # first generation: narrowest width this many times as likely
                                    # as the widest (1: uniform; the reference's horse2zebra: 2)
-    generations: int = 500
-    seed: int = 0
-    max_concurrent: int = 0        # 0: fit the FID pool
+    generations: PosInt = 500
+    seed: Seed = 0
+    max_concurrent: Count = 0      # 0: fit the FID pool
     latency_objective: bool = False  # nsga2: the latency table's prediction as an objective
-    budget_ms: Optional[float] = None  # latency budget (ms, by the latency table); None: off
+    budget_ms: Optional[Positive] = None  # latency budget (ms, by the latency table); None: off
     latency_runtime: str = "onnxruntime"  # runtime of the latency table: eager | onnxruntime
-    latency_threads: int = 1       # threads of the latency table (0: the runtime's default)
+    latency_threads: Count = 1     # threads of the latency table (0: the runtime's default)
     latency_device: str = ""       # '' this machine (measured once, cached in the store);
                                    # else a device id whose table is in the store
 
 
 @dataclass
 class FinetuneConfig:
-    epochs: int = 5
-    epochs_decay: int = 15
-    steps: int = 0                 # >0: exactly this many steps instead (same LR shape)
-    lr: float = 2e-4
-    checkpoint_every: int = 200
-    log_every: int = 20
+    epochs: Count = 5
+    epochs_decay: Count = 15
+    steps: Count = 0               # >0: exactly this many steps instead (same LR shape)
+    lr: Positive = 2e-4
+    checkpoint_every: PosInt = 200
+    log_every: PosInt = 20
 
 
 @dataclass
 class PruneConfig:
-    targets: list = field(default_factory=lambda: [0.1])
-    d_target: float = 0.5
-    steps: int = 1000
-    lr_agent: float = 5e-3
-    temperature: float = 0.5
+    targets: Ratios = field(default_factory=lambda: [0.1])
+    d_target: Ratio = 0.5
+    steps: PosInt = 1000
+    lr_agent: Positive = 5e-3
+    temperature: Positive = 0.5
     base: float = 1.0              # logit offset: gates start open
-    lambda_resource: float = 2.0
-    lambda_lds: float = 1.0
-    lds_k: int = 4                 # neighbourhood size
-    lds_noise: float = 0.05
-    lds_bandwidth: float = 1.0
+    lambda_resource: Weight = 2.0
+    lambda_lds: Weight = 1.0
+    lds_k: Annotated[int, Range(2)] = 4  # neighbourhood size
+    lds_noise: Weight = 0.05
+    lds_bandwidth: Positive = 1.0
     lds_features: str = "discriminator"  # discriminator | fixed
     peer_feedback: bool = True
     prune_d: bool = True
     use_lds: bool = True
-    sample_every: int = 200
-    samples: int = 4
-    lr: float = 2e-4               # G / D weights while pruning (0: only the agents learn G's)
-    lambda_recon: float = 10.0     # L1 of the pruned G's output to the original's
-    lambda_gan: float = 1.0
+    sample_every: PosInt = 200
+    samples: PosInt = 4
+    lr: Weight = 2e-4              # G / D weights while pruning (0: only the agents learn G's)
+    lambda_recon: Weight = 10.0    # L1 of the pruned G's output to the original's
+    lambda_gan: Weight = 1.0
     lds_perturb: str = "noise"     # noise | augment (flip + shift + noise)
-    lds_adv: float = 0.1           # weight of the adversarial neighbourhood term inside LDS
-    finetune_steps: int = 200      # fine-tuning of the sliced generator
-    eval_n: int = 0                # FID of sampled sub-generators on the first n eval images
+    lds_adv: Weight = 0.1          # weight of the adversarial neighbourhood term inside LDS
+    finetune_steps: Count = 200    # fine-tuning of the sliced generator
+    eval_n: Count = 0              # FID of sampled sub-generators on the first n eval images
 
 
 @dataclass
 class FidConfig:
     extractor: str = "auto"        # auto | inception-v3-compat | fid-helper
     weights: str = ""              # local Inception weights file (optional)
-    batch_size: int = 16
-    num_actors: int = 1
+    batch_size: PosInt = 16
+    num_actors: PosInt = 1
     kid: bool = True
-    kid_subset_size: int = 1000
+    kid_subset_size: Annotated[int, Range(2)] = 1000
 
 
 @dataclass
 class ScaleConfig:
-    workers: int = 1
+    workers: PosInt = 1
     use_gpu: str = "auto"          # auto | true | false (see ganc.placement)
-    cpus_per_worker: int = 1       # per Train worker; DataLoader processes get all but one
+    cpus_per_worker: PosInt = 1    # per Train worker; DataLoader processes get all but one
     resources: dict = field(default_factory=dict)  # custom resources every Train worker,
                                    # FID actor and pruning trial requests, e.g. {accel: 1}
-    wait_s: float = 900.0          # how long a resource request may stay unmet
+    wait_s: Positive = 900.0       # how long a resource request may stay unmet
     amp: bool = False              # bf16 autocast on GPU (the reference trains in fp32)
-    max_failures: int = 2
-    cpu_crop_size: int = 0         # >0: without a GPU, train/eval at this size (load_size
+    max_failures: Count = 2
+    cpu_crop_size: Count = 0       # >0: without a GPU, train/eval at this size (load_size
                                    # scaled alike), e.g. 128 on CPU for a 256px recipe
 
 
@@ -192,13 +232,13 @@ PIPELINE_STAGES = ("teacher", "supernet", "search", "prune", "finetune", "export
 class PipelineConfig:
     # Stages of `ganc compress`, in order; drop "prune" to skip the pruning variant.
     stages: list = field(default_factory=lambda: list(PIPELINE_STAGES))
-    report_images: int = 4         # rows of the input / teacher / compressed grid
+    report_images: PosInt = 4      # rows of the input / teacher / compressed grid
 
 
 @dataclass
 class RunConfig:
     name: str = "run"
-    seed: int = 0
+    seed: Seed = 0
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
@@ -241,11 +281,11 @@ def _coerce(value: Any, typ, where: str):
         try:
             num = float(value) if isinstance(value, str) else value
             if typ is int:
-                if float(num) != int(float(num)):
+                if not math.isfinite(float(num)) or float(num) != int(float(num)):
                     raise ValueError
                 return int(float(num))
             return float(num)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{where}: expected {typ.__name__}, got {value!r}") from None
     if typ is str:
         if isinstance(value, (dict, list)):
@@ -324,7 +364,79 @@ def apply_override(cfg: RunConfig, assignment: str, where: str = "--set") -> Run
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    setattr(obj, parts[-1], _coerce(value, hints[parts[-1]], path))
+    setattr(obj, parts[-1], check_value(obj, parts[-1], _coerce(value, hints[parts[-1]], path),
+                                        path))
+    return cfg
+
+
+# ---------------------------------------------------------------- validation
+def _declared(cls, name: str):
+    """(base type, Range or None) of a field, from its annotation."""
+    hint = typing.get_type_hints(cls, include_extras=True)[name]
+    if typing.get_origin(hint) is typing.Union:
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if typing.get_origin(hint) is Annotated:
+        base, *extras = typing.get_args(hint)
+        return base, next((e for e in extras if isinstance(e, Range)), None)
+    return hint, None
+
+
+def _number_problem(v, base, rng: Optional[Range]) -> Optional[str]:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return "is not a number"
+    if not math.isfinite(v):
+        return "is not a finite number"
+    if base is int and v != int(v):
+        return "is not an integer"
+    if rng is not None and not rng.admits(v):
+        return f"is out of range: must be {rng.describe()}"
+    return None
+
+
+def check_value(section, name: str, value, where: str):
+    """``value`` for field ``name`` of the dataclass ``section`` (class or instance), checked
+    against the field's declared range; one line naming ``where`` when it is not."""
+    cls = section if isinstance(section, type) else type(section)
+    base, rng = _declared(cls, name)
+    if value is None:
+        return value
+    if base in (int, float):
+        problem = _number_problem(value, base, rng)
+        if problem:
+            raise ConfigError(f"{where}: {value!r} {problem}")
+    elif base is list and rng is not None:
+        for item in value:
+            problem = _number_problem(item, float, rng)
+            if problem:
+                raise ConfigError(f"{where}: item {item!r} {problem}")
+    return value
+
+
+def validate(cfg, prefix: str = ""):
+    """Every numeric field of ``cfg`` (a RunConfig, or one section with its ``prefix`` such
+    as ``"prune."``) finite and in its declared range; the first offender as one line
+    naming the field (``data.batch_size: -1 is out of range: must be >= 1``)."""
+    def walk(obj, prefix: str):
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            where = f"{prefix}{f.name}"
+            if dataclasses.is_dataclass(value):
+                walk(value, where + ".")
+            else:
+                check_value(obj, f.name, value, where)
+    walk(cfg, prefix)
+    return cfg
+
+
+def set_field(cfg: RunConfig, path: str, value, where: str) -> RunConfig:
+    """Set ``section.field`` from a command-line flag (``where``, e.g. ``--budget-macs``),
+    coerced and checked like the config file's own value."""
+    *sections, name = path.split(".")
+    obj = cfg
+    for part in sections:
+        obj = getattr(obj, part)
+    hints = typing.get_type_hints(type(obj))
+    setattr(obj, name, check_value(obj, name, _coerce(value, hints[name], where), where))
     return cfg
 
 
@@ -348,4 +460,4 @@ def load_config(path: Optional[str] = None, overrides=(), store: Optional[str] =
         apply_override(cfg, ov)
     if store:
         cfg.store.url = store
-    return cfg
+    return validate(cfg)

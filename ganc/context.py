@@ -21,16 +21,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
 from dataclasses import dataclass
 from typing import Optional
 
 from . import placement as placements
 from .cluster import ClusterInfo, describe_now
-from .config import RunConfig
+from .config import RunConfig, validate
 from .data.source import DataRef, demo_name, local_demo_data, local_path, upload_folder
 from .errors import ConfigError
 from .store import Store, open_store, store_from_config
 
+JOB_STARTED = time.time()      # this process's start: temporary keys older than it are
+                               # leftovers of an earlier, interrupted job
 DATASETS = "datasets"          # generated data uploaded for multi-node runs: <root>/datasets/
 INPUTS = "inputs"              # local inputs uploaded for multi-node runs: <run>/inputs/
 
@@ -185,7 +188,11 @@ def open_context(cfg: RunConfig, store=None, *, cluster: Optional[ClusterInfo] =
                  ) -> RunContext:
     """The context of a run (see the module docstring). Ray, when initialised, is asked
     what the cluster is; otherwise this machine is the cluster."""
+    validate(cfg)
     root, run = open_run(cfg, store)
+    cleaned = run.clean_temp(older_than=JOB_STARTED)
+    if cleaned:
+        say(f"[store] removed {cleaned} temporary key(s) an interrupted job left in {run.url()}")
     cluster = cluster or describe_now()
     check_paths(cfg, root, cluster)
     record = resolve_placement(cfg, run, cluster)

@@ -20,6 +20,7 @@
 """
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 import time
@@ -29,6 +30,7 @@ from typing import Optional
 from . import __version__
 from .config import RunConfig
 from .errors import GancError
+from .store import MANIFEST
 from .space import ChannelConfig
 
 EXPORT = "export"
@@ -42,14 +44,18 @@ class PullError(GancError):
 
 # ---------------------------------------------------------------- export
 def write_deploy_files(run, prefix: str, net, input_nc: int, size: int,
-                       latency_repeats: int = 10) -> dict:
+                       latency_repeats: int = 10, files: Optional[dict] = None) -> dict:
     """``<prefix>/model.onnx`` and ``<prefix>/model.pt2`` of a generator, each checked
     against the eager model, and its batch-1 latency on every runtime at 1 thread and
-    the default thread count, with the machine; returns the model card's part."""
+    the default thread count, with the machine; returns the model card's part. With
+    ``files`` the bytes go there (for :meth:`Store.commit_unit`) instead of the store."""
     from .runtime import RUNTIMES, deploy_artifacts, latency_by_runtime, machine_info
     art = deploy_artifacts(net, input_nc, size)
-    run.write_bytes(f"{prefix}/model.onnx", art["onnx"])
-    run.write_bytes(f"{prefix}/model.pt2", art["pt2"])
+    if files is not None:
+        files.update({"model.onnx": art["onnx"], "model.pt2": art["pt2"]})
+    else:
+        run.write_bytes(f"{prefix}/model.onnx", art["onnx"])
+        run.write_bytes(f"{prefix}/model.pt2", art["pt2"])
     latency = latency_by_runtime(net, input_nc, size, RUNTIMES, LATENCY_THREADS,
                                  rounds=latency_repeats, onnx=art["onnx"])
     return {**art["card"], "latency_ms": latency,
@@ -99,8 +105,11 @@ def export_best(cfg: RunConfig, store=None, *, config: Optional[str] = None,
                                                           device="cpu")["median_ms"]})
 
     sd = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    run.put_torch(f"{EXPORT}/model.pt", sd)
-    deploy = write_deploy_files(run, EXPORT, net, cost.input_nc, size, latency_repeats)
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    files = {"model.pt": buf.getvalue()}
+    deploy = write_deploy_files(run, EXPORT, net, cost.input_nc, size, latency_repeats,
+                                files=files)
 
     sup_cfg = sup.get("config") if isinstance(sup.get("config"), dict) else {}
     data = sup_cfg.get("data", {}) if sup_cfg else {}
@@ -126,7 +135,10 @@ def export_best(cfg: RunConfig, store=None, *, config: Optional[str] = None,
         "files": {"weights": "model.pt", "onnx": "model.onnx", "pt2": "model.pt2"},
         **deploy,
     }
-    run.put_json(f"{EXPORT}/model.json", card)
+    files["model.json"] = card
+    # one unit: weights, ONNX, torch.export and card, with export/MANIFEST.json last, so
+    # `pull --best` never pairs new weights with an old card
+    run.commit_unit(EXPORT, files)
     return card
 
 
@@ -147,9 +159,11 @@ def list_runs(store) -> list[dict]:
             run = st.run(rid)
         except GancError:
             continue
+        if not run.ls():                 # nothing committed: only leftover temporary keys
+            continue
         row = {"run": rid, "url": run.url(), "best": None, "fid": None, "macs": None,
                "params": None, "teacher_fid": None, "teacher_macs": None,
-               "exported": run.exists(f"{EXPORT}/model.json")}
+               "exported": run.read_unit(EXPORT) is not None}
         if run.exists("best.json"):
             b = run.get_json("best.json")
             t = b.get("teacher") or {}
@@ -180,17 +194,20 @@ def pull(url: str, out_dir, *, best: bool = True, endpoint_url: Optional[str] = 
     from .store import open_store
     run = open_store(url, endpoint_url=endpoint_url)
     out_dir = os.path.abspath(os.fspath(out_dir))
+    manifest = None
     if best:
-        missing = [k for k in (f"{EXPORT}/model.json", "best.json") if not run.exists(k)]
+        # the export is what its manifest lists (written last by `ganc export`)
+        manifest = run.read_unit(EXPORT)
+        missing = [k for k, ok in ((f"{EXPORT}/{MANIFEST}", manifest is not None),
+                                   ("best.json", run.exists("best.json"))) if not ok]
         if missing:
             raise PullError(f"nothing to pull: {run.url(missing[0])} not found "
                             "(run `ganc search` and `ganc export` first)")
-        keys = [k for k in run.ls(EXPORT)] + ["best.json"]
-        plan = [(k, posixpath.relpath(k, EXPORT) if k.startswith(EXPORT + "/") else k)
-                for k in keys]
+        plan = [(f"{EXPORT}/{name}", name) for name in sorted(manifest["files"])]
+        plan.append(("best.json", "best.json"))
     else:
         base = run.root.rstrip("/")
-        found = run.fs.find(base) if run.protocol == "s3" else [
+        found = run._find("", base) if run.protocol == "s3" else [
             os.path.join(r, f) for r, _, fs in os.walk(base) for f in fs]
         plan = []
         for p in sorted(found):
@@ -208,7 +225,10 @@ def pull(url: str, out_dir, *, best: bool = True, endpoint_url: Optional[str] = 
              for k, rel in plan]
     out = []
     for key, dest in dests:
-        data = _read_raw(run, key)
+        if manifest is not None and key.startswith(EXPORT + "/"):
+            data = run.read_unit_file(EXPORT, key[len(EXPORT) + 1:], manifest)
+        else:
+            data = _read_raw(run, key)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         tmp = f"{dest}.tmp-{uuid.uuid4().hex}"
         try:

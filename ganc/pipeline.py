@@ -19,6 +19,79 @@ from .errors import ConfigError
 from .train.common import say
 
 MARKER = "pipeline/{}.json"
+INPUTS = "pipeline/{}.inputs.json"   # the config fields a stage ran with, written at its start
+
+# The config a stage's result depends on: its own sections plus its upstream stages'.
+# Fields that change how, not what, a stage computes are left out (IGNORED).
+STAGE_SECTIONS = {"teacher": ("seed", "data", "model", "teacher"), "supernet": ("distill",),
+                  "search": ("search", "fid"), "prune": ("prune", "fid"),
+                  "finetune": ("finetune",), "export": (), "report": ("pipeline",)}
+UPSTREAM = {"teacher": (), "supernet": ("teacher",), "search": ("supernet",),
+            "prune": ("teacher",), "finetune": ("search",), "export": ("finetune",),
+            "report": ("search", "prune", "export")}
+IGNORED = {"data.on_every_node", "fid.num_actors", "fid.batch_size", "search.max_concurrent",
+           "pipeline.stages"}
+STAGE_OUTPUTS = {"teacher": ("teacher",), "supernet": ("supernet",),
+                 "search": ("search", "best.json"), "prune": ("prune",),
+                 "finetune": ("finetune",), "export": ("export",), "report": ("report",)}
+
+
+def _flat(obj, prefix: str) -> dict:
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: obj}
+
+
+def stage_inputs(cfg: RunConfig, stage: str) -> dict:
+    """``{field: value}`` of every config field ``stage``'s result depends on."""
+    full = _flat(cfg.to_dict(), "")
+    sections, todo = set(), [stage]
+    while todo:
+        s = todo.pop()
+        sections.update(STAGE_SECTIONS[s])
+        todo.extend(UPSTREAM[s])
+    return {k: v for k, v in sorted(full.items())
+            if k.split(".")[0] in sections and k not in IGNORED
+            and not k.endswith((".log_every", ".checkpoint_every"))}
+
+
+def changed_fields(recorded: dict, now: dict) -> list[str]:
+    return sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
+
+
+def check_inputs(cfg: RunConfig, run, stages: list[str]) -> None:
+    """One line when a stage already started in ``run`` with other inputs than ``cfg``'s
+    (the first such stage in pipeline order), naming the stage and the changed fields."""
+    for stage in stages:
+        key = INPUTS.format(stage)
+        if not run.exists(key):
+            continue
+        changed = changed_fields(run.get_json(key).get("fields", {}), stage_inputs(cfg, stage))
+        if changed:
+            more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+            raise ConfigError(
+                f"run {run.url()}: stage {stage} ran with another config ({', '.join(changed[:4])}"
+                f"{more} changed); rerun it with --restart-from {stage} or use a new --run-id")
+
+
+def restart_from(run, stages: list[str], first: str) -> list[str]:
+    """Forget ``first`` and every later stage of ``stages``: markers, input records and
+    outputs are removed. Returns the stages reset."""
+    if first not in stages:
+        raise ConfigError(f"--restart-from {first!r} is not one of this job's stages: "
+                          + ", ".join(stages))
+    reset = stages[stages.index(first):]
+    for stage in reset:
+        for key in (MARKER.format(stage), INPUTS.format(stage)):
+            if run.exists(key):
+                run.rm(key)
+        for out in STAGE_OUTPUTS[stage]:
+            if run.exists(out):
+                run.rm(out, recursive=not out.endswith(".json"))
+    return reset
 
 
 def _stages(cfg: RunConfig) -> list[str]:
@@ -75,7 +148,8 @@ def _import_stages(stages) -> None:
 
 
 def compress(cfg: RunConfig, store=None, *, method: Optional[str] = None,
-             on_stage: Optional[Callable[[str, dict], None]] = None) -> dict:
+             on_stage: Optional[Callable[[str, dict], None]] = None,
+             restart: Optional[str] = None) -> dict:
     """Run every stage of ``cfg.pipeline.stages`` that has not finished; returns a summary
     with each stage's marker and the report."""
     from .context import open_context, ray_connection
@@ -92,15 +166,25 @@ def compress(cfg: RunConfig, store=None, *, method: Optional[str] = None,
         # and records the run's placement at its first submission.
         ctx = open_context(cfg, store)
         root, run = ctx.root, ctx.run
+        if restart:
+            reset = restart_from(run, stages, restart)
+            say(f"[compress] restarting from {restart}: {', '.join(reset)} reset")
+        check_inputs(cfg, run, stages)       # before anything is written
         run.write_bytes("config.yaml", cfg.to_yaml().encode())
         say(f"[compress] run {run.url()}: stages {' -> '.join(stages)}")
         for i, stage in enumerate(stages, 1):
             key = MARKER.format(stage)
             if run.exists(key):
-                done[stage] = {**run.get_json(key), "skipped": True}
-                say(f"[compress] {i}/{len(stages)} {stage}: finished earlier, skipped")
-                continue
+                missing = missing_artifacts(cfg, run, stage)
+                if not missing:
+                    done[stage] = {**run.get_json(key), "skipped": True}
+                    say(f"[compress] {i}/{len(stages)} {stage}: finished earlier, skipped")
+                    continue
+                say(f"[compress] {i}/{len(stages)} {stage}: marked finished but "
+                    f"{run.url(missing[0])} is missing; running it again")
             say(f"[compress] {i}/{len(stages)} {stage}: running")
+            run.put_json(INPUTS.format(stage), {"stage": stage,
+                                                "fields": stage_inputs(cfg, stage)})
             t0 = time.perf_counter()
             _return_to(home)
             summary = _RUNNERS[stage](cfg, root, run, method)
@@ -183,6 +267,20 @@ def _report(cfg, root, run, method):
     return {"rows": len(rep["rows"]), "folder": run.url("report")}
 
 
+# What a finished stage leaves: a marker alone never counts (a unit counts by its manifest).
+def missing_artifacts(cfg: RunConfig, run, stage: str) -> list[str]:
+    """Keys a finished ``stage`` must have left in ``run`` that are not there."""
+    from .store import MANIFEST
+    units = {"export": ["export"],
+             "teacher": [] if cfg.model.teacher_weights else ["teacher"]}.get(stage, [])
+    keys = {"teacher": [] if cfg.model.teacher_weights else ["teacher/final.pt"],
+            "supernet": ["supernet/final.pt"], "search": ["best.json", "search/results.parquet"],
+            "prune": ["prune/summary.json"], "finetune": ["finetune/result.json"],
+            "report": ["report/summary.json"]}.get(stage, [])
+    missing = [f"{u}/{MANIFEST}" for u in units if run.read_unit(u) is None]
+    return missing + [k for k in keys if not run.exists(k)]
+
+
 _RUNNERS = {"teacher": _teacher, "supernet": _supernet, "search": _search, "prune": _prune,
             "finetune": _finetune, "export": _export, "report": _report}
 
@@ -206,4 +304,5 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["compress", "format_table", "MARKER"]
+__all__ = ["compress", "format_table", "missing_artifacts", "stage_inputs", "check_inputs",
+           "restart_from", "MARKER", "INPUTS"]

@@ -17,23 +17,63 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import posixpath
 import re
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from .errors import GancError
 
-__all__ = ["Store", "StoreError", "open_store", "store_from_config", "split_url"]
+__all__ = ["Store", "StoreError", "open_store", "store_from_config", "split_url", "MANIFEST"]
 
 _TEMP_RE = re.compile(r"\.tmp-[0-9a-f]{32}$")
+MANIFEST = "MANIFEST.json"     # written last by Store.commit_unit: the unit is complete
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,127}$")
 
 
 class StoreError(GancError):
     """A missing object, an unreachable store or an invalid key, in one line."""
+
+
+log = logging.getLogger("ganc.store")
+
+# S3 calls that fail for a passing reason (throttling, a 5xx, a refused or dropped
+# connection) are retried after these pauses (seconds), each attempt logged as one line
+# naming the action, the URL and the error (never a credential); then the error stands.
+RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0)
+THROTTLING_CODES = {"Throttling", "ThrottlingException", "ThrottledException", "SlowDown",
+                    "RequestLimitExceeded", "TooManyRequestsException", "RequestThrottled",
+                    "RequestTimeout", "RequestTimeTooSkewed", "InternalError",
+                    "ServiceUnavailable", "BandwidthLimitExceeded"}
+
+
+def transient(e: BaseException) -> bool:
+    """Whether an S3 error is worth retrying: throttling, a 5xx answer, or no connection."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        try:
+            from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+        except ImportError:  # pragma: no cover
+            return False
+        if isinstance(e, (ConnectionError, HTTPClientError)):
+            return True
+        if isinstance(e, ClientError):
+            err = e.response.get("Error", {})
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            return err.get("Code") in THROTTLING_CODES or int(status) >= 500 \
+                or str(err.get("Code", "")).startswith("5")
+        if isinstance(e, OSError) and not isinstance(e, (FileNotFoundError, PermissionError)):
+            text = str(e)
+            if any(code in text for code in THROTTLING_CODES) or \
+                    re.search(r"\b50[0-4]\b", text):
+                return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _before_commit(tmp_path: str, final_path: str) -> None:
@@ -148,6 +188,21 @@ class Store:
             return os.path.relpath(path, root).replace(os.sep, "/")
         return path[len(root) + 1:] if path.startswith(root + "/") else path
 
+    def _retrying(self, action: str, key: str, fn, *args):
+        """``fn(*args)``, retried on transient S3 errors (see :data:`RETRY_DELAYS`)."""
+        if self.protocol != "s3":
+            return fn(*args)
+        for attempt, delay in enumerate(RETRY_DELAYS + (None,), start=1):
+            try:
+                return fn(*args)
+            except Exception as e:
+                if delay is None or not transient(e):
+                    raise
+                log.warning("store: %s %s failed (%s); retry %d/%d in %.0fs", action,
+                            self._url_unchecked(key), _first_line(e), attempt,
+                            len(RETRY_DELAYS), delay)
+                time.sleep(delay)
+
     def _wrap(self, action: str, key: str, e: BaseException) -> StoreError:
         if isinstance(e, StoreError):
             return e
@@ -169,7 +224,7 @@ class Store:
                     f.flush()
                     os.fsync(f.fileno())
             else:
-                self.fs.pipe_file(tmp, bytes(data))
+                self._retrying("write", key, self.fs.pipe_file, tmp, bytes(data))
             self._commit(tmp, final)
         except Exception as e:
             self._discard(tmp)
@@ -186,7 +241,7 @@ class Store:
         try:
             if self.protocol == "file":
                 os.makedirs(os.path.dirname(final), exist_ok=True)
-            self.fs.put_file(local_path, tmp)
+            self._retrying("write", key, self.fs.put_file, local_path, tmp)
             self._commit(tmp, final)
         except Exception as e:
             self._discard(tmp)
@@ -198,7 +253,11 @@ class Store:
         if self.protocol == "file":
             os.replace(tmp, final)
         else:
-            self.fs.mv(tmp, final)
+            # copy + delete of exactly these keys: fs.mv expands glob characters ('[', '*',
+            # '?') in the source key and fails on a key holding them
+            key = self._rel(final)
+            self._retrying("write", key, self.fs.cp_file, tmp, final)
+            self._retrying("write", key, self.fs.rm_file, tmp)
 
     def _discard(self, tmp: str) -> None:
         try:
@@ -218,7 +277,7 @@ class Store:
                     raise FileNotFoundError(path)
                 with open(path, "rb") as f:
                     return f.read()
-            return self.fs.cat_file(path)
+            return self._retrying("read", key, self.fs.cat_file, path)
         except Exception as e:
             raise self._wrap("read", key, e) from None
 
@@ -235,7 +294,7 @@ class Store:
         try:
             if self.protocol == "file":
                 return os.path.isfile(path) or (os.path.isdir(path) and bool(self.ls(key)))
-            if self.fs.isfile(path):
+            if self._retrying("check", key, self.fs.isfile, path):
                 return True
             return bool(self.ls(key))
         except StoreError:
@@ -255,11 +314,20 @@ class Store:
                 else:
                     found = []
             else:
-                found = self.fs.find(path) if path else []
+                found = self._find(prefix, path)
         except Exception as e:
             raise self._wrap("list", prefix, e) from None
         keys = [self._rel(p) for p in found]
         return sorted(k for k in keys if not _TEMP_RE.search(k))
+
+    def _find(self, prefix: str, path: str) -> list[str]:
+        """Object paths under ``path`` on S3, without "folder" markers: the zero-byte
+        ``name/`` objects that the S3 console and sync tools create hold nothing."""
+        if not path:
+            return []
+        found = self._retrying("list", prefix, self.fs.find, path, None, False, True)
+        return [name for name, info in found.items()
+                if not (name.endswith("/") and not info.get("size"))]
 
     def temp_keys(self, prefix: str = "") -> list[str]:
         """Temporary keys left behind by interrupted writes."""
@@ -268,16 +336,75 @@ class Store:
             found = ([os.path.join(r, f) for r, _, fs in os.walk(path) for f in fs]
                      if os.path.isdir(path) else [])
         else:
-            found = self.fs.find(path)
+            found = self._find(prefix, path)
         return sorted(k for k in (self._rel(p) for p in found) if _TEMP_RE.search(k))
 
-    def clean_temp(self, prefix: str = "") -> int:
-        """Remove temporary keys left by interrupted writes; returns how many."""
+    def clean_temp(self, prefix: str = "", older_than: Optional[float] = None) -> int:
+        """Remove temporary keys left by interrupted writes (with ``older_than``, a Unix
+        time: only those last written before it); returns how many."""
         keys = self.temp_keys(prefix)
+        if older_than is not None:
+            keys = [k for k in keys if self._mtime(k) < older_than]
         for k in keys:
             self._discard(f"{self.root}/{k}" if self.protocol == "s3"
                           else os.path.join(self.root, k))
         return len(keys)
+
+    def _mtime(self, rel: str) -> float:
+        """Last-modified time (Unix seconds) of an object, inf when it cannot be read."""
+        try:
+            if self.protocol == "file":
+                return os.path.getmtime(self._path_unchecked(rel))
+            info = self.fs.info(self._path_unchecked(rel))
+            stamp = info.get("LastModified") or info.get("mtime")
+            return stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp)
+        except Exception:
+            return float("inf")
+
+    # ------------------------------------------------------------------ units
+    def commit_unit(self, prefix: str, files: Mapping[str, bytes]) -> dict:
+        """Write a multi-file artifact (``{name: bytes or a JSON-able object}``) as a
+        unit under ``prefix``: the old manifest is
+        removed first (from then on the unit reads as incomplete), each file is written
+        atomically, and ``<prefix>/MANIFEST.json`` (names, sizes, sha256) is written last.
+        Readers trust only the manifest (:meth:`read_unit`). Returns the manifest."""
+        import hashlib
+        prefix = _check_key(prefix)
+        names = [_check_key(n) for n in files]
+        if MANIFEST in names:
+            raise StoreError(f"{self.url(prefix)}: {MANIFEST} is written by commit_unit")
+        if self.exists(f"{prefix}/{MANIFEST}"):
+            self.rm(f"{prefix}/{MANIFEST}")
+        entries = {}
+        for name, data in files.items():
+            if not isinstance(data, (bytes, bytearray, memoryview)):      # a JSON document
+                data = (json.dumps(data, indent=2, sort_keys=True, default=_json_default)
+                        + "\n").encode()
+            data = bytes(data)
+            self.write_bytes(f"{prefix}/{name}", data)
+            entries[name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        manifest = {"files": entries, "committed_at": time.time()}
+        self.put_json(f"{prefix}/{MANIFEST}", manifest)
+        return manifest
+
+    def read_unit(self, prefix: str) -> Optional[dict]:
+        """The manifest of the unit at ``prefix``, or None while there is none (never
+        committed, or being rewritten)."""
+        key = f"{_check_key(prefix)}/{MANIFEST}"
+        return self.get_json(key) if self.exists(key) else None
+
+    def read_unit_file(self, prefix: str, name: str, manifest: dict) -> bytes:
+        """A file of a committed unit, checked against the manifest's size and hash."""
+        import hashlib
+        entry = manifest.get("files", {}).get(name)
+        if entry is None:
+            raise StoreError(f"{self.url(prefix + '/' + MANIFEST)} does not list {name!r}")
+        data = self.read_bytes(f"{prefix}/{name}")
+        if len(data) != entry.get("size") or \
+                hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+            raise StoreError(f"{self.url(prefix + '/' + name)} does not match "
+                             f"{MANIFEST} (rewritten after the unit was committed?)")
+        return data
 
     def rm(self, key: str, recursive: bool = False) -> None:
         """Remove ``key`` (and, with ``recursive``, everything under it)."""

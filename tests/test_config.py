@@ -83,3 +83,54 @@ def test_reference_presets_search_and_precision():
             m2s.distill.lambda_recon, m2s.distill.lambda_distill) == ("BtoA", 4.6e9, 10.0,
                                                                       10.0, 0.01)
     assert RunConfig().scale.amp is False        # fp32 unless asked
+
+
+def _numeric_fields(obj=None, prefix=""):
+    """(section object, field name, dotted path, base type) of every numeric field."""
+    import dataclasses
+    import typing
+    obj = obj or RunConfig()
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _numeric_fields(value, f"{prefix}{f.name}.")
+            continue
+        hint = typing.get_type_hints(type(obj))[f.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+        if args[0] in (int, float):
+            yield obj, f.name, prefix + f.name, args[0]
+
+
+def test_every_numeric_field_refuses_nan_inf_and_declares_a_range():
+    from ganc.config import _declared, validate
+    unbounded = []
+    for _, name, path, base in _numeric_fields():
+        for bad in (".nan", ".inf", "-.inf"):
+            with pytest.raises(ConfigError, match=rf"^{path}: "):
+                load_config(None, [f"{path}={bad}"])
+        cfg = RunConfig()
+        section = cfg
+        for part in path.split(".")[:-1]:
+            section = getattr(section, part)
+        setattr(section, name, float("nan"))       # set behind the loader's back
+        with pytest.raises(ConfigError, match=rf"^{path}: nan is not a finite number"):
+            validate(cfg)
+        if _declared(type(section), name)[1] is None:
+            unbounded.append(path)
+    assert unbounded == ["prune.base"]               # a logit offset: any finite value
+
+
+@pytest.mark.parametrize("assignment,message", [
+    ("data.batch_size=0", "data.batch_size: 0 is out of range: must be >= 1"),
+    ("search.mutation_prob=-0.1", "search.mutation_prob: -0.1 is out of range: must be in [0, 1]"),
+    ("prune.targets=0.5,0", "prune.targets: item 0 is out of range: must be in (0, 1]"),
+    ("teacher.eval_every=-2", "teacher.eval_every: -2 is out of range: must be >= -1"),
+])
+def test_ranges_are_checked_where_declared(assignment, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [assignment])
+    assert str(e.value) == message
+    ok = assignment.split("=")[0] + "=" + {"data.batch_size": "1", "search.mutation_prob": "1",
+                                           "prune.targets": "1", "teacher.eval_every": "-1"}[
+        assignment.split("=")[0]]
+    load_config(None, [ok])                          # the bound itself is allowed

@@ -96,11 +96,11 @@ def test_bad_onnx_runtime_and_budget_inputs_fail_in_one_line(tmp_path, capsys):
          "--runtime 'tensorrt' is not one of: eager, onnxruntime"),
         (["profile", "--netG", "resnet_6blocks", "--threads", "-2"], "--threads"),
         (["search", "--set", "search.budget_ms=0", "--store", str(tmp_path / "s")],
-         "search.budget_ms must be a positive number"),
+         "search.budget_ms: 0.0 is out of range: must be > 0"),
         (["search", "--set", "search.budget_ms=.nan", "--store", str(tmp_path / "s")],
-         "search.budget_ms must be a positive number"),
+         "search.budget_ms: nan is not a finite number"),
         (["search", "--budget-ms", "-3", "--store", str(tmp_path / "s")],
-         "search.budget_ms must be a positive number"),
+         "--budget-ms: -3.0 is out of range: must be > 0"),
         (["latency-table", "--runtime", "tvm"], "--runtime 'tvm'"),
     ]
     for argv, needle in cases:

@@ -78,8 +78,11 @@ def test_finetune_trains_the_chosen_subnet_from_the_supernet_weights(trained_run
 
 def test_export_writes_state_dict_onnx_pt2_and_card_that_agree(trained_run):
     cfg, url, run, ft, card = trained_run
-    assert sorted(run.ls("export")) == ["export/model.json", "export/model.onnx",
-                                        "export/model.pt", "export/model.pt2"]
+    assert sorted(run.ls("export")) == ["export/MANIFEST.json", "export/model.json",
+                                        "export/model.onnx", "export/model.pt",
+                                        "export/model.pt2"]
+    manifest = run.read_unit("export")              # the unit: every file, by hash
+    assert sorted(manifest["files"]) == ["model.json", "model.onnx", "model.pt", "model.pt2"]
     assert card == run.get_json("export/model.json")
     assert card["netG"] == "sub_mobile_resnet_9blocks" and card["config_str"] == CONFIG
     assert card["macs"] == CostModel(32).macs(CONFIG) and card["finetuned"]
@@ -170,5 +173,5 @@ def test_pull_refuses_keys_escaping_the_target_folder(s3_url, s3_server, tmp_pat
     assert ganc(["pull", run_url, "--all", "-o", str(out)]) == 2
     assert "refusing" in capsys.readouterr().err
     # --best on a run without an export: one line naming what is missing
-    with pytest.raises(PullError, match="export/model.json"):
+    with pytest.raises(PullError, match="export/MANIFEST.json"):
         pull(run_url, out, best=True)

@@ -199,6 +199,38 @@ def test_fid_kid_self_and_monotone_in_distortion(extractor, facades, tmp_path):
         assert fids[1] > 1.0
 
 
+def test_stats_key_is_keyed_by_content(tmp_path, monkeypatch):
+    """Same names, same byte sizes, same folder name, other pixels: other statistics. Each
+    file is read once; later fingerprints come from the mtime/size record."""
+    from ganc.metrics import fid as fidmod
+    from ganc.metrics import sources
+    monkeypatch.setenv("GANC_CACHE", str(tmp_path / "cache"))
+    folders = []
+    for k, colour in enumerate([(10, 20, 30), (200, 100, 0)]):
+        d = tmp_path / f"set{k}" / "real"
+        d.mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (16, 16), tuple(c + i for c in colour)).save(
+                d / f"{i}.png", compress_level=0)           # stored: size = f(pixels count)
+        folders.append(d)
+    sizes = [[os.path.getsize(d / f"{i}.png") for i in range(3)] for d in folders]
+    assert sizes[0] == sizes[1]
+    keys = [fidmod.stats_key(FolderSource((str(d),)), "x", "demo/val/B") for d in folders]
+    assert keys[0] != keys[1]
+    reads = []
+    real_hash = sources.hash_file
+    monkeypatch.setattr(sources, "hash_file", lambda p: reads.append(p) or real_hash(p))
+    assert fidmod.stats_key(FolderSource((str(folders[0]),)), "x", "demo/val/B") == keys[0]
+    assert reads == []                                     # remembered by mtime and size
+    shutil.copytree(folders[0], tmp_path / "copy")         # the same bytes elsewhere
+    assert fidmod.stats_key(FolderSource((str(tmp_path / "copy"),)), "x",
+                            "demo/val/B") == keys[0]
+    assert len(reads) == 3
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(folders[0] / "1.png", compress_level=0)
+    os.utime(folders[0] / "1.png", ns=(1, 1))              # even with an old mtime...
+    assert fidmod.stats_key(FolderSource((str(folders[0]),)), "x", "demo/val/B") != keys[0]
+
+
 def test_real_stats_cache_hit_and_invalidation(extractor, tmp_path):
     folder = _synthetic_images(tmp_path / "real", 3, seed=3)
     store = open_store(tmp_path / "store")
@@ -305,4 +337,40 @@ def test_cli_fid_horse2zebra(extractor, shared_dir, tmp_path, capsys):
                      "--json", "--store", str(tmp_path / "store")]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["n_real"] == 100 and out["n_fake"] == 20
-    assert 20.0 < out["fid"] < 150.0, out
+    assert 20.0 < out["fid"] < 150.0, out            # the published order of magnitude
+    # ...and the value itself: torch-fidelity's own pipeline on the same files
+    expected = torch_fidelity_fid(extractor, root / "trainB", root / "testB", tmp_path)
+    assert out["fid"] == pytest.approx(expected, rel=1e-3, abs=1e-3)
+
+
+def torch_fidelity_fid(extractor, real, fake, tmp_path) -> float:
+    """FID as torch-fidelity computes it end to end (its own image loading, its
+    inception-v3-compat with the same TF weights, its own statistics and sqrtm), as an
+    independent reference for ganc's value."""
+    import torch_fidelity
+    if extractor.name == FID_HELPER_NAME:
+        weights = tmp_path / "weights-inception-compat.pth"
+        torch.save(compat_state_dict_from_fid_helper(extractor.weights_path), weights)
+    else:
+        weights = extractor.weights_path
+    m = torch_fidelity.calculate_metrics(
+        input1=str(fake), input2=str(real), fid=True, cuda=False, cache=False, verbose=False,
+        feature_extractor="inception-v3-compat", feature_extractor_weights_path=str(weights),
+        batch_size=16)
+    return float(m["frechet_inception_distance"])
+
+
+def test_fid_matches_torch_fidelity_on_the_same_images(extractor, tmp_path):
+    """ganc's FID of two folders against torch-fidelity's end-to-end value: a wrong
+    resize, scaling, feature layer, statistic or formula shows up here, not only a value
+    outside a plausible range."""
+    real = _synthetic_images(tmp_path / "real", 10, size=64, seed=1)
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    for i, name in enumerate(sorted(os.listdir(real))):
+        img = Image.open(real / name).filter(ImageFilter.GaussianBlur(1 + i % 3))
+        img.save(fake / name)
+    ours = compute_fid(str(real), str(fake), extractor=extractor)["fid"]
+    expected = torch_fidelity_fid(extractor, real, fake, tmp_path)
+    assert expected > 1.0                            # the sets differ
+    assert ours == pytest.approx(expected, rel=1e-3, abs=1e-3)

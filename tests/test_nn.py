@@ -7,7 +7,7 @@ from ganc import nn as gnn
 from ganc.data.camvid import one_hot
 from ganc.errors import ConfigError, WeightsError
 from ganc.space import PRESETS
-from ganc.weights import load_weights
+from ganc.weights import load_weights, read_state_dict
 
 from .helpers import H2Z_MODEL, needs_shared
 
@@ -137,10 +137,41 @@ class Evil:
     """Anything that is not a tensor container must not be unpickled."""
 
 
+class Payload:
+    """A checkpoint payload that runs code when unpickled: ``open(marker, "w")``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
 def test_weights_only_refuses_pickled_objects(tmp_path):
     torch.save({"x": Evil()}, tmp_path / "evil.pth")
     with pytest.raises(WeightsError, match="cannot read weights"):
         load_weights(gnn.build("resnet_9blocks", ngf=8), tmp_path / "evil.pth")
+
+
+def test_weights_only_never_runs_a_payload(tmp_path):
+    """A state dict carrying a code-running payload: ganc's reader refuses it in one line
+    and the payload never runs (with weights_only=False it would create the marker)."""
+    marker = tmp_path / "pwned"
+    state = gnn.build("resnet_9blocks", ngf=8).state_dict()
+    state["model.1.weight"] = Payload(marker)
+    path = tmp_path / "latest_net_G.pth"
+    torch.save(state, path)
+    assert not marker.exists()
+    with pytest.raises(WeightsError) as e:
+        load_weights(gnn.build("resnet_9blocks", ngf=8), path)
+    assert str(e.value).startswith(f"cannot read weights {path}") and "\n" not in str(e.value)
+    assert not marker.exists(), "the payload ran while loading"
+    with pytest.raises(WeightsError):
+        read_state_dict(path.read_bytes())
+    assert not marker.exists()
+    # the payload is live: an unsafe load runs it (this is what the reader must not do)
+    torch.load(path, weights_only=False)
+    assert marker.exists()
 
 
 @needs_shared(H2Z_MODEL)

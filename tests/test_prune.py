@@ -250,7 +250,7 @@ def test_ablation_switches_change_loss_terms(tmp_path):
 
 def test_prune_config_errors():
     G, D = _teacher()
-    with pytest.raises(ConfigError, match=r"prune.targets: 1.5"):
+    with pytest.raises(ConfigError, match=r"prune.targets: item 1.5 is out of range"):
         Pruner(PruneConfig(targets=[1.5]), 0.1, G, D)
     with pytest.raises(ConfigError, match="prune.lds_features 'vgg'"):
         Pruner(PruneConfig(lds_features="vgg"), 0.1, G, D)

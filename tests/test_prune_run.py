@@ -67,6 +67,6 @@ def test_prune_on_tune_writes_exports_and_results(tmp_path, ray_local):
 def test_prune_cli_errors_are_one_line(capsys):
     assert main(["prune", "--targets", "0.1,2"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "ganc prune: error: --targets: 2 is not a ratio in (0, 1]"
+    assert err == "ganc prune: error: --targets: item 2 is out of range: must be in (0, 1]"
     assert main(["prune", "--set", "prune.lds_k=1", "--fid", "none"]) == 2
-    assert "prune.lds_k must be at least 2" in capsys.readouterr().err
+    assert "prune.lds_k: 1 is out of range: must be >= 2" in capsys.readouterr().err

@@ -117,6 +117,65 @@ def test_crash_between_write_and_commit_leaves_no_visible_object(store, monkeypa
     assert store.ls() == ["keep.json", "runs/r/best.json"]
 
 
+def test_units_are_complete_only_with_their_manifest(store, monkeypatch, tmp_path):
+    """commit_unit writes the files, then MANIFEST.json; while a unit is rewritten it reads
+    as absent (the old manifest goes first), and a crash mid-rewrite never pairs a new
+    file with the old unit; pull --best trusts the manifest only."""
+    from ganc.export import PullError, list_runs, pull
+    run = store.run("u")
+    assert run.read_unit("export") is None
+    m = run.commit_unit("export", {"model.pt": b"old-weights", "model.json": {"v": 1}})
+    assert run.read_unit("export") == m and set(m["files"]) == {"model.pt", "model.json"}
+    assert run.read_unit_file("export", "model.pt", m) == b"old-weights"
+    run.put_json("best.json", {"config": "8_8"})
+
+    calls = []
+
+    def crash_on_second_file(tmp, final):
+        calls.append(final)
+        if len(calls) == 2:
+            raise SimulatedCrash()
+
+    monkeypatch.setattr(store_mod, "_before_commit", crash_on_second_file)
+    with pytest.raises(SimulatedCrash):
+        run.commit_unit("export", {"model.pt": b"new-weights", "model.json": {"v": 2}})
+    monkeypatch.undo()
+    assert run.read_bytes("export/model.pt") == b"new-weights"      # first file landed...
+    assert run.read_unit("export") is None                           # ...but no unit
+    with pytest.raises(PullError, match="export/MANIFEST.json not found"):
+        pull(run.url(), tmp_path / "p")
+    assert not (tmp_path / "p").exists()
+    assert [r["exported"] for r in list_runs(store)] == [False]
+    # a file changed behind the manifest's back is refused, not paired
+    m = run.commit_unit("export", {"model.pt": b"w2", "model.json": {"v": 2}})
+    assert [os.path.basename(p) for p in pull(run.url(), tmp_path / "p")] == [
+        "model.json", "model.pt", "best.json"]
+    run.write_bytes("export/model.pt", b"tampered")
+    with pytest.raises(StoreError, match="does not match MANIFEST.json"):
+        pull(run.url(), tmp_path / "q")
+    assert [r["exported"] for r in list_runs(store)] == [True]
+
+
+def test_leftover_temp_keys_cleaned_by_age_and_runs_holding_only_them_hidden(
+        store, monkeypatch):
+    from ganc.export import list_runs
+
+    def crash(tmp, final):
+        raise SimulatedCrash()
+
+    monkeypatch.setattr(store_mod, "_before_commit", crash)
+    with pytest.raises(SimulatedCrash):
+        store.run("ghost").put_json("best.json", {})
+    monkeypatch.undo()
+    store.run("real").put_json("best.json", {"config": "8_8"})
+    assert [r["run"] for r in list_runs(store)] == ["real"]
+    import time
+    assert store.clean_temp(older_than=time.time() - 3600) == 0      # newer than that
+    assert len(store.temp_keys()) == 1
+    assert store.clean_temp(older_than=time.time() + 60) == 1
+    assert store.temp_keys() == []
+
+
 def test_download_and_escape_refused(store, tmp_path):
     run = store.run("r1")
     run.put_json("best.json", {"a": 1})
@@ -199,3 +258,141 @@ def test_missing_bucket_is_one_line(s3_server):
     with pytest.raises(StoreError) as e:
         st.write_bytes("k", b"x")
     assert "no-such-bucket-ganc" in str(e.value) and "\n" not in str(e.value)
+
+
+# ------------------------------------------------------------------ S3 edge cases
+def _boto(s3_server):
+    import boto3
+    return boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+
+
+def test_zero_byte_folder_objects_are_not_keys(s3_server, s3_url, tmp_path, capsys):
+    """`export/` as a 0-byte object (the S3 console's "Create folder") is no key: ls,
+    exists, download and `ganc pull` (--best and --all) see only the real objects."""
+    from ganc.cli import main
+    bucket, prefix = s3_url[len("s3://"):].split("/", 1)
+    run = open_store(f"{s3_url}/runs/r1")
+    run.commit_unit("export", {"model.json": {"config_str": "8_8"}, "model.pt": b"weights"})
+    run.put_json("best.json", {"config": "8_8"})
+    for marker in ("runs/r1/", "runs/r1/export/", "runs/r1/empty/"):
+        _boto(s3_server).put_object(Bucket=bucket, Key=f"{prefix}/{marker}", Body=b"")
+    assert run.ls() == ["best.json", "export/MANIFEST.json", "export/model.json",
+                        "export/model.pt"]
+    assert run.ls("export") == ["export/MANIFEST.json", "export/model.json", "export/model.pt"]
+    assert not run.exists("empty")
+    assert main(["pull", run.url(), "--best", "-o", str(tmp_path / "best")]) == 0
+    assert sorted(os.listdir(tmp_path / "best")) == ["best.json", "model.json", "model.pt"]
+    assert main(["pull", run.url(), "--all", "-o", str(tmp_path / "all")]) == 0
+    assert (tmp_path / "all" / "export" / "model.pt").read_bytes() == b"weights"
+    assert not (tmp_path / "all" / "empty").exists()
+    assert len(run.download("", tmp_path / "dl")) == 4
+
+
+def test_keys_with_glob_characters_on_s3(s3_url):
+    """'[' ']' '*' '?' in a key: written (temporary key, then committed), listed, read,
+    overwritten; no glob expansion anywhere."""
+    st = open_store(s3_url)
+    for key in ("a[1]/x.json", "b/[ab]*?.bin"):
+        st.write_bytes(key, b"one")
+        st.write_bytes(key, b"two")
+        assert st.read_bytes(key) == b"two" and st.exists(key)
+    assert st.ls() == ["a[1]/x.json", "b/[ab]*?.bin"] and st.temp_keys() == []
+
+
+def test_transient_errors_are_classified():
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    def client_error(code, status):
+        return ClientError({"Error": {"Code": code, "Message": "m"},
+                            "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
+    assert store_mod.transient(client_error("SlowDown", 503))
+    assert store_mod.transient(client_error("ThrottlingException", 400))
+    assert store_mod.transient(client_error("InternalError", 500))
+    assert store_mod.transient(EndpointConnectionError(endpoint_url="http://127.0.0.1:1"))
+    wrapped = OSError("failed")
+    wrapped.__cause__ = client_error("ServiceUnavailable", 503)
+    assert store_mod.transient(wrapped)
+    assert not store_mod.transient(client_error("AccessDenied", 403))
+    assert not store_mod.transient(client_error("NoSuchKey", 404))
+    assert not store_mod.transient(FileNotFoundError("x"))
+    assert not store_mod.transient(ValueError("x"))
+
+
+def test_s3_outage_is_carried_by_bounded_logged_retries(tmp_path, monkeypatch, caplog):
+    """The S3 server stops and comes back on the same port 3 s later: a write in between
+    succeeds through the store's retries, each retry logged in one line without the
+    credentials; an outage longer than the retries fails in one line."""
+    import socket
+    import threading
+
+    from moto.server import ThreadedMotoServer
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    secret = "s3cr3t-" + os.urandom(6).hex()
+    for k, v in {"AWS_ACCESS_KEY_ID": "AKIDTEST", "AWS_SECRET_ACCESS_KEY": secret,
+                 "AWS_SESSION_TOKEN": "tok", "AWS_DEFAULT_REGION": "us-east-1",
+                 "AWS_ENDPOINT_URL": endpoint, "NO_PROXY": "127.0.0.1,localhost"}.items():
+        monkeypatch.setenv(k, v)
+    servers = [ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)]
+    servers[0].start()
+    try:
+        _boto(endpoint).create_bucket(Bucket="outage")
+        # one attempt per call inside s3fs / botocore, so the store's own retries show
+        st = open_store("s3://outage/p", config_kwargs={"retries": {
+            "max_attempts": 1}})
+        st.put_json("before.json", {"n": 1})
+        monkeypatch.setattr(store_mod, "RETRY_DELAYS", (0.5, 1.0, 2.0, 2.0, 2.0))
+        servers[0].stop()
+        back = threading.Timer(3.0, lambda: (servers.append(ThreadedMotoServer(
+            ip_address="127.0.0.1", port=port, verbose=False)), servers[-1].start()))
+        back.start()
+        caplog.set_level("WARNING", logger="ganc.store")
+        st.put_json("during.json", {"n": 2})
+        back.join()
+        assert st.get_json("during.json") == {"n": 2} and st.get_json("before.json") == {"n": 1}
+        retries = [r.getMessage() for r in caplog.records if r.name == "ganc.store"]
+        assert retries and all("\n" not in m and "s3://outage/p/during.json" in m
+                               for m in retries), retries
+        assert secret not in caplog.text and "AKIDTEST" not in caplog.text
+        servers[-1].stop()
+        monkeypatch.setattr(store_mod, "RETRY_DELAYS", (0.1, 0.1))
+        with pytest.raises(StoreError) as e:
+            st.put_json("after.json", {"n": 3})
+        assert "cannot write s3://outage/p/after.json" in str(e.value)
+        assert "\n" not in str(e.value) and secret not in str(e.value)
+    finally:
+        for s in servers:
+            try:
+                s.stop()
+            except Exception:
+                pass
+
+
+def test_the_next_job_cleans_leftover_temp_keys(tmp_path, monkeypatch):
+    """A job opening its run removes the temporary keys an earlier job left (older than
+    this job's start) and keeps newer ones (another writer's, in flight)."""
+    import time
+
+    from ganc import context
+    from ganc.config import load_config
+    url = str(tmp_path / "store")
+    run = open_store(url).run("leftovers")
+
+    def crash(tmp, final):
+        raise SimulatedCrash()
+
+    monkeypatch.setattr(store_mod, "_before_commit", crash)
+    for key in ("old.json", "new.json"):
+        with pytest.raises(SimulatedCrash):
+            run.put_json(key, {})
+    monkeypatch.undo()
+    old = [k for k in run.temp_keys() if k.startswith("old.json")][0]
+    os.utime(os.path.join(run.root, old), (time.time() - 7200, time.time() - 7200))
+    monkeypatch.setattr(context, "JOB_STARTED", time.time() - 3600)
+    cfg = load_config(None, ["data.demo_n=4", "data.demo_size=16", "model.teacher_ngf=4"],
+                      store=url)
+    cfg.store.run_id = "leftovers"
+    context.open_context(cfg)
+    assert [k.split(".tmp-")[0] for k in run.temp_keys()] == ["new.json"]

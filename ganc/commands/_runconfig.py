@@ -18,14 +18,19 @@ def add_run_args(p, workers: bool = True) -> None:
 def load_run_config(args):
     """The RunConfig of ``--config``, ``--set``, ``--store``, ``--run-id``, ``--workers``."""
     from ..config import load_config
-    from ..errors import ConfigError
 
     cfg = load_config(args.config, args.overrides, args.store)
     if getattr(args, "run_id", None):
         cfg.store.run_id = args.run_id
-    workers = getattr(args, "workers", None)
-    if workers is not None:
-        if workers < 1:
-            raise ConfigError(f"--workers must be at least 1, got {workers}")
-        cfg.scale.workers = workers
+    set_flags(cfg, args, workers="scale.workers")
     return cfg
+
+
+def set_flags(cfg, args, **fields) -> None:
+    """Copy the flags given (``--budget-macs`` for ``budget_macs="search.budget_macs"``)
+    into their config fields, checked against the ranges the config declares."""
+    from ..config import set_field
+    for attr, path in fields.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            set_field(cfg, path, value, "--" + attr.replace("_", "-"))

@@ -19,6 +19,9 @@ def register(sub):
                    help="search method (default: search.method)")
     p.add_argument("--no-prune", action="store_true", help="skip the pruning-agent variant")
     p.add_argument("--stages", help="comma-separated subset of the stages to run")
+    p.add_argument("--restart-from", metavar="STAGE",
+                   help="forget this stage and every later one (markers and outputs) and "
+                        "run them again, e.g. after changing their config")
     p.set_defaults(func=cmd_compress)
 
 
@@ -30,7 +33,11 @@ def cmd_compress(args):
         cfg.pipeline.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     if args.no_prune:
         cfg.pipeline.stages = [s for s in cfg.pipeline.stages if s != "prune"]
-    result = compress(cfg, method=args.method)
+    if args.restart_from is not None and args.restart_from not in cfg.pipeline.stages:
+        from ..errors import ConfigError
+        raise ConfigError(f"--restart-from {args.restart_from!r} is not one of this job's "
+                          f"stages: {', '.join(cfg.pipeline.stages)}")
+    result = compress(cfg, method=args.method, restart=args.restart_from)
     if args.json:
         print(json.dumps(result, sort_keys=True, default=str))
         return 0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from ._runconfig import add_run_args, load_run_config
+from ._runconfig import add_run_args, load_run_config, set_flags
 
 
 def register(sub):
@@ -30,33 +30,11 @@ def register(sub):
     p.set_defaults(func=cmd_prune)
 
 
-def parse_targets(text: str) -> list:
-    from ..errors import ConfigError
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            v = float(part)
-        except ValueError:
-            raise ConfigError(f"--targets: {part!r} is not a number") from None
-        if not 0 < v <= 1:
-            raise ConfigError(f"--targets: {part} is not a ratio in (0, 1]")
-        out.append(v)
-    if not out:
-        raise ConfigError("--targets is empty; give ratios such as 0.1,0.05")
-    return out
-
-
 def cmd_prune(args):
     from ..prune.driver import run_prune
 
     cfg = load_run_config(args)
-    if args.targets:
-        cfg.prune.targets = parse_targets(args.targets)
-    if args.d_target is not None:
-        cfg.prune.d_target = args.d_target
+    set_flags(cfg, args, targets="prune.targets", d_target="prune.d_target")
     if args.no_lds:
         cfg.prune.use_lds = False
     if args.no_peer_feedback:

@@ -5,7 +5,7 @@ import contextlib
 import json
 import sys
 
-from ._runconfig import add_run_args, load_run_config
+from ._runconfig import add_run_args, load_run_config, set_flags
 
 
 def register(sub):
@@ -99,9 +99,9 @@ def _f(x):
 def cmd_search(args):
     from ..search.driver import run_search
     cfg = _cfg(args)
+    set_flags(cfg, args, budget_macs="search.budget_macs", budget_ms="search.budget_ms")
     with _quiet(args):
-        out = run_search(cfg, method=args.method, budget_macs=args.budget_macs,
-                         budget_ms=args.budget_ms, fresh=args.fresh)
+        out = run_search(cfg, method=args.method, fresh=args.fresh)
     t = out.get("teacher") or {}
     sc = out["search"]
     budget = _g(sc["budget_macs"]) + (f", {sc['budget_ms']:g} ms" if sc.get("budget_ms") else "")

@@ -156,7 +156,7 @@ def stats_key(source: FolderSource, extractor_id: str, label: str = "") -> str:
     """Store key of the cached statistics: changes with the files, crop/size, label and
     extractor."""
     doc = {"images": source.fingerprint(), "label": label, "extractor": extractor_id,
-           "version": 1}
+           "version": 2}
     h = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
     return f"{STATS_PREFIX}/{_slug(label or source.folders[0].rstrip('/').split('/')[-1])}-{h}.npz"
 
@@ -167,8 +167,8 @@ def real_stats(source, extractor: Extractor, store=None, label: str = "",
     (and cached when ``store`` is given).
 
     ``label`` names the dataset/split/domain (e.g. ``facades/val/B``); the key also holds
-    a fingerprint of the files (names and sizes), the crop/resize and the extractor, so a
-    changed dataset is recomputed, never served stale.
+    a fingerprint of the files' bytes (:meth:`FolderSource.fingerprint`), the crop/resize
+    and the extractor, so a changed dataset is recomputed, never served stale.
     """
     source = as_source(source)
     if not isinstance(source, FolderSource):

@@ -69,16 +69,16 @@ class FolderSource:
         return ",".join(self.folders) + extra
 
     def fingerprint(self) -> str:
-        """Hash of what the images are: relative file names and sizes, crop and size.
-
-        A file added, removed, renamed or rewritten with another size changes it.
-        """
+        """Hash of what the images are: the bytes of every file (in listing order), the
+        crop and the size. Any file added, removed or rewritten changes it, whatever its
+        name, size or folder; two folders of the same bytes share it. Each file's bytes
+        are hashed once per node and remembered by path, mtime and size
+        (:func:`content_digests`)."""
         entries = []
         for i, folder in enumerate(self.folders):
-            for p in list_images(folder, "image folder"):
-                entries.append([i, os.path.relpath(p, folder).replace(os.sep, "/"),
-                                os.path.getsize(p)])
-        doc = {"files": entries, "crop": self.crop, "size": self.size}
+            digests = content_digests(folder, list_images(folder, "image folder"))
+            entries += [[i, d] for d in digests]
+        doc = {"content": entries, "crop": self.crop, "size": self.size}
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
     def load(self, path: str) -> torch.Tensor:
@@ -104,6 +104,49 @@ class FolderSource:
 
     def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         return _group_same_shape((self.load(p) for p in self.paths()), batch_size)
+
+
+DIGESTS = "content-digests"      # <GANC_CACHE>/content-digests/<hash of the folder>.json
+
+
+def hash_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def content_digests(folder: str, paths: Sequence[str]) -> list[str]:
+    """sha256 of each file's bytes. A node-local record per folder
+    (``GANC_CACHE/content-digests/``) keeps each digest with the file's mtime and size, so
+    a file is read again only when one of them changed."""
+    from ..cache import cache_dir, file_lock
+    folder = os.path.abspath(folder)
+    record_path = os.path.join(cache_dir(), DIGESTS,
+                               hashlib.sha256(folder.encode()).hexdigest()[:24] + ".json")
+    with file_lock(record_path + ".lock"):
+        try:
+            with open(record_path) as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            record = {}
+        known = record.get("files", {}) if record.get("folder") == folder else {}
+        files, out = {}, []
+        for p in paths:
+            st = os.stat(p)
+            rel = os.path.relpath(p, folder).replace(os.sep, "/")
+            stamp = [st.st_mtime_ns, st.st_size]
+            entry = known.get(rel)
+            digest = entry[2] if entry and entry[:2] == stamp else hash_file(p)
+            files[rel] = stamp + [digest]
+            out.append(digest)
+        if files != known:
+            tmp = f"{record_path}.tmp-{os.getpid()}"
+            with open(tmp, "w") as f:
+                json.dump({"folder": folder, "files": files}, f)
+            os.replace(tmp, record_path)
+    return out
 
 
 def _group_same_shape(images: Iterable[torch.Tensor], batch_size: int) -> Iterator[torch.Tensor]:

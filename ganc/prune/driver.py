@@ -18,8 +18,10 @@
    ``prune.finetune_steps`` steps, scores it and exports it to
    ``prune/p<target>/`` (``model.pt``, ``net_D.pt``, ``model.onnx``, ``model.pt2``,
    ``model.json`` model card, ``history.jsonl``);
-5. appends one row per target (``method='prune-lds'``) to ``search/results.parquet``, the
-   table the evolutionary search writes, and writes ``prune/summary.json``.
+5. merges one row per target (``method='prune-lds'``) into ``search/results.parquet``, the
+   table the search writes (:func:`ganc.search.report.append_results`: keyed by method,
+   target and config, so a re-run or a retry adds no duplicate), and writes
+   ``prune/summary.json``.
 
 One trial runs in one process (CPU or one GPU). Several GPUs per trial (Ray Train workers
 inside a trial) are not implemented.
@@ -37,11 +39,12 @@ import torch
 
 from ..config import RunConfig, from_dict
 from ..errors import ConfigError, GancError
+from ..search.report import RESULTS, append_results
 from .pruner import Pruner, check_prune_config, describe_gates, finetune
 
 STAGE = "prune"
 METHOD = "prune-lds"
-RESULTS_KEY = "search/results.parquet"
+RESULTS_KEY = RESULTS             # the search's table; rows merged by append_results
 SCORERS = ("pool", "local", "none")
 
 
@@ -284,21 +287,6 @@ def _trial(config, spec=None, scorer=None):
 
 
 # ---------------------------------------------------------------------- driver
-def append_results(run, rows: list) -> str:
-    """Append rows to ``search/results.parquet`` (columns of both methods kept; missing
-    values null) -- read, concatenate, write atomically."""
-    import pyarrow as pa
-    new = pa.Table.from_pylist(rows)
-    if run.exists(RESULTS_KEY):
-        old = run.get_parquet(RESULTS_KEY)
-        if "method" not in old.column_names:
-            old = old.append_column("method", pa.array(["evolution"] * old.num_rows))
-        table = pa.concat_tables([old, new], promote_options="permissive")
-    else:
-        table = new
-    return run.put_parquet(RESULTS_KEY, table)
-
-
 def run_prune(cfg: RunConfig, store=None, *, targets=None, scorer: str = "pool",
               num_cpus: Optional[int] = None) -> dict:
     """Prune for every target on Ray Tune; returns the summary (also in the store)."""

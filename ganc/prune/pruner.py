@@ -27,7 +27,7 @@ from typing import Dict, Iterable, List, Optional
 import torch
 import torch.nn as nn
 
-from ..config import PruneConfig
+from ..config import PruneConfig, check_value, validate
 from ..errors import ConfigError
 from ..losses import GANLoss, discriminator_loss, recon_l1
 from .agents import Agent, expected_gates, kept_ratios, resource_loss
@@ -39,26 +39,10 @@ def check_prune_config(pc: PruneConfig) -> None:
     """One-line errors for values no run could use."""
     if not pc.targets:
         raise ConfigError("prune.targets is empty; give ratios in (0, 1], e.g. [0.1, 0.05]")
-    for t in pc.targets:
-        if not isinstance(t, (int, float)) or not 0 < float(t) <= 1:
-            raise ConfigError(f"prune.targets: {t!r} is not a ratio in (0, 1]")
-    if not 0 < float(pc.d_target) <= 1:
-        raise ConfigError(f"prune.d_target must be in (0, 1], got {pc.d_target}")
-    for name in ("steps", "lr_agent", "temperature", "lds_bandwidth", "samples",
-                 "sample_every"):
-        v = getattr(pc, name)
-        if v is None or v <= 0:
-            raise ConfigError(f"prune.{name} must be positive, got {v!r}")
-    for name in ("lambda_resource", "lambda_lds", "lambda_recon", "lambda_gan", "lr",
-                 "lds_noise", "lds_adv", "finetune_steps"):
-        v = getattr(pc, name)
-        if v is None or v < 0:
-            raise ConfigError(f"prune.{name} must be >= 0, got {v!r}")
+    validate(pc, "prune.")          # numbers: the ranges declared in ganc.config
     if pc.lds_features not in FEATURE_SPACES:
         raise ConfigError(f"prune.lds_features {pc.lds_features!r} is not one of: "
                           + ", ".join(FEATURE_SPACES))
-    if int(pc.lds_k) < 2:
-        raise ConfigError(f"prune.lds_k must be at least 2, got {pc.lds_k}")
 
 
 class Pruner:
@@ -68,8 +52,7 @@ class Pruner:
                  discriminator: nn.Module, *, conditional: bool = True, size: int = 256,
                  gan_mode: str = "vanilla", device="cpu", seed: int = 0):
         check_prune_config(pc)
-        if not 0 < float(target) <= 1:
-            raise ConfigError(f"prune.targets: {target!r} is not a ratio in (0, 1]")
+        check_value(PruneConfig, "d_target", target, "prune target")
         self.pc, self.target, self.size = pc, float(target), int(size)
         self.d_target = float(pc.d_target)
         self.device = torch.device(device)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 from typing import Optional
 
-from ..config import RunConfig, from_dict
+from ..config import RunConfig, from_dict, validate
 from ..errors import ConfigError
 from ..space import ChannelConfig, SearchSpace
 
@@ -42,9 +42,7 @@ def finetune_config(cfg: RunConfig, sup: dict) -> RunConfig:
     """The supernet's own training config with this run's store, scale and fine-tune."""
     base = from_dict(sup["config"]) if isinstance(sup.get("config"), dict) else copy.deepcopy(cfg)
     ft = cfg.finetune
-    for name, v in (("checkpoint_every", ft.checkpoint_every), ("log_every", ft.log_every)):
-        if int(v) < 1:
-            raise ConfigError(f"finetune.{name} must be at least 1, got {v}")
+    validate(ft, "finetune.")
     base.store = copy.deepcopy(cfg.store)
     base.scale = copy.deepcopy(cfg.scale)
     base.fid = copy.deepcopy(cfg.fid)

@@ -23,6 +23,39 @@ def _table(rows: list[dict]):
     return pa.table({c: pa.array([r.get(c) for r in rows], type=types[c]) for c in cols})
 
 
+LEGACY_METHOD = "evolution"    # rows of tables written before rows carried their method
+
+
+def result_key(row: dict) -> tuple:
+    """What makes a result row unique: (method, budget or target, config). A search row's
+    budget is its MACs budget (None: a latency budget alone); a pruning row's is its
+    target ratio."""
+    budget = row.get("budget")
+    if budget is None:
+        budget = row.get("target")
+    return (row.get("method") or LEGACY_METHOD, None if budget is None else float(budget),
+            str(row.get("config")))
+
+
+def append_results(run, rows: list[dict], key=result_key) -> str:
+    """Merge ``rows`` into ``search/results.parquet``: a row replaces the stored row with
+    the same ``key`` (in place), new keys are appended, every other row is kept. Running
+    it again with the same rows (a re-run, a retry after a crash) leaves the same table.
+    Each row keeps its own ``method`` (evolution, nsga2, prune-lds); columns are the union
+    of all rows' (missing values null). Written atomically (temporary key, then commit)."""
+    import pyarrow as pa
+    merged: dict = {}
+    if run.exists(RESULTS):
+        for r in run.get_parquet(RESULTS).to_pylist():
+            r["method"] = r.get("method") or LEGACY_METHOD
+            merged[key(r)] = r
+    for r in rows:
+        merged[key(r)] = dict(r)
+    out = list(merged.values())
+    columns = list(dict.fromkeys(c for r in out for c in r))
+    return run.put_parquet(RESULTS, pa.table({c: [r.get(c) for r in out] for c in columns}))
+
+
 def plot_png(rows: list[dict], front: list[dict], teacher: Optional[dict],
              budget: Optional[float], best: dict) -> bytes:
     import matplotlib
@@ -60,7 +93,10 @@ def write_results(run, rows: list[dict], teacher: Optional[dict], settings: dict
                                     else [])
     front = pareto_front(rows, objectives)
     best = min(rows, key=lambda r: (r["fid"], r["macs"], r["config"]))
-    run.put_parquet(RESULTS, _table(rows))
+    labelled = _table(rows).to_pylist()
+    for r in labelled:
+        r.update(method=settings["method"], budget=settings.get("budget_macs"))
+    append_results(run, labelled)
     run.put_parquet(PARETO, _table(front))
     run.write_bytes(PLOT, plot_png(rows, front, teacher, settings["budget_macs"], best))
     summary = {"config": best["config"], "macs": best["macs"], "params": best["params"],
@@ -75,4 +111,5 @@ def write_results(run, rows: list[dict], teacher: Optional[dict], settings: dict
     return summary
 
 
-__all__ = ["write_results", "plot_png", "RESULTS", "PARETO", "PLOT", "BEST"]
+__all__ = ["write_results", "append_results", "result_key", "plot_png", "RESULTS", "PARETO",
+           "PLOT", "BEST"]

@@ -20,6 +20,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..config import validate
 from ..errors import ConfigError
 
 # ---------------------------------------------------------------- data
@@ -82,10 +83,9 @@ def set_requires_grad(nets, flag: bool) -> None:
             p.requires_grad_(flag)
 
 
-def check_positive(section: str, **values) -> None:
-    for name, v in values.items():
-        if v is None or v <= 0:
-            raise ConfigError(f"{section}.{name} must be positive, got {v!r}")
+def check_section(cfg, section: str) -> None:
+    """The ranges ganc.config declares for ``cfg.<section>``, as one-line errors."""
+    validate(getattr(cfg, section), f"{section}.")
 
 
 # ---------------------------------------------------------------- devices, DDP

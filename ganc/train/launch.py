@@ -157,9 +157,7 @@ def _fit(stage, loop, spec, cfg: RunConfig, ctx) -> None:
     from ..resources import reserve, worker_bundle
 
     sc = cfg.scale
-    common.check_positive("scale", workers=sc.workers, cpus_per_worker=sc.cpus_per_worker)
-    if sc.max_failures < 0:
-        raise common.ConfigError(f"scale.max_failures must be >= 0, got {sc.max_failures}")
+    common.check_section(cfg, "scale")
     gpu = ctx.use_gpu
     bundle = worker_bundle(sc.cpus_per_worker, gpu, ctx.resources)
     reserve([bundle] * int(sc.workers), sc.wait_s, f"{stage}: {sc.workers} Ray Train workers",

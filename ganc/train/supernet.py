@@ -128,8 +128,7 @@ def supernet_loop(spec: dict) -> None:
 
 def _distill(sess: Session, cfg: RunConfig, spec: dict) -> None:
     dc, m, dev = cfg.distill, cfg.model, sess.device
-    common.check_positive("distill", checkpoint_every=dc.checkpoint_every,
-                          log_every=dc.log_every)
+    common.check_section(cfg, "distill")
     paired = cfg.data.kind == "aligned"
     space = SearchSpace.from_dict(spec["search_space"])
     seed_all(cfg.seed)

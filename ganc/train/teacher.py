@@ -13,6 +13,7 @@ Adam (lr, beta1 0.5), LR constant for ``teacher.epochs`` then linearly to 0 over
 """
 from __future__ import annotations
 
+import io
 from typing import Optional
 
 import torch
@@ -201,8 +202,7 @@ def _run(sess, cfg, spec, modules, opts, stream, step_fn, start, G, final_extra,
          extra_state=None, final_metrics=None) -> None:
     tc = cfg.teacher
     schedule, batches = stream
-    common.check_positive("teacher", checkpoint_every=tc.checkpoint_every,
-                          log_every=tc.log_every)
+    common.check_section(cfg, "teacher")
 
     def make_state(step):
         return snapshot(step, modules, opts, spec["config"],
@@ -231,9 +231,13 @@ def _run(sess, cfg, spec, modules, opts, stream, step_fn, start, G, final_extra,
                    **{k: _cpu(f()) for k, f in final_extra.items()},
                    "config": spec["config"], "step": int(last),
                    "schedule": schedule.to_dict(), **measured}
+        # the released layout (weights + card) as a unit first, final.pt (the stage's
+        # "finished" mark) last: a crash in between leaves the stage unfinished, redone
+        buf = io.BytesIO()
+        torch.save(_cpu(G.state_dict()), buf)
+        sess.store.commit_unit(STAGE, {"latest_net_G.pth": buf.getvalue(),
+                                       "model.json": {**teacher_metadata(cfg), **measured}})
         sess.write_final(payload)
-        sess.store.put_torch(f"{STAGE}/latest_net_G.pth", _cpu(G.state_dict()))
-        sess.store.put_json(f"{STAGE}/model.json", {**teacher_metadata(cfg), **measured})
 
 
 def _cpu(sd: dict) -> dict:
