@@ -96,6 +96,8 @@ class DistillConfig:
 class SearchConfig:
     method: str = "evolution"      # evolution | nsga2
     budget_macs: float = 0.0       # 0: a tenth of the teacher's MACs
+    budgets: list = field(default_factory=list)  # several MACs budgets (at data.crop_size),
+                                   # searched side by side on one pool; the first is primary
     population: int = 100
     parent_ratio: float = 0.25
     mutation_prob: float = 0.2     # per position; the reference's presets: 0.4 horse2zebra,
@@ -106,7 +108,7 @@ class SearchConfig:
                                    # as the widest (1: uniform; the reference's horse2zebra: 2)
     generations: int = 500
     seed: int = 0
-    max_concurrent: int = 0        # 0: fit the FID pool
+    max_concurrent: int = 0        # unused since one Tune trial runs a whole search
     latency_objective: bool = False  # nsga2: the latency table's prediction as an objective
     budget_ms: Optional[float] = None  # latency budget (ms, by the latency table); None: off
     latency_runtime: str = "onnxruntime"  # runtime of the latency table: eager | onnxruntime
@@ -158,9 +160,10 @@ class FidConfig:
     extractor: str = "auto"        # auto | inception-v3-compat | fid-helper
     weights: str = ""              # local Inception weights file (optional)
     batch_size: int = 16
-    num_actors: int = 1
-    kid: bool = True
+    num_actors: int = 0            # 0: auto (one per GPU; on CPU one per free CPU)
+    kid: bool = True               # search: KID only for each budget's Pareto set
     kid_subset_size: int = 1000
+    timeout_s: float = 600.0       # per scoring task: an actor past it is replaced
 
 
 @dataclass
