@@ -8,9 +8,14 @@ the cached real statistics, scoring sub-generators in parallel.
 
 A spec names a registered model (a supernet plus a channel config, or a plain generator
 with no config); the model's weights go into the Ray object store once per registration
-and each actor builds the model once, so a task carries only the spec. An actor that
-dies mid-score is replaced (same inputs, same statistics) and its unfinished work is
-re-run; every spec gets exactly one :class:`Score`.
+and each actor builds the model once, so a task carries only the spec. One
+:class:`PoolDispatcher` (an async Ray actor) owns the FID actors and schedules the specs of
+every caller onto them: the driver's ``FidPool.score`` and any other process holding a
+:class:`PoolClient` (``pool.client()``, e.g. the search's Tune trials) go through the same
+queue and the same replace-and-retry. An actor that dies mid-score or answers no task within
+``timeout_s`` is replaced (same inputs, same statistics) and its unfinished work is re-run;
+every spec gets exactly one :class:`Score` (``status='failed'`` with its ``error`` when the
+spec's own scoring fails).
 
 Only the driver touches the store: it reads the cached real statistics, or has the first
 actor compute them from images it sends through the object store and writes them (so
