@@ -118,7 +118,8 @@ def main(argv=None):
                                                 reverse=True))
     cost = CostModel(size=args.size)
     if args.noop:
-        init_local(num_cpus=args.cpus, private=True, logging_level="ERROR")
+        init_local(num_cpus=args.cpus, private=True, logging_level="ERROR",
+                   log_to_driver=not args.json)
         try:
             out = noop(args, space, cost, tmp)
         finally:
@@ -145,7 +146,8 @@ def main(argv=None):
     local.score([SubnetSpec("super", str(space.largest()))])           # warm-up
     setup_local = time.perf_counter() - t0
 
-    init_local(num_cpus=args.cpus, private=True, logging_level="ERROR")
+    init_local(num_cpus=args.cpus, private=True, logging_level="ERROR",
+                   log_to_driver=not args.json)
     t0 = time.perf_counter()
     pool = FidPool(split, num_actors=args.actors, store=store, fid=fid)
     pool.register_model("super", arch="super_mobile_resnet_9blocks", state=sup.state_dict(),
