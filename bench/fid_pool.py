@@ -1,7 +1,8 @@
 """FID service throughput, measured side by side in one run on the same inputs:
 
-1. configs scored per minute: in-process (``LocalPool``, this process's torch threads)
-   vs the Ray FID actor pool with 1 and with 2 actors (one CPU and one torch thread each);
+1. configs scored per minute: in-process (``LocalPool``, ``--threads`` torch threads,
+   default 1: as each actor, so the comparison is one loop against one actor) vs the Ray FID
+   actor pool with 1 and with 2 actors (one CPU and one torch thread each);
    the three sides take turns, in a rotating order, for ``--rounds`` rounds;
 2. first vs second scoring of a dataset: ``compute_fid`` against a real folder with an
    empty statistics store (Inception pass over the real images) and again (cached .npz);
@@ -20,6 +21,7 @@ but only one side runs at a time.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -55,6 +57,10 @@ def main(argv=None):
     ap.add_argument("--eval-n", type=int, default=16, help="eval images")
     ap.add_argument("--size", type=int, default=128, help="generator input size")
     ap.add_argument("--ngf", type=int, default=32, help="supernet width")
+    ap.add_argument("--json", action="store_true",
+                    help="print one JSON object (pool1_vs_inprocess, pool2_vs_pool1, ...)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads of the in-process side (1: as each pool actor)")
     ap.add_argument("--skip-eig", action="store_true",
                     help="skip timing torch-fidelity's O(d^3) FID formula")
     args = ap.parse_args(argv)
@@ -73,6 +79,7 @@ def main(argv=None):
     from ganc.space import SearchSpace
     from ganc.store import open_store
 
+    torch.set_num_threads(max(1, args.threads))     # fair: one thread per scoring loop
     tmp = tempfile.mkdtemp(prefix="ganc-bench-fid-")
     pools = []
     try:
@@ -112,7 +119,7 @@ def main(argv=None):
         # building the model in every actor and TorchScript's first profiling runs)
         names = list(sides)
         for k in names:
-            sides[k].score([SubnetSpec("super", str(space.largest()))] * len(pools[-1].slots))
+            sides[k].score([SubnetSpec("super", str(space.largest()))] * 2 * pools[-1].num_actors)
         spent = {k: 0.0 for k in names}
         scores = {k: {} for k in names}
         for r in range(args.rounds):
@@ -127,7 +134,8 @@ def main(argv=None):
                 for c, s in zip(configs, res):
                     scores[k][c] = s.fid
                 line.append(f"{k} {dt:.1f}s")
-            print(f"round {r}: " + ", ".join(line), flush=True)
+            print(f"round {r}: " + ", ".join(line), flush=True,
+                  file=sys.stderr if args.json else sys.stdout)
         common = set.intersection(*(set(v) for v in scores.values()))
         worst = max(abs(scores[k][c] - scores["in-process"][c]) / abs(scores["in-process"][c])
                     for k in names for c in common)
@@ -161,6 +169,17 @@ def main(argv=None):
         shutil.rmtree(tmp, ignore_errors=True)
 
     n = args.configs * args.rounds
+    base = 60 * n / spent["in-process"]
+    out = {"inprocess_cfg_per_min": base, "pool1_cfg_per_min": 60 * n / spent["pool x1"],
+           "pool2_cfg_per_min": 60 * n / spent["pool x2"],
+           "pool1_vs_inprocess": spent["in-process"] / spent["pool x1"],
+           "pool2_vs_pool1": spent["pool x1"] / spent["pool x2"],
+           "inprocess_threads": torch.get_num_threads(), "configs": n, "eval": what,
+           "size": args.size, "max_rel_fid_diff": worst,
+           "setup_s": setup}
+    if args.json:
+        print(json.dumps(out))
+        return out
     print(f"\nFID service: {what}, generator input {args.size}px, supernet ngf {args.ngf}, "
           f"{os.cpu_count()} CPUs, in-process torch threads {torch.get_num_threads()}")
     print("set-up (not in the rates): " + ", ".join(f"{k} {v:.1f}s" for k, v in setup.items()))

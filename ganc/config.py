@@ -56,6 +56,7 @@ Ratio = Annotated[float, Range(0, 1, lo_open=True)]   # (0, 1]: MACs ratios, sha
 Beta = Annotated[float, Range(0, 1, hi_open=True)]    # Adam beta1, dropout
 Ratios = Annotated[list, Range(0, 1, lo_open=True)]   # a list field: the range of each item
 Widths = Annotated[list, Range(1)]
+Budgets = Annotated[list, Range(0, lo_open=True)]  # MACs budgets: each positive
 
 
 @dataclass
@@ -136,6 +137,8 @@ class DistillConfig:
 class SearchConfig:
     method: str = "evolution"      # evolution | nsga2
     budget_macs: Weight = 0.0      # 0: a tenth of the teacher's MACs
+    budgets: Budgets = field(default_factory=list)  # several MACs budgets (at data.crop_size),
+                                   # searched side by side on one pool; the first is primary
     population: Annotated[int, Range(2)] = 100
     parent_ratio: Ratio = 0.25
     mutation_prob: Prob = 0.2      # per position; the reference's presets: 0.4 horse2zebra,
@@ -146,7 +149,7 @@ class SearchConfig:
                                    # as the widest (1: uniform; the reference's horse2zebra: 2)
     generations: PosInt = 500
     seed: Seed = 0
-    max_concurrent: Count = 0      # 0: fit the FID pool
+    max_concurrent: Count = 0      # unused since one Tune trial runs a whole search
     latency_objective: bool = False  # nsga2: the latency table's prediction as an objective
     budget_ms: Optional[Positive] = None  # latency budget (ms, by the latency table); None: off
     latency_runtime: str = "onnxruntime"  # runtime of the latency table: eager | onnxruntime
@@ -198,9 +201,10 @@ class FidConfig:
     extractor: str = "auto"        # auto | inception-v3-compat | fid-helper
     weights: str = ""              # local Inception weights file (optional)
     batch_size: PosInt = 16
-    num_actors: PosInt = 1
-    kid: bool = True
+    num_actors: Count = 0          # 0: auto (one per GPU; on CPU one per free CPU)
+    kid: bool = True               # search: KID only for each budget's Pareto set
     kid_subset_size: Annotated[int, Range(2)] = 1000
+    timeout_s: Positive = 600.0    # per scoring task: an actor past it is replaced
 
 
 @dataclass

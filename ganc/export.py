@@ -188,9 +188,12 @@ def _safe_dest(out_dir: str, rel: str, url: str) -> str:
     return dest
 
 
-def pull(url: str, out_dir, *, best: bool = True, endpoint_url: Optional[str] = None) -> list:
+def pull(url: str, out_dir, *, best: bool = True, endpoint_url: Optional[str] = None,
+         budget: Optional[float] = None) -> list:
     """Download a run (``STORE/runs/<id>``): with ``best``, ``export/*`` (flattened into
-    ``out_dir``) and ``best.json``; else every object under the run. Returns local paths."""
+    ``out_dir``) and ``best.json``; else every object under the run. Returns local paths.
+    ``budget``: the best of that search budget (best.json's ``budgets``; default: the
+    primary), refused in one line unless the exported model is that budget's best."""
     from .store import open_store
     run = open_store(url, endpoint_url=endpoint_url)
     out_dir = os.path.abspath(os.fspath(out_dir))
@@ -203,6 +206,8 @@ def pull(url: str, out_dir, *, best: bool = True, endpoint_url: Optional[str] = 
         if missing:
             raise PullError(f"nothing to pull: {run.url(missing[0])} not found "
                             "(run `ganc search` and `ganc export` first)")
+        if budget is not None:
+            _check_budget_export(run, budget)
         plan = [(f"{EXPORT}/{name}", name) for name in sorted(manifest["files"])]
         plan.append(("best.json", "best.json"))
     else:
@@ -240,6 +245,22 @@ def pull(url: str, out_dir, *, best: bool = True, endpoint_url: Optional[str] = 
                 os.remove(tmp)
         out.append(dest)
     return out
+
+
+def _check_budget_export(run, budget: float) -> None:
+    """The exported model must be the best of ``budget`` (MACs as best.json records them)."""
+    from .search.report import best_entry
+    from .space import ChannelConfig
+    try:
+        entry = best_entry(run.get_json("best.json"), budget)
+    except GancError as e:
+        raise PullError(f"{run.url('best.json')}: {e}") from None
+    exported = run.get_json(f"{EXPORT}/model.json").get("config")
+    want = list(ChannelConfig.parse(entry["config"]))
+    if exported is not None and list(exported) != want:
+        raise PullError(f"the export of {run.url()} is not the best of budget {budget:.4g} "
+                        f"({entry['config']}); export it first: ganc export --subnet-config "
+                        f"{entry['config']}")
 
 
 def _read_raw(run, key: str) -> bytes:

@@ -104,7 +104,7 @@ def decide(cfg: RunConfig, cluster, teacher_macs: Optional[Callable[[int], float
         load = int(round(small * load / float(recipe_size)))
         crop, size_rule = small, f"scale.cpu_crop_size={small} (CPU placement)"
 
-    recipe_budget = float(cfg.search.budget_macs or 0)
+    recipe_budget = float((cfg.search.budgets or [cfg.search.budget_macs])[0] or 0)
     if recipe_budget > 0:
         budget = convert_budget(recipe_budget, recipe_size, crop)
         budget_rule = (f"search.budget_macs {recipe_budget:.4g} at {recipe_size}px"
@@ -115,6 +115,9 @@ def decide(cfg: RunConfig, cluster, teacher_macs: Optional[Callable[[int], float
     else:
         budget, budget_rule = None, "a tenth of the teacher's MACs at the eval size"
 
+    budgets = None
+    if cfg.search.budgets:             # several budgets: each converted the same way
+        budgets = [convert_budget(float(b), recipe_size, crop) for b in cfg.search.budgets]
     return {
         "version": VERSION,
         "device": "cuda" if use_gpu else "cpu",
@@ -123,7 +126,8 @@ def decide(cfg: RunConfig, cluster, teacher_macs: Optional[Callable[[int], float
         "gpus": cluster.capacity("GPU") if use_gpu else 0.0,
         "crop_size": crop, "load_size": load, "eval_size": crop,
         "recipe_size": recipe_size, "size_rule": size_rule,
-        "budget_macs": budget, "budget_rule": budget_rule,
+        "budget_macs": budget if budgets is None else budgets[0], "budget_rule": budget_rule,
+        "budgets_macs": budgets,
         "decided_by": why,
         "decided_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "requested": request_of(cfg),
@@ -170,5 +174,12 @@ def search_budget(record: dict, recipe_budget: float, teacher_macs: Optional[flo
     return float(teacher_macs) / 10.0
 
 
+def search_budgets(record: dict, recipe_budgets: list, teacher_macs: Optional[float]
+                   ) -> list[float]:
+    """Every budget of ``search.budgets`` (or the one ``search.budget_macs``) at the eval
+    size, each through :func:`search_budget`; the first is the primary."""
+    return [search_budget(record, float(b or 0), teacher_macs) for b in recipe_budgets]
+
+
 __all__ = ["KEY", "decide", "check_request", "apply", "request_of", "convert_budget",
-           "gpu_share", "search_budget", "use_gpu_request"]
+           "gpu_share", "search_budget", "search_budgets", "use_gpu_request"]

@@ -3,6 +3,7 @@ mid-score, real statistics cached in the store. Real Ray, real Inception weights
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -90,28 +91,62 @@ def test_pool_scores_in_parallel_and_survives_a_killed_actor(pool, setup, ray_lo
     assert first[3].fid == pytest.approx(first[1].fid, rel=1e-4)
     assert len({round(s.fid, 6) for s in first[:3]}) == 3
 
-    killed = {}
-
-    def kill_one_busy(score):
-        if killed:
-            return
-        busy = [s for s in pool.slots if s.inflight > 0 and s.name != score.actor]
-        assert busy, "no actor was mid-score"
-        killed["name"] = busy[0].name
-        ray.kill(busy[0].actor, no_restart=True)
-
-    seen = []
-    before = pool.replacements
-    second = pool.score(specs, on_result=lambda s: (seen.append(s.index), kill_one_busy(s)))
-    assert killed and pool.replacements == before + 1
-    assert sorted(seen) == [0, 1, 2, 3]                        # each exactly once
-    assert [s.index for s in second] == [0, 1, 2, 3]
+    # An actor killed while it scores: the call still returns one Score per spec.
+    client = pool.client()
+    before = pool.stats()
+    ref = client.submit(specs)
+    dispatcher = client.dispatcher
+    deadline = time.time() + 120
+    while True:
+        busy = ray.get(dispatcher.names.remote(busy=True))
+        if busy:
+            break
+        assert time.time() < deadline, "no actor was ever busy"
+        time.sleep(0.01)
+    names = ray.get(dispatcher.names.remote())
+    victim = ray.get(dispatcher.actors.remote())[names.index(busy[0])]
+    ray.kill(victim, no_restart=True)
+    second = ray.get(ref)
+    after = pool.stats()
+    assert after["restarts"] == before["restarts"] + 1
+    assert after["retries"] >= before["retries"] + 1 and after["failed"] == before["failed"]
+    assert [s.index for s in second] == [0, 1, 2, 3]           # each exactly once
     assert any(s.attempts == 2 for s in second)
+    assert all(s.status == "ok" for s in second)
     for a, b in zip(first, second):
         assert b.fid == pytest.approx(a.fid, rel=1e-6), (a, b)
         assert b.kid_mean == pytest.approx(a.kid_mean, rel=1e-6, abs=1e-9)
-    assert killed["name"] not in {s.name for s in pool.slots}
+    assert busy[0] not in ray.get(dispatcher.names.remote())
     assert len(pool.info()) == 2                               # replacement is alive
+    # KID only when asked for
+    no_kid = pool.score(specs[:1], kid=False)[0]
+    assert no_kid.kid_mean is None and no_kid.fid == pytest.approx(first[0].fid, rel=1e-6)
+
+
+def test_a_hanging_actor_is_replaced_and_its_config_rescored(setup, tmp_path):
+    """The test hook makes the first scoring of one config sleep far past the timeout."""
+    from ganc.config import FidConfig
+    from ganc.metrics.pool import FidPool, SubnetSpec
+    split, sup, store = setup
+    hang = {"config": CONFIGS[1], "seconds": 600, "marker": str(tmp_path / "hung")}
+    with FidPool(split, num_actors=1, store=store, timeout_s=40, test_hang=hang,
+                 fid=FidConfig(kid=False, batch_size=8)) as p:
+        p.register_model("super", arch="super_mobile_resnet_9blocks", state=sup.state_dict(),
+                         ngf=16)
+        got = p.score([SubnetSpec("super", c) for c in CONFIGS])
+        stats = p.stats()
+    assert os.path.exists(hang["marker"]), "the hook never fired"
+    assert [s.spec.config for s in got] == CONFIGS and all(s.status == "ok" for s in got)
+    assert got[1].attempts == 2 and np.isfinite(got[1].fid)
+    assert stats["timeouts"] == 1 and stats["restarts"] == 1 and stats["failed"] == 0
+
+
+def test_a_config_whose_scoring_fails_is_recorded_with_its_reason(pool):
+    from ganc.metrics.pool import SubnetSpec
+    got = pool.score([SubnetSpec("super", "64_16_16_16_16_16_16_16"),
+                      SubnetSpec("super", CONFIGS[0])], failures="record")
+    assert got[0].status == "failed" and "exceeds the supernet's ngf 16" in got[0].error
+    assert "\n" not in got[0].error and got[1].status == "ok"
 
 
 def test_in_process_pool_matches_and_hits_the_cache(pool, setup):

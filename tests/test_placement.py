@@ -80,6 +80,12 @@ def test_budget_is_converted_to_the_cpu_size_exactly_as_macs_scale():
     assert teacher["budget_macs"] == pytest.approx(12800.0)
     assert placement.search_budget(cpu, 3.0e9, None) == pytest.approx(cpu["budget_macs"])
     assert placement.search_budget(cpu, 0, 5.0e9) == pytest.approx(5.0e8)
+    # several budgets: every one through the same conversion, recorded in the placement
+    many = placement.decide(cfg_of(search={"budgets": [3.0e9, 2.0e9, 1.0e9]}), CPU_ONLY)
+    assert many["budgets_macs"] == pytest.approx([7.5e8, 5.0e8, 2.5e8])
+    assert many["budget_macs"] == pytest.approx(7.5e8)
+    assert placement.search_budgets(many, [3.0e9, 2.0e9, 1.0e9], None) == pytest.approx(
+        many["budgets_macs"])
     # the teacher's MACs the context records are the profiler's at that size
     from ganc import nn as gnn
     from ganc.context import _teacher_macs

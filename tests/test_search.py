@@ -255,75 +255,83 @@ def test_nsga2_searcher_through_tune_returns_a_non_dominated_front(ray_local, tm
 
 
 # ---------------------------------------------------------------- resume after a kill
+# Two budgets searched side by side (one Tune trial each, a generation per scoring call)
+# on a synthetic scorer; the first driver's scorer blocks on its third call (generation
+# 2), the driver is SIGKILLed, and a second driver restores the experiment.
 DRIVER = textwrap.dedent('''
     import json, os, sys, time
     import ray
     from ray import tune
+    from ganc.config import SearchConfig
+    from ganc.metrics.pool import Score
     from ganc.search.cost import CostModel
-    from ganc.search.searcher import EvolutionSearcher
+    from ganc.search.driver import _trial_resources, fit_searches, search_trial, searches_of
     from ganc.space import ChannelConfig, SearchSpace
-    SPACE, COST, BUDGET = SearchSpace.uniform("tiny", [16, 8]), CostModel(size=32), {budget}
+    SPACE, COST, BUDGETS = SearchSpace.uniform("tiny", [16, 8]), CostModel(size=32), {budgets}
 
     def synthetic_score(cfg):
         return -float(sum(w * c for w, c in zip({weights}, ChannelConfig.parse(cfg))))
 
     storage, log, mode = sys.argv[1:4]
 
-    def trainable(trial_cfg):
-        cfg, gen = trial_cfg["config"], trial_cfg["generation"]
-        while gen >= 2 and mode == "start":   # the first driver's trials never finish
-            time.sleep(0.2)                   # generation 2 (they die with the driver)
-        with open(log, "a") as f:
-            f.write(json.dumps({{"config": cfg, "generation": gen}}) + "\\n")
-        tune.report({{"score": synthetic_score(cfg), "config_str": cfg, "generation": gen}})
+    class Client:
+        calls = 0
+
+        def score(self, specs, kid=None, failures="raise"):
+            Client.calls += 1
+            while Client.calls >= 3 and mode == "start":   # the first driver's searches
+                time.sleep(0.2)                            # never finish generation 2
+            with open(log, "a") as f:
+                for s in specs:
+                    f.write(json.dumps({{"search": s.tag.split("-")[0], "config": s.config}})
+                            + "\\n")
+            return [Score(i, s, synthetic_score(s.config) + 1000.0)
+                    for i, s in enumerate(specs)]
 
     ray.init(address=os.environ["RAY_ADDRESS"], logging_level="ERROR")
-    if mode == "start":
-        searcher = EvolutionSearcher(SPACE, BUDGET, COST, metric="score", mode="min",
-                                     population=6, generations=4, seed=5)
-        tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
-            search_alg=searcher, num_samples=1000, max_concurrent_trials=2, reuse_actors=True),
-            run_config=tune.RunConfig(storage_path=storage, name="exp", verbose=0))
-    else:
-        tuner = tune.Tuner.restore(os.path.join(storage, "exp"), trainable=trainable,
-                                   resume_unfinished=True)
-    results = tuner.fit()
-    print("FINISHED", len(results))
+    trainable = tune.with_resources(tune.with_parameters(
+        search_trial, client=Client(), space=SPACE, cost=COST,
+        settings=SearchConfig(population=6, generations=4, seed=5)), _trial_resources())
+    results, resumed = fit_searches(trainable, searches_of("evolution", BUDGETS), storage)
+    rows = {{}}
+    from ganc.search.driver import rows_of
+    for r in results:
+        rows[r.config["search"]["index"]] = rows_of(r)
+    print("FINISHED", resumed, json.dumps(rows))
 ''')
 
 
-def _searcher_state(exp_dir):
+def _checkpoints(exp_dir):
+    """{trial dir: batches of its newest checkpoint}, and the newest checkpoint's mtime."""
     import glob
-    for p in sorted(glob.glob(os.path.join(exp_dir, "searcher-state-*.pkl"))):
+    out, newest = {}, 0.0
+    for p in glob.glob(os.path.join(exp_dir, "*", "checkpoint_*", "progress.json")):
         try:
             with open(p) as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            return None
-    return None
+                batches = json.load(f)["batches"]
+        except (OSError, ValueError, KeyError):
+            continue
+        trial = os.path.dirname(os.path.dirname(p))
+        out[trial] = max(out.get(trial, 0), batches)
+        newest = max(newest, os.path.getmtime(p))
+    return out, newest
 
 
-def _terminated_configs(exp_dir):
-    """Configs of the trials the experiment checkpoint records as TERMINATED."""
+def _state_mtime(exp_dir):
     import glob
-    done = set()
-    for p in sorted(glob.glob(os.path.join(exp_dir, "experiment_state-*.json")))[-1:]:
-        try:
-            with open(p) as f:
-                data = json.load(f)
-        except (OSError, ValueError):
-            return None
-        for entry in data["trial_data"]:
-            t = json.loads(entry[0]) if isinstance(entry[0], str) else entry[0]
-            if t.get("status") == "TERMINATED":
-                done.add(t["config"]["config"])
-    return done
+    return max([os.path.getmtime(p) for p in
+                glob.glob(os.path.join(exp_dir, "experiment_state-*.json"))] or [0.0])
 
 
-def test_killed_search_resumes_with_tuner_restore_and_rescores_nothing(ray_local, tmp_path):
+def test_two_budget_search_resumes_after_a_killed_driver_and_rescores_nothing(ray_local,
+                                                                             tmp_path):
+    configs = all_configs()
+    macs = sorted(COST.macs(c) for c in configs)
+    budgets = [macs[len(macs) // 3], macs[2 * len(macs) // 3]]
     script = tmp_path / "driver.py"
-    script.write_text(DRIVER.format(budget=budget_and_optimum()[0], weights=WEIGHTS))
+    script.write_text(DRIVER.format(budgets=budgets, weights=WEIGHTS))
     storage, log = tmp_path / "tune", tmp_path / "evals.jsonl"
+    exp = storage / "tune"
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address,
            "TUNE_GLOBAL_CHECKPOINT_S": "1", "RAY_USAGE_STATS_ENABLED": "0",
            "PYTHONPATH": REPO}
@@ -332,39 +340,38 @@ def test_killed_search_resumes_with_tuner_restore_and_rescores_nothing(ray_local
                              stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 150
-        while time.time() < deadline:       # wait: generations 0-1 scored and checkpointed
-            # both halves of Tune's experiment checkpoint must show generations 0-1 done:
-            # the searcher state and the trial table (written one after the other)
-            st = _searcher_state(storage / "exp")
-            if st and st["evolution"]["generation"] >= 2 and st["live"]:
-                done = _terminated_configs(storage / "exp")
-                if done is not None and done == set(st["evolution"]["cache"]):
-                    break
+        while time.time() < deadline:   # both searches checkpointed generations 0-1, and
+            done, newest = _checkpoints(exp)       # the experiment state saved after that
+            if len(done) == 2 and min(done.values()) >= 2 and _state_mtime(exp) > newest + 1:
+                break
             assert first.poll() is None, "the first driver exited early"
             time.sleep(0.5)
         else:
-            pytest.fail("generation 2 never started")
+            pytest.fail("the searches never reached generation 2")
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
     before = [json.loads(line) for line in log.read_text().splitlines()]
-    assert {e["generation"] for e in before} == {0, 1}
-    killed_at = st["evolution"]["generation"]      # 2, or 3 when generation 2 was all cached
-    assert killed_at >= 2
+    assert {e["search"] for e in before} == {"b0", "b1"}
 
     second = subprocess.run(args + ["restore"], env=env, capture_output=True, text=True,
                             timeout=200)
     assert second.returncode == 0, second.stderr[-2000:]
+    line = next(ln for ln in second.stdout.splitlines() if ln.startswith("FINISHED"))
+    resumed, rows = line.split(" ", 2)[1:]
+    rows = json.loads(rows)
+    assert resumed == "True"
     evals = [json.loads(line) for line in log.read_text().splitlines()]
-    configs = [e["config"] for e in evals]
-    assert len(configs) == len(set(configs)), "a config was scored twice across the restore"
     assert evals[:len(before)] == before
-    after = [e["generation"] for e in evals[len(before):]]
-    assert after and min(after) == killed_at        # resumed at the generation it was in
-    assert "FINISHED" in second.stdout
-    final = _searcher_state(storage / "exp")        # last checkpoint: in the last generation
-    assert final["evolution"]["generation"] >= 3
-    assert set(final["evolution"]["cache"]) <= set(configs)
+    for k, budget in enumerate(budgets):
+        scored = [e["config"] for e in evals if e["search"] == f"b{k}"]
+        assert len(scored) == len(set(scored)), f"budget {k}: a config was scored twice"
+        recorded = [r["config"] for r in rows[str(k)]]
+        assert sorted(recorded) == sorted(scored), "every scored config is recorded once"
+        assert all(COST.macs(c) <= budget for c in recorded)
+        assert {r["budget"] for r in rows[str(k)]} == {budget}
+        assert max(r["generation"] for r in rows[str(k)]) == 3      # ran to the end
+        assert all(r["status"] == "ok" for r in rows[str(k)])
 
 
 # ---------------------------------------------------------------- real search (pool)
@@ -412,35 +419,111 @@ def test_search_budget_below_smallest_fails_before_starting_anything(ray_local, 
     assert not os.path.exists(tmp_path / "store" / "runs" / "tiny" / "search")
 
 
-def test_small_search_through_tune_and_the_fid_pool_writes_every_result(ray_local, tmp_path):
+def _kill_one_busy_fid_actor(stop, out):
+    """Wait until the search's pool has scored the teacher and two configs, then ray.kill
+    an FID actor that is scoring (the test's side of a running search)."""
+    import ray
+    from ganc.metrics.pool import DISPATCHER_PREFIX
+    deadline = time.time() + 300
+    while not stop.is_set() and time.time() < deadline:
+        names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                 if a["name"].startswith(DISPATCHER_PREFIX)]
+        if names:
+            d = ray.get_actor(names[0], namespace=next(
+                a["namespace"] for a in ray.util.list_named_actors(all_namespaces=True)
+                if a["name"] == names[0]))
+            try:
+                if ray.get(d.stats.remote())["scored"] >= 3:
+                    busy = ray.get(d.names.remote(busy=True))
+                    if busy:
+                        victim = ray.get(d.actors.remote())[
+                            ray.get(d.names.remote()).index(busy[0])]
+                        ray.kill(victim, no_restart=True)
+                        out["killed"] = busy[0]
+                        return
+            except ray.exceptions.RayActorError:
+                pass
+        time.sleep(0.05)
+
+
+def test_two_budget_search_through_the_fid_pool_survives_a_killed_actor(ray_local, tmp_path):
+    """Two budgets side by side on one pool; an FID actor is killed mid-search: every
+    config is scored exactly once, none failed, best.json counts one restart and has an
+    entry per budget; KID only for the Pareto sets."""
+    import threading
     import pyarrow.parquet  # noqa: F401
     from ganc.search.driver import run_search
     from ganc.store import open_store
     url = str(tmp_path / "store")
     make_supernet_run(url)
     cfg = tiny_config(url)
-    summary = run_search(cfg, url)
+    cost = CostModel(32)
+    space = SearchSpace.uniform("tiny", (8, 4))
+    macs = sorted(cost.macs(c) for c in all_configs(space))
+    cfg.search.budgets = [macs[-1], macs[len(macs) // 2]]     # at crop_size = eval size
+    stop, out = threading.Event(), {}
+    killer = threading.Thread(target=_kill_one_busy_fid_actor, args=(stop, out), daemon=True)
+    killer.start()
+    try:
+        summary = run_search(cfg, url)
+    finally:
+        stop.set()
+        killer.join(30)
+    assert out.get("killed"), "no FID actor was killed mid-search"
     run = open_store(url).run("tiny")
     for key in ("search/results.parquet", "search/pareto.parquet", "search/fid_vs_macs.png",
-                "best.json", "search/teacher.json"):
+                "search/fid_vs_macs_1.png", "best.json", "search/teacher.json"):
         assert run.exists(key), key
     rows = run.get_parquet("search/results.parquet").to_pylist()
-    budget = summary["search"]["budget_macs"]
-    assert budget == pytest.approx(summary["teacher"]["macs"] / 10)
-    assert 1 <= len(rows) <= 6 and len({r["config"] for r in rows}) == len(rows)
-    assert set(rows[0]) >= {"config", "macs", "params", "fid", "kid", "generation",
-                            "trial_id", "wall_s"}
-    cost = CostModel(32)
-    for r in rows:
-        assert r["macs"] == cost.macs(r["config"]) <= budget
-        assert r["params"] == cost.params(r["config"])
-        assert math.isfinite(r["fid"]) and r["generation"] in (0, 1) and r["trial_id"]
+    assert set(rows[0]) >= {"method", "budget", "config", "macs", "params", "fid", "kid",
+                            "generation", "trial_id", "status", "error", "attempts"}
     best = run.get_json("best.json")
-    assert best["fid"] == min(r["fid"] for r in rows)
-    assert best["config"] in {r["config"] for r in rows}
+    assert best == summary
+    assert best["pool"]["restarts"] == 1 and best["pool"]["failed"] == 0
+    assert [e["budget_macs"] for e in best["budgets"]] == cfg.search.budgets
+    assert best["config"] == best["budgets"][0]["config"]          # primary at the top
+    front = run.get_parquet("search/pareto.parquet").to_pylist()
+    front_cfgs = {r["config"] for r in front}
+    for k, budget in enumerate(cfg.search.budgets):
+        mine = [r for r in rows if r["budget"] == budget]
+        assert 1 <= len(mine) <= 6 and len({r["config"] for r in mine}) == len(mine), \
+            f"budget {k}: a config was scored twice"
+        assert all(r["status"] == "ok" and r["error"] is None for r in mine)
+        for r in mine:
+            assert r["macs"] == cost.macs(r["config"]) <= budget
+            assert r["params"] == cost.params(r["config"])
+            assert math.isfinite(r["fid"]) and r["generation"] in (0, 1) and r["trial_id"]
+        entry = best["budgets"][k]
+        assert entry["fid"] == min(r["fid"] for r in mine) and entry["n_failed"] == 0
+        assert entry["n_scored"] == len(mine) and entry["method"] == "evolution"
+        on_front = [r for r in front if r["budget"] == budget]
+        vec = [(r["fid"], r["macs"]) for r in on_front]
+        assert vec and not any(dominates(a, b) for a in vec for b in vec)
+        assert len(on_front) == entry["n_pareto"]
+        # KID: computed for the Pareto sets only (off during the search)
+        assert all(r["kid"] is not None for r in on_front)
+        assert all((r["kid"] is not None) == (r["config"] in front_cfgs) for r in mine)
     assert best["teacher"]["macs"] > best["macs"] and math.isfinite(best["teacher"]["fid"])
     assert best["search"]["population"] == 3 and best["search"]["method"] == "evolution"
-    front = run.get_parquet("search/pareto.parquet").to_pylist()
-    vec = [(r["fid"], r["macs"]) for r in front]
-    assert vec and not any(dominates(a, b) for a in vec for b in vec)
     assert run.read_bytes("search/fid_vs_macs.png")[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pull_budget_picks_a_best_json_entry_and_refuses_a_model_of_another(tmp_path):
+    from ganc.export import PullError, pull
+    from ganc.search.report import best_entry
+    from ganc.store import open_store
+    run = open_store(str(tmp_path / "store")).run("r")
+    entries = [{"budget_macs": 3e9, "budget_recipe_macs": 3e9, "config": "16_16_32_16_32_32_16_16"},
+               {"budget_macs": 1e9, "budget_recipe_macs": 4e9, "config": "8_8_16_8_16_16_8_8"}]
+    run.put_json("best.json", {"config": entries[0]["config"], "budgets": entries})
+    run.put_json("export/model.json", {"config": [16, 16, 32, 16, 32, 32, 16, 16]})
+    assert best_entry(run.get_json("best.json"))["config"] == entries[0]["config"]
+    assert best_entry(run.get_json("best.json"), 4e9) == entries[1]   # as asked
+    got = pull(run.url(), tmp_path / "out", budget=3e9)
+    assert sorted(os.path.basename(p) for p in got) == ["best.json", "model.json"]
+    with pytest.raises(PullError, match="not the best of budget 1e.09") as e:
+        pull(run.url(), tmp_path / "out2", budget=1e9)
+    assert "ganc export --subnet-config 8_8_16_8_16_16_8_8" in str(e.value)
+    with pytest.raises(PullError, match=r"no search at budget 2e\+09 MACs \(budgets: 3e\+09, 1e\+09\)"):
+        pull(run.url(), tmp_path / "out3", budget=2e9)
+    assert not os.path.exists(tmp_path / "out2") and not os.path.exists(tmp_path / "out3")

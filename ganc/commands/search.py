@@ -66,6 +66,9 @@ def register(sub):
     p.add_argument("--best", action="store_true",
                    help="only export/* and best.json (the default); without it: the whole run")
     p.add_argument("--all", action="store_true", help="download every object of the run")
+    p.add_argument("--budget", type=float, default=None,
+                   help="the best of this search budget (MACs as best.json records them; "
+                        "default: the primary budget)")
     p.add_argument("-o", "--out", required=True, help="target folder")
     p.set_defaults(func=cmd_pull)
 
@@ -163,7 +166,7 @@ def cmd_runs(args):
 
 def cmd_pull(args):
     from ..export import pull
-    paths = pull(args.run_url, args.out, best=not args.all)
+    paths = pull(args.run_url, args.out, best=not args.all, budget=args.budget)
     for p in paths:
         print(p)
     return 0

@@ -8,9 +8,14 @@ the cached real statistics, scoring sub-generators in parallel.
 
 A spec names a registered model (a supernet plus a channel config, or a plain generator
 with no config); the model's weights go into the Ray object store once per registration
-and each actor builds the model once, so a task carries only the spec. An actor that
-dies mid-score is replaced (same inputs, same statistics) and its unfinished work is
-re-run; every spec gets exactly one :class:`Score`.
+and each actor builds the model once, so a task carries only the spec. One
+:class:`PoolDispatcher` (an async Ray actor) owns the FID actors and schedules the specs of
+every caller onto them: the driver's ``FidPool.score`` and any other process holding a
+:class:`PoolClient` (``pool.client()``, e.g. the search's Tune trials) go through the same
+queue and the same replace-and-retry. An actor that dies mid-score or answers no task within
+``timeout_s`` is replaced (same inputs, same statistics) and its unfinished work is re-run;
+every spec gets exactly one :class:`Score` (``status='failed'`` with its ``error`` when the
+spec's own scoring fails).
 
 Only the driver touches the store: it reads the cached real statistics, or has the first
 actor compute them from images it sends through the object store and writes them (so
@@ -29,7 +34,10 @@ dead one's bundle. :class:`LocalPool` runs the same scoring in-process, without 
 """
 from __future__ import annotations
 
+import asyncio
+import math
 import os
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -75,12 +83,15 @@ class Score:
     seconds: float = 0.0                # scoring time inside the actor
     actor: str = ""                     # who scored it ('local' in-process)
     attempts: int = 1                   # 2+ when an actor died while scoring it
+    status: str = "ok"                  # 'failed': the spec's own scoring failed (error)
+    error: str = ""
 
     def to_dict(self) -> dict:
         return {"index": self.index, "model": self.spec.model, "config": self.spec.config,
                 "tag": self.spec.tag, "fid": self.fid, "kid_mean": self.kid_mean,
                 "kid_std": self.kid_std, "n_fake": self.n_fake, "seconds": self.seconds,
-                "actor": self.actor, "attempts": self.attempts}
+                "actor": self.actor, "attempts": self.attempts, "status": self.status,
+                "error": self.error}
 
 
 @dataclass
@@ -227,7 +238,23 @@ class _ScoringState:
     def set_real(self, real: RealStats) -> None:
         self.real = real
 
-    def score(self, spec: SubnetSpec, entry) -> dict:
+    def _maybe_hang(self, spec: SubnetSpec) -> None:
+        """Test hook (``test_hang`` of the pool: ``{"config", "seconds", "marker"}``): the
+        first scoring of that config anywhere (``marker``: a file made then) sleeps, as a
+        stuck device would."""
+        hang = self.opts.get("test_hang")
+        if not hang or spec.config != hang.get("config"):
+            return
+        try:
+            fd = os.open(hang["marker"], os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.close(fd)
+        time.sleep(float(hang.get("seconds", 3600)))
+
+    def score(self, spec: SubnetSpec, entry, kid: Optional[bool] = None) -> dict:
+        """FID (and KID when ``kid``, default: the pool's ``fid.kid``) of one spec."""
+        self._maybe_hang(spec)
         if self.real is None:
             raise GancError("FID actor has no real statistics")
         # Built models are cached by what was registered (the ObjectRef, or the entry
@@ -246,7 +273,7 @@ class _ScoringState:
         config = _config_for(model, spec)
         scorer = Scorer(self.extractor, self.real, self.inputs,
                         batch_size=self.opts.get("batch_size", 16),
-                        kid=bool(self.opts.get("kid", False)),
+                        kid=bool(self.opts.get("kid", False) if kid is None else kid),
                         kid_subset_size=int(self.opts.get("kid_subset_size", 1000)))
         return scorer.score(model, config)
 
@@ -258,7 +285,8 @@ def _fid_opts(fid) -> dict:
     if isinstance(fid, dict):
         return dict(fid)
     return {"extractor": fid.extractor, "weights": fid.weights, "batch_size": fid.batch_size,
-            "kid": fid.kid, "kid_subset_size": fid.kid_subset_size}
+            "kid": fid.kid, "kid_subset_size": fid.kid_subset_size,
+            "timeout_s": getattr(fid, "timeout_s", DEFAULT_TIMEOUT_S)}
 
 
 def _to_score(i: int, spec: SubnetSpec, res: dict, actor: str, attempts: int) -> Score:
@@ -297,16 +325,28 @@ class LocalPool:
     def unregister_model(self, name: str) -> None:
         self.entries.pop(name, None)
 
-    def score(self, specs: Sequence[SubnetSpec], on_result: Optional[Callable] = None
-              ) -> list[Score]:
+    def score(self, specs: Sequence[SubnetSpec], kid: Optional[bool] = None,
+              failures: str = "raise") -> list[Score]:
+        """One Score per spec, in order (arguments as :meth:`PoolClient.score`)."""
+        if failures not in ("raise", "record"):
+            raise ConfigError(f"failures must be 'raise' or 'record', got {failures!r}")
         out = []
         for i, spec in enumerate(specs):
             if spec.model not in self.entries:
                 raise ConfigError(f"spec {spec}: no model registered as {spec.model!r}")
-            s = _to_score(i, spec, self.state.score(spec, self.entries[spec.model]), "local", 1)
+            try:
+                s = _to_score(i, spec, self.state.score(spec, self.entries[spec.model], kid),
+                              "local", 1)
+            except Exception as e:
+                if failures == "raise":
+                    raise
+                s = _failed(i, spec, f"scoring {spec} failed: {type(e).__name__}: {e}",
+                            "local", 1)
+            if s.status == "ok" and not math.isfinite(s.fid):
+                s.status, s.error = "failed", f"FID is {s.fid} (not finite)"
+            if s.status != "ok" and failures == "raise":
+                raise GancError(f"scoring {spec} failed: {s.error}")
             out.append(s)
-            if on_result:
-                on_result(s)
         return out
 
     def close(self):
@@ -321,6 +361,10 @@ class LocalPool:
 
 # ---------------------------------------------------------------- Ray
 _ACTOR_CLASS = None
+_DISPATCHER_CLASS = None
+DEFAULT_TIMEOUT_S = 600.0
+DISPATCHER_PREFIX = "ganc-fid-pool-"   # named actor: tests and tools find a running pool
+START_TIMEOUT_S = 900.0     # an actor not up (Inception loaded) by then is replaced
 
 
 def _actor_class():
@@ -332,16 +376,17 @@ def _actor_class():
     @ray.remote
     class FidActor:
         def __init__(self, fid_opts, inputs, real):
-            self.state = _ScoringState(fid_opts, inputs, real)
+            self.state = _ScoringState(fid_opts, ray.get(inputs[0]),
+                                       None if real is None else ray.get(real[0]))
 
         def compute_real(self, images):
-            return self.state.compute_real(images)
+            return self.state.compute_real(ray.get(images[0]))
 
         def set_real(self, real):
-            self.state.set_real(real)
+            self.state.set_real(ray.get(real[0]))
 
-        def score(self, spec, entry):
-            return self.state.score(spec, entry)
+        def score(self, spec, entry, kid=None):
+            return self.state.score(spec, entry, kid)
 
         def info(self):
             return {"pid": os.getpid(), "threads": torch.get_num_threads(),
@@ -359,22 +404,261 @@ class _Slot:
     bundle: int = 0                 # its bundle of the pool's placement group
     generation: int = 0
     inflight: int = 0
+    ready: Any = None               # ObjectRef of its first info() call: it is up
+
+
+class PoolDispatcher:
+    """The pool's one scheduler: owns the FID actors and hands them work from any number
+    of concurrent ``score`` calls (an async Ray actor, so the search's trials, the driver and
+    a pruning scorer all reach the same actors through it, each call a batch of specs).
+
+    - the least busy actor first, up to ``per_actor_queue`` tasks queued per actor (the next
+      task is already there when one finishes: no idle gap between scorings);
+    - an actor that dies (``ray.kill``, node loss, a crashed process) or does not answer
+      within ``timeout_s`` (per task, counted from when it could start) is killed and
+      replaced in its bundle, and its tasks go back to the front of the queue: an
+      infrastructure failure never becomes a result; after ``max_attempts`` tries of one
+      spec the call fails (its caller, e.g. a Tune trial, restarts from its checkpoint);
+    - a spec whose own scoring fails (an exception in the model, a non-finite FID) is a
+      result with ``status='failed'`` and its reason;
+    - counts of restarts, timeouts, retries and failures are kept for the summary.
+    """
+
+    def __init__(self, opts: dict, inputs: list, real: Optional[list], num_actors: int,
+                 actor_options: dict, pg, max_attempts: int, per_actor_queue: int,
+                 timeout_s: float, prefix: str):
+        self.opts = opts
+        self.inputs = inputs            # [ObjectRef] (kept as a ref: actors fetch it)
+        self.real = real                # [ObjectRef] of RealStats, or None until computed
+        self.actor_options = actor_options
+        self.pg = pg
+        self.max_attempts = int(max_attempts)
+        self.per_actor_queue = max(1, int(per_actor_queue))
+        self.timeout_s = float(timeout_s)
+        self.prefix = prefix
+        self.serial = 0
+        self.counts = {"restarts": 0, "timeouts": 0, "retries": 0, "failed": 0, "scored": 0}
+        self.slots = []
+        for i in range(num_actors):
+            actor = self._new_actor(i)
+            self.slots.append(_Slot(actor, self._name(), i, ready=actor.info.remote()))
+        self._cond = None               # asyncio.Condition, made on the actor's event loop
+
+    # --------------------------------------------------------- actors
+    def _name(self) -> str:
+        self.serial += 1
+        return f"{self.prefix}-{self.serial}"
+
+    def _new_actor(self, bundle: int):
+        opts = dict(self.actor_options)
+        if self.pg is not None:
+            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+            opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                self.pg, placement_group_bundle_index=bundle)
+        return _actor_class().options(**opts).remote(self.opts, self.inputs, self.real)
+
+    def _replace(self, slot: _Slot, generation: int, why: str, detail: str = "") -> None:
+        import ray
+        if slot.generation != generation:       # already replaced by another task
+            return
+        try:
+            ray.kill(slot.actor, no_restart=True)
+        except Exception:
+            pass
+        slot.actor = self._new_actor(slot.bundle)
+        slot.ready = slot.actor.info.remote()
+        old, slot.name = slot.name, self._name()
+        slot.generation += 1
+        slot.inflight = 0
+        self.counts["restarts"] += 1
+        if why == "timeout":
+            self.counts["timeouts"] += 1
+        print(f"[ganc] FID actor {old} {detail or why}; replaced by {slot.name}", flush=True)
+
+    def actors(self) -> list:
+        return [s.actor for s in self.slots]
+
+    def names(self, busy: bool = False) -> list:
+        return [s.name for s in self.slots if s.inflight > 0 or not busy]
+
+    def stats(self) -> dict:
+        return dict(self.counts, actors=len(self.slots))
+
+    async def call_all(self, method: str, *args) -> list:
+        """``method(*args)`` on every actor (info, set_real)."""
+        import ray
+        if method == "set_real":
+            self.real = args[0]
+        return await asyncio.gather(*[getattr(s.actor, method).remote(*args)
+                                      for s in self.slots]) if self.slots else []
+
+    async def call_first(self, method: str, *args):
+        return await getattr(self.slots[0].actor, method).remote(*args)
+
+    # --------------------------------------------------------- scoring
+    async def _acquire(self) -> _Slot:
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        async with self._cond:
+            while True:
+                slot = min(self.slots, key=lambda s: s.inflight)
+                if slot.inflight < self.per_actor_queue:
+                    slot.inflight += 1
+                    return slot
+                await self._cond.wait()
+
+    async def _release(self, slot: _Slot, generation: int) -> None:
+        async with self._cond:
+            if slot.generation == generation:
+                slot.inflight = max(0, slot.inflight - 1)
+            self._cond.notify_all()
+
+    async def _one(self, i: int, spec: SubnetSpec, entry, kid) -> Score:
+        import ray
+        died = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+        attempts = 0
+        while True:
+            slot = await self._acquire()
+            attempts += 1
+            gen, name, ahead = slot.generation, slot.name, slot.inflight
+            try:
+                # the timeout counts from when the actor is up (a new one loads Inception),
+                # and the tasks queued ahead on it may use their share of the time
+                await asyncio.wait_for(asyncio.wrap_future(slot.ready.future()),
+                                       max(self.timeout_s, START_TIMEOUT_S))
+                ref = slot.actor.score.remote(spec, entry, kid)
+                res = await asyncio.wait_for(asyncio.wrap_future(ref.future()),
+                                             self.timeout_s * ahead)
+            except asyncio.TimeoutError:
+                self._replace(slot, gen, "timeout",
+                              f"gave no answer within {self.timeout_s * ahead:g}s on {spec}")
+                res = None
+            except died as e:
+                if getattr(e, "actor_init_failed", False):
+                    raise _init_error(e) from None
+                self._replace(slot, gen, "died")
+                res = None
+            except ray.exceptions.RayTaskError as e:
+                await self._release(slot, gen)
+                self.counts["failed"] += 1
+                return _failed(i, spec, str(_unwrap(e, f"scoring {spec}")), name, attempts)
+            await self._release(slot, gen)
+            if res is not None:
+                score = _to_score(i, spec, res, name, attempts)
+                if not math.isfinite(score.fid):
+                    self.counts["failed"] += 1
+                    score.status, score.error = "failed", f"FID is {score.fid} (not finite)"
+                else:
+                    self.counts["scored"] += 1
+                return score
+            if attempts >= self.max_attempts:
+                raise GancError(f"spec {spec}: FID actors died or timed out {attempts} times "
+                                "while scoring it")
+            self.counts["retries"] += 1
+
+    async def score(self, specs: list, entries: dict, kid: Optional[bool] = None) -> list:
+        """One :class:`Score` per spec, in order (``entries``: model name -> [ObjectRef])."""
+        return list(await asyncio.gather(*[
+            self._one(i, s, entries[s.model], kid) for i, s in enumerate(specs)]))
+
+    def close(self) -> None:
+        import ray
+        for s in self.slots:
+            try:
+                ray.kill(s.actor, no_restart=True)
+            except Exception:
+                pass
+        self.slots = []
+
+
+def _dispatcher_class():
+    global _DISPATCHER_CLASS
+    if _DISPATCHER_CLASS is None:
+        import ray
+        _DISPATCHER_CLASS = ray.remote(PoolDispatcher)
+    return _DISPATCHER_CLASS
+
+
+def _failed(i: int, spec: SubnetSpec, error: str, actor: str, attempts: int) -> Score:
+    return Score(i, spec, float("nan"), actor=actor, attempts=attempts, status="failed",
+                 error=error.strip().splitlines()[0][:300] if error.strip() else "failed")
+
+
+class PoolClient:
+    """A picklable handle on a pool's dispatcher: what Tune trials (or any other process)
+    score through. Same ``score`` as :class:`FidPool`."""
+
+    def __init__(self, dispatcher, entries: dict):
+        self.dispatcher = dispatcher
+        self.entries = dict(entries)        # model name -> [ObjectRef of its entry]
+
+    def submit(self, specs: Sequence[SubnetSpec], kid: Optional[bool] = None):
+        """The ObjectRef of the scores of ``specs`` (see :meth:`score`)."""
+        specs = list(specs)
+        for spec in specs:
+            if spec.model not in self.entries:
+                raise ConfigError(f"spec {spec}: no model registered as {spec.model!r}")
+        used = {s.model: self.entries[s.model] for s in specs}
+        return self.dispatcher.score.remote(specs, used, kid)
+
+    def score(self, specs: Sequence[SubnetSpec], kid: Optional[bool] = None,
+              failures: str = "raise") -> list[Score]:
+        """One Score per spec, in the order given. ``kid``: compute KID (None: the pool's
+        ``fid.kid``). ``failures='raise'``: a spec whose scoring failed raises its one-line
+        error; ``'record'``: it comes back with ``status='failed'`` and ``error``."""
+        import ray
+        if failures not in ("raise", "record"):
+            raise ConfigError(f"failures must be 'raise' or 'record', got {failures!r}")
+        specs = list(specs)
+        if not specs:
+            return []
+        try:
+            scores = ray.get(self.submit(specs, kid))
+        except ray.exceptions.RayTaskError as e:
+            raise _unwrap(e, "FID pool") from None
+        if failures == "raise":
+            bad = next((s for s in scores if s.status != "ok"), None)
+            if bad is not None:
+                raise GancError(bad.error)
+        return scores
+
+    def stats(self) -> dict:
+        import ray
+        return ray.get(self.dispatcher.stats.remote())
+
+
+def resolve_num_actors(num_actors: int, use_gpu: bool, gpus: Optional[float]) -> int:
+    """``fid.num_actors``; 0 (auto): one per GPU on a GPU placement, else one per CPU the
+    cluster has free now (at least 1)."""
+    n = int(num_actors)
+    if n < 0:
+        raise ConfigError(f"fid.num_actors must be >= 0 (0: auto), got {num_actors}")
+    if n > 0:
+        return n
+    if use_gpu:
+        return max(1, int(math.floor(float(gpus or 1) + 1e-9)))
+    import ray
+    return max(1, int(math.floor(float(ray.available_resources().get("CPU", 1)) + 1e-9)))
 
 
 class FidPool:
-    """N Ray actors scoring specs in parallel; see the module docstring.
+    """N Ray actors scoring specs in parallel, behind one :class:`PoolDispatcher`; see the
+    module docstring.
 
-    Ray must already be initialised (``ray.init`` by the caller). ``use_gpu``: None takes
-    GPUs when the cluster has some now; ``gpus``: the GPUs to share (default: what the
-    cluster has or its autoscaler can add). ``num_gpus`` fixes the share per actor instead;
-    without a GPU each actor takes ``num_cpus`` CPUs.
+    Ray must already be initialised (``ray.init`` by the caller). ``num_actors`` 0: auto
+    (:func:`resolve_num_actors`). ``use_gpu``: None takes GPUs when the cluster has some now;
+    ``gpus``: the GPUs to share (default: what the cluster has or its autoscaler can add).
+    ``num_gpus`` fixes the share per actor instead; without a GPU each actor takes
+    ``num_cpus`` CPUs. ``timeout_s``: per scoring task. ``test_hang``: a test hook, see
+    :class:`_ScoringState`.
     """
 
     def __init__(self, split: EvalSplit, num_actors: int = 1, store=None, fid=None,
                  num_gpus: Optional[float] = None, num_cpus: float = 1,
                  max_attempts: int = 3, per_actor_queue: int = 2, *,
                  use_gpu: Optional[bool] = None, gpus: Optional[float] = None,
-                 resources: Optional[dict] = None, wait_s: float = 900.0):
+                 resources: Optional[dict] = None, wait_s: float = 900.0,
+                 timeout_s: Optional[float] = None, test_hang: Optional[dict] = None):
         import ray
 
         from ..cluster import current
@@ -382,20 +666,25 @@ class FidPool:
         from ..resources import reserve, worker_bundle
         if not ray.is_initialized():
             raise GancError("the FID pool needs Ray: call ray.init() first")
-        if int(num_actors) < 1:
-            raise ConfigError(f"fid.num_actors must be >= 1, got {num_actors}")
         self._ray = ray
         self.split = split
         self.opts = _fid_opts(fid)
-        self.num_actors = int(num_actors)
-        self.max_attempts = int(max_attempts)
-        self.per_actor_queue = max(1, int(per_actor_queue))
+        if test_hang:
+            self.opts["test_hang"] = dict(test_hang)
         cluster = current()
         if num_gpus is None:
             if use_gpu is None:
                 use_gpu = float(cluster.resources.get("GPU", 0) or 0) > 0
             share_of = gpus if gpus is not None else cluster.capacity("GPU")
+            self.num_actors = resolve_num_actors(num_actors, use_gpu, share_of)
             num_gpus = gpu_share(self.num_actors, max(1.0, share_of)) if use_gpu else 0.0
+        else:
+            self.num_actors = resolve_num_actors(num_actors, float(num_gpus) > 0, 1)
+        self.max_attempts = int(max_attempts)
+        self.timeout_s = float(timeout_s if timeout_s is not None else
+                               self.opts.get("timeout_s") or DEFAULT_TIMEOUT_S)
+        if not self.timeout_s > 0:
+            raise ConfigError(f"fid.timeout_s must be positive, got {self.timeout_s:g}")
         self.num_gpus = float(num_gpus)
         self.num_cpus = float(num_cpus) if self.num_gpus == 0 else 0.0
         self.resources = {k: float(v) for k, v in (resources or {}).items()}
@@ -410,52 +699,45 @@ class FidPool:
                                gpu=self.num_gpus)
         self._pg = reserve([bundle] * self.num_actors, wait_s,
                            f"the FID pool's {self.num_actors} actors", cluster, keep=True)
-        self.replacements = 0
-        self._entries: dict[str, Any] = {}          # name -> ObjectRef of the model entry
-        self._serial = 0
-        self.slots: list[_Slot] = []
-
+        self._entries: dict[str, Any] = {}          # name -> [ObjectRef of the model entry]
+        self.dispatcher = None
         try:
             self._inputs_ref = ray.put(split.load_inputs())
-            if isinstance(split.real, RealStats):
+            actor_opts = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+            if self.resources:
+                actor_opts["resources"] = dict(self.resources)
+            known = isinstance(split.real, RealStats)
+            real_ref = ray.put(split.real) if known else None
+            # The dispatcher restarts (and its calls are retried) if its process dies; it
+            # owns the FID actors, so a restarted one starts them afresh in the same bundles.
+            self.name = f"{DISPATCHER_PREFIX}{uuid.uuid4().hex[:8]}"
+            self.dispatcher = _dispatcher_class().options(
+                name=self.name, num_cpus=0, max_restarts=3, max_task_retries=3,
+                max_concurrency=1000).remote(
+                self.opts, [self._inputs_ref], None if real_ref is None else [real_ref],
+                self.num_actors, actor_opts, self._pg, self.max_attempts, per_actor_queue,
+                self.timeout_s, f"fid-actor-{uuid.uuid4().hex[:6]}")
+            if known:
                 self.real: RealStats = split.real
-                self._real_ref = ray.put(self.real)
-                first = self._new_actor(self._real_ref, 0)
             else:   # cached in the store (read by this driver), or computed by the first actor
-                first = self._new_actor(None, 0)
-                ext_id = self._get(first.info.remote())["extractor"]
+                ext_id = self._get(self.dispatcher.call_first.remote("info"))["extractor"]
                 source = split.real
 
                 def compute():
                     images = ray.put([source.load(p) for p in source.paths()])
-                    return self._get(first.compute_real.remote(images))
+                    return self._get(self.dispatcher.call_first.remote("compute_real",
+                                                                       [images]))
 
                 self.real = cached_real_stats(source, ext_id, store, split.label, compute,
                                               keep_features=bool(self.opts.get("kid", False)))
-                self._real_ref = ray.put(self.real)
-                self._get(first.set_real.remote(self._real_ref))
-            self.slots = [_Slot(first, self._name(), 0)]
-            for i in range(1, self.num_actors):
-                self.slots.append(_Slot(self._new_actor(self._real_ref, i), self._name(), i))
+                real_ref = ray.put(self.real)
+                self._get(self.dispatcher.call_all.remote("set_real", [real_ref]))
+            self._real_ref = real_ref
         except BaseException:
             self.close()
             raise
 
     # ----------------------------------------------------------- plumbing
-    def _name(self) -> str:
-        self._serial += 1
-        return f"fid-actor-{self._serial}"
-
-    def _new_actor(self, real_ref, bundle: int):
-        opts = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
-        if self.resources:
-            opts["resources"] = dict(self.resources)
-        if self._pg is not None:
-            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-            opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                self._pg, placement_group_bundle_index=bundle)
-        return _actor_class().options(**opts).remote(self.opts, self._inputs_ref, real_ref)
-
     def _get(self, ref):
         try:
             return self._ray.get(ref)
@@ -469,98 +751,51 @@ class FidPool:
     @property
     def actors(self) -> list:
         """The live actor handles, one per slot (tests kill them)."""
-        return [s.actor for s in self.slots]
+        return self._get(self.dispatcher.actors.remote())
+
+    @property
+    def replacements(self) -> int:
+        return int(self.stats()["restarts"])
+
+    def stats(self) -> dict:
+        """Counts of the dispatcher: restarts, timeouts, retries, failed, scored, actors."""
+        return self._get(self.dispatcher.stats.remote())
 
     def register_model(self, name: str, model=None, **kw) -> str:
         """Put a model's weights into the Ray object store once; specs refer to ``name``.
 
         Registering a name again replaces its model (actors rebuild it on next use)."""
-        self._entries[name] = self._ray.put(model_entry(model, **kw))
+        self._entries[name] = [self._ray.put(model_entry(model, **kw))]
         return name
 
     def unregister_model(self, name: str) -> None:
         """Drop a model (its weights leave the object store once no task needs them)."""
         self._entries.pop(name, None)
 
-    def _replace(self, slot: _Slot) -> None:
-        try:
-            self._ray.kill(slot.actor, no_restart=True)
-        except Exception:
-            pass
-        slot.actor = self._new_actor(self._real_ref, slot.bundle)
-        slot.name = self._name()
-        slot.generation += 1
-        slot.inflight = 0
-        self.replacements += 1
+    def client(self) -> PoolClient:
+        """A picklable handle for other processes (Tune trials) to score through."""
+        return PoolClient(self.dispatcher, self._entries)
 
     # ----------------------------------------------------------- scoring
-    def score(self, specs: Sequence[SubnetSpec], on_result: Optional[Callable] = None
-              ) -> list[Score]:
-        """One Score per spec, in the order given. ``on_result(score)`` is called as each
-        arrives (from this thread)."""
-        ray = self._ray
-        specs = list(specs)
-        for spec in specs:
-            if spec.model not in self._entries:
-                raise ConfigError(f"spec {spec}: no model registered as {spec.model!r}")
-        pending = deque(range(len(specs)))
-        attempts = [0] * len(specs)
-        results: dict[int, Score] = {}
-        inflight: dict[Any, tuple[_Slot, int, int]] = {}   # ref -> (slot, generation, index)
-        died = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
-
-        def fill():   # the least busy actor first, up to per_actor_queue tasks each
-            while pending:
-                slot = min(self.slots, key=lambda s: s.inflight)
-                if slot.inflight >= self.per_actor_queue:
-                    return
-                i = pending.popleft()
-                attempts[i] += 1
-                ref = slot.actor.score.remote(specs[i], [self._entries[specs[i].model]])
-                inflight[ref] = (slot, slot.generation, i)
-                slot.inflight += 1
-
-        fill()
-        while inflight:
-            ready, _ = ray.wait(list(inflight), num_returns=1)
-            ref = ready[0]
-            slot, gen, i = inflight.pop(ref)
-            if gen == slot.generation:
-                slot.inflight -= 1
-            try:
-                res = ray.get(ref)
-            except died as e:
-                if getattr(e, "actor_init_failed", False):
-                    raise _init_error(e) from None
-                if gen == slot.generation:          # first failure seen from this actor
-                    self._replace(slot)
-                if attempts[i] >= self.max_attempts:
-                    raise GancError(f"spec {specs[i]}: FID actors died {attempts[i]} times "
-                                    "while scoring it") from None
-                pending.appendleft(i)
-                fill()
-                continue
-            except ray.exceptions.RayTaskError as e:
-                raise _unwrap(e, f"scoring {specs[i]}") from None
-            if i in results:                        # cannot happen; guard exactly-once
-                raise GancError(f"spec {specs[i]} was scored twice")
-            results[i] = _to_score(i, specs[i], res, slot.name if gen == slot.generation
-                                   else f"{slot.name}(replaced)", attempts[i])
-            if on_result:
-                on_result(results[i])
-            fill()
-        return [results[i] for i in range(len(specs))]
+    def score(self, specs: Sequence[SubnetSpec], kid: Optional[bool] = None,
+              failures: str = "raise") -> list[Score]:
+        """One Score per spec, in the order given (see :meth:`PoolClient.score`)."""
+        return self.client().score(specs, kid=kid, failures=failures)
 
     def info(self) -> list[dict]:
-        return [self._get(s.actor.info.remote()) for s in self.slots]
+        return self._get(self.dispatcher.call_all.remote("info"))
 
     def close(self) -> None:
-        for s in self.slots:
+        if getattr(self, "dispatcher", None) is not None:
             try:
-                self._ray.kill(s.actor, no_restart=True)
+                self._ray.get(self.dispatcher.close.remote(), timeout=60)
             except Exception:
                 pass
-        self.slots = []
+            try:
+                self._ray.kill(self.dispatcher, no_restart=True)
+            except Exception:
+                pass
+            self.dispatcher = None
         if getattr(self, "_pg", None) is not None:
             from ray.util.placement_group import remove_placement_group
             try:

@@ -3,7 +3,8 @@
 Plain modules (no Ray): ``cost`` (closed-form MACs / params, budget check), ``evolution``
 (the published evolutionary recipe), ``pareto``. Ray Tune at the edges: ``searcher``
 (``EvolutionSearcher``), ``nsga2`` (``NSGA2Searcher`` on ``OptunaSearch``), ``driver``
-(``run_search``: trials scored through the FID actor pool, results in the store).
+(``run_search``: one Tune trial per search budget, each scoring a batch per call to the FID
+actor pool; results in the store through ``report``).
 """
 from .cost import BudgetError, CostModel, check_budget
 from .evolution import DONE, Evolution

@@ -1,17 +1,20 @@
-"""The search stage: Ray Tune trials scoring sub-networks through the FID actor pool.
+"""The search stage: one Ray Tune trial per search, scoring batches through the FID pool.
 
     run_search(cfg, store) -> summary dict
 
-reads ``runs/<id>/supernet/final.pt``, checks the MACs budget (default: a tenth of the
-teacher's MACs at the eval resolution ``data.crop_size``; none when only a latency
-budget ``search.budget_ms`` is set, checked with the latency table of
-:mod:`ganc.search.latency`, loaded from or built into the store), starts the FID pool (supernet
-weights put into the Ray object store once), scores the teacher, runs the searcher
-(``search.method``: ``evolution`` or ``nsga2``) with ``max_concurrent_trials`` equal to
-the pool's size, and writes under ``runs/<id>/search/``: ``results.parquet``,
-``pareto.parquet``, ``fid_vs_macs.png``, and ``runs/<id>/best.json``. The Tune experiment
-lives in ``runs/<id>/search/tune``; running the stage again on an unfinished experiment
-resumes it with ``Tuner.restore`` (the searcher state comes back with it).
+reads ``runs/<id>/supernet/final.pt``, checks every MACs budget (``search.budgets``, else
+``search.budget_macs``, default a tenth of the teacher's MACs; given at ``data.crop_size``
+and converted to the eval size like the placement's; none when only a latency budget
+``search.budget_ms`` is set, checked with the latency table of :mod:`ganc.search.latency`,
+loaded from or built into the store), starts the FID pool (supernet weights put into the
+Ray object store once), scores the teacher, runs one searcher per budget
+(``search.method``: ``evolution`` or ``nsga2``) side by side on the one pool, each a Tune
+trial that scores a generation per pool call (see :func:`search_trial`), computes KID for
+each budget's Pareto set, and writes under ``runs/<id>/search/``: ``results.parquet``,
+``pareto.parquet``, ``fid_vs_macs*.png``, and ``runs/<id>/best.json``
+(:mod:`ganc.search.report`). The Tune experiment lives in ``runs/<id>/search/tune``;
+running the stage again on an unfinished experiment resumes it with ``Tuner.restore``
+(each search from its last checkpoint: nothing recorded is scored again).
 """
 from __future__ import annotations
 
@@ -31,8 +34,8 @@ METHODS = ("evolution", "nsga2")
 
 
 def _trial_resources():
-    """A trial only waits on the FID pool: no CPU (the pool's actors hold the CPUs), so
-    ``max_concurrent_trials`` trials always fit beside the pool."""
+    """A search trial only waits on the FID pool: no CPU (the pool's actors hold the CPUs),
+    so one trial per budget always fits beside the pool."""
     from ray import tune
     return tune.PlacementGroupFactory([{"CPU": 0, "memory": 1 << 20}])
 EXPERIMENT = "tune"
@@ -88,55 +91,136 @@ def eval_split_of(cfg: RunConfig, ctx):
     return EvalSplit.from_data_config(data, name=ctx.data.name)
 
 
-# ---------------------------------------------------------------- trials
-class PoolLease:
-    """What a Tune trial needs to score one config on the FID pool: the actor handles,
-    the ObjectRef of the supernet's weights (put once) and a queue of free actors, so
-    concurrent trials never wait behind each other on one actor."""
-
-    def __init__(self, pool, model_name: str):
-        from ray.util.queue import Queue
-        self.actors = list(pool.actors)
-        self.entry = pool._entries[model_name]
-        self.model = model_name
-        self.free = Queue(maxsize=len(self.actors), actor_options={"num_cpus": 0})
-        for i in range(len(self.actors)):
-            self.free.put(i)
-
-    def score(self, config: str) -> dict:
-        import ray
-        from ..metrics.pool import SubnetSpec
-        i = self.free.get(block=True)
-        try:
-            return ray.get(self.actors[i].score.remote(SubnetSpec(self.model, config),
-                                                       [self.entry]))
-        finally:
-            self.free.put(i)
-
-    def close(self):
-        try:
-            self.free.shutdown(force=True)
-        except Exception:
-            pass
+# ---------------------------------------------------------------- one search = one trial
+# Design (issue 11): Ray Tune is the experiment layer (restore, resources, results,
+# TensorBoard), but a trial is a whole search (method x budget x seed), not one
+# sub-network. The trial asks its searcher for a batch -- a whole generation of the
+# evolution (generational, as the published recipe: a generation of 100 configs keeps up
+# to 100 actors busy, and the tail of one search's generation is filled by the searches of
+# the other budgets that share the pool), or ``population`` proposals of NSGA-II -- scores
+# the batch through the pool's dispatcher in one call, tells the searcher, and reports a
+# Tune checkpoint (searcher state + the rows so far) after every batch. A restored trial
+# starts from its last checkpoint, so nothing recorded there is scored again, and the
+# experiment state holds one entry per search, not one per config.
+STATE_FILE, ROWS_FILE, PROGRESS_FILE = "searcher.state", "rows.json", "progress.json"
 
 
-def score_trial(trial_config: dict, lease: PoolLease, cost: CostModel,
-                latency=None) -> None:
-    """Tune trainable: score one channel config through the pool and report it (with the
-    latency table's prediction as ``latency_ms`` when ``latency`` is a table)."""
+def search_trial(trial_config: dict, client, space: SearchSpace, cost: CostModel, settings,
+                 latency=None, budget_ms: Optional[float] = None,
+                 model: str = "super") -> None:
+    """Tune trainable: one search (``trial_config['search']``: index, method, budget) on
+    ``client`` (a :class:`ganc.metrics.pool.PoolClient`, or anything with its ``score``)."""
+    import json
+    import os
+    import tempfile
     from ray import tune
-    cfg = trial_config["config"]
-    t0 = time.time()
-    res = lease.score(cfg)
-    out = {"config_str": cfg, "macs": cost.macs(cfg), "params": cost.params(cfg),
-           "fid": float(res["fid"]),
-           "kid": None if res.get("kid_mean") is None else float(res["kid_mean"]),
-           "generation": int(trial_config.get("generation", -1)),
-           "score_s": float(res.get("seconds", 0.0))}
-    if latency is not None:
-        out["latency_ms"] = float(latency.predict(cfg))
-    out["wall_s"] = time.time() - t0
-    tune.report(out)
+    from ray.tune.search import Searcher
+    from ..metrics.pool import SubnetSpec
+    spec = trial_config["search"]
+    budget = math.inf if spec["budget"] is None else float(spec["budget"])
+    constraint = None if budget_ms is None else LatencyBudget(latency, budget_ms)
+    searcher = make_searcher(spec["method"], space, budget, cost, settings,
+                             latency=bool(settings.latency_objective), constraint=constraint)
+    rows: list = []
+    serial, batches = 0, 0
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            searcher.restore(os.path.join(d, STATE_FILE))
+            with open(os.path.join(d, ROWS_FILE)) as f:
+                rows = json.load(f)
+            with open(os.path.join(d, PROGRESS_FILE)) as f:
+                progress = json.load(f)
+        serial, batches = int(progress["serial"]), int(progress["batches"])
+    limit = max(1, int(settings.population))
+    tag = f"b{int(spec['index'])}"
+    while True:
+        batch, finished = [], False
+        while len(batch) < limit:
+            tid = f"{tag}-{serial}"
+            serial += 1
+            s = searcher.suggest(tid)
+            if s is None:
+                break
+            if s == Searcher.FINISHED:
+                finished = True
+                break
+            batch.append((tid, s["config"], int(s.get("generation", -1))))
+        if not batch:
+            if finished:
+                break
+            raise SearchError(f"search {tag}: the searcher waits with nothing to score")
+        t0 = time.time()
+        scores = client.score([SubnetSpec(model, c, tag=t) for t, c, _ in batch], kid=False,
+                              failures="record")
+        wall = time.time() - t0
+        for (tid, c, gen), sc in zip(batch, scores):
+            ok = sc.status == "ok"
+            row = {"method": spec["method"], "budget": spec["budget"], "config": c,
+                   "macs": cost.macs(c), "params": cost.params(c),
+                   "fid": float(sc.fid) if ok else None, "kid": None, "generation": gen,
+                   "trial_id": tid, "wall_s": wall / len(batch),
+                   "score_s": float(sc.seconds), "attempts": int(sc.attempts),
+                   "status": sc.status, "error": sc.error or None}
+            if latency is not None:
+                row["latency_ms"] = float(latency.predict(c))
+            rows.append(row)
+            searcher.on_trial_complete(tid, row if ok else None, error=not ok)
+        batches += 1
+        with tempfile.TemporaryDirectory(prefix="ganc-search-") as d:
+            searcher.save(os.path.join(d, STATE_FILE))
+            with open(os.path.join(d, ROWS_FILE), "w") as f:
+                json.dump(rows, f)
+            with open(os.path.join(d, PROGRESS_FILE), "w") as f:
+                json.dump({"serial": serial, "batches": batches}, f)
+            good = [r["fid"] for r in rows if r["status"] == "ok"]
+            tune.report({"batches": batches, "n_scored": len(rows),
+                         "n_failed": sum(r["status"] != "ok" for r in rows),
+                         "best_fid": min(good) if good else None,
+                         "generation": max(g for _, _, g in batch), "done": finished},
+                        checkpoint=tune.Checkpoint.from_directory(d))
+        if finished:
+            break
+
+
+def rows_of(result) -> list[dict]:
+    """The rows a search trial recorded (its last checkpoint)."""
+    import json
+    import os
+    if result.checkpoint is None:
+        return []
+    with result.checkpoint.as_directory() as d:
+        with open(os.path.join(d, ROWS_FILE)) as f:
+            return json.load(f)
+
+
+def fit_searches(trainable, searches: list[dict], storage_path: str, fs=None,
+                 fresh: bool = False):
+    """Run (or, unless ``fresh``, resume with ``Tuner.restore``) one trial per search of
+    ``searches`` side by side; returns (ResultGrid, resumed). The one place the search's
+    Tune experiment is made (the stage, the benches and the tests use it)."""
+    from ray import tune
+    exp_path = f"{storage_path.rstrip('/')}/{EXPERIMENT}"
+    if not fresh and tune.Tuner.can_restore(exp_path, storage_filesystem=fs):
+        tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True, storage_filesystem=fs)
+        return tuner.fit(), True
+    tuner = tune.Tuner(
+        trainable, param_space={"search": tune.grid_search(list(searches))},
+        tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=len(searches),
+                                    reuse_actors=False),
+        run_config=tune.RunConfig(
+            name=EXPERIMENT, storage_path=storage_path, storage_filesystem=fs, verbose=0,
+            failure_config=tune.FailureConfig(max_failures=2),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+    return tuner.fit(), False
+
+
+def searches_of(method: str, budgets: list[float]) -> list[dict]:
+    """One search per budget (the first is the primary); ``inf`` (a latency budget alone)
+    is recorded as None."""
+    return [{"index": i, "method": method, "budget": b if math.isfinite(b) else None}
+            for i, b in enumerate(budgets)]
 
 
 def latency_table_for(cfg: RunConfig, root, space: SearchSpace, cost: CostModel):
@@ -173,24 +257,6 @@ def make_searcher(method: str, space: SearchSpace, budget: float, cost: CostMode
     raise ConfigError(f"search.method {method!r} is not one of: {', '.join(METHODS)}")
 
 
-def rows_of(results) -> list[dict]:
-    """One row per scored config from a Tune ResultGrid."""
-    rows = []
-    for r in results:
-        m = r.metrics or {}
-        if r.error is not None or m.get("fid") is None:
-            continue
-        row = {"config": m["config_str"], "macs": int(m["macs"]), "params": int(m["params"]),
-               "fid": float(m["fid"]), "kid": m.get("kid"),
-               "generation": int(m.get("generation", -1)),
-               "trial_id": str(m.get("trial_id", "")), "wall_s": float(m.get("wall_s", 0.0))}
-        if "latency_ms" in m:
-            row["latency_ms"] = float(m["latency_ms"])
-        rows.append(row)
-    rows.sort(key=lambda r: (r["generation"], r["trial_id"]))
-    return rows
-
-
 # ---------------------------------------------------------------- the stage
 def run_search(cfg: RunConfig, store=None, *, method: Optional[str] = None,
                budget_macs: Optional[float] = None, budget_ms: Optional[float] = None,
@@ -202,9 +268,30 @@ def run_search(cfg: RunConfig, store=None, *, method: Optional[str] = None,
                        fresh=fresh)
 
 
+def recipe_budgets(sc, budget_macs: Optional[float] = None) -> list[float]:
+    """The budgets asked for, at the recipe's size: ``--budget-macs``, else
+    ``search.budgets``, else ``[search.budget_macs]`` (0: a tenth of the teacher's MACs)."""
+    if budget_macs:
+        return [float(budget_macs)]
+    if sc.budgets:
+        out = []
+        for b in sc.budgets:
+            try:
+                v = float(b)
+            except (TypeError, ValueError):
+                raise ConfigError(f"search.budgets: {b!r} is not a number of MACs") from None
+            if not v > 0:
+                raise ConfigError(f"search.budgets: {b!r} must be positive")
+            out.append(v)
+        if len(set(out)) != len(out):
+            raise ConfigError(f"search.budgets {list(sc.budgets)} repeats a budget")
+        return out
+    return [float(sc.budget_macs or 0)]
+
+
 def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
             budget_ms: Optional[float], fresh: bool) -> dict:
-    from ..placement import search_budget
+    from ..placement import search_budgets
     from ..profile import count_macs, count_params
     from ..context import keep_credentials_out_of_tune, ray_storage
     from ..train.supernet import load_teacher
@@ -217,6 +304,7 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
     budget_ms = sc.budget_ms if budget_ms is None else budget_ms
     if budget_ms is not None:
         budget_ms = check_budget_ms(budget_ms)
+    asked = recipe_budgets(sc, budget_macs)
     sup = load_supernet(run)
     space: SearchSpace = sup["space"]
     size = int(cfg.data.crop_size)              # the placement's eval size
@@ -225,24 +313,25 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
     teacher = load_teacher(teacher_ref, ctx.endpoint_url) if teacher_ref else None
     shape = (1, cost.input_nc, size, size)
     teacher_macs = count_macs(teacher, shape) if teacher is not None else None
-    # --budget-macs and search.budget_macs are MACs at data.crop_size (the recipe's size)
-    raw_budget = float(budget_macs or sc.budget_macs or 0)
-    if raw_budget <= 0 and budget_ms is not None:
-        budget = math.inf                      # a latency budget alone
+    # budgets are MACs at data.crop_size (the recipe's size), converted like the placement's
+    if asked == [0.0] and budget_ms is not None:
+        budgets = [math.inf]                   # a latency budget alone
     else:
-        budget = search_budget(ctx.placement, raw_budget, teacher_macs)
-    check_budget(space, budget, cost)          # one line, before anything starts
+        budgets = search_budgets(ctx.placement, asked, teacher_macs)
+    for b in budgets:
+        if math.isfinite(b):
+            check_budget(space, b, cost)       # one line, before anything starts
     latency = bool(sc.latency_objective)
-    table = table_key = constraint = None
+    table = table_key = None
     if budget_ms is not None or latency:
         table, table_key = latency_table_for(cfg, root, space, cost)
     if budget_ms is not None:
         check_latency_budget(space, budget_ms, table)
-        constraint = LatencyBudget(table, budget_ms)
 
     from ray import tune
     from ..metrics.pool import FidPool, SubnetSpec
-    pool = lease = None
+    from .report import front_of
+    pool = None
     try:
         pool = FidPool(eval_split_of(cfg, ctx), num_actors=cfg.fid.num_actors, store=root,
                        fid=cfg.fid, use_gpu=ctx.use_gpu, gpus=ctx.placement.get("gpus"),
@@ -264,39 +353,36 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
                                 "params": count_params(teacher), "fid": ts.fid,
                                 "kid": ts.kid_mean}
                 run.put_json("search/teacher.json", teacher_info)
-        lease = PoolLease(pool, "super")
+                pool.unregister_model("teacher")
         trainable = tune.with_resources(
-            tune.with_parameters(score_trial, lease=lease, cost=cost, latency=table),
+            tune.with_parameters(search_trial, client=pool.client(), space=space, cost=cost,
+                                 settings=sc, latency=table, budget_ms=budget_ms),
             _trial_resources())
         storage_path, fs = ray_storage(run, "search")
         keep_credentials_out_of_tune()
-        exp_path = f"{storage_path.rstrip('/')}/{EXPERIMENT}"
-        max_conc = int(sc.max_concurrent) or pool.num_actors
         t0 = time.time()
-        if not fresh and tune.Tuner.can_restore(exp_path, storage_filesystem=fs):
-            tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True,
-                                       resume_errored=True, storage_filesystem=fs)
-            resumed = True
-        else:
-            searcher = make_searcher(method, space, budget, cost, sc, latency, constraint)
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(search_alg=searcher,
-                                            num_samples=sc.population * sc.generations,
-                                            max_concurrent_trials=max_conc, reuse_actors=True),
-                run_config=tune.RunConfig(name=EXPERIMENT, storage_path=storage_path,
-                                          storage_filesystem=fs, verbose=0,
-                                          failure_config=tune.FailureConfig(max_failures=1)))
-            resumed = False
-        results = tuner.fit()
-        rows = rows_of(results)
-        if not rows:
-            first = next((r.error for r in results if r.error is not None), None)
-            raise SearchError(f"search of {run.url()} scored no config"
-                              + (f": {str(first).strip().splitlines()[-1][:200]}"
-                                 if first else ""))
+        results, resumed = fit_searches(trainable, searches_of(method, budgets), storage_path,
+                                        fs, fresh)
+        by_index = {}
+        for r in results:
+            if r.error is not None:
+                raise SearchError(f"search of {run.url()} failed: "
+                                  f"{str(r.error).strip().splitlines()[-1][:200]}")
+            by_index[int(r.config["search"]["index"])] = rows_of(r)
+        searches = []
+        for i, b in enumerate(budgets):
+            rows = by_index.get(i) or []
+            if not any(r["status"] == "ok" for r in rows):
+                first = next((r["error"] for r in rows if r.get("error")), None)
+                raise SearchError(f"search of {run.url()} (budget {b:.4g}) scored no config"
+                                  + (f": {first}" if first else ""))
+            searches.append({"method": method, "budget_macs": b if math.isfinite(b) else None,
+                             "budget_recipe_macs": asked[i] or None, "rows": rows})
+        kid_n = _kid_for_fronts(pool, searches, latency) if cfg.fid.kid else 0
+        stats = pool.stats()
         settings = {"method": method,
-                    "budget_macs": budget if math.isfinite(budget) else None,
+                    "budget_macs": budgets[0] if math.isfinite(budgets[0]) else None,
+                    "budgets_macs": [b if math.isfinite(b) else None for b in budgets],
                     "budget_ms": budget_ms, "population": sc.population,
                     "parent_ratio": sc.parent_ratio, "mutation_prob": sc.mutation_prob,
                     "mutation_ratio": sc.mutation_ratio, "generations": sc.generations,
@@ -304,21 +390,43 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
                     "seed": sc.seed, "latency_objective": latency,
                     "latency_table": None if table is None else {
                         **table.describe(), "key": table_key},
-                    "max_concurrent_trials": max_conc, "fid_actors": pool.num_actors,
+                    "scoring": "one Tune trial per budget, a generation per pool call",
+                    "fid_actors": pool.num_actors, "kid": "Pareto sets only",
+                    "kid_scored": kid_n,
                     "eval_size": size, "macs_convention": "torchprofile",
-                    "budget_rule": ("--budget-macs / search.budget_macs at "
+                    "budget_rule": ("--budget-macs / search.budget(s)_macs at "
                                     f"{ctx.placement['recipe_size']}px"
-                                    if (budget_macs or sc.budget_macs) else
+                                    if asked != [0.0] else
                                     f"a tenth of the teacher's MACs at {size}px"),
                     "space": space.to_dict(), "resumed": resumed,
                     "wall_s": time.time() - t0}
-        return write_results(run, rows, teacher_info, settings, cost)
+        print(f"[ganc] search: {sum(len(s['rows']) for s in searches)} configs scored over "
+              f"{len(searches)} budget(s); pool restarts {stats['restarts']}, timeouts "
+              f"{stats['timeouts']}, retries {stats['retries']}, failed {stats['failed']}",
+              flush=True)
+        return write_results(run, searches, teacher_info, settings, cost, pool=stats)
     finally:
-        if lease is not None:
-            lease.close()
         if pool is not None:
             pool.close()
 
 
-__all__ = ["run_search", "load_supernet", "PoolLease", "score_trial", "make_searcher",
-           "rows_of", "SearchError", "METHODS"]
+def _kid_for_fronts(pool, searches: list[dict], latency: bool) -> int:
+    """KID of every config on the Pareto front of each search (off during the search),
+    written into those rows; returns how many configs were scored for it."""
+    from ..metrics.pool import SubnetSpec
+    from .report import front_of
+    configs = sorted({r["config"] for s in searches for r in front_of(s["rows"], latency)})
+    if not configs:
+        return 0
+    scores = pool.score([SubnetSpec("super", c) for c in configs], kid=True,
+                        failures="record")
+    kid = {c: s.kid_mean for c, s in zip(configs, scores) if s.status == "ok"}
+    for s in searches:
+        for r in s["rows"]:
+            if r["config"] in kid:
+                r["kid"] = None if kid[r["config"]] is None else float(kid[r["config"]])
+    return len(configs)
+
+
+__all__ = ["run_search", "load_supernet", "search_trial", "fit_searches", "searches_of",
+           "make_searcher", "rows_of", "recipe_budgets", "SearchError", "METHODS"]

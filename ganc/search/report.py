@@ -12,15 +12,26 @@ PLOT = "search/fid_vs_macs.png"
 BEST = "best.json"
 
 
+COLUMNS = {"method": "string", "budget": "float64", "config": "string", "macs": "int64",
+           "params": "int64", "fid": "float64", "kid": "float64", "generation": "int64",
+           "trial_id": "string", "wall_s": "float64", "score_s": "float64",
+           "attempts": "int64", "status": "string", "error": "string",
+           "latency_ms": "float64"}
+
+
 def _table(rows: list[dict]):
     import pyarrow as pa
-    cols = ["config", "macs", "params", "fid", "kid", "generation", "trial_id", "wall_s"]
+    cols = [c for c in COLUMNS if c != "latency_ms"]
     if any("latency_ms" in r for r in rows):
         cols.append("latency_ms")
-    types = {"config": pa.string(), "macs": pa.int64(), "params": pa.int64(),
-             "fid": pa.float64(), "kid": pa.float64(), "generation": pa.int64(),
-             "trial_id": pa.string(), "wall_s": pa.float64(), "latency_ms": pa.float64()}
-    return pa.table({c: pa.array([r.get(c) for r in rows], type=types[c]) for c in cols})
+    return pa.table({c: pa.array([r.get(c) for r in rows], type=getattr(pa, COLUMNS[c])())
+                     for c in cols})
+
+
+def front_of(rows: list[dict], latency_objective: bool = False) -> list[dict]:
+    """The Pareto front of the scored (``status`` ok) rows of one search."""
+    objectives = ["fid", "macs"] + (["latency_ms"] if latency_objective else [])
+    return pareto_front([r for r in rows if r.get("status", "ok") == "ok"], objectives)
 
 
 LEGACY_METHOD = "evolution"    # rows of tables written before rows carried their method
@@ -86,30 +97,52 @@ def plot_png(rows: list[dict], front: list[dict], teacher: Optional[dict],
     return buf.getvalue()
 
 
-def write_results(run, rows: list[dict], teacher: Optional[dict], settings: dict,
-                  cost) -> dict:
-    """Write results, front, plot and best.json (last, so its presence means complete)."""
-    objectives = ["fid", "macs"] + (["latency_ms"] if settings.get("latency_objective")
-                                    else [])
-    front = pareto_front(rows, objectives)
-    best = min(rows, key=lambda r: (r["fid"], r["macs"], r["config"]))
-    labelled = _table(rows).to_pylist()
-    for r in labelled:
-        r.update(method=settings["method"], budget=settings.get("budget_macs"))
-    append_results(run, labelled)
-    run.put_parquet(PARETO, _table(front))
-    run.write_bytes(PLOT, plot_png(rows, front, teacher, settings["budget_macs"], best))
-    summary = {"config": best["config"], "macs": best["macs"], "params": best["params"],
-               "fid": best["fid"], "kid": best.get("kid"), "generation": best["generation"],
-               "teacher": teacher, "search": settings, "n_scored": len(rows),
-               "n_pareto": len(front), "cost_model": cost.to_dict(),
-               "files": {"results": run.url(RESULTS), "pareto": run.url(PARETO),
-                         "plot": run.url(PLOT)}}
-    if "latency_ms" in best:
-        summary["latency_ms"] = best["latency_ms"]
+def plot_key(index: int) -> str:
+    """The plot of the search of budget ``index`` (0: the primary's, at the old name)."""
+    return PLOT if index == 0 else PLOT.replace(".png", f"_{index}.png")
+
+
+def write_results(run, searches: list[dict], teacher: Optional[dict], settings: dict,
+                  cost, pool: Optional[dict] = None) -> dict:
+    """Write the results table (every search's rows: ``method`` and ``budget`` columns),
+    the Pareto table (each budget's front), a plot per budget and best.json (last, so its
+    presence means complete). ``searches``: [{method, budget_macs, rows}], primary first.
+    best.json's top-level keys describe the primary budget's best; ``budgets`` holds one
+    entry per budget; ``pool`` the FID pool's restarts, timeouts, retries and failures."""
+    latency = bool(settings.get("latency_objective"))
+    all_rows, all_fronts, entries = [], [], []
+    for i, s in enumerate(searches):
+        rows = s["rows"]
+        ok = [r for r in rows if r.get("status", "ok") == "ok"]
+        front = front_of(rows, latency)
+        best = min(ok, key=lambda r: (r["fid"], r["macs"], r["config"]))
+        run.write_bytes(plot_key(i), plot_png(ok, front, teacher, s["budget_macs"], best))
+        entry = {"method": s["method"], "budget_macs": s["budget_macs"],
+                 "budget_recipe_macs": s.get("budget_recipe_macs"),
+                 "config": best["config"], "macs": best["macs"], "params": best["params"],
+                 "fid": best["fid"], "kid": best.get("kid"),
+                 "generation": best["generation"], "n_scored": len(ok),
+                 "n_failed": len(rows) - len(ok), "n_pareto": len(front),
+                 "plot": run.url(plot_key(i))}
+        if "latency_ms" in best:
+            entry["latency_ms"] = best["latency_ms"]
+        entries.append(entry)
+        all_rows += rows
+        all_fronts += front
+    append_results(run, _table(all_rows).to_pylist())   # merged by (method, budget, config)
+    run.put_parquet(PARETO, _table(all_fronts))
+    primary = entries[0]
+    summary = {k: primary[k] for k in ("config", "macs", "params", "fid", "kid",
+                                       "generation", "n_scored", "n_failed", "n_pareto")}
+    if "latency_ms" in primary:
+        summary["latency_ms"] = primary["latency_ms"]
+    summary.update({"teacher": teacher, "search": settings, "cost_model": cost.to_dict(),
+                    "budgets": entries, "pool": dict(pool or {}),
+                    "files": {"results": run.url(RESULTS), "pareto": run.url(PARETO),
+                              "plot": run.url(PLOT)}})
     run.put_json(BEST, summary)
     return summary
 
 
-__all__ = ["write_results", "append_results", "result_key", "plot_png", "RESULTS", "PARETO",
-           "PLOT", "BEST"]
+__all__ = ["write_results", "append_results", "result_key", "front_of", "best_entry",
+           "plot_key", "plot_png", "RESULTS", "PARETO", "PLOT", "BEST"]
