@@ -65,6 +65,7 @@ def write_results(run, rows: list[dict], teacher: Optional[dict], settings: dict
     run.write_bytes(PLOT, plot_png(rows, front, teacher, settings["budget_macs"], best))
     summary = {"config": best["config"], "macs": best["macs"], "params": best["params"],
                "fid": best["fid"], "kid": best.get("kid"), "generation": best["generation"],
+               "fid_split": settings.get("fid_split"),   # the split "fid" was scored on
                "teacher": teacher, "search": settings, "n_scored": len(rows),
                "n_pareto": len(front), "cost_model": cost.to_dict(),
                "files": {"results": run.url(RESULTS), "pareto": run.url(PARETO),
