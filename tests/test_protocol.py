@@ -125,7 +125,7 @@ def _run_cfg(url, root, **finetune):
                     "space_widths": [8, 4]},
         "finetune": {"steps": 3, "checkpoint_every": 3, "log_every": 1, "lr": 1e-3,
                      **finetune},
-        "search": {"population": 3, "generations": 2},
+        "search": {"population": 3, "generations": 2, "budget_macs": 4e6},
         "fid": {"batch_size": 8, "kid_subset_size": 4, "num_actors": 1},
         "pipeline": {"report_images": 2},
     })
