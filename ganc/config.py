@@ -72,6 +72,12 @@ class DataConfig:
     serial: bool = False           # unaligned: pair A[i] with B[i mod |B|]
     train_split: str = "train"
     eval_split: str = "val"        # aligned: folder; unaligned: 'test' -> testA/testB
+    search_split: Weight = 0.0     # training images held out for the search, fine-tune
+                                   # selection and export: a fraction (<1) or a count (>=1)
+                                   # of train_split (unaligned: of trainA and of trainB);
+                                   # the supernet and fine-tune train on the rest, the
+                                   # teacher on all. 0: none (the search then scores on
+                                   # eval_split, which the report uses too)
     fid_real: str = ""             # folder(s) of real target images for FID, relative to root
                                    # ('' -> eval targets); several joined by ','
     batch_size: PosInt = 1         # the GLOBAL batch: split evenly over scale.workers
@@ -160,6 +166,8 @@ class SearchConfig:
 
 @dataclass
 class FinetuneConfig:
+    enabled: bool = True           # false: no fine-tune, the supernet's slice is exported
+                                   # (the reference skips it where it hurts: horse2zebra)
     epochs: Count = 5
     epochs_decay: Count = 15
     steps: Count = 0               # >0: exactly this many steps instead (same LR shape)

@@ -66,12 +66,15 @@ def write_deploy_files(run, prefix: str, net, input_nc: int, size: int,
 
 def export_best(cfg: RunConfig, store=None, *, config: Optional[str] = None,
                 latency_repeats: int = 10) -> dict:
-    """Export the fine-tuned (else the supernet-sliced) chosen sub-network; returns the card."""
+    """Export the chosen sub-network: the fine-tuned weights when the fine-tune stage chose
+    them (lower FID on the search split than the supernet's slice), else the supernet's
+    slice; returns the card (``exported``, ``export_why``, ``fid`` on ``fid_split``)."""
     import torch
 
     from .context import open_context
     from .profile import count_macs, count_params, measure_latency
     from .search.driver import cost_model, load_supernet
+    from .data.splits import choice_split
     from .search.finetune import STAGE, chosen_config, subnet_from
 
     ctx = open_context(cfg, store)            # the run's placement: same eval size as search
@@ -80,10 +83,15 @@ def export_best(cfg: RunConfig, store=None, *, config: Optional[str] = None,
     sup = load_supernet(run)
     sup["space"].validate(cfg_str)
     ft = run.get_json(f"{STAGE}/result.json") if run.exists(f"{STAGE}/result.json") else None
-    if ft and ft.get("config") == cfg_str and run.exists(f"{STAGE}/final.pt"):
+    if ft and ft.get("config") != cfg_str:
+        ft = None                              # a fine-tune of another config
+    # the fine-tune stage chose the better of before / after on the search split
+    if ft and ft.get("export", "after") == "after" and run.exists(f"{STAGE}/final.pt"):
         key, finetuned = f"{STAGE}/final.pt", True
     else:
-        key, finetuned, ft = "supernet/final.pt", False, None
+        key, finetuned = "supernet/final.pt", False
+    why = (ft or {}).get("why") or "no fine-tune of this config: the supernet's slice"
+    chosen_fid = (ft or {}).get("fid_after" if finetuned else "fid_before")
     net = subnet_from(run, key, cfg_str).cpu().eval()
     size = int(cfg.data.crop_size)
     cost = cost_model(sup, size)
@@ -121,15 +129,19 @@ def export_best(cfg: RunConfig, store=None, *, config: Optional[str] = None,
         "macs": macs, "params": count_params(net), "macs_convention": "torchprofile",
         "input_size": list(shape),
         "fid_search": best.get("fid"),
+        "fid_split": best.get("fid_split") or choice_split(cfg.data),
         "fid_before_finetune": ft.get("fid_before") if ft else best.get("fid"),
         "fid_after_finetune": ft.get("fid_after") if ft else None,
         "finetune_steps": ft.get("steps") if ft else 0, "finetuned": finetuned,
+        "exported": "fine-tuned" if finetuned else "supernet slice", "export_why": why,
+        "fid": chosen_fid if chosen_fid is not None else best.get("fid"),
         "latency_ms_cpu": lat["median_ms"], "latency_threads": lat["threads"],
         "teacher": teacher, "search_space": sup["space"].to_dict(),
         "dataset": {"kind": data.get("kind", cfg.data.kind),
                     "root": data.get("root", cfg.data.root) or "generated demo data",
                     "direction": data.get("direction", cfg.data.direction),
-                    "eval_split": data.get("eval_split", cfg.data.eval_split)},
+                    "eval_split": data.get("eval_split", cfg.data.eval_split),
+                    "search_split": data.get("search_split", cfg.data.search_split)},
         "source": run.url(key), "run": run.url(), "ganc_version": __version__,
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "files": {"weights": "model.pt", "onnx": "model.onnx", "pt2": "model.pt2"},

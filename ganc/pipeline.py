@@ -251,7 +251,8 @@ def _finetune(cfg, root, run, method):
     from .search.finetune import finetune
     r = finetune(cfg, root)
     return {"config": r.get("config"), "steps": r.get("steps"),
-            "fid_before": r.get("fid_before"), "fid_after": r.get("fid_after")}
+            "fid_before": r.get("fid_before"), "fid_after": r.get("fid_after"),
+            "export": r.get("export"), "why": r.get("why")}
 
 
 def _export(cfg, root, run, method):
@@ -286,9 +287,13 @@ _RUNNERS = {"teacher": _teacher, "supernet": _supernet, "search": _search, "prun
 
 
 def format_table(rows: list[dict]) -> str:
-    """The summary table: teacher vs the best of each method."""
+    """The summary table: teacher vs the best of each method, with the FID on the eval
+    split (``fid``) and on the split it was chosen by (``fid_search``)."""
+    split = next((r["fid_split"] for r in rows if r.get("fid_split")), "")
+    chosen = next((r["fid_search_split"] for r in rows if r.get("fid_search_split")), "search")
+    fid_head = f"FID {split}"[:8] if split else "FID"
     head = (f"{'model':34s} {'method':10s} {'GMACs':>8s} {'MACs x':>7s} {'params M':>9s} "
-            f"{'FID':>8s} {'CPU ms':>8s}")
+            f"{fid_head:>8s} {('FID ' + chosen)[:10]:>10s} {'CPU ms':>8s}")
     lines = [head, "-" * len(head)]
     t_macs = next((r["macs"] for r in rows if r["method"] == "teacher" and r.get("macs")), None)
 
@@ -300,7 +305,8 @@ def format_table(rows: list[dict]) -> str:
                      f"{num(r.get('macs') and r['macs'] / 1e9, '8.3f'):>8s} "
                      f"{num(ratio, '6.1f'):>6s}x "
                      f"{num(r.get('params') and r['params'] / 1e6, '9.3f'):>9s} "
-                     f"{num(r.get('fid'), '8.2f'):>8s} {num(r.get('latency_ms_cpu'), '8.1f'):>8s}")
+                     f"{num(r.get('fid'), '8.2f'):>8s} {num(r.get('fid_search'), '10.2f'):>10s} "
+                     f"{num(r.get('latency_ms_cpu'), '8.1f'):>8s}")
     return "\n".join(lines)
 
 

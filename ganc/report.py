@@ -1,6 +1,11 @@
 """The run report: teacher vs the best of each method (MACs, params, FID, CPU latency),
 the FID-vs-MACs plot, and a grid of input / teacher / compressed outputs, written to
-``runs/<id>/report/``."""
+``runs/<id>/report/``.
+
+The report is the only stage that reads the eval split (val / test): every model of the
+table is scored there (``fid``), beside the FID it was chosen by on the search split
+(``fid_search``, from ``best.json`` / the model card; see :mod:`ganc.data.splits`). Both go
+into ``best.json`` and ``export/model.json`` as ``fid_by_split``."""
 from __future__ import annotations
 
 import io
@@ -50,16 +55,17 @@ def collect_rows(cfg: RunConfig, run, size: int) -> tuple[list[dict], dict]:
             measured = (card.get("teacher") or {}).get("latency_ms_cpu")  # export timed it
             rows.append({"model": f"{ref.get('netG')} (ngf {ref.get('ngf')})",
                          "method": "teacher", "macs": count_macs(teacher, (1, 3, size, size)),
-                         "params": count_params(teacher), "fid": _finite(t_info.get("fid")),
+                         "params": count_params(teacher),
+                         "fid_search": _finite(t_info.get("fid")),
                          "latency_ms_cpu": measured or _latency(teacher, size)})
             models["teacher"] = teacher
     if run.exists("export/model.json"):
         card, net = _load_export(run, "export")
         method = (best.get("search") or {}).get("method", "evolution")
-        fid = _finite(card.get("fid_after_finetune"))
         rows.append({"model": f"sub {card['config_str']}", "method": method,
                      "macs": card["macs"], "params": card["params"],
-                     "fid": fid if fid is not None else _finite(card.get("fid_before_finetune")),
+                     "fid_search": _finite(card.get("fid", card.get("fid_search"))),
+                     "exported": card.get("exported"),
                      "latency_ms_cpu": card.get("latency_ms_cpu") or _latency(net, size),
                      "source": run.url("export")})
         models[method] = net
@@ -73,10 +79,43 @@ def collect_rows(cfg: RunConfig, run, size: int) -> tuple[list[dict], dict]:
                 card, net = _load_export(run, prefix)
                 rows.append({"model": f"pruned p={float(r['target']):g}", "method": "prune-lds",
                              "macs": count_macs(net, (1, 3, size, size)),
-                             "params": count_params(net), "fid": _finite(r.get("fid")),
+                             "params": count_params(net), "fid_search": _finite(r.get("fid")),
                              "latency_ms_cpu": _latency(net, size), "source": run.url(prefix)})
                 models["prune-lds"] = net
     return rows, models
+
+
+def score_on_eval_split(ctx, models: dict) -> dict:
+    """``{method: FID}`` of each model on the eval split (val / test), in-process."""
+    from .metrics.pool import LocalPool, SubnetSpec
+    from .data.splits import scoring_split
+    if not models:
+        return {}
+    pool = LocalPool(scoring_split(ctx.cfg, ctx.data_root(), ctx.data.name, report=True),
+                     store=ctx.root, fid=ctx.cfg.fid)
+    for name, net in models.items():
+        pool.register_model(name, net)
+    scores = pool.score([SubnetSpec(name) for name in models])
+    return {name: _finite(sc.fid) for name, sc in zip(models, scores)}
+
+
+def record_fid_by_split(run, rows: list[dict], split: str, search_split: str) -> None:
+    """``fid_by_split`` ({search split: FID it was chosen by, eval split: FID}) of the
+    searched model and its teacher into ``best.json`` and ``export/model.json``."""
+    by = {r["method"]: {search_split: r.get("fid_search"), split: r.get("fid")} for r in rows}
+    for key in ("best.json", "export/model.json"):
+        if not run.exists(key):
+            continue
+        doc = run.get_json(key)
+        sub = next((v for m, v in by.items() if m not in ("teacher", "prune-lds")), None)
+        if sub is not None:
+            doc["fid_by_split"] = sub
+        if "teacher" in by and isinstance(doc.get("teacher"), dict):
+            doc["teacher"]["fid_by_split"] = by["teacher"]
+        if key.startswith("export/") and run.read_unit("export") is not None:
+            run.update_unit_file("export", "model.json", doc)    # keeps the manifest true
+        else:
+            run.put_json(key, doc)
 
 
 def grid_png(inputs, outputs: dict[str, list]) -> bytes:
@@ -106,7 +145,7 @@ def write_report(cfg: RunConfig, store=None) -> dict:
 
     from .context import open_context
     from .data.images import to_uint8
-    from .data.splits import build_split, eval_split
+    from .data.splits import build_split, choice_split, eval_split
     from .pipeline import format_table
 
     ctx = open_context(cfg, store)
@@ -115,6 +154,12 @@ def write_report(cfg: RunConfig, store=None) -> dict:
     rows, models = collect_rows(cfg, run, size)
     if not rows:
         raise GancError(f"nothing to report in {run.url()}: no supernet, export or pruning")
+    split = eval_split(cfg.data)
+    scored = score_on_eval_split(ctx, models)
+    for r in rows:
+        r["fid"] = scored.get(r["method"])
+        r["fid_split"], r["fid_search_split"] = split, choice_split(cfg.data)
+    record_fid_by_split(run, rows, split, choice_split(cfg.data))
     table = format_table(rows)
     files = {}
     if run.exists("search/fid_vs_macs.png"):
@@ -132,7 +177,7 @@ def write_report(cfg: RunConfig, store=None) -> dict:
         run.write_bytes(f"{REPORT}/grid.png", grid_png(inputs, outputs))
         files["grid"] = run.url(f"{REPORT}/grid.png")
     summary = {"rows": rows, "table": table, "size": size, "macs_convention": "torchprofile",
-               "files": files}
+               "fid_split": split, "files": files}
     run.put_json(f"{REPORT}/summary.json", summary)
     run.write_bytes(f"{REPORT}/summary.txt", (table + "\n").encode())
     print("\n" + table + "\n", flush=True)

@@ -387,6 +387,27 @@ class Store:
         self.put_json(f"{prefix}/{MANIFEST}", manifest)
         return manifest
 
+    def update_unit_file(self, prefix: str, name: str, data) -> dict:
+        """Rewrite one file of the committed unit at ``prefix`` (e.g. a model card gaining
+        a figure) and its manifest entry: the manifest is removed first and written last,
+        as :meth:`commit_unit` does, so a reader never pairs the new file with an old hash.
+        Returns the new manifest; raises StoreError when there is no committed unit."""
+        import hashlib
+        prefix, name = _check_key(prefix), _check_key(name)
+        manifest = self.read_unit(prefix)
+        if manifest is None or name not in manifest.get("files", {}):
+            raise StoreError(f"{self.url(prefix)}: no committed unit holding {name}")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            data = (json.dumps(data, indent=2, sort_keys=True, default=_json_default)
+                    + "\n").encode()
+        data = bytes(data)
+        self.rm(f"{prefix}/{MANIFEST}")
+        self.write_bytes(f"{prefix}/{name}", data)
+        manifest["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        manifest["committed_at"] = time.time()
+        self.put_json(f"{prefix}/{MANIFEST}", manifest)
+        return manifest
+
     def read_unit(self, prefix: str) -> Optional[dict]:
         """The manifest of the unit at ``prefix``, or None while there is none (never
         committed, or being rewritten)."""

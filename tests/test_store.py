@@ -1,6 +1,7 @@
 """The artifact store, with one test body for a local folder and for s3:// (moto, s3fs)."""
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -154,6 +155,22 @@ def test_units_are_complete_only_with_their_manifest(store, monkeypatch, tmp_pat
     with pytest.raises(StoreError, match="does not match MANIFEST.json"):
         pull(run.url(), tmp_path / "q")
     assert [r["exported"] for r in list_runs(store)] == [True]
+
+
+def test_a_unit_file_updated_in_place_keeps_the_manifest_true(store, tmp_path):
+    """The report adds figures to the committed model card: update_unit_file rewrites the
+    file and its manifest entry, so pull --best still verifies every file."""
+    from ganc.export import pull
+    run = store.run("card")
+    run.commit_unit("export", {"model.pt": b"weights", "model.json": {"fid": 1.0}})
+    run.put_json("best.json", {"config": "8_8"})
+    m = run.update_unit_file("export", "model.json", {"fid": 1.0, "fid_by_split": {"val": 2}})
+    assert run.read_unit("export") == m
+    pulled = pull(run.url(), tmp_path / "p")
+    card = [p for p in pulled if os.path.basename(p) == "model.json"][0]
+    assert json.loads(open(card).read())["fid_by_split"] == {"val": 2}
+    with pytest.raises(StoreError, match="no committed unit"):
+        run.update_unit_file("export", "other.json", {})
 
 
 def test_leftover_temp_keys_cleaned_by_age_and_runs_holding_only_them_hidden(

@@ -125,8 +125,13 @@ def cmd_finetune(args):
     cfg = _cfg(args)
     with _quiet(args):
         out = finetune(cfg, config=args.subnet_config, runner="local" if args.local else None)
+    if not out.get("enabled", True):
+        _print(args, out, [f"no fine-tune of {out['config']}: {out['why']}"])
+        return
     _print(args, out, [f"fine-tuned {out['config']} ({out['steps']} steps): FID "
-                       f"{_f(out.get('fid_before'))} -> {_f(out.get('fid_after'))}",
+                       f"{_f(out.get('fid_before'))} -> {_f(out.get('fid_after'))} on "
+                       f"{out.get('fid_split', 'the eval split')}",
+                       f"export: {out.get('export')} ({out.get('why')})",
                        f"weights: {out['final']}"])
 
 
@@ -138,7 +143,9 @@ def cmd_export(args):
     lat = "; ".join(f"{rt} " + ", ".join(f"{ms:.1f} ms x{t}" for t, ms in per.items())
                     for rt, per in card["latency_ms"].items())
     _print(args, card, [
-        f"exported {card['config_str']}: MACs {_g(card['macs'])}, params {card['params']:,}",
+        f"exported {card['config_str']} ({card['exported']}: {card['export_why']}): "
+        f"MACs {_g(card['macs'])}, params {card['params']:,}, FID {_f(card.get('fid'))} on "
+        f"{card['fid_split']}",
         f"latency (batch 1, threads): {lat}",
         f"ONNX opset {card['onnx']['opset']}, max abs diff vs eager "
         f"{card['onnx']['max_abs_diff_vs_eager']:.2g}",

@@ -44,19 +44,37 @@ class Transform:
         return to_tensor(im)
 
 
+def rel_name(path: str, root) -> str:
+    """A file's name relative to the dataset root, with '/' separators (what a split
+    names images by: identical on every node, wherever the dataset is copied)."""
+    return os.path.relpath(path, os.fspath(root)).replace(os.sep, "/")
+
+
+def _without(paths: list[str], root, exclude, what: str) -> list[str]:
+    """``paths`` less the files named in ``exclude`` (relative to ``root``)."""
+    if not exclude:
+        return paths
+    kept = [p for p in paths if rel_name(p, root) not in exclude]
+    if not kept:
+        raise DataError(f"{what}: every image is held out (data.search_split too large)")
+    return kept
+
+
 def _check_direction(direction):
     if direction not in DIRECTIONS:
         raise ConfigError(f"direction {direction!r} is not one of: {', '.join(DIRECTIONS)}")
 
 
 class AlignedDataset(Dataset):
-    """Folder of images holding A and B side by side (``<root>/<split>/*.jpg``)."""
+    """Folder of images holding A and B side by side (``<root>/<split>/*.jpg``); the files
+    named in ``exclude`` (relative to ``root``, e.g. ``train/12.jpg``) are left out."""
 
     def __init__(self, root, split="train", direction="AtoB", transform: Transform = None,
-                 seed: int = 0):
+                 seed: int = 0, exclude=frozenset()):
         _check_direction(direction)
         self.folder = os.path.join(os.fspath(root), split)
-        self.paths = list_images(self.folder, f"aligned dataset split {split!r}")
+        what = f"aligned dataset split {split!r}"
+        self.paths = _without(list_images(self.folder, what), root, exclude, what)
         self.direction = direction
         self.transform = transform or Transform(train=split == "train")
         self.seed = seed
@@ -84,14 +102,16 @@ class UnalignedDataset(Dataset):
     """``<root>/<split>A`` and ``<root>/<split>B`` (trainA/trainB/testA/testB).
 
     With ``serial`` the i-th A is paired with the (i mod |B|)-th B, else with a random B.
+    ``exclude``: files (relative to ``root``) left out, as for the aligned dataset.
     """
 
     def __init__(self, root, split="train", direction="AtoB", transform: Transform = None,
-                 serial: bool = False, seed: int = 0):
+                 serial: bool = False, seed: int = 0, exclude=frozenset()):
         _check_direction(direction)
         root = os.fspath(root)
-        pa = list_images(os.path.join(root, split + "A"), f"unaligned dataset folder {split}A")
-        pb = list_images(os.path.join(root, split + "B"), f"unaligned dataset folder {split}B")
+        pa, pb = (_without(list_images(os.path.join(root, split + s), what), root, exclude, what)
+                  for s, what in (("A", f"unaligned dataset folder {split}A"),
+                                  ("B", f"unaligned dataset folder {split}B")))
         self.paths_A, self.paths_B = (pa, pb) if direction == "AtoB" else (pb, pa)
         self.transform = transform or Transform(train=split == "train")
         self.serial, self.seed = serial, seed
@@ -125,14 +145,15 @@ class SingleFolderDataset(Dataset):
 
 def build_dataset(kind: str, root, split="train", direction="AtoB", load_size=286,
                   crop_size=256, flip=True, serial=False, seed=0,
-                  train_aug: bool | None = None) -> Dataset:
-    """A dataset by kind; training augmentation defaults to on for the 'train' split."""
+                  train_aug: bool | None = None, exclude=frozenset()) -> Dataset:
+    """A dataset by kind; training augmentation defaults to on for the 'train' split;
+    ``exclude``: files relative to ``root`` left out (a held-out search split)."""
     train = (split == "train") if train_aug is None else train_aug
     tf = Transform(load_size, crop_size, flip and train, train)
     if kind == "aligned":
-        return AlignedDataset(root, split, direction, tf, seed)
+        return AlignedDataset(root, split, direction, tf, seed, exclude)
     if kind == "unaligned":
-        return UnalignedDataset(root, split, direction, tf, serial, seed)
+        return UnalignedDataset(root, split, direction, tf, serial, seed, exclude)
     if kind == "single":
         folder = os.path.join(os.fspath(root), split) if split else root
         return SingleFolderDataset(folder, tf)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -289,8 +290,9 @@ class Scorer:
             yield x.to(device)
 
     @torch.inference_mode()
-    def generate(self, model: torch.nn.Module, config=None):
-        """uint8 output batches of ``model`` on the eval inputs, on the model's device.
+    def generate(self, model: torch.nn.Module, config=None, on_output=None):
+        """uint8 output batches of ``model`` on the eval inputs, on the model's device
+        (``on_output`` sees each float output batch first).
 
         The model runs in eval mode; its training mode is restored afterwards."""
         from .sources import quantize
@@ -301,14 +303,26 @@ class Scorer:
         try:
             for x in self._input_batches(device):
                 y = model(x) if config is None else model(x, config)
+                if on_output is not None:
+                    on_output(y)
                 yield quantize(y)
         finally:
             model.train(was_training)
 
     def score(self, model: torch.nn.Module, config=None) -> dict:
+        """FID (and KID) of the model's outputs; a model whose outputs hold NaN or inf
+        (a blown-up training) scores FID inf instead of the FID of its quantised
+        garbage."""
         t0 = time.perf_counter()
-        feats = extract_features(self.extractor, self.generate(model, config), self.batch_size,
-                                 "generated images")
+        broken = []
+
+        def check(y):
+            if not broken and not bool(torch.isfinite(y).all()):
+                broken.append(True)
+        feats = extract_features(self.extractor, self.generate(model, config, check),
+                                 self.batch_size, "generated images")
         out = score_features(feats, self.real, self.kid, self.kid_subset_size)
+        if broken:
+            out.update(fid=math.inf, nonfinite_outputs=True)
         out.update(n_fake=int(len(feats)), seconds=time.perf_counter() - t0)
         return out

@@ -35,11 +35,14 @@ class FolderSource:
     ``crop``: ``full``, or ``left``/``right`` half of side-by-side aligned (A|B) images.
     ``size``: resize to ``size`` x ``size`` (bicubic, as the test-time transform does);
     0 keeps the native size (the extractor resizes to 299 itself).
+    ``only``: when given, just these files (names relative to their folder, '/'-separated),
+    e.g. a search split held out of a training folder.
     """
 
     folders: tuple[str, ...]
     crop: str = "full"
     size: int = 0
+    only: tuple[str, ...] = ()
 
     def __post_init__(self):
         folders = (self.folders,) if isinstance(self.folders, (str, os.PathLike)) \
@@ -53,11 +56,23 @@ class FolderSource:
         if int(self.size) < 0:
             raise ConfigError(f"image size must be >= 0, got {self.size}")
         object.__setattr__(self, "size", int(self.size))
+        object.__setattr__(self, "only", tuple(sorted(self.only)))
+
+    def _listing(self, folder: str) -> list[str]:
+        paths = list_images(folder, "image folder")
+        if not self.only:
+            return paths
+        keep = set(self.only)
+        paths = [p for p in paths if os.path.relpath(p, folder).replace(os.sep, "/") in keep]
+        if not paths:
+            raise DataError(f"image folder {folder} holds none of the {len(keep)} images "
+                            "of its selection")
+        return paths
 
     def paths(self) -> list[str]:
         out = []
         for f in self.folders:
-            out += list_images(f, "image folder")
+            out += self._listing(f)
         return out
 
     def __len__(self) -> int:
@@ -65,7 +80,8 @@ class FolderSource:
 
     def describe(self) -> str:
         extra = ("" if self.crop == "full" else f" [{self.crop} half]") + \
-            (f" at {self.size}px" if self.size else "")
+            (f" at {self.size}px" if self.size else "") + \
+            (f" ({len(self.only)} selected images)" if self.only else "")
         return ",".join(self.folders) + extra
 
     def fingerprint(self) -> str:
@@ -76,7 +92,7 @@ class FolderSource:
         (:func:`content_digests`)."""
         entries = []
         for i, folder in enumerate(self.folders):
-            digests = content_digests(folder, list_images(folder, "image folder"))
+            digests = content_digests(folder, self._listing(folder))
             entries += [[i, d] for d in digests]
         doc = {"content": entries, "crop": self.crop, "size": self.size}
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()

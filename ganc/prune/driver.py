@@ -118,14 +118,13 @@ def load_pruned(run, prefix: str):
 
 # ---------------------------------------------------------------------- scoring
 def _eval_split(cfg: RunConfig, data_spec: dict):
+    """The split pruning choices are scored on: the search split held out of the training
+    data (``data.search_split``), else the eval split."""
     from ..data.source import DataRef
-    from ..data.splits import eval_split
+    from ..data.splits import scoring_split
     from ..metrics.pool import EvalSplit
     ref = DataRef.from_spec(data_spec)
-    data = copy.deepcopy(cfg.data)
-    data.root = ref.local()
-    data.eval_split = eval_split(cfg.data)
-    split = EvalSplit.from_data_config(data, name=ref.name)
+    split = scoring_split(cfg, ref.local(), name=ref.name)
     n = int(cfg.prune.eval_n)
     if n > 0:
         inputs = split.inputs.load_all() if hasattr(split.inputs, "load_all") else split.inputs
@@ -193,7 +192,7 @@ def prune_target(spec: dict, target: float, report=None, scorer=None) -> dict:
     from ..data.source import DataRef
     from ..data.splits import build_split
     ds = build_split(cfg, DataRef.from_spec(spec["data"]).local(), cfg.data.train_split,
-                     train=True)
+                     train=True, holdout=True)
     batches = iter(common.batch_loader(ds, cfg.data.batch_size, 0, 1, cfg.seed))
     score = (lambda models: scorer(models)) if scorer is not None else _nan_scores
     history, best = [], {"fid": float("inf"), "macs": None, "step": None}

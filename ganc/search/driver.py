@@ -18,7 +18,6 @@ running the stage again on an unfinished experiment resumes it with ``Tuner.rest
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from typing import Optional
@@ -81,14 +80,12 @@ def cost_model(payload: dict, size: int) -> CostModel:
 
 
 def eval_split_of(cfg: RunConfig, ctx):
-    """The FID pool's eval split of ``cfg.data``, read from the run's dataset on this node
-    (``ctx``: the run's :class:`ganc.context.RunContext`)."""
-    from ..data.splits import eval_split
-    from ..metrics.pool import EvalSplit
-    data = copy.deepcopy(cfg.data)
-    data.root = ctx.data_root()
-    data.eval_split = eval_split(cfg.data)
-    return EvalSplit.from_data_config(data, name=ctx.data.name)
+    """The FID pool's split: the search split held out of the training data
+    (``data.search_split``), else the eval split, read from the run's dataset on this node
+    (``ctx``: the run's :class:`ganc.context.RunContext`). Val / test are otherwise read
+    only by the report."""
+    from ..data.splits import scoring_split
+    return scoring_split(cfg, ctx.data_root(), name=ctx.data.name)
 
 
 # ---------------------------------------------------------------- one search = one trial
@@ -291,6 +288,7 @@ def recipe_budgets(sc, budget_macs: Optional[float] = None) -> list[float]:
 
 def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
             budget_ms: Optional[float], fresh: bool) -> dict:
+    from ..data.splits import choice_split
     from ..placement import search_budgets
     from ..profile import count_macs, count_params
     from ..context import keep_credentials_out_of_tune, ray_storage
@@ -394,6 +392,7 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
                     "fid_actors": pool.num_actors, "kid": "Pareto sets only",
                     "kid_scored": kid_n,
                     "eval_size": size, "macs_convention": "torchprofile",
+                    "fid_split": choice_split(cfg.data),
                     "budget_rule": ("--budget-macs / search.budget(s)_macs at "
                                     f"{ctx.placement['recipe_size']}px"
                                     if asked != [0.0] else

@@ -13,12 +13,18 @@ local process with ``runner="local"``) as the stage ``finetune`` with
   (``finetune/init/state.pt`` + ``finetune/latest.json``), so an interrupted fine-tune
   continues from its last checkpoint like any other stage.
 
-Then the sub-network is scored before and after on the eval split (same extractor and
-real statistics) and ``finetune/result.json`` is written.
+Then the sub-network is scored before and after on the split choices are made on (the
+search split held out of the training data, ``data.search_split``; else the eval split),
+with the same extractor and real statistics, the better of the two is chosen for export
+(:func:`choose_export`) and ``finetune/result.json`` records both FIDs, the split, the
+choice and why. ``finetune.enabled: false`` (a preset whose reference recipe does not
+fine-tune, e.g. horse2zebra) trains nothing and records that the supernet's slice is
+exported.
 """
 from __future__ import annotations
 
 import copy
+import math
 from typing import Optional
 
 from ..config import RunConfig, from_dict, validate
@@ -58,6 +64,21 @@ def finetune_config(cfg: RunConfig, sup: dict) -> RunConfig:
     return base
 
 
+def choose_export(fid_before: Optional[float], fid_after: Optional[float]) -> tuple[str, str]:
+    """``("after" | "before", why)``: the fine-tuned weights only when they score a lower
+    FID than the supernet's slice (a missing or NaN score never wins)."""
+    def ok(v):
+        return isinstance(v, (int, float)) and math.isfinite(v)
+    if ok(fid_after) and (not ok(fid_before) or fid_after < fid_before):
+        return "after", (f"fine-tuned FID {fid_after:.2f} < {fid_before:.2f} before"
+                         if ok(fid_before) else "only the fine-tuned weights scored")
+    if ok(fid_before):
+        return "before", (f"fine-tuning did not lower FID ({fid_before:.2f} before, "
+                          f"{fid_after:.2f} after)" if ok(fid_after) else
+                          "the fine-tuned weights did not score")
+    return "before", "neither scored: the searched weights are kept"
+
+
 def _seed_start(run, sup: dict) -> None:
     """Step-0 resume point holding the supernet's trained weights (written once)."""
     if run.exists(f"{STAGE}/latest.json"):
@@ -89,12 +110,19 @@ def finetune(cfg: RunConfig, store=None, *, config: Optional[str] = None,
         space.validate(cfg_str)
         if not sup.get("teacher"):
             raise ConfigError(f"{run.url('supernet/final.pt')} names no teacher to distil from")
+        if not ctx.cfg.finetune.enabled:
+            result = {"config": cfg_str, "enabled": False, "steps": 0, "skipped": True,
+                      "export": "before",
+                      "why": "finetune.enabled is false: the supernet's slice is exported"}
+            run.put_json(f"{STAGE}/result.json", result)
+            return result
         ft_cfg = finetune_config(ctx.cfg, sup)
         total = schedule_of(ctx, ft_cfg, STAGE, 1 if local else ft_cfg.scale.workers,
                             "finetune").total_steps
         if run.exists(f"{STAGE}/result.json"):
             done = run.get_json(f"{STAGE}/result.json")
-            if done.get("config") == cfg_str and int(done.get("steps", -1)) >= total:
+            if done.get("config") == cfg_str and done.get("enabled", True) and \
+                    int(done.get("steps", -1)) >= total:
                 return {**done, "skipped": True}
         if run.exists(f"{STAGE}/final.pt"):
             old = run.get_torch(f"{STAGE}/final.pt")
@@ -107,10 +135,14 @@ def finetune(cfg: RunConfig, store=None, *, config: Optional[str] = None,
                             section="finetune",
                             extra_spec={"search_space": _one(cfg_str).to_dict(),
                                         "teacher": sup["teacher"]})
-        result = {"config": cfg_str, "steps": int(summary["step"]),
+        result = {"config": cfg_str, "enabled": True, "steps": int(summary["step"]),
                   "final": run.url(f"{STAGE}/final.pt"), "skipped": bool(summary["skipped"])}
         if score:
             result.update(score_before_after(ctx, ft_cfg, sup, cfg_str))
+            result["export"], result["why"] = choose_export(result["fid_before"],
+                                                            result["fid_after"])
+        else:
+            result["export"], result["why"] = "after", "not scored (score=False)"
         run.put_json(f"{STAGE}/result.json", result)
         return result
 
@@ -127,7 +159,9 @@ def subnet_from(run, key: str, config: str):
 
 
 def score_before_after(ctx, cfg: RunConfig, sup: dict, cfg_str: str) -> dict:
-    """FID/KID of the sub-network sliced from the supernet and from the fine-tuned one."""
+    """FID/KID of the sub-network sliced from the supernet and from the fine-tuned one, on
+    the split choices are made on (``fid_split``: ``search``, or the eval split)."""
+    from ..data.splits import choice_split
     from ..metrics.pool import LocalPool, SubnetSpec
     from .driver import eval_split_of
     run = ctx.run
@@ -137,7 +171,8 @@ def score_before_after(ctx, cfg: RunConfig, sup: dict, cfg_str: str) -> dict:
     before, after = pool.score([SubnetSpec("before"), SubnetSpec("after")])
     return {"fid_before": before.fid, "fid_after": after.fid,
             "kid_before": before.kid_mean, "kid_after": after.kid_mean,
-            "eval_images": after.n_fake}
+            "fid_split": choice_split(cfg.data), "eval_images": after.n_fake}
 
 
-__all__ = ["finetune", "finetune_config", "chosen_config", "subnet_from", "STAGE"]
+__all__ = ["finetune", "finetune_config", "chosen_config", "choose_export", "subnet_from",
+           "STAGE"]

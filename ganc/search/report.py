@@ -134,6 +134,7 @@ def write_results(run, searches: list[dict], teacher: Optional[dict], settings: 
     primary = entries[0]
     summary = {k: primary[k] for k in ("config", "macs", "params", "fid", "kid",
                                        "generation", "n_scored", "n_failed", "n_pareto")}
+    summary["fid_split"] = settings.get("fid_split")   # the split "fid" was scored on
     if "latency_ms" in primary:
         summary["latency_ms"] = primary["latency_ms"]
     summary.update({"teacher": teacher, "search": settings, "cost_model": cost.to_dict(),

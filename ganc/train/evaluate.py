@@ -1,4 +1,6 @@
-"""FID of generators on the eval split during training (rank 0, in-process).
+"""FID of generators during training (rank 0, in-process), on the split choices are made
+on: the search split held out of the training data (``data.search_split``), else the eval
+split (:func:`ganc.data.splits.scoring_split`).
 
 Uses ``ganc.metrics`` (the Inception weights the driver shipped, real statistics cached in
 the store under the store root, the in-process :class:`ganc.metrics.Scorer`). The training process keeps its
@@ -7,7 +9,6 @@ scoring here runs in the chief worker between steps, on the same device.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Optional
 
 import torch
@@ -22,15 +23,13 @@ class GeneratorScorer:
 
     def __init__(self, cfg: RunConfig, spec: dict, device: torch.device):
         from ..data.source import DataRef
-        from ..data.splits import eval_split
+        from ..data.splits import scoring_split
         from ..metrics import Scorer, load_extractor, real_stats
         from ..metrics.inception import load_shipped_extractor
-        from ..metrics.pool import EvalSplit
         from ..store import open_store
 
         ref = DataRef.from_spec(spec["data"])
-        data = dataclasses.replace(cfg.data, root=ref.local(), eval_split=eval_split(cfg.data))
-        split = EvalSplit.from_data_config(data, name=ref.name)
+        split = scoring_split(cfg, ref.local(), name=ref.name)
         inputs = torch.from_numpy(split.load_inputs())
         n = int(getattr(cfg.distill, "eval_n", 0) or 0)
         if n > 0:

@@ -53,7 +53,9 @@ def section_of(cfg: RunConfig, stage: str):
 def schedule_of(ctx, cfg: RunConfig, stage: str, workers: int,
                 section: Optional[str] = None) -> Schedule:
     from ..data.splits import split_size
-    size = split_size(cfg.data, ctx.data, cfg.data.train_split)
+    # the teacher trains on the whole training split, the supernet and the fine-tune
+    # without the search split (ganc.data.splits)
+    size = split_size(cfg.data, ctx.data, cfg.data.train_split, holdout=stage != "teacher")
     return make_schedule(section or ("teacher" if stage == "teacher" else "distill"),
                          section_of(cfg, stage), size, cfg.data.batch_size, workers)
 

@@ -88,7 +88,7 @@ def train_batches(sess: Session, cfg: RunConfig, spec: dict, start: int):
     from ..data.splits import build_split
     schedule = Schedule.from_dict(spec["schedule"])
     ds = build_split(cfg, DataRef.from_spec(spec["data"]).local(), cfg.data.train_split,
-                            train=True)
+                     train=True, holdout=spec["stage"] != "teacher")
     if len(ds) != schedule.dataset_size:
         raise common.ConfigError(f"the training split has {len(ds)} images on this node, the "
                                  f"driver counted {schedule.dataset_size}")
