@@ -131,8 +131,10 @@ class PruneConfig:
     d_target: float = 0.5
     steps: int = 1000
     lr_agent: float = 5e-3
-    temperature: float = 0.5
-    base: float = 1.0              # logit offset: gates start open
+    temperature: float = 0.5       # P(open) = sigmoid(logit / T) for sampled gates
+    base: float = 3.0              # logit offset: gates start open (P(open) >= 0.99)
+    tolerance: float = 0.005       # dead zone of the two-sided resource loss (MACs ratio)
+    min_width: float = 0.1         # every group keeps at least this share of its channels
     lambda_resource: float = 2.0
     lambda_lds: float = 1.0
     lds_k: int = 4                 # neighbourhood size
@@ -144,7 +146,8 @@ class PruneConfig:
     use_lds: bool = True
     sample_every: int = 200
     samples: int = 4
-    lr: float = 2e-4               # G / D weights while pruning (0: only the agents learn G's)
+    lr: float = 0.0                # G's weights during the agents' search (0: frozen)
+    lr_d: float = 2e-4             # D's weights during the search (D follows the pruned G)
     lambda_recon: float = 10.0     # L1 of the pruned G's output to the original's
     lambda_gan: float = 1.0
     lds_perturb: str = "noise"     # noise | augment (flip + shift + noise)

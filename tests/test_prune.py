@@ -13,6 +13,7 @@ from ganc.profile import count_macs
 from ganc.prune import (Agent, LocalDensityLoss, Pruner, expected_gates, gated_discriminator,
                         gated_generator, gumbel_sigmoid, hard_keep, resource_loss,
                         slice_network)
+from ganc.prune.agents import floor_open, min_keep
 from ganc.prune.gated import PrunedResnetGenerator
 from ganc.prune.lds import FixedFeatures, pooled
 
@@ -56,23 +57,41 @@ def test_gumbel_sigmoid_soft_in_train_hard_in_eval_straight_through():
     assert torch.equal(e.detach(), (logits.detach() > 0).float())
     with pytest.raises(ConfigError, match="temperature"):
         gumbel_sigmoid(logits, 0.0)
+    # the temperature sets P(open) = sigmoid(logit / T)
+    one = torch.full((20000,), 1.0)
+    for T in (0.25, 1.0):
+        p_open = float(gumbel_sigmoid(one, T, training=True).mean())
+        assert abs(p_open - 1 / (1 + math.exp(-1.0 / T))) < 0.02, (T, p_open)
 
 
-def test_resource_loss_zero_under_budget_positive_over():
-    r = torch.tensor(0.08, requires_grad=True)
-    loss = resource_loss(r, 0.1)
-    assert float(loss.detach()) == 0.0
+def test_resource_loss_two_sided_with_dead_zone():
+    for r0 in (0.097, 0.1, 0.104):                       # inside the dead zone: no pull
+        r = torch.tensor(r0, requires_grad=True)
+        loss = resource_loss(r, 0.1, 0.005)
+        loss.backward()
+        assert float(loss.detach()) == 0.0 and float(r.grad) == 0.0
+    over = torch.tensor(0.3, requires_grad=True)
+    loss = resource_loss(over, 0.1, 0.005)
+    assert math.isclose(float(loss.detach()), (0.2 - 0.005) / 0.1, rel_tol=1e-6)
     loss.backward()
-    assert float(r.grad) == 0.0
-    assert float(resource_loss(torch.tensor(0.1), 0.1)) == 0.0
-    r = torch.tensor(0.3, requires_grad=True)
-    loss = resource_loss(r, 0.1)
-    assert math.isclose(float(loss.detach()), math.log(3.0), rel_tol=1e-6)
-    loss.backward()
-    assert float(r.grad) > 0
-    assert float(resource_loss(torch.tensor(0.5), 0.1)) > float(loss.detach())
+    assert float(over.grad) > 0                          # above the target: close channels
+    under = torch.tensor(0.05, requires_grad=True)
+    resource_loss(under, 0.1, 0.005).backward()
+    assert float(under.grad) < 0                         # below it: reopen channels
     with pytest.raises(ConfigError, match="target"):
         resource_loss(torch.tensor(0.5), 0.0)
+    with pytest.raises(ConfigError, match="prune.tolerance"):
+        resource_loss(torch.tensor(0.5), 0.1, -1.0)
+
+
+def test_floor_open_keeps_min_width_by_logit():
+    logits = {"a": torch.tensor([-3.0, -1.0, -2.0, -4.0, -5.0, -6.0, -7.0, -8.0, -9.0, -10.0]),
+              "b": torch.tensor([1.0, -1.0])}
+    gates = {g: (v > 0).float() for g, v in logits.items()}
+    out = floor_open(gates, logits, 0.25)
+    assert out["a"].tolist() == [1, 1, 1] + [0] * 7      # ceil(2.5) = 3 highest logits
+    assert out["b"].tolist() == [1, 0]
+    assert min_keep(10, 0.0) == 1 and min_keep(10, 0.1) == 1 and min_keep(64, 0.1) == 7
 
 
 def test_agent_peer_input_changes_logits():
@@ -201,19 +220,31 @@ def _teacher():
     return G, D
 
 
-def test_short_run_reaches_targets(tmp_path):
+def test_short_run_hits_targets_both_ways(tmp_path):
+    """G and D end within 0.01 of their MACs targets: D's own loss, which closes D's
+    channels, is held at its target by the two-sided resource loss."""
+    torch.set_num_threads(1)
     A, B = _demo_batches(tmp_path)
-    G, D = _teacher()
-    pc = PruneConfig(lr_agent=5e-3, base=1.0, lambda_resource=5.0, d_target=0.4, lds_k=2)
-    pr = Pruner(pc, 0.1, G, D, size=SIZE)
+    G, _ = _teacher()
+    torch.manual_seed(0)
+    D = gnn.build("n_layers", input_nc=6, ndf=16, n_layers=2, norm="batch")
+    pc = PruneConfig(lr_agent=1e-2, lambda_resource=5.0, d_target=0.5, lds_k=2)
+    pr = Pruner(pc, 0.2, G, D, size=SIZE)
     start = pr.ratios()
-    assert start["ratio_G"] > 0.8 and start["ratio_D"] > 0.8, start
-    for i in range(24):
+    assert start["ratio_G"] == 1.0 and start["ratio_D"] == 1.0, start
+    # gates start open: the sampled network is the original one at the first step
+    gG, gD = pr.gates(training=True)
+    assert float(pr.G.macs_ratio(gG, SIZE)) > 0.95 and float(pr.D.macs_ratio(gD, SIZE)) > 0.95
+    for i in range(50):
         pr.step(A[i % 4:i % 4 + 1], B[i % 4:i % 4 + 1])
     r = pr.ratios()
-    assert r["ratio_G"] <= 0.1 + 0.02, r
-    assert r["ratio_D"] <= 0.4 + 1e-6, r
+    assert abs(r["ratio_G"] - 0.2) <= 0.01, r
+    assert abs(r["ratio_D"] - 0.5) <= 0.01, r
+    # G's weights are frozen in the search phase: still the teacher's
+    assert all(torch.equal(a, b) for a, b in zip(pr.G.net.state_dict().values(),
+                                                  G.state_dict().values()))
     small, small_D, keep = pr.slice()
+    assert all(v.numel() >= min_keep(pr.G.groups[g], pc.min_width) for g, v in keep["G"].items())
     assert count_macs(small, (1, 3, SIZE, SIZE)) == round(r["macs_G"])
     gG, gD = pr.hard_gates()
     with torch.no_grad():

@@ -5,19 +5,28 @@ embedding per prunable layer (channel group) of its model; the *peer input* -- t
 agent's kept ratio per layer and the other model's last loss -- is mapped to the
 embedding size and added to every layer's embedding; a GRU runs over the layers in
 network order (so each layer's decision sees the ones before it); a linear head per
-layer gives one logit per channel, plus a constant ``base`` offset so gates start open. Head biases
-start spread evenly over ``[-spread, spread]`` (in random channel order), so channels
-close one after another as the resource loss lowers the logits, not all at once.
+layer gives one logit per channel, plus a constant ``base`` offset so gates start open
+(``base=3``, ``T=0.5``: every channel is open with probability >= sigmoid(5) ~ 0.993 at
+the first step, so the sampled network starts as the original). Head biases start spread
+evenly over ``[-spread, spread]`` (in random channel order), so channels close one after
+another as the resource loss lowers the logits, not all at once.
 
-Gates: :func:`gumbel_sigmoid` draws ``sigmoid((logits + log u - log(1 - u)) / T)``
-in training and makes it hard (``> 0.5``) with a straight-through estimator
-(``hard - soft.detach() + soft``); in eval it is deterministic, ``logits > 0``.
+Gates: :func:`gumbel_sigmoid` draws ``sigmoid(logits / T + log u - log(1 - u))`` in
+training and makes it hard (``> 0.5``) with a straight-through estimator
+(``hard - soft.detach() + soft``); in eval it is deterministic, ``logits > 0``. The
+temperature divides the logits, not the noise, so it sets how random the sampled
+architecture is: P(open) = sigmoid(logit / T) (dividing the sum of logit and noise would
+leave P(open) = sigmoid(logit) whatever T).
 The resource loss is taken on the deterministic gates (:func:`expected_gates`: hard
 ``logits > 0`` with the gradient of ``sigmoid(logits / T)``), i.e. on the network that
 would be exported, while the task losses see Gumbel samples (exploration). Taking it on
 the samples instead drives every logit far below 0 (a channel at logit 0 is still kept
 half the time), and the deterministic network collapses far under its target.
-:func:`resource_loss` is ``log(max(r, p) / p)`` for a MACs ratio r and target p.
+:func:`resource_loss` is two-sided: ``max(|r - p| - tol, 0) / p`` for a MACs ratio r,
+target p and dead zone ``tol`` (``prune.tolerance``), so a network pruned under its
+target is pulled back open (a one-sided loss lets D's own loss close D far below its
+target). Every group keeps at least ``prune.min_width`` of its channels
+(:func:`floor_open`: the highest logits are forced open), so no layer collapses.
 """
 from __future__ import annotations
 
@@ -40,7 +49,7 @@ def gumbel_sigmoid(logits: torch.Tensor, temperature: float = 0.5, training: boo
         return (logits > 0).to(logits.dtype)
     u = torch.rand(logits.shape, generator=generator, device="cpu").to(logits.device)
     u = u.clamp(1e-6, 1 - 1e-6)
-    soft = torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) / temperature)
+    soft = torch.sigmoid(logits / temperature + torch.log(u) - torch.log1p(-u))
     if not hard:
         return soft
     hard_v = (soft > 0.5).to(soft.dtype)
@@ -54,19 +63,41 @@ def expected_gates(logits: torch.Tensor, temperature: float = 0.5) -> torch.Tens
     return (logits > 0).to(soft.dtype) - soft.detach() + soft
 
 
-def resource_loss(ratio: torch.Tensor, target: float) -> torch.Tensor:
-    """``log(max(r, p) / p)``: zero while the MACs ratio is under its target."""
+def resource_loss(ratio: torch.Tensor, target: float, tolerance: float = 0.0) -> torch.Tensor:
+    """``max(|r - p| - tol, 0) / p``: zero inside the dead zone ``|r - p| <= tol``,
+    pushing r down above it and up below it (relative to p, like ``log(r / p)`` near p)."""
     if not 0 < target <= 1:
         raise ConfigError(f"pruning target must be in (0, 1], got {target}")
+    if tolerance < 0:
+        raise ConfigError(f"prune.tolerance must be >= 0, got {tolerance}")
     ratio = torch.as_tensor(ratio)
-    return torch.log(torch.clamp(ratio, min=target) / target)
+    return torch.clamp((ratio - target).abs() - tolerance, min=0) / target
+
+
+def min_keep(width: int, min_width: float) -> int:
+    """Channels a group of ``width`` keeps at least: ``ceil(min_width * width)``, >= 1."""
+    return max(1, min(int(width), math.ceil(float(min_width) * int(width) - 1e-9)))
+
+
+def floor_open(gates: Mapping[str, torch.Tensor], logits: Mapping[str, torch.Tensor],
+               min_width: float) -> Dict[str, torch.Tensor]:
+    """Gates with each group's ``min_keep`` highest-logit channels forced open (1, no
+    gradient there): the minimum width per group."""
+    out = {}
+    for g, v in gates.items():
+        lg = logits[g].detach()
+        k = min_keep(lg.shape[-1], min_width)
+        top = torch.topk(lg, k, dim=-1).indices
+        mask = torch.zeros_like(lg, dtype=torch.bool).scatter_(-1, top, True)
+        out[g] = torch.where(mask, torch.ones_like(v), v)
+    return out
 
 
 class Agent(nn.Module):
     """Per-layer embeddings (+ peer input) -> GRU -> per-layer heads -> channel logits."""
 
     def __init__(self, groups: Mapping[str, int], peer_layers: int, embed: int = 32,
-                 hidden: int = 64, base: float = 3.0, spread: float = 1.0):
+                 hidden: int = 64, base: float = 3.0, spread: float = 0.5):
         super().__init__()
         self.names = list(groups)
         self.widths = [int(groups[g]) for g in self.names]
@@ -107,9 +138,11 @@ class Agent(nn.Module):
                                                                              self.heads))}
 
     def gates(self, logits: Mapping[str, torch.Tensor], temperature: float, training: bool,
-              generator: Optional[torch.Generator] = None) -> Dict[str, torch.Tensor]:
-        return {g: gumbel_sigmoid(v, temperature, training, True, generator)
-                for g, v in logits.items()}
+              generator: Optional[torch.Generator] = None,
+              min_width: float = 0.0) -> Dict[str, torch.Tensor]:
+        g = {k: gumbel_sigmoid(v, temperature, training, True, generator)
+             for k, v in logits.items()}
+        return floor_open(g, logits, min_width)
 
 
 def kept_ratios(gates: Mapping[str, torch.Tensor]) -> List[float]:

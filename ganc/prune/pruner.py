@@ -1,17 +1,20 @@
 """One pruning run for one target ratio, in plain PyTorch (no Ray here).
 
 :class:`Pruner` holds the frozen original generator ``T``, the gated student generator
-``G`` (initialised from ``T``; its weights train with ``prune.lr``), the gated
+``G`` (initialised from ``T``; its weights are frozen in this search phase unless
+``prune.lr`` > 0: only the gates move, so a closed channel keeps the weights that could
+reopen it), the gated
 discriminator ``D``, the agents genG / genD and the LDS loss. Each :meth:`Pruner.step`:
 
 1. both agents emit channel logits from their peer input (the other agent's kept ratio
    per layer and the other model's last loss; zeros with ``peer_feedback: false``) and
    sample straight-through hard gates;
 2. **G side** (G's weights and genG): ``lambda_gan * GAN(D(fake)) + lambda_recon *
-   L1(fake, T(x)) + lambda_lds * LDS + lambda_resource * log(max(r_G, p) / p)``;
+   L1(fake, T(x)) + lambda_lds * LDS + lambda_resource * res(r_G, p)`` with the two-sided
+   ``res(r, p) = max(|r - p| - tol, 0) / p``;
 3. **D side** (D's weights, genD, the neighbourhood critic): the discriminator loss on
-   real vs. gated-G images through the gated D, ``+ lambda_resource * log(max(r_D, p_D) /
-   p_D)``, + the critic loss.
+   real vs. gated-G images through the gated D (D's weights with ``prune.lr_d``),
+   ``+ lambda_resource * res(r_D, p_D)``, + the critic loss.
 
 The MACs ratios r are those of the gated networks (``Gated.macs_ratio``) at the data's
 crop size, in the profiler's convention. :meth:`Pruner.hard_gates` are the
@@ -30,7 +33,7 @@ import torch.nn as nn
 from ..config import PruneConfig
 from ..errors import ConfigError
 from ..losses import GANLoss, discriminator_loss, recon_l1
-from .agents import Agent, expected_gates, kept_ratios, resource_loss
+from .agents import Agent, expected_gates, floor_open, kept_ratios, resource_loss
 from .gated import Gated, gated_discriminator, gated_generator, hard_keep, slice_network
 from .lds import FEATURE_SPACES, FixedFeatures, LocalDensityLoss, pooled
 
@@ -50,10 +53,12 @@ def check_prune_config(pc: PruneConfig) -> None:
         if v is None or v <= 0:
             raise ConfigError(f"prune.{name} must be positive, got {v!r}")
     for name in ("lambda_resource", "lambda_lds", "lambda_recon", "lambda_gan", "lr",
-                 "lds_noise", "lds_adv", "finetune_steps"):
+                 "lr_d", "lds_noise", "lds_adv", "finetune_steps", "tolerance"):
         v = getattr(pc, name)
         if v is None or v < 0:
             raise ConfigError(f"prune.{name} must be >= 0, got {v!r}")
+    if not 0 <= float(pc.min_width) < 1:
+        raise ConfigError(f"prune.min_width must be in [0, 1), got {pc.min_width}")
     if pc.lds_features not in FEATURE_SPACES:
         raise ConfigError(f"prune.lds_features {pc.lds_features!r} is not one of: "
                           + ", ".join(FEATURE_SPACES))
@@ -80,6 +85,9 @@ class Pruner:
         for p in self.T.parameters():
             p.requires_grad_(False)
         self.G = gated_generator(copy.deepcopy(teacher).to(self.device).train())
+        if pc.lr <= 0:  # search phase: G's weights frozen, only the gates move
+            for p in self.G.parameters():
+                p.requires_grad_(False)
         self.D = gated_discriminator(copy.deepcopy(discriminator).to(self.device).train())
         nG, nD = len(self.G.groups), len(self.D.groups)
         self.genG = Agent(self.G.groups, nD, base=pc.base).to(self.device)
@@ -99,8 +107,7 @@ class Pruner:
             if pc.lr > 0 else None
         d_params = list(self.D.parameters()) + (list(self.lds.critic.parameters())
                                                 if self.lds is not None else [])
-        self.opt_D = torch.optim.Adam(d_params, lr=pc.lr if pc.lr > 0 else 2e-4,
-                                      betas=(0.5, 0.999))
+        self.opt_D = torch.optim.Adam(d_params, lr=pc.lr_d, betas=(0.5, 0.999))
         self.last_loss_G: Optional[float] = None
         self.last_loss_D: Optional[float] = None
         self.last_peer: Dict[str, torch.Tensor] = {}
@@ -156,13 +163,14 @@ class Pruner:
         pruned); with ``with_expected`` also the deterministic straight-through gates
         the resource loss and the peer summaries use."""
         lG, lD = self.logits()
-        T = self.pc.temperature
-        gG = self.genG.gates(lG, T, training, self.rng)
-        gD = self.genD.gates(lD, T, training, self.rng) if lD is not None else None
+        T, mw = self.pc.temperature, self.pc.min_width
+        gG = self.genG.gates(lG, T, training, self.rng, mw)
+        gD = self.genD.gates(lD, T, training, self.rng, mw) if lD is not None else None
         if not with_expected:
             return gG, gD
-        eG = {g: expected_gates(v, T) for g, v in lG.items()}
-        eD = {g: expected_gates(v, T) for g, v in lD.items()} if lD is not None else None
+        eG = floor_open({g: expected_gates(v, T) for g, v in lG.items()}, lG, mw)
+        eD = (floor_open({g: expected_gates(v, T) for g, v in lD.items()}, lD, mw)
+              if lD is not None else None)
         return gG, gD, eG, eD
 
     @torch.no_grad()
@@ -211,7 +219,7 @@ class Pruner:
                                   for_discriminator=False)
         terms["G_recon"] = recon_l1(fake, target_img)
         ratio_G = self.G.macs_ratio(eG, self.size)
-        terms["res_G"] = resource_loss(ratio_G, self.target)
+        terms["res_G"] = resource_loss(ratio_G, self.target, pc.tolerance)
         feats = None
         if self.lds is not None:
             xs = self.lds.neighbourhood(A, self.rng)
@@ -246,7 +254,7 @@ class Pruner:
         loss_D = terms["D"]
         if gD is not None:
             ratio_D = self.D.macs_ratio(eD, self.size)
-            terms["res_D"] = resource_loss(ratio_D, self.d_target)
+            terms["res_D"] = resource_loss(ratio_D, self.d_target, pc.tolerance)
             loss_D = loss_D + pc.lambda_resource * terms["res_D"]
         else:
             ratio_D = torch.ones(())
