@@ -127,7 +127,8 @@ class FinetuneConfig:
 
 @dataclass
 class PruneConfig:
-    targets: list = field(default_factory=lambda: [0.1])
+    targets: list = field(default_factory=list)  # G's MACs ratios; empty: the search budget
+    base_model: str = "teacher"    # teacher | mobile (the supernet's largest sub-network)
     d_target: float = 0.5
     steps: int = 1000
     lr_agent: float = 5e-3
@@ -152,7 +153,8 @@ class PruneConfig:
     lambda_gan: float = 1.0
     lds_perturb: str = "noise"     # noise | augment (flip + shift + noise)
     lds_adv: float = 0.1           # weight of the adversarial neighbourhood term inside LDS
-    finetune_steps: int = 200      # fine-tuning of the sliced generator
+    finetune_steps: int = -1       # fine-tune of the exported generator (-1: as long as the
+                                   # search winner's, finetune.steps / epochs + epochs_decay)
     eval_n: int = 0                # FID of sampled sub-generators on the first n eval images
 
 

@@ -287,3 +287,65 @@ def test_prune_config_errors():
         Pruner(PruneConfig(lds_features="vgg"), 0.1, G, D)
     with pytest.raises(ConfigError, match="prune.d_target"):
         Pruner(PruneConfig(d_target=0), 0.1, G, D)
+
+
+# ------------------------------------------------------------------------- equal budget
+@pytest.mark.parametrize("start", ["all", "one"])
+def test_project_keep_fits_budget_within_two_percent(start):
+    from ganc.prune.gated import project_keep
+    torch.manual_seed(4)
+    gated = gated_generator(gnn.build("resnet_6blocks", ngf=8))
+    full = gated.full_macs(SIZE)
+    logits = {g: torch.randn(c) for g, c in gated.groups.items()}
+    keep = ({g: torch.arange(c) for g, c in gated.groups.items()} if start == "all" else
+            {g: torch.tensor([0]) for g in gated.groups})
+    floor = {g: min_keep(c, 0.1) for g, c in gated.groups.items()}
+    for ratio in (0.08, 0.3, 0.6):
+        budget = ratio * full
+        out = project_keep(gated, keep, logits, budget, SIZE, floor)
+        small = slice_network(gated, out)
+        macs = count_macs(small, (1, 3, SIZE, SIZE))
+        assert macs <= budget and macs >= 0.98 * budget, (ratio, macs / full)
+        assert all(out[g].numel() >= floor[g] for g in gated.groups)
+        # the kept channels are the highest logits among those that could be kept
+        for g in gated.groups:
+            closed = sorted(set(range(gated.groups[g])) - set(out[g].tolist()))
+            if closed and start == "all":
+                assert float(logits[g][out[g]].min()) >= float(logits[g][closed].max()) - 1e-6
+
+
+def test_targets_default_to_the_search_budget(tmp_path):
+    from ganc.config import RunConfig
+    from ganc.prune.driver import build_base, resolve_targets, search_budgets
+    from ganc.store import open_store
+    run = open_store(str(tmp_path / "store")).run("r")
+    cfg = RunConfig(name="r")
+    cfg.data.crop_size = SIZE
+    T = gnn.build("resnet_6blocks", ngf=8)
+    full = count_macs(T, (1, 3, SIZE, SIZE))
+    assert search_budgets(cfg, run) == []
+    assert resolve_targets(cfg, run, T, T) == [pytest.approx(0.1, abs=1e-6)]  # search's rule
+    run.put_json("best.json", {"search": {"budget_macs": 0.25 * full}})
+    assert resolve_targets(cfg, run, T, T) == [pytest.approx(0.25, abs=1e-6)]
+    cfg.search.budget_macs = 0.4 * full
+    assert resolve_targets(cfg, run, T, T) == [pytest.approx(0.4, abs=1e-6)]
+    cfg.prune.targets = [0.3]
+    assert resolve_targets(cfg, run, T, T) == [0.3]
+    # prune.base_model: mobile prunes the supernet's largest sub-network
+    cfg.prune.targets = []
+    cfg.prune.base_model = "mobile"
+    with pytest.raises(ConfigError, match="supernet/final.pt does not exist"):
+        build_base(cfg, run, T)
+    sup = gnn.build("super_mobile_resnet_9blocks", ngf=8)
+    run.put_torch("supernet/final.pt", {"netG": "super_mobile_resnet_9blocks", "ngf": 8,
+                                        "norm": "instance", "state_dict": sup.state_dict()})
+    base, name = build_base(cfg, run, T)
+    assert name == "mobile" and gated_generator(base).plan.meta["kind"] == "mobile"
+    x = torch.rand(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert (base(x) - sup.eval()(x)).abs().max() < 1e-5
+    mob = count_macs(base, (1, 3, SIZE, SIZE))
+    assert resolve_targets(cfg, run, T, base) == [pytest.approx(0.4 * full / mob, abs=1e-6)]
+    cfg.search.budget_macs = 2.0 * mob
+    with pytest.raises(ConfigError, match="not below the pruned network's"):
+        resolve_targets(cfg, run, T, base)

@@ -33,15 +33,17 @@ import torch.nn as nn
 from ..config import PruneConfig
 from ..errors import ConfigError
 from ..losses import GANLoss, discriminator_loss, recon_l1
-from .agents import Agent, expected_gates, floor_open, kept_ratios, resource_loss
-from .gated import Gated, gated_discriminator, gated_generator, hard_keep, slice_network
+from .agents import Agent, expected_gates, floor_open, kept_ratios, min_keep, resource_loss
+from .gated import (Gated, gated_discriminator, gated_generator, hard_keep, project_keep,
+                    slice_network)
 from .lds import FEATURE_SPACES, FixedFeatures, LocalDensityLoss, pooled
+
+
+BASE_MODELS = ("teacher", "mobile")
 
 
 def check_prune_config(pc: PruneConfig) -> None:
     """One-line errors for values no run could use."""
-    if not pc.targets:
-        raise ConfigError("prune.targets is empty; give ratios in (0, 1], e.g. [0.1, 0.05]")
     for t in pc.targets:
         if not isinstance(t, (int, float)) or not 0 < float(t) <= 1:
             raise ConfigError(f"prune.targets: {t!r} is not a ratio in (0, 1]")
@@ -53,10 +55,16 @@ def check_prune_config(pc: PruneConfig) -> None:
         if v is None or v <= 0:
             raise ConfigError(f"prune.{name} must be positive, got {v!r}")
     for name in ("lambda_resource", "lambda_lds", "lambda_recon", "lambda_gan", "lr",
-                 "lr_d", "lds_noise", "lds_adv", "finetune_steps", "tolerance"):
+                 "lr_d", "lds_noise", "lds_adv", "tolerance"):
         v = getattr(pc, name)
         if v is None or v < 0:
             raise ConfigError(f"prune.{name} must be >= 0, got {v!r}")
+    if int(pc.finetune_steps) < -1:
+        raise ConfigError(f"prune.finetune_steps must be >= 0 (or -1: the search winner's "
+                          f"length), got {pc.finetune_steps}")
+    if pc.base_model not in BASE_MODELS:
+        raise ConfigError(f"prune.base_model {pc.base_model!r} is not one of: "
+                          + ", ".join(BASE_MODELS))
     if not 0 <= float(pc.min_width) < 1:
         raise ConfigError(f"prune.min_width must be in [0, 1), got {pc.min_width}")
     if pc.lds_features not in FEATURE_SPACES:
@@ -71,7 +79,8 @@ class Pruner:
 
     def __init__(self, pc: PruneConfig, target: float, teacher: nn.Module,
                  discriminator: nn.Module, *, conditional: bool = True, size: int = 256,
-                 gan_mode: str = "vanilla", device="cpu", seed: int = 0):
+                 gan_mode: str = "vanilla", device="cpu", seed: int = 0,
+                 base: Optional[nn.Module] = None):
         check_prune_config(pc)
         if not 0 < float(target) <= 1:
             raise ConfigError(f"prune.targets: {target!r} is not a ratio in (0, 1]")
@@ -84,7 +93,10 @@ class Pruner:
         self.T = copy.deepcopy(teacher).to(self.device).eval()
         for p in self.T.parameters():
             p.requires_grad_(False)
-        self.G = gated_generator(copy.deepcopy(teacher).to(self.device).train())
+        # the network pruned: the teacher, or another start (the supernet's largest
+        # sub-network, prune.base_model: mobile); T stays the reference either way
+        start = teacher if base is None else base
+        self.G = gated_generator(copy.deepcopy(start).to(self.device).train())
         if pc.lr <= 0:  # search phase: G's weights frozen, only the gates move
             for p in self.G.parameters():
                 p.requires_grad_(False)
@@ -292,14 +304,27 @@ class Pruner:
             out.append(hard_keep(gG))
         return out
 
+    @property
+    def budget_macs(self) -> float:
+        """G's MACs budget: the target ratio of the full gated G's MACs."""
+        return self.target * self.full_macs_G
+
+    @torch.no_grad()
+    def project(self, keep: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Kept channels of G moved to at most the budget, by the current logits."""
+        lG, _ = self.logits()
+        floor = {g: min_keep(c, self.pc.min_width) for g, c in self.G.groups.items()}
+        return project_keep(self.G, keep, lG, self.budget_macs, self.size, floor)
+
     def keep_macs(self, keep) -> int:
         return int(self.G.macs({g: int(v.numel()) for g, v in keep.items()}, self.size))
 
     @torch.no_grad()
-    def slice(self):
-        """(plain generator, plain discriminator, kept indices) from the hard gates."""
+    def slice(self, keep_G: Optional[Dict[str, torch.Tensor]] = None):
+        """(plain generator, plain discriminator, kept indices) from the hard gates (G's
+        kept channels ``keep_G`` instead when given)."""
         gG, gD = self.hard_gates()
-        keepG = hard_keep(gG)
+        keepG = hard_keep(gG) if keep_G is None else keep_G
         G = slice_network(self.G, keepG)
         if gD is not None:
             keepD = hard_keep(gD)
