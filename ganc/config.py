@@ -140,7 +140,7 @@ class PruneConfig:
     lambda_lds: float = 1.0
     lds_k: int = 4                 # neighbourhood size
     lds_noise: float = 0.05
-    lds_bandwidth: float = 1.0
+    lds_bandwidth: float = 1.0     # x the median distance within each neighbourhood
     lds_features: str = "discriminator"  # discriminator | fixed
     peer_feedback: bool = True
     prune_d: bool = True
@@ -151,7 +151,7 @@ class PruneConfig:
     lr_d: float = 2e-4             # D's weights during the search (D follows the pruned G)
     lambda_recon: float = 10.0     # L1 of the pruned G's output to the original's
     lambda_gan: float = 1.0
-    lds_perturb: str = "noise"     # noise | augment (flip + shift + noise)
+    lds_perturb: str = "augment"   # augment (flip + shift + noise per copy) | noise
     lds_adv: float = 0.1           # weight of the adversarial neighbourhood term inside LDS
     finetune_steps: int = -1       # fine-tune of the exported generator (-1: as long as the
                                    # search winner's, finetune.steps / epochs + epochs_decay)

@@ -194,6 +194,57 @@ def test_lds_zero_for_identical_and_grows_with_perturbation(features):
     assert totals[0] > 1e-6 and totals[0] < totals[1] < totals[2], totals
 
 
+def test_lds_gradient_reaches_agent_and_g_within_10x_of_recon(tmp_path):
+    """At the default weights the LDS gradient on genG's parameters and on G's weights is
+    within 10x of the reconstruction term's (it was ~1e-6 of it with a global kernel
+    scale and spatial-mean features)."""
+    torch.set_num_threads(1)
+    A, B = _demo_batches(tmp_path)
+    G, D = _teacher()
+    pc = PruneConfig(lr_agent=2e-2, lambda_resource=5.0, lr=1e-4)   # lr > 0: G's weights
+    pr = Pruner(pc, 0.3, G, D, size=SIZE)                           # take gradients too
+    for i in range(6):                           # prune a little: pruned != original
+        pr.step(A[i % 4:i % 4 + 1], B[i % 4:i % 4 + 1])
+    gG, gD = pr.gates(training=True)
+    terms, _, _, _ = pr.task_terms_G(A[:2], gG, gD)
+    assert float(terms["lds"]) > 1e-3, terms
+    groups = {"agent": list(pr.genG.parameters()), "G": list(pr.G.parameters())}
+
+    def norm(loss, params):
+        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        return float(torch.sqrt(sum((g ** 2).sum() for g in grads if g is not None)))
+    for name, params in groups.items():
+        lds = norm(pc.lambda_lds * terms["lds"], params)
+        recon = norm(pc.lambda_recon * terms["G_recon"], params)
+        assert lds > 0 and 0.1 <= lds / recon <= 10, (name, lds, recon)
+    # the critic is neither built nor trained when its share is 0
+    no_adv = Pruner(PruneConfig(lds_adv=0.0, lds_k=2), 0.3, G, D, size=SIZE)
+    assert no_adv.lds.critic is None and "critic" not in no_adv.step(A[:1], B[:1])
+
+
+def test_lds_terms_live_on_tight_neighbourhoods():
+    """Neighbourhoods whose copies sit close together far from the origin (D features:
+    large means, small differences) still give O(0.1) terms when the pruned copies move
+    by as much as the copies differ: the bandwidth is per neighbourhood, the features
+    are normalised by their spread, so the terms do not depend on the features' scale."""
+    g = torch.Generator().manual_seed(0)
+    centre = 5.0 + torch.randn(3, 1, 64, generator=g)
+    Q = centre + 0.01 * torch.randn(3, 4, 64, generator=g)           # (B, K, F)
+    P = Q + 0.01 * torch.randn(3, 4, 64, generator=g)
+    lds = LocalDensityLoss(64, k=4, adv_weight=0.0)
+    t = lds(P.flatten(0, 1), Q.flatten(0, 1))
+    assert float(t["density"]) > 0.05, t
+    t100 = lds(100 * P.flatten(0, 1), 100 * Q.flatten(0, 1))
+    assert float(t100["density"]) == pytest.approx(float(t["density"]), rel=1e-3)
+
+
+def test_neighbours_differ_from_each_other():
+    x = torch.rand(1, 3, SIZE, SIZE) * 2 - 1
+    xs = LocalDensityLoss(8, k=4, noise=0.0).neighbourhood(x, torch.Generator().manual_seed(1))
+    d = [(xs[i] - xs[j]).abs().mean() for i in range(4) for j in range(i + 1, 4)]
+    assert min(float(v) for v in d) > 0.05, d        # each copy its own flip and shift
+
+
 def test_lds_config_errors():
     with pytest.raises(ConfigError, match="lds_k"):
         LocalDensityLoss(8, k=1)

@@ -36,7 +36,7 @@ from ..losses import GANLoss, discriminator_loss, recon_l1
 from .agents import Agent, expected_gates, floor_open, kept_ratios, min_keep, resource_loss
 from .gated import (Gated, gated_discriminator, gated_generator, hard_keep, project_keep,
                     slice_network)
-from .lds import FEATURE_SPACES, FixedFeatures, LocalDensityLoss, pooled
+from .lds import FEATURE_SPACES, FixedFeatures, LocalDensityLoss, spatial
 
 
 BASE_MODELS = ("teacher", "mobile")
@@ -117,8 +117,9 @@ class Pruner:
                            if self.genD is not None else None)
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=pc.lr, betas=(0.5, 0.999)) \
             if pc.lr > 0 else None
-        d_params = list(self.D.parameters()) + (list(self.lds.critic.parameters())
-                                                if self.lds is not None else [])
+        d_params = list(self.D.parameters()) + (
+            list(self.lds.critic.parameters())
+            if self.lds is not None and self.lds.critic is not None else [])
         self.opt_D = torch.optim.Adam(d_params, lr=pc.lr_d, betas=(0.5, 0.999))
         self.last_loss_G: Optional[float] = None
         self.last_loss_D: Optional[float] = None
@@ -132,11 +133,12 @@ class Pruner:
         return torch.cat([cond, y], 1) if self.conditional else y
 
     def features(self, cond, y, gates_D) -> torch.Tensor:
-        """phi(y): pooled D activations (gated D, gates detached) or the fixed net."""
+        """phi(y): D's activations pooled to a grid (gated D, gates detached) or the
+        fixed net's."""
         if self.fixed is not None:
             return self.fixed(y)
         g = None if gates_D is None else {k: v.detach() for k, v in gates_D.items()}
-        return pooled(self.D.forward_features(self._d_input(cond, y), g)[1])
+        return spatial(self.D.forward_features(self._d_input(cond, y), g)[1])
 
     @torch.no_grad()
     def _feature_dim(self) -> int:
@@ -207,6 +209,35 @@ class Pruner:
                 "macs_D": rD * self.full_macs_D}
 
     # ------------------------------------------------------------------ training
+    def task_terms_G(self, A: torch.Tensor, gG, gD):
+        """G's task terms under gates ``gG`` / ``gD`` (GAN, reconstruction, LDS), with the
+        fake images, the original's images and the LDS features (pruned detached,
+        original) for the critic."""
+        gD_det = None if gD is None else {k: v.detach() for k, v in gD.items()}
+        fake = self.G(A, gG)
+        with torch.no_grad():
+            target_img = self.T(A)
+        terms: Dict[str, torch.Tensor] = {}
+        terms["G_gan"] = self.gan(self.D(self._d_input(A, fake), gD_det), True,
+                                  for_discriminator=False)
+        terms["G_recon"] = recon_l1(fake, target_img)
+        feats = None
+        if self.lds is not None:
+            xs = self.lds.neighbourhood(A, self.rng)
+            with torch.no_grad():
+                ys_T = self.T(xs)
+            # one joint pass of pruned and original outputs through D (batch statistics
+            # shared, see ganc.prune.lds); the original's half carries no gradient
+            f = self.features(torch.cat([xs, xs]), torch.cat([self.G(xs, gG), ys_T]), gD)
+            fP, fQ = f.chunk(2)
+            fQ = fQ.detach()
+            lds = self.lds(fP, fQ)
+            for k in ("density", "structure", "adv"):
+                terms[f"lds_{k}"] = lds[k]
+            terms["lds"] = lds["total"]
+            feats = (fP.detach(), fQ)
+        return terms, fake, target_img, feats
+
     def step(self, A: torch.Tensor, B: Optional[torch.Tensor] = None) -> Dict[str, float]:
         """One update of G, genG, D, genD and the critic; returns the loss terms."""
         with torch.enable_grad():  # an in-process FID scorer may have turned grads off
@@ -218,32 +249,13 @@ class Pruner:
         B = B.to(self.device) if B is not None else None
         self.G.train(), self.D.train()
         gG, gD, eG, eD = self.gates(training=True, with_expected=True)
-        gD_det = None if gD is None else {k: v.detach() for k, v in gD.items()}
 
         # ---- G side
         for p in self.D.parameters():
             p.requires_grad_(False)
-        fake = self.G(A, gG)
-        with torch.no_grad():
-            target_img = self.T(A)
-        terms: Dict[str, torch.Tensor] = {}
-        terms["G_gan"] = self.gan(self.D(self._d_input(A, fake), gD_det), True,
-                                  for_discriminator=False)
-        terms["G_recon"] = recon_l1(fake, target_img)
+        terms, fake, target_img, feats = self.task_terms_G(A, gG, gD)
         ratio_G = self.G.macs_ratio(eG, self.size)
         terms["res_G"] = resource_loss(ratio_G, self.target, pc.tolerance)
-        feats = None
-        if self.lds is not None:
-            xs = self.lds.neighbourhood(A, self.rng)
-            with torch.no_grad():
-                ys_T = self.T(xs)
-                fQ = self.features(xs, ys_T, gD)
-            fP = self.features(xs, self.G(xs, gG), gD)
-            lds = self.lds(fP, fQ)
-            for k in ("density", "structure", "adv"):
-                terms[f"lds_{k}"] = lds[k]
-            terms["lds"] = lds["total"]
-            feats = (fP.detach(), fQ)
         loss_G = (pc.lambda_gan * terms["G_gan"] + pc.lambda_recon * terms["G_recon"]
                   + pc.lambda_resource * terms["res_G"])
         if self.lds is not None:
@@ -271,7 +283,7 @@ class Pruner:
         else:
             ratio_D = torch.ones(())
             terms["res_D"] = torch.zeros(())
-        if self.lds is not None and feats is not None:
+        if self.lds is not None and self.lds.critic is not None and feats is not None:
             terms["critic"] = self.lds.critic_loss(*feats)
             loss_D = loss_D + terms["critic"]
         self.opt_D.zero_grad(set_to_none=True)
