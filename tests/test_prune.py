@@ -101,7 +101,7 @@ def test_agent_peer_input_changes_logits():
     assert list(out0) == ["a", "b"] and out0["b"].shape == (6,)
     assert (out0["a"] > 0).all()                                   # starts open
     out1 = agent(agent.peer_input([0.2, 0.5, 1.0], 0.7))
-    assert not torch.allclose(out0["a"], out1["a"])
+    assert (out0["a"] - out1["a"]).abs().max() > 0.02        # the peer input moves logits
     assert torch.equal(agent.peer_input(None, None), torch.zeros(4))
 
 
@@ -305,25 +305,43 @@ def test_short_run_hits_targets_both_ways(tmp_path):
         assert (pr.D(x, gD) - small_D(x)).abs().max() < 1e-5
 
 
-def test_ablation_switches_change_loss_terms(tmp_path):
+def _learned_gates(A, B, G, D, steps=12, **kw):
+    pr = Pruner(PruneConfig(lds_k=2, lr_agent=2e-2, lambda_resource=5.0, **kw), 0.3, G, D,
+                size=SIZE, seed=0)
+    terms = [pr.step(A[i % 4:i % 4 + 1], B[i % 4:i % 4 + 1]) for i in range(steps)][-1]
+    with torch.no_grad():
+        lG, lD = pr.logits()
+    return pr, terms, {g: v > 0 for g, v in lG.items()}, {g: v > 0 for g, v in lD.items()}
+
+
+def test_ablation_switches_change_the_learned_gates(tmp_path):
+    """No LDS and no peer feedback each change the gates genG and genD learn (same seeds,
+    same data; the gate samples do not depend on the LDS's random neighbourhoods)."""
+    torch.set_num_threads(1)
     A, B = _demo_batches(tmp_path, n=4)
     G, D = _teacher()
-    base = dict(lds_k=2, lr_agent=1e-3)
-    full = Pruner(PruneConfig(**base), 0.1, G, D, size=SIZE)
-    m = [full.step(A[:1], B[:1]) for _ in range(2)][-1]
-    assert {"lds", "lds_density", "lds_structure", "lds_adv", "critic"} <= set(m)
+    full, m, fG, fD = _learned_gates(A, B, G, D)
+    assert {"lds", "lds_density", "lds_structure", "lds_adv", "critic", "task_G"} <= set(m)
     assert m["lds_density"] > 0 and full.last_peer["G"].abs().sum() > 0
     assert full.last_peer["D"].abs().sum() > 0
+    # the peer input is the other agent's averaged P(open) per layer and its model's loss
+    pG, _ = full.peer_inputs()
+    assert torch.allclose(pG[:-1], torch.tensor(full.peer_D.values), atol=1e-6)
+    assert 0 < float(pG[:-1].min()) and float(pG[:-1].max()) <= 1
+    _, _, aG, aD = _learned_gates(A, B, G, D)                       # deterministic
+    assert all(torch.equal(aG[g], fG[g]) for g in fG) and all(torch.equal(aD[g], fD[g]) for g in fD)
 
-    no_lds = Pruner(PruneConfig(use_lds=False, **base), 0.1, G, D, size=SIZE)
-    m = [no_lds.step(A[:1], B[:1]) for _ in range(2)][-1]
+    def changed(xG, xD):
+        return (sum(int((xG[g] != fG[g]).sum()) for g in fG),
+                sum(int((xD[g] != fD[g]).sum()) for g in fD))
+    no_lds, m, nG, nD = _learned_gates(A, B, G, D, use_lds=False)
     assert not any(k.startswith("lds") for k in m) and "critic" not in m
-
-    no_peer = Pruner(PruneConfig(peer_feedback=False, **base), 0.1, G, D, size=SIZE)
-    [no_peer.step(A[:1], B[:1]) for _ in range(2)]
+    assert min(changed(nG, nD)) > 0, changed(nG, nD)
+    no_peer, m, pG_, pD_ = _learned_gates(A, B, G, D, peer_feedback=False)
     assert no_peer.last_peer["G"].abs().sum() == 0 and no_peer.last_peer["D"].abs().sum() == 0
+    assert min(changed(pG_, pD_)) > 0, changed(pG_, pD_)
 
-    no_d = Pruner(PruneConfig(prune_d=False, **base), 0.1, G, D, size=SIZE)
+    no_d = Pruner(PruneConfig(prune_d=False, lds_k=2), 0.1, G, D, size=SIZE)
     m = [no_d.step(A[:1], B[:1]) for _ in range(2)][-1]
     assert no_d.genD is None and m["res_D"] == 0.0 and m["ratio_D"] == 1.0
     assert no_d.ratios()["ratio_D"] == 1.0

@@ -2,8 +2,11 @@
 
 Our design (the paper's details are not public; GUIDE §3): an agent holds one learned
 embedding per prunable layer (channel group) of its model; the *peer input* -- the other
-agent's kept ratio per layer and the other model's last loss -- is mapped to the
-embedding size and added to every layer's embedding; a GRU runs over the layers in
+agent's mean gate probability per layer (``sigmoid(logit / T)``) and ``log1p`` of the other
+model's task loss (without its resource term), both averaged over recent steps (an
+exponential moving average, :class:`PeerAverage`), so the input says where the other
+model is going rather than what one batch did -- is mapped to the embedding size and
+added to every layer's embedding; a GRU runs over the layers in
 network order (so each layer's decision sees the ones before it); a linear head per
 layer gives one logit per channel, plus a constant ``base`` offset so gates start open
 (``base=3``, ``T=0.5``: every channel is open with probability >= sigmoid(5) ~ 0.993 at
@@ -108,7 +111,9 @@ class Agent(nn.Module):
         self.gru = nn.GRU(embed, hidden, batch_first=True)
         self.heads = nn.ModuleList(nn.Linear(hidden, w) for w in self.widths)
         for h in self.heads:
-            nn.init.normal_(h.weight, 0.0, 0.01)
+            # large enough that the peer input and the GRU move the logits (~0.1 at
+            # initialisation), small against base so gates still start open
+            nn.init.normal_(h.weight, 0.0, 0.05)
             # channels start spread around the base offset, so that a falling offset
             # closes them one after another (a smooth MACs path) instead of all at once
             with torch.no_grad():
@@ -117,8 +122,8 @@ class Agent(nn.Module):
 
     def peer_input(self, peer_ratios: Optional[Sequence[float]], peer_loss: Optional[float],
                    device=None) -> torch.Tensor:
-        """The peer vector: the other model's kept ratios and ``log1p`` of its loss; zeros
-        when feedback is off (``None``)."""
+        """The peer vector: the other agent's per-layer gate summary and ``log1p`` of the
+        other model's task loss; zeros when feedback is off (``None``)."""
         v = torch.zeros(self.peer_layers + 1, device=device)
         if peer_ratios is not None:
             r = torch.as_tensor(list(peer_ratios), dtype=torch.float32, device=device)
@@ -143,6 +148,31 @@ class Agent(nn.Module):
         g = {k: gumbel_sigmoid(v, temperature, training, True, generator)
              for k, v in logits.items()}
         return floor_open(g, logits, min_width)
+
+
+def gate_probabilities(logits: Mapping[str, torch.Tensor], temperature: float) -> List[float]:
+    """Mean P(open) = sigmoid(logit / T) per layer: the gate summary a peer sees."""
+    return [float(torch.sigmoid(v.detach().float() / temperature).mean())
+            for v in logits.values()]
+
+
+class PeerAverage:
+    """Exponential moving averages (``decay``) of a peer summary: a list of per-layer
+    values and a loss; ``None`` until the first update."""
+
+    def __init__(self, decay: float = 0.9):
+        self.decay = float(decay)
+        self.values: Optional[List[float]] = None
+        self.loss: Optional[float] = None
+
+    def update(self, values: Sequence[float], loss: float) -> None:
+        d = self.decay
+        if self.values is None:
+            self.values, self.loss = list(values), float(loss)
+            return
+        self.values = [d * a + (1 - d) * float(b) for a, b in zip(self.values, values)]
+        if math.isfinite(float(loss)):
+            self.loss = d * self.loss + (1 - d) * float(loss)
 
 
 def kept_ratios(gates: Mapping[str, torch.Tensor]) -> List[float]:

@@ -6,9 +6,9 @@
 reopen it), the gated
 discriminator ``D``, the agents genG / genD and the LDS loss. Each :meth:`Pruner.step`:
 
-1. both agents emit channel logits from their peer input (the other agent's kept ratio
-   per layer and the other model's last loss; zeros with ``peer_feedback: false``) and
-   sample straight-through hard gates;
+1. both agents emit channel logits from their peer input (the other agent's gate
+   probabilities per layer and the other model's task loss, averaged over recent steps;
+   zeros with ``peer_feedback: false``) and sample straight-through hard gates;
 2. **G side** (G's weights and genG): ``lambda_gan * GAN(D(fake)) + lambda_recon *
    L1(fake, T(x)) + lambda_lds * LDS + lambda_resource * res(r_G, p)`` with the two-sided
    ``res(r, p) = max(|r - p| - tol, 0) / p``;
@@ -33,13 +33,15 @@ import torch.nn as nn
 from ..config import PruneConfig
 from ..errors import ConfigError
 from ..losses import GANLoss, discriminator_loss, recon_l1
-from .agents import Agent, expected_gates, floor_open, kept_ratios, min_keep, resource_loss
+from .agents import (Agent, PeerAverage, expected_gates, floor_open, gate_probabilities,
+                     min_keep, resource_loss)
 from .gated import (Gated, gated_discriminator, gated_generator, hard_keep, project_keep,
                     slice_network)
 from .lds import FEATURE_SPACES, FixedFeatures, LocalDensityLoss, spatial
 
 
 BASE_MODELS = ("teacher", "mobile")
+PEER_DECAY = 0.9  # moving average of the peer summaries (about the last 10 steps)
 
 
 def check_prune_config(pc: PruneConfig) -> None:
@@ -89,7 +91,9 @@ class Pruner:
         self.device = torch.device(device)
         self.conditional = conditional
         torch.manual_seed(seed)
-        self.rng = torch.Generator().manual_seed(seed)
+        self.rng = torch.Generator().manual_seed(seed)          # gate samples
+        self.rng_lds = torch.Generator().manual_seed(seed + 1)  # neighbourhoods (its own,
+        # so that switching the LDS off leaves the gate samples as they were)
         self.T = copy.deepcopy(teacher).to(self.device).eval()
         for p in self.T.parameters():
             p.requires_grad_(False)
@@ -121,8 +125,9 @@ class Pruner:
             list(self.lds.critic.parameters())
             if self.lds is not None and self.lds.critic is not None else [])
         self.opt_D = torch.optim.Adam(d_params, lr=pc.lr_d, betas=(0.5, 0.999))
-        self.last_loss_G: Optional[float] = None
-        self.last_loss_D: Optional[float] = None
+        # peer feedback: averages of each agent's gate probabilities and its model's task
+        # loss (no resource term), read by the other agent
+        self.peer_G, self.peer_D = PeerAverage(PEER_DECAY), PeerAverage(PEER_DECAY)
         self.last_peer: Dict[str, torch.Tensor] = {}
         self.step_count = 0
         self.full_macs_G = self.G.full_macs(self.size)
@@ -152,31 +157,30 @@ class Pruner:
         finally:
             self.D.train(was)
 
-    def peer_inputs(self, last_ratios_G, last_ratios_D):
+    def peer_inputs(self):
+        """genG's input from genD / D, genD's from genG / G (zeros without feedback)."""
         fb = self.pc.peer_feedback
-        pG = self.genG.peer_input(last_ratios_D if fb else None,
-                                  self.last_loss_D if fb else None, self.device)
+        pG = self.genG.peer_input(self.peer_D.values if fb else None,
+                                  self.peer_D.loss if fb else None, self.device)
         pD = None
         if self.genD is not None:
-            pD = self.genD.peer_input(last_ratios_G if fb else None,
-                                      self.last_loss_G if fb else None, self.device)
+            pD = self.genD.peer_input(self.peer_G.values if fb else None,
+                                      self.peer_G.loss if fb else None, self.device)
         return pG, pD
 
     def logits(self):
         """Channel logits of both agents from the current peer inputs."""
-        rG = getattr(self, "_ratios_G", None)
-        rD = getattr(self, "_ratios_D", None)
-        pG, pD = self.peer_inputs(rG, rD)
+        pG, pD = self.peer_inputs()
         self.last_peer = {"G": pG, "D": pD}
         lG = self.genG(pG)
         lD = self.genD(pD) if self.genD is not None else None
         return lG, lD
 
-    def gates(self, training: bool = True, with_expected: bool = False):
+    def gates(self, training: bool = True, with_expected: bool = False, logits=None):
         """Sampled (training) or deterministic gates of G and D (None when D is not
         pruned); with ``with_expected`` also the deterministic straight-through gates
-        the resource loss and the peer summaries use."""
-        lG, lD = self.logits()
+        the resource loss uses; ``logits`` (G's, D's) when already computed."""
+        lG, lD = self.logits() if logits is None else logits
         T, mw = self.pc.temperature, self.pc.min_width
         gG = self.genG.gates(lG, T, training, self.rng, mw)
         gD = self.genD.gates(lD, T, training, self.rng, mw) if lD is not None else None
@@ -223,7 +227,7 @@ class Pruner:
         terms["G_recon"] = recon_l1(fake, target_img)
         feats = None
         if self.lds is not None:
-            xs = self.lds.neighbourhood(A, self.rng)
+            xs = self.lds.neighbourhood(A, self.rng_lds)
             with torch.no_grad():
                 ys_T = self.T(xs)
             # one joint pass of pruned and original outputs through D (batch statistics
@@ -248,7 +252,8 @@ class Pruner:
         A = A.to(self.device)
         B = B.to(self.device) if B is not None else None
         self.G.train(), self.D.train()
-        gG, gD, eG, eD = self.gates(training=True, with_expected=True)
+        lG, lD = self.logits()
+        gG, gD, eG, eD = self.gates(training=True, with_expected=True, logits=(lG, lD))
 
         # ---- G side
         for p in self.D.parameters():
@@ -294,13 +299,14 @@ class Pruner:
         if self.opt_agentD is not None:
             self.opt_agentD.step()
 
-        self.last_loss_G = float(loss_G.detach())
-        self.last_loss_D = float(terms["D"].detach())
-        self._ratios_G = kept_ratios(eG)
-        self._ratios_D = kept_ratios(eD) if eD is not None else None
+        task_G = float((loss_G - pc.lambda_resource * terms["res_G"]).detach())
+        T = pc.temperature
+        self.peer_G.update(gate_probabilities(lG, T), task_G)
+        if lD is not None:
+            self.peer_D.update(gate_probabilities(lD, T), float(terms["D"].detach()))
         self.step_count += 1
         out = {k: float(v.detach()) for k, v in terms.items()}
-        out.update(loss_G=self.last_loss_G, loss_D=float(loss_D.detach()),
+        out.update(loss_G=float(loss_G.detach()), task_G=task_G, loss_D=float(loss_D.detach()),
                    ratio_G=float(ratio_G.detach()), ratio_D=float(ratio_D.detach()),
                    sampled_ratio_G=float(self.G.macs_ratio(gG, self.size).detach()))
         return out
