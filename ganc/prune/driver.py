@@ -151,6 +151,16 @@ def finetune_length(cfg: RunConfig, n_train: int) -> int:
     return int((f.epochs + f.epochs_decay) * math.ceil(n_train / max(1, cfg.data.batch_size)))
 
 
+def export_prefix(pc, target: float) -> str:
+    """``prune/p<target>`` plus a tag per setting off the default (``-mobile``, ``-nolds``,
+    ``-nopeer``, ``-nod``), so the variants of a comparison sit side by side in one run."""
+    tag = "".join(t for t, on in (("-mobile", pc.base_model == "mobile"),
+                                  ("-nolds", not pc.use_lds),
+                                  ("-nopeer", not pc.peer_feedback),
+                                  ("-nod", not pc.prune_d)) if on)
+    return f"{STAGE}/p{float(target):g}{tag}"
+
+
 def _cpu_state(module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
@@ -313,7 +323,7 @@ def prune_target(spec: dict, target: float, report=None, scorer=None) -> dict:
                            gan_mode=cfg.model.gan_mode, device=device)
         G_small, D_small = G_small.cpu().eval(), D_small.cpu()
     final = score([G_small])[0]
-    prefix = f"{STAGE}/p{target:g}"
+    prefix = export_prefix(pc, target)
     card = export_pruned(run, prefix, G_small, D_small, {
         "method": METHOD, "target": target, "d_target": pc.d_target,
         "teacher": cfg.model.teacher, "teacher_ngf": cfg.model.teacher_ngf,
@@ -336,7 +346,7 @@ def prune_target(spec: dict, target: float, report=None, scorer=None) -> dict:
            "wall_time": float(wall), "target": float(target),
            "ratio_G": float(ratios["ratio_G"]), "ratio_D": float(ratios["ratio_D"]),
            "macs_D": int(round(ratios["macs_D"])), "best_sampled_fid": float(best["fid"]),
-           "export": run.url(prefix), "use_lds": bool(pc.use_lds),
+           "export": run.url(prefix), "prefix": prefix, "use_lds": bool(pc.use_lds),
            "peer_feedback": bool(pc.peer_feedback), "prune_d": bool(pc.prune_d),
            "base_model": base_name, "budget_macs": float(pr.budget_macs),
            "chosen_by": chosen_by}
@@ -455,7 +465,7 @@ def _prune(ctx, scorer: str) -> dict:
             except Exception:
                 pass
             ray.kill(scorer_actor)
-    rows = [run.get_json(f"{STAGE}/p{float(t):g}/row.json") for t in cfg.prune.targets]
+    rows = [run.get_json(f"{export_prefix(cfg.prune, t)}/row.json") for t in cfg.prune.targets]
     append_results(run, rows)
     summary = {"method": METHOD, "run": run.url(), "rows": rows,
                "results": run.url(RESULTS_KEY), "seconds": time.perf_counter() - t0}
