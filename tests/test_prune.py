@@ -238,6 +238,17 @@ def test_lds_terms_live_on_tight_neighbourhoods():
     assert float(t100["density"]) == pytest.approx(float(t["density"]), rel=1e-3)
 
 
+def test_lds_critic_sized_at_the_training_size():
+    """D's last maps are smaller than the pooling grid at 32px but not at 64px: the critic
+    is built for the features at the pruner's size."""
+    torch.manual_seed(5)
+    G = gnn.build("resnet_6blocks", ngf=4)
+    D = gnn.build("n_layers", input_nc=6, ndf=4, n_layers=3, norm="batch")
+    pr = Pruner(PruneConfig(lds_k=2), 0.5, G, D, size=64)
+    m = pr.step(torch.rand(1, 3, 64, 64) * 2 - 1, torch.rand(1, 3, 64, 64) * 2 - 1)
+    assert math.isfinite(m["lds"]) and math.isfinite(m["critic"])
+
+
 def test_neighbours_differ_from_each_other():
     x = torch.rand(1, 3, SIZE, SIZE) * 2 - 1
     xs = LocalDensityLoss(8, k=4, noise=0.0).neighbourhood(x, torch.Generator().manual_seed(1))

@@ -147,13 +147,15 @@ class Pruner:
 
     @torch.no_grad()
     def _feature_dim(self) -> int:
-        nc = self.G.plan.fixed["in"]
-        x = torch.zeros(1, nc, 32, 32, device=self.device)
+        """Length of phi(y) at the training size (the grid pooling keeps fewer cells of
+        maps smaller than the grid, so it depends on the size)."""
+        nc, s = self.G.plan.fixed["in"], self.size
+        x = torch.zeros(1, nc, s, s, device=self.device)
         was = self.D.training
         self.D.eval()
         try:
-            return int(self.features(x, torch.zeros(1, 3, 32, 32, device=self.device),
-                                     None).shape[1])
+            return int(self.features(x, torch.zeros(1, self.G.plan.fixed["out"], s, s,
+                                                    device=self.device), None).shape[1])
         finally:
             self.D.train(was)
 
