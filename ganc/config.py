@@ -178,29 +178,36 @@ class FinetuneConfig:
 
 @dataclass
 class PruneConfig:
-    targets: Ratios = field(default_factory=lambda: [0.1])
+    targets: Ratios = field(default_factory=list)  # G's MACs ratios; empty: the search budget
+    base_model: str = "teacher"    # teacher | mobile (the supernet's largest sub-network)
     d_target: Ratio = 0.5
     steps: PosInt = 1000
     lr_agent: Positive = 5e-3
-    temperature: Positive = 0.5
-    base: float = 1.0              # logit offset: gates start open
+    temperature: Positive = 0.5    # P(open) = sigmoid(logit / T) for sampled gates
+    base: float = 3.0              # logit offset: gates start open (P(open) >= 0.99)
+    tolerance: Weight = 0.005      # dead zone of the two-sided resource loss (MACs ratio)
+    min_width: Annotated[float, Range(0, 1, hi_open=True)] = 0.1  # every group keeps at
+                                   # least this share of its channels
     lambda_resource: Weight = 2.0
     lambda_lds: Weight = 1.0
     lds_k: Annotated[int, Range(2)] = 4  # neighbourhood size
     lds_noise: Weight = 0.05
-    lds_bandwidth: Positive = 1.0
+    lds_bandwidth: Positive = 1.0  # x the median distance within each neighbourhood
     lds_features: str = "discriminator"  # discriminator | fixed
     peer_feedback: bool = True
     prune_d: bool = True
     use_lds: bool = True
     sample_every: PosInt = 200
     samples: PosInt = 4
-    lr: Weight = 2e-4              # G / D weights while pruning (0: only the agents learn G's)
+    lr: Weight = 0.0               # G's weights during the agents' search (0: frozen)
+    lr_d: Weight = 2e-4            # D's weights during the search (D follows the pruned G)
     lambda_recon: Weight = 10.0    # L1 of the pruned G's output to the original's
     lambda_gan: Weight = 1.0
-    lds_perturb: str = "noise"     # noise | augment (flip + shift + noise)
+    lds_perturb: str = "augment"   # augment (flip + shift + noise per copy) | noise
     lds_adv: Weight = 0.1          # weight of the adversarial neighbourhood term inside LDS
-    finetune_steps: Count = 200    # fine-tuning of the sliced generator
+    finetune_steps: Annotated[int, Range(-1)] = -1  # fine-tune of the exported generator
+                                   # (-1: as long as the search winner's, finetune.steps /
+                                   # epochs + epochs_decay)
     eval_n: Count = 0              # FID of sampled sub-generators on the first n eval images
 
 

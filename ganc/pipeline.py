@@ -9,7 +9,6 @@ was interrupted (training from its latest checkpoint, the search through
 """
 from __future__ import annotations
 
-import copy
 import os
 import time
 from typing import Callable, Optional
@@ -234,14 +233,8 @@ def _search(cfg, root, run, method):
 
 def _prune(cfg, root, run, method):
     from .prune.driver import run_prune
-    cfg = copy.deepcopy(cfg)
-    if not cfg.prune.targets and run.exists("best.json"):
-        # Same MACs budget as the search, as a ratio of the teacher's MACs.
-        best = run.get_json("best.json")
-        t = (best.get("teacher") or {}).get("macs")
-        budget = (best.get("search") or {}).get("budget_macs")
-        if t and budget:
-            cfg.prune.targets = [round(float(budget) / float(t), 4)]
+    # without prune.targets the prune matches the search's budget (run_prune reads it
+    # from the run's best.json: ganc.prune.driver.search_budgets)
     s = run_prune(cfg, root)
     return {"targets": ",".join(f"{r.get('target')}" for r in s.get("rows", [])),
             "seconds_pruning": s.get("seconds")}

@@ -74,7 +74,7 @@ def collect_rows(cfg: RunConfig, run, size: int) -> tuple[list[dict], dict]:
         if prs:
             r = min(prs, key=lambda r: _finite(r.get("fid")) if _finite(r.get("fid")) is not None
                     else float("inf"))
-            prefix = f"prune/p{float(r['target']):g}"
+            prefix = r.get("prefix") or f"prune/p{float(r['target']):g}"
             if run.exists(f"{prefix}/model.json"):
                 card, net = _load_export(run, prefix)
                 rows.append({"model": f"pruned p={float(r['target']):g}", "method": "prune-lds",

@@ -20,7 +20,7 @@ def _tiny_config(store: str) -> RunConfig:
     m.teacher, m.teacher_ngf, m.ndf, m.n_layers_D = "resnet_6blocks", 8, 8, 2
     p = cfg.prune
     p.steps, p.sample_every, p.samples, p.finetune_steps = 10, 10, 2, 2
-    p.lr_agent, p.base, p.lambda_resource, p.lds_k, p.eval_n = 5e-3, 1.0, 5.0, 2, 2
+    p.lr_agent, p.lambda_resource, p.lds_k, p.eval_n = 2e-2, 5.0, 2, 2
     p.d_target = 0.5
     cfg.fid.kid = False
     return cfg
@@ -35,16 +35,18 @@ def test_prune_on_tune_writes_exports_and_results(tmp_path, ray_local):
                                    "params": 7, "fid": 50.0, "kid": 0.1, "generation": 3,
                                    "trial_id": "t0", "wall_time": 1.0,
                                    "method": "evolution"}])
-    summary = run_prune(cfg, targets=[0.3, 0.15], scorer="pool")
-
-    rows = {r["target"]: r for r in summary["rows"]}
-    assert sorted(rows) == [0.15, 0.3]
     full = count_macs(__import__("ganc.nn", fromlist=["build"]).build(
         "resnet_6blocks", ngf=8), (1, 3, 32, 32))
+    # no prune.targets: the prune's budget is the search's (equal MACs)
+    cfg.search.budget_macs = budget = 0.3 * full
+    summary = run_prune(cfg, scorer="pool")
+
+    rows = {r["target"]: r for r in summary["rows"]}
+    assert list(rows) == [0.3]
     for t, r in rows.items():
-        assert r["method"] == "prune-lds"
-        assert r["ratio_G"] <= t + 0.02, r
-        assert r["ratio_D"] <= 0.5 + 1e-6, r
+        assert r["method"] == "prune-lds" and r["base_model"] == "teacher"
+        assert 0.98 * budget <= r["macs"] <= budget, (r["macs"] / full, r)   # at the budget
+        assert r["budget_macs"] == budget and r["chosen_by"] == "sampled-fid"
         assert r["macs"] == round(r["ratio_G"] * full)
         assert math.isfinite(r["fid"]) and math.isfinite(r["best_sampled_fid"])
         assert r["trial_id"] and r["wall_time"] > 0
@@ -59,8 +61,8 @@ def test_prune_on_tune_writes_exports_and_results(tmp_path, ray_local):
             f"prune/p{t:g}/model.pt2")
         assert card["teacher_source"] == "random-init" and card["gates_G"]["trunk"][1] == 32
     table = run.get_parquet(RESULTS_KEY).to_pylist()
-    assert [r["method"] for r in table] == ["evolution", "prune-lds", "prune-lds"]
-    assert table[0]["macs"] == 123 and table[1]["target"] in (0.3, 0.15)
+    assert [r["method"] for r in table] == ["evolution", "prune-lds"]
+    assert table[0]["macs"] == 123 and table[1]["target"] == 0.3
     assert run.exists("prune/summary.json") and run.exists("prune/config.yaml")
 
 

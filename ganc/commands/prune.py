@@ -10,16 +10,21 @@ def register(sub):
     p = sub.add_parser(
         "prune", help="prune the teacher with coupled G/D agents (local-density loss) on Ray Tune",
         description="Ganjdanesh et al. (AAAI 2024), our design (GUIDE §3): agents genG / genD "
-                    "gate the channels of the teacher generator and its discriminator under "
-                    "MACs targets, with a local-density-structure loss. One Ray Tune trial "
-                    "per target; sampled sub-generators are scored on the FID actor pool; the "
-                    "final gates are sliced into a plain generator, fine-tuned and exported "
-                    "to <store>/runs/<run_id>/prune/p<target>/; rows with method "
+                    "gate the channels of the teacher generator (or the supernet's largest "
+                    "sub-network) and its discriminator under MACs targets (default: the "
+                    "search's budget), with a local-density-structure loss. One Ray Tune "
+                    "trial per target; sampled sub-generators, projected to the budget, are "
+                    "scored on the FID actor pool; the best is sliced into a plain "
+                    "generator, fine-tuned and exported to "
+                    "<store>/runs/<run_id>/prune/p<target>/; rows with method "
                     "'prune-lds' are appended to search/results.parquet.")
     add_run_args(p, workers=False)
     p.add_argument("--targets", help="MACs ratio targets of G, comma-separated, e.g. 0.1,0.05 "
                                      "(default: prune.targets)")
     p.add_argument("--d-target", type=float, help="MACs ratio target of D (prune.d_target)")
+    p.add_argument("--base-model", choices=["teacher", "mobile"],
+                   help="network pruned: the dense teacher or the supernet's largest "
+                        "sub-network (prune.base_model)")
     p.add_argument("--no-lds", action="store_true", help="ablation: no local-density loss")
     p.add_argument("--no-peer-feedback", action="store_true",
                    help="ablation: agents do not see each other's gates and losses")
@@ -35,6 +40,8 @@ def cmd_prune(args):
 
     cfg = load_run_config(args)
     set_flags(cfg, args, targets="prune.targets", d_target="prune.d_target")
+    if args.base_model:
+        cfg.prune.base_model = args.base_model
     if args.no_lds:
         cfg.prune.use_lds = False
     if args.no_peer_feedback:

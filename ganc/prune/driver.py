@@ -40,9 +40,11 @@ import torch
 from ..config import RunConfig, from_dict
 from ..errors import ConfigError, GancError
 from ..search.report import RESULTS, append_results
+from .gated import hard_keep
 from .pruner import Pruner, check_prune_config, describe_gates, finetune
 
 STAGE = "prune"
+PRUNABLE = ("ResnetGenerator", "MobileResnetGenerator", "SubMobileResnetGenerator")
 METHOD = "prune-lds"
 RESULTS_KEY = RESULTS             # the search's table; rows merged by append_results
 SCORERS = ("pool", "local", "none")
@@ -78,10 +80,98 @@ def build_teacher(cfg: RunConfig, run=None):
         G, source = gnn.build_for_training(m.teacher, ngf=m.teacher_ngf, norm=m.norm,
                                            dropout=m.dropout), "random-init"
     kind = type(G).__name__
-    if kind not in ("ResnetGenerator", "MobileResnetGenerator"):
+    if kind not in PRUNABLE:
         raise ConfigError(f"teacher {kind} ({source}): pruning supports resnet_9blocks, "
                           "resnet_6blocks and mobile_resnet_9blocks")
     return G.eval(), D, source
+
+
+def build_base(cfg: RunConfig, run, teacher):
+    """(network to prune, its name): the teacher (``prune.base_model: teacher``) or the
+    supernet's largest sub-network (``mobile``: ``supernet/final.pt`` of the run, the
+    mobile network the search's candidates are cut from)."""
+    if cfg.prune.base_model == "teacher":
+        return teacher, "teacher"
+    from .. import nn as gnn
+    from ..search.driver import supernet_of
+    key = "supernet/final.pt"
+    if run is None or not run.exists(key):
+        raise ConfigError(f"prune.base_model: mobile needs the supernet; "
+                          f"{run.url(key) if run is not None else key} does not exist")
+    sup = supernet_of(run.get_torch(key))
+    if not hasattr(sup, "largest"):
+        raise ConfigError(f"prune.base_model: mobile: {type(sup).__name__} has no largest "
+                          "sub-network")
+    G = gnn.extract_subnet(sup, sup.largest).eval()
+    if type(G).__name__ not in PRUNABLE:
+        raise ConfigError(f"prune.base_model: mobile: cannot prune {type(G).__name__}")
+    return G, "mobile"
+
+
+def search_budgets(cfg: RunConfig, run=None, placement: Optional[dict] = None) -> list:
+    """The search's MACs budgets the prune matches, one trial each: ``search.budgets`` (or
+    ``search.budget_macs``), converted to the eval size by the run's ``placement`` record
+    as the search converts them, else the budgets the run's search recorded
+    (``best.json``, at the eval size); empty when neither is known. The one place that
+    reads the search's budgets."""
+    from ..search.driver import recipe_budgets
+    asked = [b for b in recipe_budgets(cfg.search) if b > 0]
+    if asked:
+        if placement is not None:
+            from ..placement import search_budgets as at_eval_size
+            return at_eval_size(placement, asked, None)
+        return asked
+    if run is not None and run.exists("best.json"):
+        best = run.get_json("best.json")
+        entries = [e.get("budget_macs") for e in best.get("budgets") or []]
+        recorded = [float(b) for b in entries if b] or [
+            float(b) for b in [(best.get("search") or {}).get("budget_macs")] if b]
+        return recorded
+    return []
+
+
+def resolve_targets(cfg: RunConfig, run, teacher, base, placement: Optional[dict] = None
+                    ) -> list:
+    """G's MACs-ratio targets: ``prune.targets`` when given, else each search budget as a
+    ratio of the pruned network's MACs (without a recorded budget, the search's own rule:
+    a tenth of the teacher's MACs)."""
+    if cfg.prune.targets:
+        return [float(t) for t in cfg.prune.targets]
+    from .gated import gated_generator
+    size = cfg.data.crop_size
+    full = gated_generator(copy.deepcopy(base)).full_macs(size)
+    budgets = search_budgets(cfg, run, placement) or [
+        0.1 * gated_generator(copy.deepcopy(teacher)).full_macs(size)]
+    out = []
+    for b in budgets:
+        t = float(b) / float(full)
+        if not 0 < t <= 1:
+            raise ConfigError(f"search budget {b:.4g} MACs is not below the pruned network's "
+                              f"{full:.4g} MACs ({cfg.prune.base_model})")
+        out.append(round(t, 6))
+    return out
+
+
+def finetune_length(cfg: RunConfig, n_train: int) -> int:
+    """Fine-tune steps of the exported generator: ``prune.finetune_steps``, or with -1
+    the search winner's (``finetune.steps``, else ``finetune.epochs + epochs_decay``
+    epochs of the training split)."""
+    if int(cfg.prune.finetune_steps) >= 0:
+        return int(cfg.prune.finetune_steps)
+    f = cfg.finetune
+    if f.steps > 0:
+        return int(f.steps)
+    return int((f.epochs + f.epochs_decay) * math.ceil(n_train / max(1, cfg.data.batch_size)))
+
+
+def export_prefix(pc, target: float) -> str:
+    """``prune/p<target>`` plus a tag per setting off the default (``-mobile``, ``-nolds``,
+    ``-nopeer``, ``-nod``), so the variants of a comparison sit side by side in one run."""
+    tag = "".join(t for t, on in (("-mobile", pc.base_model == "mobile"),
+                                  ("-nolds", not pc.use_lds),
+                                  ("-nopeer", not pc.peer_feedback),
+                                  ("-nod", not pc.prune_d)) if on)
+    return f"{STAGE}/p{float(target):g}{tag}"
 
 
 def _cpu_state(module) -> dict:
@@ -186,16 +276,17 @@ def prune_target(spec: dict, target: float, report=None, scorer=None) -> dict:
     device = torch.device("cuda" if spec.get("use_gpu") and torch.cuda.is_available() else "cpu")
     run = open_store(spec["store_url"], endpoint_url=spec.get("endpoint_url") or None)
     G0, D0, source = build_teacher(cfg, run)
+    base, base_name = build_base(cfg, run, G0)
     size = cfg.data.crop_size
     pr = Pruner(pc, target, G0, D0, conditional=cfg.data.kind == "aligned", size=size,
-                gan_mode=cfg.model.gan_mode, device=device, seed=cfg.seed)
+                gan_mode=cfg.model.gan_mode, device=device, seed=cfg.seed, base=base)
     from ..data.source import DataRef
     from ..data.splits import build_split
     ds = build_split(cfg, DataRef.from_spec(spec["data"]).local(), cfg.data.train_split,
                      train=True, holdout=True)
     batches = iter(common.batch_loader(ds, cfg.data.batch_size, 0, 1, cfg.seed))
     score = (lambda models: scorer(models)) if scorer is not None else _nan_scores
-    history, best = [], {"fid": float("inf"), "macs": None, "step": None}
+    history, best = [], {"fid": float("inf"), "macs": None, "step": None, "keep": None}
     log_every = max(1, min(pc.sample_every, 20))
     for step in range(1, pc.steps + 1):
         batch = next(batches)
@@ -206,35 +297,45 @@ def prune_target(spec: dict, target: float, report=None, scorer=None) -> dict:
         r = pr.ratios()
         metrics = {"step": step, "target": target, **m, **{f"hard_{k}": v for k, v in r.items()}}
         if step % pc.sample_every == 0 or step == pc.steps:
-            keeps = pr.sample_keeps(pc.samples)
+            # the deterministic sub-generator and Gumbel samples, each projected to the
+            # budget: the candidates for export (best FID of all of them)
+            keeps = [pr.project(k) for k in pr.sample_keeps(pc.samples)]
             models = [pr_slice_cpu(pr, k) for k in keeps]
             res = score(models)
             for k, s in zip(keeps, res):
                 macs = pr.keep_macs(k)
                 fid = s["fid"]
                 if (fid is not None and math.isfinite(fid) and fid < best["fid"]
-                        and macs <= target * pr.full_macs_G * 1.02):
-                    best = {"fid": float(fid), "macs": macs, "step": step}
+                        and macs <= pr.budget_macs):
+                    best = {"fid": float(fid), "macs": macs, "step": step, "keep": k}
             metrics.update(sampled_fids=[s["fid"] for s in res], best_fid=best["fid"],
                            best_macs=best["macs"])
         history.append(metrics)
         if report:
             report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
 
-    # ---- finish: slice, fine-tune, score, export
-    G_small, D_small, keep = pr.slice()
+    # ---- finish: the best sampled sub-generator at the budget (else the final gates
+    # projected to it), fine-tuned, scored, exported
+    if best["keep"] is not None:
+        chosen, chosen_by = best["keep"], "sampled-fid"
+    else:
+        chosen, chosen_by = pr.project(hard_keep(pr.hard_gates()[0])), "final-gates"
+    G_small, D_small, keep = pr.slice(chosen)
     ratios = pr.ratios()
+    ratios.update(ratio_G=pr.keep_macs(chosen) / pr.full_macs_G,
+                  macs_G=float(pr.keep_macs(chosen)))
     G_small, D_small = G_small.cpu(), D_small.cpu()
     teacher = copy.deepcopy(G0)
     ft_hist = []
-    if pc.finetune_steps > 0:
-        ft_hist = finetune(G_small, D_small, teacher, batches, pc.finetune_steps,
-                           lr=pc.lr or 2e-4, lambda_recon=pc.lambda_recon,
+    ft_steps = finetune_length(cfg, len(ds))
+    if ft_steps > 0:
+        ft_hist = finetune(G_small, D_small, teacher, batches, ft_steps,
+                           lr=cfg.finetune.lr, lambda_recon=pc.lambda_recon,
                            lambda_gan=pc.lambda_gan, conditional=cfg.data.kind == "aligned",
                            gan_mode=cfg.model.gan_mode, device=device)
         G_small, D_small = G_small.cpu().eval(), D_small.cpu()
     final = score([G_small])[0]
-    prefix = f"{STAGE}/p{target:g}"
+    prefix = export_prefix(pc, target)
     card = export_pruned(run, prefix, G_small, D_small, {
         "method": METHOD, "target": target, "d_target": pc.d_target,
         "teacher": cfg.model.teacher, "teacher_ngf": cfg.model.teacher_ngf,
@@ -244,7 +345,8 @@ def prune_target(spec: dict, target: float, report=None, scorer=None) -> dict:
         "gates_D": describe_gates(keep["D"], pr.D.groups) if keep["D"] else None,
         "ablation": {"use_lds": pc.use_lds, "peer_feedback": pc.peer_feedback,
                      "prune_d": pc.prune_d},
-        "steps": pc.steps, "finetune_steps": pc.finetune_steps}, size)
+        "base_model": base_name, "budget_macs": pr.budget_macs, "chosen_by": chosen_by,
+        "chosen_step": best["step"], "steps": pc.steps, "finetune_steps": ft_steps}, size)
     run.write_bytes(f"{prefix}/history.jsonl", "".join(
         json.dumps(h, default=float) + "\n" for h in history + [{"finetune": ft_hist}]).encode())
     wall = time.perf_counter() - t0
@@ -256,8 +358,10 @@ def prune_target(spec: dict, target: float, report=None, scorer=None) -> dict:
            "wall_time": float(wall), "target": float(target),
            "ratio_G": float(ratios["ratio_G"]), "ratio_D": float(ratios["ratio_D"]),
            "macs_D": int(round(ratios["macs_D"])), "best_sampled_fid": float(best["fid"]),
-           "export": run.url(prefix), "use_lds": bool(pc.use_lds),
-           "peer_feedback": bool(pc.peer_feedback), "prune_d": bool(pc.prune_d)}
+           "export": run.url(prefix), "prefix": prefix, "use_lds": bool(pc.use_lds),
+           "peer_feedback": bool(pc.peer_feedback), "prune_d": bool(pc.prune_d),
+           "base_model": base_name, "budget_macs": float(pr.budget_macs),
+           "chosen_by": chosen_by}
     run.put_json(f"{prefix}/row.json", row)
     if report:  # ('done' is reserved by Tune: it would end the trial at once)
         report({"step": pc.steps, "target": target, "finished": 1, "fid": row["fid"],
@@ -307,7 +411,9 @@ def _prune(ctx, scorer: str) -> dict:
     from ..context import keep_credentials_out_of_tune, ray_storage
     from ..resources import worker_bundle
     cfg, root, run = ctx.cfg, ctx.root, ctx.run
-    build_teacher(cfg, run)  # fail early on a bad teacher
+    G0, _, _ = build_teacher(cfg, run)  # fail early on a bad teacher
+    cfg.prune.targets = resolve_targets(cfg, run, G0, build_base(cfg, run, G0)[0],
+                                        ctx.placement)
     run.write_bytes(f"{STAGE}/config.yaml", cfg.to_yaml().encode())
     t0 = time.perf_counter()
     scorer_actor = None
@@ -357,7 +463,7 @@ def _prune(ctx, scorer: str) -> dict:
             except Exception:
                 pass
             ray.kill(scorer_actor)
-    rows = [run.get_json(f"{STAGE}/p{float(t):g}/row.json") for t in cfg.prune.targets]
+    rows = [run.get_json(f"{export_prefix(cfg.prune, t)}/row.json") for t in cfg.prune.targets]
     append_results(run, rows)
     summary = {"method": METHOD, "run": run.url(), "rows": rows,
                "results": run.url(RESULTS_KEY), "seconds": time.perf_counter() - t0}

@@ -27,6 +27,9 @@ MACs (:meth:`Gated.macs`) are a sum over plan entries in the profiler's conventi
 element, +1 per output element of every norm layer), written as polynomials in the kept
 counts ``n_g = sum(gate_g)``, so they are differentiable in the gates; with hard gates
 they equal ``ganc.profile.count_macs`` of the sliced network exactly.
+
+:func:`project_keep` moves a set of kept channels to at most a MACs budget (closing or
+opening channels in the order of their gate logits), so what is exported fits the budget.
 """
 from __future__ import annotations
 
@@ -451,3 +454,49 @@ def slice_network(gated: Gated, keep: Mapping[str, torch.Tensor]) -> nn.Module:
     net.load_state_dict(sliced_state_dict(gated, keep), strict=True)
     p = next(gated.net.parameters())
     return net.to(p.device).train(gated.net.training)
+
+
+def project_keep(gated: Gated, keep: Mapping[str, torch.Tensor],
+                 logits: Mapping[str, torch.Tensor], budget_macs: float, size,
+                 min_count: Optional[Mapping[str, int]] = None) -> Dict[str, torch.Tensor]:
+    """Kept channels projected to at most ``budget_macs``: while over the budget, close the
+    open channel with the lowest logit (no group under ``min_count``, default 1); then open
+    closed channels in order of decreasing logit wherever one still fits. The result is
+    the largest network along the logit order that fits, so it lands just under the
+    budget (within one channel's MACs)."""
+    floor = {g: max(1, int((min_count or {}).get(g, 1))) for g in gated.groups}
+    is_open = {g: torch.zeros(c, dtype=torch.bool) for g, c in gated.groups.items()}
+    for g, idx in keep.items():
+        is_open[g][torch.as_tensor(idx).long().cpu()] = True
+    score = {g: logits[g].detach().float().reshape(-1).cpu() for g in gated.groups}
+
+    def macs(counts):
+        return gated.macs(counts, size)
+
+    counts = {g: int(v.sum()) for g, v in is_open.items()}
+    # close: lowest-logit open channels first, across groups
+    closing = sorted(((float(score[g][i]), g, int(i)) for g, v in is_open.items()
+                      for i in torch.nonzero(v).reshape(-1)))
+    for _, g, i in closing:
+        if macs(counts) <= budget_macs:
+            break
+        if counts[g] <= floor[g]:
+            continue
+        is_open[g][i] = False
+        counts[g] -= 1
+    for g in gated.groups:  # a group under its floor (too few kept): its best channels
+        if counts[g] < floor[g]:
+            order = torch.argsort(score[g], descending=True)
+            for i in order[: floor[g]]:
+                is_open[g][i] = True
+            counts[g] = int(is_open[g].sum())
+    # open: highest-logit closed channels that still fit
+    opening = sorted(((float(score[g][i]), g, int(i)) for g, v in is_open.items()
+                      for i in torch.nonzero(~v).reshape(-1)), reverse=True)
+    for _, g, i in opening:
+        counts[g] += 1
+        if macs(counts) <= budget_macs:
+            is_open[g][i] = True
+        else:
+            counts[g] -= 1
+    return {g: torch.nonzero(v).reshape(-1) for g, v in is_open.items()}

@@ -3,18 +3,27 @@
 Our design (Ganjdanesh et al., AAAI 2024 publish only the idea; GUIDE §3):
 
 1. **Neighbourhoods.** For each input x of a batch, K copies: x itself and K-1 perturbed
-   copies (``noise``: ``x + sigma * N(0, 1)``; ``augment``: a random horizontal flip and a
-   shift of up to 2 pixels, plus the same noise), clamped to [-1, 1]. The original
-   (frozen) generator and the pruned one both translate every copy.
-2. **Feature space** phi: the discriminator's activations (``discriminator``: the mean of
-   each hidden LeakyReLU map of the current gated D, conditioned on the input for
-   pix2pix) or a fixed, randomly initialised small conv net (``fixed``, seeded, frozen).
-   Squared distances are averaged over feature dimensions and divided by the mean
-   squared norm of the original's features (detached), so the bandwidth ``h`` is in
-   units of the original features' scale.
+   copies (``augment``, the default: each copy its own random horizontal flip and shift of
+   up to ``max(2, H // 32)`` pixels, plus ``x + sigma * N(0, 1)`` noise; ``noise``: the
+   noise only), clamped to [-1, 1]. Beyond the abstract: the copies must differ visibly,
+   or every neighbourhood collapses to one point and its density structure says nothing;
+   so each copy draws its own shift (one shift for all copies made them near-duplicates
+   of each other). The original (frozen) generator and the pruned one translate every copy.
+2. **Feature space** phi: the discriminator's activations (``discriminator``: every hidden
+   LeakyReLU map of the current gated D, conditioned on the input for pix2pix) or a fixed,
+   randomly initialised small conv net (``fixed``, seeded, frozen). Maps are average-pooled
+   to a ``4 x 4`` grid (:func:`spatial`), not to their mean, so where things are in the
+   image counts. Pruned and original outputs go through D in ONE pass (a batch-norm D in
+   train mode would otherwise normalise them with different batch statistics, and the
+   difference of the two passes would swamp the difference of the two generators).
+   Every feature dimension is divided by its spread (the std over the original's outputs
+   in the batch, detached), so no layer dominates because of its scale.
 3. **Density terms**, per neighbourhood, with the Gaussian kernel
    ``k(a, b) = exp(-d(a, b)^2 / (2 h^2))`` over the K pruned features P and the K original
-   features Q:
+   features Q, d^2 the mean squared difference of normalised features and ``h^2`` the
+   median of the original's within-neighbourhood d^2 times ``prune.lds_bandwidth^2`` (a
+   bandwidth per neighbourhood, detached: the median heuristic; a global scale put the
+   neighbourhood's distances at ~1e-4 of h^2, where the kernel is flat and the terms vanish):
 
    - ``density``: the squared distance between the two Gaussian-kernel density
      estimates, ``mean k(P, P) + mean k(Q, Q) - 2 mean k(P, Q)`` (the kernel MMD^2, i.e.
@@ -28,7 +37,8 @@ Our design (Ganjdanesh et al., AAAI 2024 publish only the idea; GUIDE §3):
    set-pooled features (mean and std over the K copies). It is trained to score the
    original's neighbourhood above the pruned one's, relativistically and per input:
    ``softplus(c(P) - c(Q))``; the generator side is ``softplus(c(Q) - c(P)) - log 2``, which
-   is also 0 when the two generators coincide.
+   is also 0 when the two generators coincide. With ``prune.lds_adv: 0`` the critic is
+   neither used nor trained.
 
 ``total = density + structure + adv`` (weights: ``prune.lambda_lds`` outside, the
 adversarial share ``prune.lds_adv``).
@@ -48,7 +58,7 @@ PERTURBATIONS = ("noise", "augment")
 FEATURE_SPACES = ("discriminator", "fixed")
 
 
-def neighbourhood(x: torch.Tensor, k: int, noise: float, mode: str = "noise",
+def neighbourhood(x: torch.Tensor, k: int, noise: float, mode: str = "augment",
                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """(B*K, C, H, W): for each input, itself and K-1 perturbed copies (input-major)."""
     if k < 2:
@@ -59,13 +69,26 @@ def neighbourhood(x: torch.Tensor, k: int, noise: float, mode: str = "noise",
     copies = x.unsqueeze(1).repeat(1, k - 1, 1, 1, 1).flatten(0, 1)
     eps = torch.randn(copies.shape, generator=generator).to(x.device)
     if mode == "augment":
-        flip = torch.rand(copies.shape[0], generator=generator) < 0.5
+        n = copies.shape[0]
+        flip = torch.rand(n, generator=generator) < 0.5
         copies = torch.where(flip.to(x.device)[:, None, None, None], copies.flip(-1), copies)
-        shifts = torch.randint(-2, 3, (2,), generator=generator).tolist()
-        copies = torch.roll(copies, shifts=shifts, dims=(-2, -1))
+        m = max(2, int(x.shape[-2]) // 32)
+        shifts = torch.randint(-m, m + 1, (n, 2), generator=generator).tolist()
+        copies = torch.stack([torch.roll(c, shifts=(dy, dx), dims=(-2, -1))
+                              for c, (dy, dx) in zip(copies, shifts)])
     copies = (copies + noise * eps).clamp(-1, 1)
     out = torch.cat([x.unsqueeze(1), copies.view(b, k - 1, *x.shape[1:])], 1)
     return out.flatten(0, 1)
+
+
+GRID = 4  # feature maps are average-pooled to GRID x GRID cells
+
+
+def spatial(feats, grid: int = GRID) -> torch.Tensor:
+    """(N, F): every feature map average-pooled to a ``grid x grid`` map, flattened and
+    concatenated."""
+    return torch.cat([F.adaptive_avg_pool2d(f.float(), min(grid, f.shape[-1])).flatten(1)
+                      for f in feats], 1)
 
 
 def pooled(feats) -> torch.Tensor:
@@ -95,7 +118,7 @@ class FixedFeatures(nn.Module):
         for c in self.convs:
             y = F.leaky_relu(c(y), 0.2)
             feats.append(y)
-        return pooled(feats)
+        return spatial(feats)
 
 
 class NeighbourhoodCritic(nn.Module):
@@ -111,26 +134,39 @@ class NeighbourhoodCritic(nn.Module):
 
 
 def kernel_terms(P: torch.Tensor, Q: torch.Tensor, bandwidth: float) -> Dict[str, torch.Tensor]:
-    """Density (KDE L2 / MMD^2) and structure terms for neighbourhoods P, Q: (B, K, F)."""
+    """Density (KDE L2 / MMD^2) and structure terms for neighbourhoods P, Q: (B, K, F)
+    (features already normalised), with a per-neighbourhood median bandwidth."""
     if bandwidth <= 0:
         raise ConfigError(f"prune.lds_bandwidth must be positive, got {bandwidth}")
-    scale = Q.detach().pow(2).mean().clamp_min(1e-8)
+    k = Q.shape[1]
 
-    def gram(a, b):
-        d2 = (a.unsqueeze(2) - b.unsqueeze(1)).pow(2).mean(-1) / scale
-        return torch.exp(-d2 / (2 * bandwidth ** 2))
+    def d2(a, b):
+        return (a.unsqueeze(2) - b.unsqueeze(1)).pow(2).mean(-1)   # (B, K, K)
 
-    kpp, kqq, kpq = gram(P, P), gram(Q, Q), gram(P, Q)
+    dqq = d2(Q, Q)
+    off = ~torch.eye(k, dtype=torch.bool, device=Q.device)
+    h2 = dqq.detach()[:, off].median(dim=1).values.clamp_min(1e-8) * bandwidth ** 2
+
+    def gram(d):
+        return torch.exp(-d / (2 * h2[:, None, None]))
+
+    kpp, kqq, kpq = gram(d2(P, P)), gram(dqq), gram(d2(P, Q))
     density = (kpp.mean((1, 2)) + kqq.mean((1, 2)) - 2 * kpq.mean((1, 2))).clamp_min(0).mean()
     structure = (kpp - kqq).pow(2).mean()
     return {"density": density, "structure": structure}
+
+
+def normalise(P: torch.Tensor, Q: torch.Tensor):
+    """P and Q (N, F) divided per dimension by the spread of Q over N (detached)."""
+    spread = Q.detach().std(0, keepdim=True).clamp_min(1e-6)
+    return P / spread, Q / spread
 
 
 class LocalDensityLoss(nn.Module):
     """The LDS loss; holds the neighbourhood critic (trained by :meth:`critic_loss`)."""
 
     def __init__(self, feature_dim: int, k: int = 4, noise: float = 0.05,
-                 bandwidth: float = 1.0, perturb: str = "noise", adv_weight: float = 0.1):
+                 bandwidth: float = 1.0, perturb: str = "augment", adv_weight: float = 0.1):
         super().__init__()
         if perturb not in PERTURBATIONS:
             raise ConfigError(f"prune.lds_perturb {perturb!r} is not one of: "
@@ -141,7 +177,7 @@ class LocalDensityLoss(nn.Module):
             raise ConfigError(f"prune.lds_bandwidth must be positive, got {bandwidth}")
         self.k, self.noise, self.bandwidth = int(k), float(noise), float(bandwidth)
         self.perturb, self.adv_weight = perturb, float(adv_weight)
-        self.critic = NeighbourhoodCritic(feature_dim)
+        self.critic = NeighbourhoodCritic(feature_dim) if self.adv_weight > 0 else None
 
     def neighbourhood(self, x, generator=None):
         return neighbourhood(x, self.k, self.noise, self.perturb, generator)
@@ -152,7 +188,8 @@ class LocalDensityLoss(nn.Module):
     def forward(self, feat_pruned: torch.Tensor, feat_orig: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Generator-side terms from features (B*K, F) of pruned and original outputs on
         the same neighbourhoods (from :meth:`neighbourhood`)."""
-        P, Q = self._sets(feat_pruned), self._sets(feat_orig.detach())
+        fP, fQ = normalise(feat_pruned, feat_orig.detach())
+        P, Q = self._sets(fP), self._sets(fQ)
         terms = kernel_terms(P, Q, self.bandwidth)
         if self.adv_weight > 0:
             gap = self.critic(Q) - self.critic(P)
@@ -163,7 +200,8 @@ class LocalDensityLoss(nn.Module):
         return terms
 
     def critic_loss(self, feat_pruned: torch.Tensor, feat_orig: torch.Tensor) -> torch.Tensor:
-        P, Q = self._sets(feat_pruned.detach()), self._sets(feat_orig.detach())
+        fP, fQ = normalise(feat_pruned.detach(), feat_orig.detach())
+        P, Q = self._sets(fP), self._sets(fQ)
         return F.softplus(self.critic(P) - self.critic(Q)).mean()
 
 

@@ -1,17 +1,20 @@
 """One pruning run for one target ratio, in plain PyTorch (no Ray here).
 
 :class:`Pruner` holds the frozen original generator ``T``, the gated student generator
-``G`` (initialised from ``T``; its weights train with ``prune.lr``), the gated
+``G`` (initialised from ``T``; its weights are frozen in this search phase unless
+``prune.lr`` > 0: only the gates move, so a closed channel keeps the weights that could
+reopen it), the gated
 discriminator ``D``, the agents genG / genD and the LDS loss. Each :meth:`Pruner.step`:
 
-1. both agents emit channel logits from their peer input (the other agent's kept ratio
-   per layer and the other model's last loss; zeros with ``peer_feedback: false``) and
-   sample straight-through hard gates;
+1. both agents emit channel logits from their peer input (the other agent's gate
+   probabilities per layer and the other model's task loss, averaged over recent steps;
+   zeros with ``peer_feedback: false``) and sample straight-through hard gates;
 2. **G side** (G's weights and genG): ``lambda_gan * GAN(D(fake)) + lambda_recon *
-   L1(fake, T(x)) + lambda_lds * LDS + lambda_resource * log(max(r_G, p) / p)``;
+   L1(fake, T(x)) + lambda_lds * LDS + lambda_resource * res(r_G, p)`` with the two-sided
+   ``res(r, p) = max(|r - p| - tol, 0) / p``;
 3. **D side** (D's weights, genD, the neighbourhood critic): the discriminator loss on
-   real vs. gated-G images through the gated D, ``+ lambda_resource * log(max(r_D, p_D) /
-   p_D)``, + the critic loss.
+   real vs. gated-G images through the gated D (D's weights with ``prune.lr_d``),
+   ``+ lambda_resource * res(r_D, p_D)``, + the critic loss.
 
 The MACs ratios r are those of the gated networks (``Gated.macs_ratio``) at the data's
 crop size, in the profiler's convention. :meth:`Pruner.hard_gates` are the
@@ -30,16 +33,23 @@ import torch.nn as nn
 from ..config import PruneConfig, check_value, validate
 from ..errors import ConfigError
 from ..losses import GANLoss, discriminator_loss, recon_l1
-from .agents import Agent, expected_gates, kept_ratios, resource_loss
-from .gated import Gated, gated_discriminator, gated_generator, hard_keep, slice_network
-from .lds import FEATURE_SPACES, FixedFeatures, LocalDensityLoss, pooled
+from .agents import (Agent, PeerAverage, expected_gates, floor_open, gate_probabilities,
+                     min_keep, resource_loss)
+from .gated import (Gated, gated_discriminator, gated_generator, hard_keep, project_keep,
+                    slice_network)
+from .lds import FEATURE_SPACES, FixedFeatures, LocalDensityLoss, spatial
+
+
+BASE_MODELS = ("teacher", "mobile")
+PEER_DECAY = 0.9  # moving average of the peer summaries (about the last 10 steps)
 
 
 def check_prune_config(pc: PruneConfig) -> None:
     """One-line errors for values no run could use."""
-    if not pc.targets:
-        raise ConfigError("prune.targets is empty; give ratios in (0, 1], e.g. [0.1, 0.05]")
     validate(pc, "prune.")          # numbers: the ranges declared in ganc.config
+    if pc.base_model not in BASE_MODELS:
+        raise ConfigError(f"prune.base_model {pc.base_model!r} is not one of: "
+                          + ", ".join(BASE_MODELS))
     if pc.lds_features not in FEATURE_SPACES:
         raise ConfigError(f"prune.lds_features {pc.lds_features!r} is not one of: "
                           + ", ".join(FEATURE_SPACES))
@@ -50,7 +60,8 @@ class Pruner:
 
     def __init__(self, pc: PruneConfig, target: float, teacher: nn.Module,
                  discriminator: nn.Module, *, conditional: bool = True, size: int = 256,
-                 gan_mode: str = "vanilla", device="cpu", seed: int = 0):
+                 gan_mode: str = "vanilla", device="cpu", seed: int = 0,
+                 base: Optional[nn.Module] = None):
         check_prune_config(pc)
         check_value(PruneConfig, "d_target", target, "prune target")
         self.pc, self.target, self.size = pc, float(target), int(size)
@@ -58,11 +69,19 @@ class Pruner:
         self.device = torch.device(device)
         self.conditional = conditional
         torch.manual_seed(seed)
-        self.rng = torch.Generator().manual_seed(seed)
+        self.rng = torch.Generator().manual_seed(seed)          # gate samples
+        self.rng_lds = torch.Generator().manual_seed(seed + 1)  # neighbourhoods (its own,
+        # so that switching the LDS off leaves the gate samples as they were)
         self.T = copy.deepcopy(teacher).to(self.device).eval()
         for p in self.T.parameters():
             p.requires_grad_(False)
-        self.G = gated_generator(copy.deepcopy(teacher).to(self.device).train())
+        # the network pruned: the teacher, or another start (the supernet's largest
+        # sub-network, prune.base_model: mobile); T stays the reference either way
+        start = teacher if base is None else base
+        self.G = gated_generator(copy.deepcopy(start).to(self.device).train())
+        if pc.lr <= 0:  # search phase: G's weights frozen, only the gates move
+            for p in self.G.parameters():
+                p.requires_grad_(False)
         self.D = gated_discriminator(copy.deepcopy(discriminator).to(self.device).train())
         nG, nD = len(self.G.groups), len(self.D.groups)
         self.genG = Agent(self.G.groups, nD, base=pc.base).to(self.device)
@@ -80,12 +99,13 @@ class Pruner:
                            if self.genD is not None else None)
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=pc.lr, betas=(0.5, 0.999)) \
             if pc.lr > 0 else None
-        d_params = list(self.D.parameters()) + (list(self.lds.critic.parameters())
-                                                if self.lds is not None else [])
-        self.opt_D = torch.optim.Adam(d_params, lr=pc.lr if pc.lr > 0 else 2e-4,
-                                      betas=(0.5, 0.999))
-        self.last_loss_G: Optional[float] = None
-        self.last_loss_D: Optional[float] = None
+        d_params = list(self.D.parameters()) + (
+            list(self.lds.critic.parameters())
+            if self.lds is not None and self.lds.critic is not None else [])
+        self.opt_D = torch.optim.Adam(d_params, lr=pc.lr_d, betas=(0.5, 0.999))
+        # peer feedback: averages of each agent's gate probabilities and its model's task
+        # loss (no resource term), read by the other agent
+        self.peer_G, self.peer_D = PeerAverage(PEER_DECAY), PeerAverage(PEER_DECAY)
         self.last_peer: Dict[str, torch.Tensor] = {}
         self.step_count = 0
         self.full_macs_G = self.G.full_macs(self.size)
@@ -96,56 +116,59 @@ class Pruner:
         return torch.cat([cond, y], 1) if self.conditional else y
 
     def features(self, cond, y, gates_D) -> torch.Tensor:
-        """phi(y): pooled D activations (gated D, gates detached) or the fixed net."""
+        """phi(y): D's activations pooled to a grid (gated D, gates detached) or the
+        fixed net's."""
         if self.fixed is not None:
             return self.fixed(y)
         g = None if gates_D is None else {k: v.detach() for k, v in gates_D.items()}
-        return pooled(self.D.forward_features(self._d_input(cond, y), g)[1])
+        return spatial(self.D.forward_features(self._d_input(cond, y), g)[1])
 
     @torch.no_grad()
     def _feature_dim(self) -> int:
-        nc = self.G.plan.fixed["in"]
-        x = torch.zeros(1, nc, 32, 32, device=self.device)
+        """Length of phi(y) at the training size (the grid pooling keeps fewer cells of
+        maps smaller than the grid, so it depends on the size)."""
+        nc, s = self.G.plan.fixed["in"], self.size
+        x = torch.zeros(1, nc, s, s, device=self.device)
         was = self.D.training
         self.D.eval()
         try:
-            return int(self.features(x, torch.zeros(1, 3, 32, 32, device=self.device),
-                                     None).shape[1])
+            return int(self.features(x, torch.zeros(1, self.G.plan.fixed["out"], s, s,
+                                                    device=self.device), None).shape[1])
         finally:
             self.D.train(was)
 
-    def peer_inputs(self, last_ratios_G, last_ratios_D):
+    def peer_inputs(self):
+        """genG's input from genD / D, genD's from genG / G (zeros without feedback)."""
         fb = self.pc.peer_feedback
-        pG = self.genG.peer_input(last_ratios_D if fb else None,
-                                  self.last_loss_D if fb else None, self.device)
+        pG = self.genG.peer_input(self.peer_D.values if fb else None,
+                                  self.peer_D.loss if fb else None, self.device)
         pD = None
         if self.genD is not None:
-            pD = self.genD.peer_input(last_ratios_G if fb else None,
-                                      self.last_loss_G if fb else None, self.device)
+            pD = self.genD.peer_input(self.peer_G.values if fb else None,
+                                      self.peer_G.loss if fb else None, self.device)
         return pG, pD
 
     def logits(self):
         """Channel logits of both agents from the current peer inputs."""
-        rG = getattr(self, "_ratios_G", None)
-        rD = getattr(self, "_ratios_D", None)
-        pG, pD = self.peer_inputs(rG, rD)
+        pG, pD = self.peer_inputs()
         self.last_peer = {"G": pG, "D": pD}
         lG = self.genG(pG)
         lD = self.genD(pD) if self.genD is not None else None
         return lG, lD
 
-    def gates(self, training: bool = True, with_expected: bool = False):
+    def gates(self, training: bool = True, with_expected: bool = False, logits=None):
         """Sampled (training) or deterministic gates of G and D (None when D is not
         pruned); with ``with_expected`` also the deterministic straight-through gates
-        the resource loss and the peer summaries use."""
-        lG, lD = self.logits()
-        T = self.pc.temperature
-        gG = self.genG.gates(lG, T, training, self.rng)
-        gD = self.genD.gates(lD, T, training, self.rng) if lD is not None else None
+        the resource loss uses; ``logits`` (G's, D's) when already computed."""
+        lG, lD = self.logits() if logits is None else logits
+        T, mw = self.pc.temperature, self.pc.min_width
+        gG = self.genG.gates(lG, T, training, self.rng, mw)
+        gD = self.genD.gates(lD, T, training, self.rng, mw) if lD is not None else None
         if not with_expected:
             return gG, gD
-        eG = {g: expected_gates(v, T) for g, v in lG.items()}
-        eD = {g: expected_gates(v, T) for g, v in lD.items()} if lD is not None else None
+        eG = floor_open({g: expected_gates(v, T) for g, v in lG.items()}, lG, mw)
+        eD = (floor_open({g: expected_gates(v, T) for g, v in lD.items()}, lD, mw)
+              if lD is not None else None)
         return gG, gD, eG, eD
 
     @torch.no_grad()
@@ -170,6 +193,35 @@ class Pruner:
                 "macs_D": rD * self.full_macs_D}
 
     # ------------------------------------------------------------------ training
+    def task_terms_G(self, A: torch.Tensor, gG, gD):
+        """G's task terms under gates ``gG`` / ``gD`` (GAN, reconstruction, LDS), with the
+        fake images, the original's images and the LDS features (pruned detached,
+        original) for the critic."""
+        gD_det = None if gD is None else {k: v.detach() for k, v in gD.items()}
+        fake = self.G(A, gG)
+        with torch.no_grad():
+            target_img = self.T(A)
+        terms: Dict[str, torch.Tensor] = {}
+        terms["G_gan"] = self.gan(self.D(self._d_input(A, fake), gD_det), True,
+                                  for_discriminator=False)
+        terms["G_recon"] = recon_l1(fake, target_img)
+        feats = None
+        if self.lds is not None:
+            xs = self.lds.neighbourhood(A, self.rng_lds)
+            with torch.no_grad():
+                ys_T = self.T(xs)
+            # one joint pass of pruned and original outputs through D (batch statistics
+            # shared, see ganc.prune.lds); the original's half carries no gradient
+            f = self.features(torch.cat([xs, xs]), torch.cat([self.G(xs, gG), ys_T]), gD)
+            fP, fQ = f.chunk(2)
+            fQ = fQ.detach()
+            lds = self.lds(fP, fQ)
+            for k in ("density", "structure", "adv"):
+                terms[f"lds_{k}"] = lds[k]
+            terms["lds"] = lds["total"]
+            feats = (fP.detach(), fQ)
+        return terms, fake, target_img, feats
+
     def step(self, A: torch.Tensor, B: Optional[torch.Tensor] = None) -> Dict[str, float]:
         """One update of G, genG, D, genD and the critic; returns the loss terms."""
         with torch.enable_grad():  # an in-process FID scorer may have turned grads off
@@ -180,33 +232,15 @@ class Pruner:
         A = A.to(self.device)
         B = B.to(self.device) if B is not None else None
         self.G.train(), self.D.train()
-        gG, gD, eG, eD = self.gates(training=True, with_expected=True)
-        gD_det = None if gD is None else {k: v.detach() for k, v in gD.items()}
+        lG, lD = self.logits()
+        gG, gD, eG, eD = self.gates(training=True, with_expected=True, logits=(lG, lD))
 
         # ---- G side
         for p in self.D.parameters():
             p.requires_grad_(False)
-        fake = self.G(A, gG)
-        with torch.no_grad():
-            target_img = self.T(A)
-        terms: Dict[str, torch.Tensor] = {}
-        terms["G_gan"] = self.gan(self.D(self._d_input(A, fake), gD_det), True,
-                                  for_discriminator=False)
-        terms["G_recon"] = recon_l1(fake, target_img)
+        terms, fake, target_img, feats = self.task_terms_G(A, gG, gD)
         ratio_G = self.G.macs_ratio(eG, self.size)
-        terms["res_G"] = resource_loss(ratio_G, self.target)
-        feats = None
-        if self.lds is not None:
-            xs = self.lds.neighbourhood(A, self.rng)
-            with torch.no_grad():
-                ys_T = self.T(xs)
-                fQ = self.features(xs, ys_T, gD)
-            fP = self.features(xs, self.G(xs, gG), gD)
-            lds = self.lds(fP, fQ)
-            for k in ("density", "structure", "adv"):
-                terms[f"lds_{k}"] = lds[k]
-            terms["lds"] = lds["total"]
-            feats = (fP.detach(), fQ)
+        terms["res_G"] = resource_loss(ratio_G, self.target, pc.tolerance)
         loss_G = (pc.lambda_gan * terms["G_gan"] + pc.lambda_recon * terms["G_recon"]
                   + pc.lambda_resource * terms["res_G"])
         if self.lds is not None:
@@ -229,12 +263,12 @@ class Pruner:
         loss_D = terms["D"]
         if gD is not None:
             ratio_D = self.D.macs_ratio(eD, self.size)
-            terms["res_D"] = resource_loss(ratio_D, self.d_target)
+            terms["res_D"] = resource_loss(ratio_D, self.d_target, pc.tolerance)
             loss_D = loss_D + pc.lambda_resource * terms["res_D"]
         else:
             ratio_D = torch.ones(())
             terms["res_D"] = torch.zeros(())
-        if self.lds is not None and feats is not None:
+        if self.lds is not None and self.lds.critic is not None and feats is not None:
             terms["critic"] = self.lds.critic_loss(*feats)
             loss_D = loss_D + terms["critic"]
         self.opt_D.zero_grad(set_to_none=True)
@@ -245,13 +279,14 @@ class Pruner:
         if self.opt_agentD is not None:
             self.opt_agentD.step()
 
-        self.last_loss_G = float(loss_G.detach())
-        self.last_loss_D = float(terms["D"].detach())
-        self._ratios_G = kept_ratios(eG)
-        self._ratios_D = kept_ratios(eD) if eD is not None else None
+        task_G = float((loss_G - pc.lambda_resource * terms["res_G"]).detach())
+        T = pc.temperature
+        self.peer_G.update(gate_probabilities(lG, T), task_G)
+        if lD is not None:
+            self.peer_D.update(gate_probabilities(lD, T), float(terms["D"].detach()))
         self.step_count += 1
         out = {k: float(v.detach()) for k, v in terms.items()}
-        out.update(loss_G=self.last_loss_G, loss_D=float(loss_D.detach()),
+        out.update(loss_G=float(loss_G.detach()), task_G=task_G, loss_D=float(loss_D.detach()),
                    ratio_G=float(ratio_G.detach()), ratio_D=float(ratio_D.detach()),
                    sampled_ratio_G=float(self.G.macs_ratio(gG, self.size).detach()))
         return out
@@ -267,14 +302,27 @@ class Pruner:
             out.append(hard_keep(gG))
         return out
 
+    @property
+    def budget_macs(self) -> float:
+        """G's MACs budget: the target ratio of the full gated G's MACs."""
+        return self.target * self.full_macs_G
+
+    @torch.no_grad()
+    def project(self, keep: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Kept channels of G moved to at most the budget, by the current logits."""
+        lG, _ = self.logits()
+        floor = {g: min_keep(c, self.pc.min_width) for g, c in self.G.groups.items()}
+        return project_keep(self.G, keep, lG, self.budget_macs, self.size, floor)
+
     def keep_macs(self, keep) -> int:
         return int(self.G.macs({g: int(v.numel()) for g, v in keep.items()}, self.size))
 
     @torch.no_grad()
-    def slice(self):
-        """(plain generator, plain discriminator, kept indices) from the hard gates."""
+    def slice(self, keep_G: Optional[Dict[str, torch.Tensor]] = None):
+        """(plain generator, plain discriminator, kept indices) from the hard gates (G's
+        kept channels ``keep_G`` instead when given)."""
         gG, gD = self.hard_gates()
-        keepG = hard_keep(gG)
+        keepG = hard_keep(gG) if keep_G is None else keep_G
         G = slice_network(self.G, keepG)
         if gD is not None:
             keepD = hard_keep(gD)
