@@ -10,11 +10,8 @@ format, for fast tests.
 """
 from __future__ import annotations
 
-import json
 import os
 import random
-import shutil
-import tempfile
 from typing import Optional
 
 import numpy as np
@@ -240,13 +237,11 @@ def make_camvid_like(out, n_train: int = 8, n_val: int = 4, size=(96, 128),
     h, w = _check_size(size)
     if n_train < 1 or n_val < 1:
         raise ConfigError(f"need at least one image per split, got {n_train} and {n_val}")
-    out = os.fspath(out)
-    if os.path.isdir(out) and os.listdir(out):
-        raise ConfigError(f"{out} exists and is not empty")
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".ganc-camvid-", dir=parent)
-    try:
+    from .staging import check_empty_target, staged_folder
+    out = check_empty_target(out)
+    info = {"kind": "camvid-like", "n_train": n_train, "n_val": n_val, "size": [h, w],
+            "seed": seed}
+    with staged_folder(out, "camvid_like.json", info, ".ganc-camvid-") as tmp:
         for split, count, offset in (("train", n_train, 0), ("val", n_val, 100_000)):
             os.makedirs(os.path.join(tmp, split))
             os.makedirs(annot_folder(tmp, split))
@@ -257,16 +252,6 @@ def make_camvid_like(out, n_train: int = 8, n_val: int = 4, size=(96, 128),
                 Image.fromarray(render_street(lab, rng)).save(os.path.join(tmp, split, name))
                 Image.fromarray(lab.astype(np.uint8), mode="L").save(
                     os.path.join(annot_folder(tmp, split), name))
-        info = {"kind": "camvid-like", "n_train": n_train, "n_val": n_val, "size": [h, w],
-                "seed": seed}
-        with open(os.path.join(tmp, "camvid_like.json"), "w") as f:
-            json.dump(info, f, indent=1)
-        if os.path.isdir(out):
-            os.rmdir(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return info
 
 

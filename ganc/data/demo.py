@@ -9,10 +9,7 @@ Layouts written by :func:`make_demo_data`:
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 
 import numpy as np
 from PIL import Image
@@ -112,14 +109,12 @@ def make_demo_data(kind: str, n: int, size: int, out, seed: int = 0,
         raise ConfigError(f"--n must be at least 1, got {n}")
     if size < 16 or size % 4:
         raise ConfigError(f"--size must be a multiple of 4 and at least 16, got {size}")
-    out = os.fspath(out)
-    if os.path.isdir(out) and os.listdir(out):
-        raise ConfigError(f"--out {out} exists and is not empty")
+    from .staging import check_empty_target, staged_folder
+    out = check_empty_target(out, "--out")
     n_test = n_test if n_test is not None else max(4, n // 4)
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".ganc-demo-", dir=parent)
-    try:
+    info = {"kind": kind, "n": n, "n_test": n_test, "size": size, "seed": seed,
+            "task": "label map (A) <-> shaded rendering (B)", "task_version": TASK_VERSION}
+    with staged_folder(out, "demo.json", info, ".ganc-demo-") as tmp:
         base = seed * 1_000_003
         if kind == "paired":
             for split, count, offset in (("train", n, 0), ("val", n_test, 500_000)):
@@ -137,14 +132,4 @@ def make_demo_data(kind: str, n: int, size: int, out, seed: int = 0,
                         a, b = make_pair(base + offset + shift + i, size)
                         Image.fromarray(a if dom == "A" else b).save(
                             os.path.join(tmp, split + dom, f"{i:05d}.png"))
-        info = {"kind": kind, "n": n, "n_test": n_test, "size": size, "seed": seed,
-                "task": "label map (A) <-> shaded rendering (B)", "task_version": TASK_VERSION}
-        with open(os.path.join(tmp, "demo.json"), "w") as f:
-            json.dump(info, f, indent=1)
-        if os.path.isdir(out):
-            os.rmdir(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return info
