@@ -129,7 +129,7 @@ def test_a_hanging_actor_is_replaced_and_its_config_rescored(setup, tmp_path):
     from ganc.metrics.pool import FidPool, SubnetSpec
     split, sup, store = setup
     hang = {"config": CONFIGS[1], "seconds": 600, "marker": str(tmp_path / "hung")}
-    with FidPool(split, num_actors=1, store=store, timeout_s=40, test_hang=hang,
+    with FidPool(split, num_actors=1, store=store, timeout_s=60, test_hang=hang,
                  fid=FidConfig(kid=False, batch_size=8)) as p:
         p.register_model("super", arch="super_mobile_resnet_9blocks", state=sup.state_dict(),
                          ngf=16)

@@ -168,7 +168,10 @@ def score_before_after(ctx, cfg: RunConfig, sup: dict, cfg_str: str) -> dict:
     pool = LocalPool(eval_split_of(cfg, ctx), store=ctx.root, fid=cfg.fid)
     pool.register_model("before", subnet_from(run, "supernet/final.pt", cfg_str))
     pool.register_model("after", subnet_from(run, f"{STAGE}/final.pt", cfg_str))
-    before, after = pool.score([SubnetSpec("before"), SubnetSpec("after")])
+    # a model whose outputs are not finite scores FID inf and is recorded as failed: it
+    # loses the comparison (choose_export), it does not stop the stage
+    before, after = pool.score([SubnetSpec("before"), SubnetSpec("after")],
+                               failures="record")
     return {"fid_before": before.fid, "fid_after": after.fid,
             "kid_before": before.kid_mean, "kid_after": after.kid_mean,
             "fid_split": choice_split(cfg.data), "eval_images": after.n_fake}
