@@ -68,6 +68,26 @@ def _specs():
         [SubnetSpec("plain", None, tag="plain")]
 
 
+# Runs before the tests that use the module's shared `pool` (2 actors holding the test
+# Ray's CPUs until the module ends): this test builds its own pool.
+def test_a_hanging_actor_is_replaced_and_its_config_rescored(setup, tmp_path):
+    """The test hook makes the first scoring of one config sleep far past the timeout."""
+    from ganc.config import FidConfig
+    from ganc.metrics.pool import FidPool, SubnetSpec
+    split, sup, store = setup
+    hang = {"config": CONFIGS[1], "seconds": 600, "marker": str(tmp_path / "hung")}
+    with FidPool(split, num_actors=1, store=store, timeout_s=60, test_hang=hang,
+                 fid=FidConfig(kid=False, batch_size=8)) as p:
+        p.register_model("super", arch="super_mobile_resnet_9blocks", state=sup.state_dict(),
+                         ngf=16)
+        got = p.score([SubnetSpec("super", c) for c in CONFIGS])
+        stats = p.stats()
+    assert os.path.exists(hang["marker"]), "the hook never fired"
+    assert [s.spec.config for s in got] == CONFIGS and all(s.status == "ok" for s in got)
+    assert got[1].attempts == 2 and np.isfinite(got[1].fid)
+    assert stats["timeouts"] == 1 and stats["restarts"] == 1 and stats["failed"] == 0
+
+
 def test_pool_scores_in_parallel_and_survives_a_killed_actor(pool, setup, ray_local):
     import ray
     split, sup, store = setup
@@ -121,24 +141,6 @@ def test_pool_scores_in_parallel_and_survives_a_killed_actor(pool, setup, ray_lo
     # KID only when asked for
     no_kid = pool.score(specs[:1], kid=False)[0]
     assert no_kid.kid_mean is None and no_kid.fid == pytest.approx(first[0].fid, rel=1e-6)
-
-
-def test_a_hanging_actor_is_replaced_and_its_config_rescored(setup, tmp_path):
-    """The test hook makes the first scoring of one config sleep far past the timeout."""
-    from ganc.config import FidConfig
-    from ganc.metrics.pool import FidPool, SubnetSpec
-    split, sup, store = setup
-    hang = {"config": CONFIGS[1], "seconds": 600, "marker": str(tmp_path / "hung")}
-    with FidPool(split, num_actors=1, store=store, timeout_s=60, test_hang=hang,
-                 fid=FidConfig(kid=False, batch_size=8)) as p:
-        p.register_model("super", arch="super_mobile_resnet_9blocks", state=sup.state_dict(),
-                         ngf=16)
-        got = p.score([SubnetSpec("super", c) for c in CONFIGS])
-        stats = p.stats()
-    assert os.path.exists(hang["marker"]), "the hook never fired"
-    assert [s.spec.config for s in got] == CONFIGS and all(s.status == "ok" for s in got)
-    assert got[1].attempts == 2 and np.isfinite(got[1].fid)
-    assert stats["timeouts"] == 1 and stats["restarts"] == 1 and stats["failed"] == 0
 
 
 def test_a_config_whose_scoring_fails_is_recorded_with_its_reason(pool):

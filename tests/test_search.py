@@ -516,7 +516,7 @@ def test_pull_budget_picks_a_best_json_entry_and_refuses_a_model_of_another(tmp_
     entries = [{"budget_macs": 3e9, "budget_recipe_macs": 3e9, "config": "16_16_32_16_32_32_16_16"},
                {"budget_macs": 1e9, "budget_recipe_macs": 4e9, "config": "8_8_16_8_16_16_8_8"}]
     run.put_json("best.json", {"config": entries[0]["config"], "budgets": entries})
-    run.put_json("export/model.json", {"config": [16, 16, 32, 16, 32, 32, 16, 16]})
+    run.commit_unit("export", {"model.json": {"config": [16, 16, 32, 16, 32, 32, 16, 16]}})
     assert best_entry(run.get_json("best.json"))["config"] == entries[0]["config"]
     assert best_entry(run.get_json("best.json"), 4e9) == entries[1]   # as asked
     got = pull(run.url(), tmp_path / "out", budget=3e9)

@@ -252,7 +252,7 @@ def test_configs_parse_and_follow_the_published_recipes():
     e2s = load_config("configs/edges2shoes.yaml")
     assert e2s.search.budget_macs == 4.9e9 and e2s.data.direction == "AtoB"
     assert (fac.teacher.epochs, fac.teacher.epochs_decay, fac.data.batch_size) == (100, 100, 1)
-    assert (e2s.distill.epochs, e2s.distill.epochs_decay, e2s.data.batch_size) == (5, 10, 4)
+    assert (e2s.distill.epochs, e2s.distill.epochs_decay, e2s.data.batch_size) == (10, 30, 4)
     demo = load_config("configs/demo.yaml")
     assert demo.data.root == "" and demo.data.kind == "aligned"
     from ganc import placement

@@ -145,5 +145,23 @@ def write_results(run, searches: list[dict], teacher: Optional[dict], settings: 
     return summary
 
 
+def best_entry(summary: dict, budget: Optional[float] = None) -> dict:
+    """The best.json entry of ``budget`` (MACs at the eval size or as asked at
+    ``data.crop_size``, matched to 0.1%; None: the primary); raises GancError naming the
+    budgets there are."""
+    from ..errors import GancError
+    entries = summary.get("budgets") or [dict(summary, budget_macs=(summary.get("search") or
+                                                                    {}).get("budget_macs"))]
+    if budget is None:
+        return entries[0]
+    for e in entries:           # at the eval size, or as asked (at data.crop_size)
+        for b in (e.get("budget_macs"), e.get("budget_recipe_macs")):
+            if b is not None and abs(float(b) - float(budget)) <= 1e-3 * float(b):
+                return e
+    have = ", ".join(f"{e['budget_macs']:.4g}" for e in entries if e.get("budget_macs"))
+    raise GancError(f"best.json has no search at budget {float(budget):.4g} MACs "
+                    f"(budgets: {have or 'none'})")
+
+
 __all__ = ["write_results", "append_results", "result_key", "front_of", "best_entry",
            "plot_key", "plot_png", "RESULTS", "PARETO", "PLOT", "BEST"]
