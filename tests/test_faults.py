@@ -249,7 +249,8 @@ def test_d_s3_down_during_training_checkpoints_is_carried_by_retries(cluster, pr
 # ---------------------------------------------------------------- b. FID actor
 def _fid_actor_pid(cluster) -> int | None:
     alive = [a for a in cluster.state("actors")
-             if a.get("class_name") == "FidActor" and a.get("state") == "ALIVE" and a.get("pid")]
+             if "FidActor" in str(a.get("class_name")) and a.get("state") == "ALIVE"
+             and a.get("pid")]
     return int(alive[0]["pid"]) if alive else None
 
 

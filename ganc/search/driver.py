@@ -120,14 +120,14 @@ def search_trial(trial_config: dict, client, space: SearchSpace, cost: CostModel
                              latency=bool(settings.latency_objective), constraint=constraint)
     rows: list = []
     serial, batches = 0, 0
-    ckpt = tune.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
+    saved = _newest_saved_state()
+    if saved is not None:
+        with tempfile.TemporaryDirectory(prefix="ganc-search-") as d:
+            with open(os.path.join(d, STATE_FILE), "wb") as f:
+                f.write(saved[STATE_FILE])
             searcher.restore(os.path.join(d, STATE_FILE))
-            with open(os.path.join(d, ROWS_FILE)) as f:
-                rows = json.load(f)
-            with open(os.path.join(d, PROGRESS_FILE)) as f:
-                progress = json.load(f)
+        rows = json.loads(saved[ROWS_FILE])
+        progress = json.loads(saved[PROGRESS_FILE])
         serial, batches = int(progress["serial"]), int(progress["batches"])
     limit = max(1, int(settings.population))
     tag = f"b{int(spec['index'])}"
@@ -178,6 +178,46 @@ def search_trial(trial_config: dict, client, space: SearchSpace, cost: CostModel
                         checkpoint=tune.Checkpoint.from_directory(d))
         if finished:
             break
+
+
+def _saved_state(read) -> Optional[dict]:
+    """The three files of a search checkpoint (``read(name) -> bytes``), or None when one
+    is missing or unreadable (a checkpoint cut short)."""
+    import json
+    try:
+        files = {name: read(name) for name in (STATE_FILE, ROWS_FILE, PROGRESS_FILE)}
+        files["batches"] = int(json.loads(files[PROGRESS_FILE])["batches"])
+        return files
+    except Exception:
+        return None
+
+
+def _newest_saved_state() -> Optional[dict]:
+    """The search checkpoint to continue from: the newest complete one among the one Tune
+    restored and those in the trial's folder of the store. Tune records a trial's
+    checkpoint in its experiment state only every so often, so a driver killed in between
+    restores an older one (or none): every config scored since would be scored again."""
+    import os
+    from ray import tune
+    found = []
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            found.append(_saved_state(lambda n: open(os.path.join(d, n), "rb").read()))
+    try:
+        import pyarrow.fs as pafs
+        storage = tune.get_context().get_storage()
+        fs, trial = storage.storage_filesystem, storage.trial_fs_path
+        infos = fs.get_file_info(pafs.FileSelector(trial, allow_not_found=True))
+        folders = [i.path for i in infos if i.type == pafs.FileType.Directory
+                   and i.base_name.startswith("checkpoint_")]
+    except Exception:       # no storage context (a trainable called outside Tune)
+        folders = []
+    for folder in folders:
+        found.append(_saved_state(
+            lambda n, folder=folder: fs.open_input_stream(f"{folder}/{n}").read()))
+    found = [f for f in found if f is not None]
+    return max(found, key=lambda f: f["batches"]) if found else None
 
 
 def rows_of(result) -> list[dict]:
