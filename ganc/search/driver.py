@@ -64,12 +64,22 @@ def load_supernet(run) -> dict:
     if not run.exists(key):
         raise SearchError(f"no supernet checkpoint at {run.url(key)}; "
                           "train one first (ganc train-supernet)")
-    payload = run.get_torch(key)
+    import hashlib
+    import io
+    import torch
+    data = run.read_bytes(key)
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise SearchError(f"cannot read checkpoint {run.url(key)}: "
+                          f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else e!r}") \
+            from None
     for field in ("state_dict", "netG", "ngf", "search_space"):
         if field not in payload:
             raise SearchError(f"{run.url(key)} has no {field!r} entry")
     payload["model"] = supernet_of(payload)
     payload["space"] = SearchSpace.from_dict(payload["search_space"])
+    payload["sha256"] = hashlib.sha256(data).hexdigest()     # what a resume must match
     return payload
 
 
@@ -368,7 +378,18 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
 
     from ray import tune
     from ..metrics.pool import FidPool, SubnetSpec
-    from .report import front_of
+    from ..pipeline import check_resume, resume_inputs
+    storage_path, fs = ray_storage(run, "search")
+    resuming = not fresh and tune.Tuner.can_restore(f"{storage_path}/{EXPERIMENT}",
+                                                    storage_filesystem=fs)
+    # an unfinished experiment is resumed only under what it started with (one line)
+    check_resume(run, "search", resume_inputs(
+        cfg, "search", **{"search.method": method, "search.budget_ms": budget_ms,
+                          "search.budgets_macs": [b if math.isfinite(b) else None
+                                                  for b in budgets],
+                          "search.space": space.to_dict(), "supernet.sha256": sup["sha256"]}),
+        resuming, "rerun it with --fresh (ganc search), --restart-from search (ganc "
+                  "compress) or use a new --run-id")
     pool = None
     try:
         pool = FidPool(eval_split_of(cfg, ctx), num_actors=cfg.fid.num_actors, store=root,
@@ -396,7 +417,6 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
             tune.with_parameters(search_trial, client=pool.client(), space=space, cost=cost,
                                  settings=sc, latency=table, budget_ms=budget_ms),
             _trial_resources())
-        storage_path, fs = ray_storage(run, "search")
         keep_credentials_out_of_tune()
         t0 = time.time()
         results, resumed = fit_searches(trainable, searches_of(method, budgets), storage_path,
