@@ -212,8 +212,7 @@ def ray_storage(run: Store, stage: str):
         path = os.path.join(run.root, stage)
         os.makedirs(path, exist_ok=True)
         return path, None
-    import pyarrow.fs as pafs
-    return f"{run.root}/{stage}", pafs.PyFileSystem(pafs.FSSpecHandler(run.fs))
+    return f"{run.root}/{stage}", run.pyarrow_fs()
 
 
 def keep_credentials_out_of_tune() -> None:

@@ -44,21 +44,48 @@ def _flat(obj, prefix: str) -> dict:
     return {prefix: obj}
 
 
-def stage_inputs(cfg: RunConfig, stage: str) -> dict:
-    """``{field: value}`` of every config field ``stage``'s result depends on."""
+def _fields(cfg: RunConfig, sections) -> dict:
+    """``{field: value}`` of the config fields of ``sections`` that change what a stage
+    computes (not how: IGNORED, logging and checkpoint periods)."""
     full = _flat(cfg.to_dict(), "")
-    sections, todo = set(), [stage]
-    while todo:
-        s = todo.pop()
-        sections.update(STAGE_SECTIONS[s])
-        todo.extend(UPSTREAM[s])
     return {k: v for k, v in sorted(full.items())
             if k.split(".")[0] in sections and k not in IGNORED
             and not k.endswith((".log_every", ".checkpoint_every"))}
 
 
+def stage_inputs(cfg: RunConfig, stage: str) -> dict:
+    """``{field: value}`` of every config field ``stage``'s result depends on."""
+    sections, todo = set(), [stage]
+    while todo:
+        s = todo.pop()
+        sections.update(STAGE_SECTIONS[s])
+        todo.extend(UPSTREAM[s])
+    return _fields(cfg, sections)
+
+
+# A stage run on its own (``ganc search``, ``ganc finetune``) resumes its own interrupted
+# work (the Tune experiment, the fine-tune's checkpoints); what it must match: its own
+# config sections and the data, plus what it ran on and with (the upstream artifact's
+# hash, the method, budgets and sub-network: see resume_inputs' callers).
+RESUME_SECTIONS = {"search": ("seed", "data", "search", "fid"),
+                   "finetune": ("seed", "data", "finetune")}
+RESUME_RECORD = "{}/inputs.json"
+
+
+def resume_inputs(cfg: RunConfig, stage: str, **more) -> dict:
+    """The fingerprint a stage's resumable work is checked against on resume."""
+    return {**_fields(cfg, RESUME_SECTIONS[stage]), **more}
+
+
 def changed_fields(recorded: dict, now: dict) -> list[str]:
     return sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
+
+
+def changed_error(run, stage: str, changed: list[str], remedy: str) -> ConfigError:
+    """The one line that stops a stage whose recorded inputs differ from this job's."""
+    more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+    return ConfigError(f"run {run.url()}: stage {stage} ran with another config "
+                       f"({', '.join(changed[:4])}{more} changed); {remedy}")
 
 
 def check_inputs(cfg: RunConfig, run, stages: list[str]) -> None:
@@ -70,10 +97,22 @@ def check_inputs(cfg: RunConfig, run, stages: list[str]) -> None:
             continue
         changed = changed_fields(run.get_json(key).get("fields", {}), stage_inputs(cfg, stage))
         if changed:
-            more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
-            raise ConfigError(
-                f"run {run.url()}: stage {stage} ran with another config ({', '.join(changed[:4])}"
-                f"{more} changed); rerun it with --restart-from {stage} or use a new --run-id")
+            raise changed_error(run, stage, changed, f"rerun it with --restart-from {stage} "
+                                                     "or use a new --run-id")
+
+
+def check_resume(run, stage: str, fields: dict, resuming: bool, remedy: str) -> None:
+    """Before ``stage`` continues earlier work in ``run`` (``resuming``): one line naming
+    the stage and the changed fields when its recorded fingerprint differs from
+    ``fields``. Starting afresh (or resuming work from before fingerprints were recorded)
+    records ``fields``."""
+    key = RESUME_RECORD.format(stage)
+    if resuming and run.exists(key):
+        changed = changed_fields(run.get_json(key).get("fields", {}), fields)
+        if changed:
+            raise changed_error(run, stage, changed, remedy)
+        return
+    run.put_json(key, {"stage": stage, "fields": fields})
 
 
 def restart_from(run, stages: list[str], first: str) -> list[str]:
@@ -304,4 +343,4 @@ def format_table(rows: list[dict]) -> str:
 
 
 __all__ = ["compress", "format_table", "missing_artifacts", "stage_inputs", "check_inputs",
-           "restart_from", "MARKER", "INPUTS"]
+           "restart_from", "resume_inputs", "check_resume", "MARKER", "INPUTS"]

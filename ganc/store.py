@@ -76,6 +76,22 @@ def transient(e: BaseException) -> bool:
     return False
 
 
+def retrying(action: str, url: str, fn, *args):
+    """``fn(*args)``, retried on transient S3 errors after each pause of
+    :data:`RETRY_DELAYS` (about 30 s in all, on top of botocore's own few retries), each
+    retry logged as one line naming the action, the URL and the error; then the error
+    stands. The one retry policy of ganc's S3 traffic (the store and Ray's storage)."""
+    for attempt, delay in enumerate(tuple(RETRY_DELAYS) + (None,), start=1):
+        try:
+            return fn(*args)
+        except Exception as e:
+            if delay is None or not transient(e):
+                raise
+            log.warning("store: %s %s failed (%s); retry %d/%d in %.0fs", action, url,
+                        _first_line(e), attempt, len(RETRY_DELAYS), delay)
+            time.sleep(delay)
+
+
 def _before_commit(tmp_path: str, final_path: str) -> None:
     """Called between writing the temporary object and moving it onto its key.
 
@@ -192,16 +208,18 @@ class Store:
         """``fn(*args)``, retried on transient S3 errors (see :data:`RETRY_DELAYS`)."""
         if self.protocol != "s3":
             return fn(*args)
-        for attempt, delay in enumerate(RETRY_DELAYS + (None,), start=1):
-            try:
-                return fn(*args)
-            except Exception as e:
-                if delay is None or not transient(e):
-                    raise
-                log.warning("store: %s %s failed (%s); retry %d/%d in %.0fs", action,
-                            self._url_unchecked(key), _first_line(e), attempt,
-                            len(RETRY_DELAYS), delay)
-                time.sleep(delay)
+        return retrying(action, self._url_unchecked(key), fn, *args)
+
+    def pyarrow_fs(self):
+        """This store's filesystem for pyarrow users (Ray Train's and Tune's storage):
+        on S3 every call is retried like the store's own (:func:`retrying`), so an S3
+        outage shorter than the retry budget does not fail a checkpoint or the experiment
+        state. Carries no credentials (it is pickled into Ray's processes)."""
+        import pyarrow.fs as pafs
+        if self.protocol != "s3":
+            return pafs.LocalFileSystem()
+        from .storefs import RetryingFSSpecHandler
+        return pafs.PyFileSystem(RetryingFSSpecHandler(self.fs))
 
     def _wrap(self, action: str, key: str, e: BaseException) -> StoreError:
         if isinstance(e, StoreError):

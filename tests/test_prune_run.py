@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from ganc.cli import main
@@ -60,10 +61,27 @@ def test_prune_on_tune_writes_exports_and_results(tmp_path, ray_local):
         assert card["onnx"]["max_abs_diff_vs_eager"] <= 1e-4 and run.exists(
             f"prune/p{t:g}/model.pt2")
         assert card["teacher_source"] == "random-init" and card["gates_G"]["trunk"][1] == 32
+        # the target's files are one unit: the manifest (written last) lists them all
+        unit = run.read_unit(f"prune/p{t:g}")
+        assert set(unit["files"]) == {"model.pt", "net_D.pt", "model.onnx", "model.pt2",
+                                      "model.json", "history.jsonl", "row.json"}
     table = run.get_parquet(RESULTS_KEY).to_pylist()
     assert [r["method"] for r in table] == ["evolution", "prune-lds"]
     assert table[0]["macs"] == 123 and table[1]["target"] == 0.3
     assert run.exists("prune/summary.json") and run.exists("prune/config.yaml")
+
+    # readers trust the manifest only: weights rewritten after the commit, or a unit whose
+    # manifest is gone (a rewrite cut short), are refused in one line
+    from ganc.errors import GancError
+    prefix = "prune/p0.3"
+    good = run.read_bytes(f"{prefix}/model.pt")
+    run.write_bytes(f"{prefix}/model.pt", good + b"\0")
+    with pytest.raises(GancError, match="does not match MANIFEST.json"):
+        load_pruned(run, prefix)
+    run.write_bytes(f"{prefix}/model.pt", good)
+    run.rm(f"{prefix}/MANIFEST.json")
+    with pytest.raises(GancError, match=r"no complete pruned model at .*p0\.3 \(no MANIFEST"):
+        load_pruned(run, prefix)
 
 
 def test_prune_cli_errors_are_one_line(capsys):

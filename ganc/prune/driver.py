@@ -29,6 +29,7 @@ inside a trial) are not implemented.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import math
 import os
@@ -40,6 +41,7 @@ import torch
 from ..config import RunConfig, from_dict
 from ..errors import ConfigError, GancError
 from ..search.report import RESULTS, append_results
+from ..store import MANIFEST
 from .gated import hard_keep
 from .pruner import Pruner, check_prune_config, describe_gates, finetune
 
@@ -178,9 +180,18 @@ def _cpu_state(module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
-def export_pruned(run, prefix: str, G, D, card: dict, size: int) -> dict:
+def _torch_bytes(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def export_pruned(run, prefix: str, G, D, card: dict, size: int,
+                  files: Optional[dict] = None) -> dict:
     """State dicts, ONNX / torch.export files and the model card of a pruned generator
-    under ``prefix``."""
+    under ``prefix``, committed as a unit (:meth:`ganc.store.Store.commit_unit`: the
+    manifest last); with ``files`` they are added there for the caller to commit with
+    the rest of the unit. Returns the card."""
     from ..export import write_deploy_files
     from ..profile import count_macs, count_params
     G = copy.deepcopy(G).cpu().eval()
@@ -188,21 +199,39 @@ def export_pruned(run, prefix: str, G, D, card: dict, size: int) -> dict:
     card = {**card, **G.description(), "macs": int(macs), "params": int(count_params(G)),
             "macs_convention": "torchprofile", "input_size": size,
             "rebuild": "ganc.prune.PrunedResnetGenerator.from_description(model.json)"}
-    run.put_torch(f"{prefix}/model.pt", _cpu_state(G))
+    unit = {} if files is None else files
+    unit["model.pt"] = _torch_bytes(_cpu_state(G))
     if D is not None:
-        run.put_torch(f"{prefix}/net_D.pt", _cpu_state(D))
+        unit["net_D.pt"] = _torch_bytes(_cpu_state(D))
         card["netD_widths"] = list(getattr(D, "widths", []))
-    card.update(write_deploy_files(run, prefix, G, G.input_nc, size, latency_repeats=3))
-    run.put_json(f"{prefix}/model.json", card)
+    card.update(write_deploy_files(run, prefix, G, G.input_nc, size, latency_repeats=3,
+                                   files=unit))
+    unit["model.json"] = card
+    if files is None:
+        run.commit_unit(prefix, unit)
     return card
 
 
+def read_pruned_unit(run, prefix: str) -> dict:
+    """The manifest of the pruned model committed at ``prefix``; a PruneError when there
+    is none (never written, or a write cut short: its files are not trusted)."""
+    manifest = run.read_unit(prefix)
+    if manifest is None:
+        raise PruneError(f"no complete pruned model at {run.url(prefix)} (no "
+                         f"{MANIFEST}); run the prune stage again")
+    return manifest
+
+
 def load_pruned(run, prefix: str):
-    """Rebuild an exported pruned generator (strict weights, ``weights_only``)."""
+    """Rebuild an exported pruned generator (strict weights, ``weights_only``) from its
+    committed unit (files checked against the manifest)."""
+    from ..weights import read_state_dict
     from .gated import PrunedResnetGenerator
-    card = run.get_json(f"{prefix}/model.json")
+    manifest = read_pruned_unit(run, prefix)
+    card = json.loads(run.read_unit_file(prefix, "model.json", manifest))
     G = PrunedResnetGenerator.from_description(card)
-    G.load_state_dict(run.get_torch(f"{prefix}/model.pt"), strict=True)
+    G.load_state_dict(read_state_dict(run.read_unit_file(prefix, "model.pt", manifest),
+                                      name=run.url(f"{prefix}/model.pt")), strict=True)
     return G.eval(), card
 
 
@@ -336,6 +365,7 @@ def prune_target(spec: dict, target: float, report=None, scorer=None) -> dict:
         G_small, D_small = G_small.cpu().eval(), D_small.cpu()
     final = score([G_small])[0]
     prefix = export_prefix(pc, target)
+    unit: dict = {}     # the target's files, committed together below (manifest last)
     card = export_pruned(run, prefix, G_small, D_small, {
         "method": METHOD, "target": target, "d_target": pc.d_target,
         "teacher": cfg.model.teacher, "teacher_ngf": cfg.model.teacher_ngf,
@@ -346,9 +376,10 @@ def prune_target(spec: dict, target: float, report=None, scorer=None) -> dict:
         "ablation": {"use_lds": pc.use_lds, "peer_feedback": pc.peer_feedback,
                      "prune_d": pc.prune_d},
         "base_model": base_name, "budget_macs": pr.budget_macs, "chosen_by": chosen_by,
-        "chosen_step": best["step"], "steps": pc.steps, "finetune_steps": ft_steps}, size)
-    run.write_bytes(f"{prefix}/history.jsonl", "".join(
-        json.dumps(h, default=float) + "\n" for h in history + [{"finetune": ft_hist}]).encode())
+        "chosen_step": best["step"], "steps": pc.steps, "finetune_steps": ft_steps}, size,
+        files=unit)
+    unit["history.jsonl"] = "".join(
+        json.dumps(h, default=float) + "\n" for h in history + [{"finetune": ft_hist}]).encode()
     wall = time.perf_counter() - t0
     row = {"method": METHOD, "config": json.dumps(G_small.description()["widths"]),
            "macs": int(card["macs"]), "params": int(card["params"]),
@@ -362,7 +393,8 @@ def prune_target(spec: dict, target: float, report=None, scorer=None) -> dict:
            "peer_feedback": bool(pc.peer_feedback), "prune_d": bool(pc.prune_d),
            "base_model": base_name, "budget_macs": float(pr.budget_macs),
            "chosen_by": chosen_by}
-    run.put_json(f"{prefix}/row.json", row)
+    unit["row.json"] = row
+    run.commit_unit(prefix, unit)
     if report:  # ('done' is reserved by Tune: it would end the trial at once)
         report({"step": pc.steps, "target": target, "finished": 1, "fid": row["fid"],
                 "macs": row["macs"], "hard_ratio_G": row["ratio_G"],
@@ -463,7 +495,11 @@ def _prune(ctx, scorer: str) -> dict:
             except Exception:
                 pass
             ray.kill(scorer_actor)
-    rows = [run.get_json(f"{export_prefix(cfg.prune, t)}/row.json") for t in cfg.prune.targets]
+    rows = []
+    for t in cfg.prune.targets:
+        prefix = export_prefix(cfg.prune, t)
+        rows.append(json.loads(run.read_unit_file(prefix, "row.json",
+                                                  read_pruned_unit(run, prefix))))
     append_results(run, rows)
     summary = {"method": METHOD, "run": run.url(), "rows": rows,
                "results": run.url(RESULTS_KEY), "seconds": time.perf_counter() - t0}

@@ -64,12 +64,22 @@ def load_supernet(run) -> dict:
     if not run.exists(key):
         raise SearchError(f"no supernet checkpoint at {run.url(key)}; "
                           "train one first (ganc train-supernet)")
-    payload = run.get_torch(key)
+    import hashlib
+    import io
+    import torch
+    data = run.read_bytes(key)
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise SearchError(f"cannot read checkpoint {run.url(key)}: "
+                          f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else e!r}") \
+            from None
     for field in ("state_dict", "netG", "ngf", "search_space"):
         if field not in payload:
             raise SearchError(f"{run.url(key)} has no {field!r} entry")
     payload["model"] = supernet_of(payload)
     payload["space"] = SearchSpace.from_dict(payload["search_space"])
+    payload["sha256"] = hashlib.sha256(data).hexdigest()     # what a resume must match
     return payload
 
 
@@ -120,14 +130,14 @@ def search_trial(trial_config: dict, client, space: SearchSpace, cost: CostModel
                              latency=bool(settings.latency_objective), constraint=constraint)
     rows: list = []
     serial, batches = 0, 0
-    ckpt = tune.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
+    saved = _newest_saved_state()
+    if saved is not None:
+        with tempfile.TemporaryDirectory(prefix="ganc-search-") as d:
+            with open(os.path.join(d, STATE_FILE), "wb") as f:
+                f.write(saved[STATE_FILE])
             searcher.restore(os.path.join(d, STATE_FILE))
-            with open(os.path.join(d, ROWS_FILE)) as f:
-                rows = json.load(f)
-            with open(os.path.join(d, PROGRESS_FILE)) as f:
-                progress = json.load(f)
+        rows = json.loads(saved[ROWS_FILE])
+        progress = json.loads(saved[PROGRESS_FILE])
         serial, batches = int(progress["serial"]), int(progress["batches"])
     limit = max(1, int(settings.population))
     tag = f"b{int(spec['index'])}"
@@ -178,6 +188,46 @@ def search_trial(trial_config: dict, client, space: SearchSpace, cost: CostModel
                         checkpoint=tune.Checkpoint.from_directory(d))
         if finished:
             break
+
+
+def _saved_state(read) -> Optional[dict]:
+    """The three files of a search checkpoint (``read(name) -> bytes``), or None when one
+    is missing or unreadable (a checkpoint cut short)."""
+    import json
+    try:
+        files = {name: read(name) for name in (STATE_FILE, ROWS_FILE, PROGRESS_FILE)}
+        files["batches"] = int(json.loads(files[PROGRESS_FILE])["batches"])
+        return files
+    except Exception:
+        return None
+
+
+def _newest_saved_state() -> Optional[dict]:
+    """The search checkpoint to continue from: the newest complete one among the one Tune
+    restored and those in the trial's folder of the store. Tune records a trial's
+    checkpoint in its experiment state only every so often, so a driver killed in between
+    restores an older one (or none): every config scored since would be scored again."""
+    import os
+    from ray import tune
+    found = []
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            found.append(_saved_state(lambda n: open(os.path.join(d, n), "rb").read()))
+    try:
+        import pyarrow.fs as pafs
+        storage = tune.get_context().get_storage()
+        fs, trial = storage.storage_filesystem, storage.trial_fs_path
+        infos = fs.get_file_info(pafs.FileSelector(trial, allow_not_found=True))
+        folders = [i.path for i in infos if i.type == pafs.FileType.Directory
+                   and i.base_name.startswith("checkpoint_")]
+    except Exception:       # no storage context (a trainable called outside Tune)
+        folders = []
+    for folder in folders:
+        found.append(_saved_state(
+            lambda n, folder=folder: fs.open_input_stream(f"{folder}/{n}").read()))
+    found = [f for f in found if f is not None]
+    return max(found, key=lambda f: f["batches"]) if found else None
 
 
 def rows_of(result) -> list[dict]:
@@ -328,7 +378,18 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
 
     from ray import tune
     from ..metrics.pool import FidPool, SubnetSpec
-    from .report import front_of
+    from ..pipeline import check_resume, resume_inputs
+    storage_path, fs = ray_storage(run, "search")
+    resuming = not fresh and tune.Tuner.can_restore(f"{storage_path}/{EXPERIMENT}",
+                                                    storage_filesystem=fs)
+    # an unfinished experiment is resumed only under what it started with (one line)
+    check_resume(run, "search", resume_inputs(
+        cfg, "search", **{"search.method": method, "search.budget_ms": budget_ms,
+                          "search.budgets_macs": [b if math.isfinite(b) else None
+                                                  for b in budgets],
+                          "search.space": space.to_dict(), "supernet.sha256": sup["sha256"]}),
+        resuming, "rerun it with --fresh (ganc search), --restart-from search (ganc "
+                  "compress) or use a new --run-id")
     pool = None
     try:
         pool = FidPool(eval_split_of(cfg, ctx), num_actors=cfg.fid.num_actors, store=root,
@@ -356,7 +417,6 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
             tune.with_parameters(search_trial, client=pool.client(), space=space, cost=cost,
                                  settings=sc, latency=table, budget_ms=budget_ms),
             _trial_resources())
-        storage_path, fs = ray_storage(run, "search")
         keep_credentials_out_of_tune()
         t0 = time.time()
         results, resumed = fit_searches(trainable, searches_of(method, budgets), storage_path,

@@ -97,6 +97,7 @@ def finetune(cfg: RunConfig, store=None, *, config: Optional[str] = None,
              runner: Optional[str] = None, score: bool = True) -> dict:
     """Fine-tune the chosen sub-network; returns ``finetune/result.json``'s content."""
     from ..context import stage_context
+    from ..pipeline import check_resume, resume_inputs
     from ..train.launch import run_stage, schedule_of, train_cpus
     from ..train.supernet import supernet_loop
     from .driver import load_supernet
@@ -119,6 +120,13 @@ def finetune(cfg: RunConfig, store=None, *, config: Optional[str] = None,
         ft_cfg = finetune_config(ctx.cfg, sup)
         total = schedule_of(ctx, ft_cfg, STAGE, 1 if local else ft_cfg.scale.workers,
                             "finetune").total_steps
+        # a fine-tune is resumed or reused only as the fine-tune it was (one line)
+        check_resume(run, STAGE, resume_inputs(
+            ctx.cfg, STAGE, **{"finetune.subnet_config": cfg_str,
+                               "supernet.sha256": sup["sha256"]}),
+            run.exists(f"{STAGE}/latest.json") or run.exists(f"{STAGE}/final.pt"),
+            f"remove {run.url(STAGE)} (or rerun with --restart-from finetune, ganc compress) "
+            "or use a new --run-id")
         if run.exists(f"{STAGE}/result.json"):
             done = run.get_json(f"{STAGE}/result.json")
             if done.get("config") == cfg_str and done.get("enabled", True) and \

@@ -167,6 +167,7 @@ def _fit(stage, loop, spec, cfg: RunConfig, ctx) -> None:
     # Ray Train waits for its own placement group at most this long (read by its controller).
     os.environ[START_TIMEOUT_ENV] = str(max(60.0, float(sc.wait_s)))
     storage_path, fs = ray_storage(ctx.run, stage)
+    drop_unreadable_snapshot(ctx.run, stage)
     trainer = TorchTrainer(
         loop, train_loop_config=spec,
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
@@ -181,9 +182,56 @@ def _fit(stage, loop, spec, cfg: RunConfig, ctx) -> None:
     try:
         result = trainer.fit()
     except Exception as e:  # Ray raises TrainingFailedError after max_failures
-        raise TrainingError(f"{stage} training failed: {_first_line(e)}") from None
+        raise TrainingError(f"{stage} training failed: {_first_line(root_cause(e))}") from None
     if getattr(result, "error", None):
-        raise TrainingError(f"{stage} training failed: {_first_line(result.error)}")
+        raise TrainingError(f"{stage} training failed: "
+                            f"{_first_line(root_cause(result.error))}")
+
+
+# Ray Train's record of a run's checkpoints, in the stage's storage folder ("ray"). Ray
+# writes it in place, so a write cut short (a full disk, a crash) leaves a truncated file
+# on which every later job's TrainController fails to start.
+RAY_SNAPSHOT = "ray/checkpoint_manager_snapshot.json"
+
+
+def drop_unreadable_snapshot(run: Store, stage: str) -> bool:
+    """Remove Ray Train's checkpoint record of ``stage`` when it is not readable JSON (one
+    line says so); the stage then continues from ``<stage>/latest.json``, which ganc
+    writes atomically after each checkpoint. Returns whether it was removed."""
+    import json
+    key = f"{stage}/{RAY_SNAPSHOT}"
+    if not run.exists(key):
+        return False
+    try:
+        json.loads(run.read_bytes(key).decode("utf-8"))
+        return False
+    except (UnicodeDecodeError, ValueError):
+        pass
+    run.rm(key)
+    common.say(f"[{stage}] {run.url(key)} was cut short by an interrupted write: removed; "
+               "continuing from the latest checkpoint ganc recorded")
+    return True
+
+
+def root_cause(e: BaseException) -> BaseException:
+    """What a user can act on inside Ray Train's wrapping of a failure (a controller or
+    worker-group error around a task error around the error raised): the first OS error
+    found (a full disk, a missing file), else the innermost error reached."""
+    seen, todo, last = set(), [e], e
+    while todo:
+        err = todo.pop(0)
+        if err is None or id(err) in seen or not isinstance(err, BaseException):
+            continue
+        seen.add(id(err))
+        inner = getattr(err, "cause", None)                  # ray.exceptions.RayTaskError
+        if isinstance(err, OSError) and not (isinstance(inner, BaseException)
+                                             and inner is not err):
+            return err
+        last = err
+        todo += [getattr(err, "controller_failure", None), inner,
+                 *(getattr(err, "worker_failures", None) or {}).values(),
+                 err.__cause__, err.__context__]
+    return last
 
 
 def _first_line(e) -> str:

@@ -1,0 +1,385 @@
+"""Fault injection on the local two-node cluster (``ray start`` head + worker on 127.0.0.1)
+with the store on the local S3 server, reached through a proxy the test can take down.
+
+Each case runs a real stage as a user does (``ganc train-teacher`` / ``ganc search``, the
+driver joining the cluster through RAY_ADDRESS), injects one fault, and ends with the run
+complete, no result lost and none duplicated:
+
+a. a Ray Train worker SIGKILLed mid-epoch: the stage resumes from its last checkpoint;
+b. an FID actor's process SIGKILLed mid-search: the pool replaces it, nothing is lost;
+c. the search's driver SIGKILLed mid-search and started again: the Tune experiment is
+   restored and nothing recorded is scored again;
+d. the S3 server unreachable for 10 s during training checkpoints, and during the search
+   (its checkpoints, then its result writes): the store's bounded retries carry it;
+e. the store's disk full during a checkpoint (a small tmpfs, a private single-node Ray:
+   a local store on two nodes is refused): one error line, the previous checkpoint
+   intact, and after freeing space the stage resumes from it and completes.
+
+Waits poll the store, the workers' progress files or the driver's output; the only fixed
+pause is the outage itself."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+from .conftest import S3_BUCKET
+from .helpers import REPO
+from .local_cluster import local_cluster
+from .s3_proxy import PausableProxy
+
+OUTAGE_S = 10.0
+TINY_DATA = ["data.demo_n=16", "data.demo_size=32", "data.load_size=32", "data.crop_size=32",
+             "data.search_split=0", "data.batch_size=1"]
+# 40 steps of batch 1 on the 16 training images: checkpoints at 10, 20, 30, 40
+TEACHER = TINY_DATA + ["model.teacher_ngf=8", "model.ndf=8", "teacher.steps=40",
+                       "teacher.checkpoint_every=10", "teacher.log_every=5",
+                       "teacher.eval_every=-1", "scale.workers=1", "scale.max_failures=2"]
+TEACHER_STEPS, CKPT_EVERY = 40, 10
+SEARCH = TINY_DATA + ["fid.num_actors=1", "fid.batch_size=8", "fid.kid=false",
+                      "search.population=4", "search.generations=3"]
+
+
+# ---------------------------------------------------------------- fixtures and helpers
+@pytest.fixture(scope="module")
+def proxy(s3_server):
+    port = int(s3_server.rsplit(":", 1)[1])
+    p = PausableProxy(port)
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(proxy, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    # Every process of the cluster (and each driver) reaches S3 through the proxy, with
+    # botocore's own retries off (a few seconds of them would hide a missing retry of
+    # ganc's: the outages here must be carried by ganc's bounded, logged retries).
+    with local_cluster({"GANC_CACHE": str(cache), "AWS_ENDPOINT_URL": proxy.endpoint,
+                        "AWS_MAX_ATTEMPTS": "1"}) as c:
+        yield c
+
+
+@pytest.fixture
+def store_url():
+    return f"s3://{S3_BUCKET}/faults-{uuid.uuid4().hex[:8]}"
+
+
+def _run(url: str, run_id: str):
+    """The run as the test sees it: straight to the S3 server, not through the proxy."""
+    from ganc.store import open_store
+    return open_store(url).run(run_id)
+
+
+class Driver:
+    """``python -m ganc ARGS`` joined to the cluster (or a private Ray), its output
+    collected line by line; ``on_line(pattern, fn)`` calls ``fn`` (in the reader thread)
+    the first time a line holds ``pattern``."""
+
+    def __init__(self, env: dict, args: list[str]):
+        self.lines: list[str] = []
+        self._hooks: list[list] = []
+        self.proc = subprocess.Popen([sys.executable, "-m", "ganc", *args], cwd=str(REPO),
+                                     env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def on_line(self, pattern: str, fn) -> None:
+        self._hooks.append([pattern, fn, False])
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            for hook in self._hooks:
+                if not hook[2] and hook[0] in line:
+                    hook[2] = True
+                    hook[1]()
+
+    def wait(self, timeout: float = 600) -> int:
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail("the driver did not finish:\n" + self.tail())
+        self._reader.join(30)
+        return rc
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def tail(self, n: int = 60) -> str:
+        return "\n".join(self.lines[-n:])
+
+    def errors(self) -> list[str]:
+        return [ln for ln in self.lines if ln.startswith("ganc ") and ": error: " in ln]
+
+
+def _driver_env(cluster, **extra) -> dict:
+    env = {k: v for k, v in cluster.env.items() if k not in ("RAY_ADDRESS", "GANC_RAY_PRIVATE")}
+    env.update({"RAY_ADDRESS": cluster.address, "PYTHONUNBUFFERED": "1"})
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def _args(command: str, sets: list[str], url: str, run_id: str) -> list[str]:
+    out = [command, "--config", "configs/demo.yaml", "--store", url, "--run-id", run_id]
+    for s in sets:
+        out += ["--set", s]
+    return out
+
+
+def _wait(cond, what: str, timeout: float = 300, driver: Driver | None = None, every=0.1):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = cond()
+        if value:
+            return value
+        if driver is not None and driver.proc.poll() is not None:
+            pytest.fail(f"the driver exited before {what}:\n{driver.tail()}")
+        time.sleep(every)
+    pytest.fail(f"timed out waiting for {what}" + (f":\n{driver.tail()}" if driver else ""))
+
+
+def _progress(hooks, rank: int = 0):
+    """The progress file a training worker publishes (tests' hook): {pid, step, rank}."""
+    try:
+        with open(os.path.join(hooks, f"rank{rank}.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _starts(run, stage: str) -> list[int]:
+    from ganc.train import common
+    lines = common.parse_lines(run.read_bytes(f"{stage}/metrics.jsonl"))
+    return [r["step"] for r in lines if r.get("event") == "start"]
+
+
+def _check_trained(run, stage: str = "teacher") -> list[int]:
+    """The stage ran to its end with a continuous log; returns its start steps."""
+    from ganc.train import common
+    final = run.get_torch(f"{stage}/final.pt")
+    assert int(final["step"]) == TEACHER_STEPS
+    steps = [r["step"] for r in common.parse_lines(run.read_bytes(f"{stage}/metrics.jsonl"))
+             if "event" not in r]
+    assert steps == sorted(set(steps)) and steps[-1] == TEACHER_STEPS, steps
+    return _starts(run, stage)
+
+
+def _rows(run) -> list[dict]:
+    return run.get_parquet("search/results.parquet").to_pylist()
+
+
+def _check_search(run, generations: int = 3) -> tuple[list[dict], dict]:
+    """Every drawn config recorded once (per method and budget), all scored, the search
+    ran to its last generation, best.json agrees; returns (rows, best)."""
+    rows = _rows(run)
+    keys = [(r["method"], r["budget"], r["config"]) for r in rows]
+    assert len(keys) == len(set(keys)), "a config was recorded twice"
+    assert all(r["status"] == "ok" for r in rows), [r for r in rows if r["status"] != "ok"]
+    assert max(r["generation"] for r in rows) == generations - 1
+    best = run.get_json("best.json")
+    assert best["n_scored"] == len(rows) and best["n_failed"] == 0
+    return rows, best
+
+
+def _tune_checkpoints(run) -> dict:
+    """{trial folder: (batches, rows) of its newest checkpoint} of the search's Tune
+    experiment in the store."""
+    out = {}
+    for key in run.ls("search/tune"):
+        if key.endswith("/progress.json"):
+            trial = key.split("/")[2]
+            batches = run.get_json(key)["batches"]
+            if batches > out.get(trial, (0, None))[0]:
+                rows = run.get_json(key.rsplit("/", 1)[0] + "/rows.json")
+                out[trial] = (batches, rows)
+    return out
+
+
+def _make_supernet(url: str, run_id: str) -> None:
+    from .test_search import make_supernet_run
+    make_supernet_run(url, run_id)
+
+
+# ---------------------------------------------------------------- a. Train worker
+def test_a_train_worker_sigkilled_mid_epoch_resumes_from_its_checkpoint(cluster, store_url,
+                                                                      tmp_path):
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    d = Driver(_driver_env(cluster, GANC_TRAIN_HOOK_DIR=hooks, GANC_TRAIN_HOOK_SLEEP=0.2),
+               _args("train-teacher", TEACHER, store_url, "a"))
+    # step 15: past the checkpoint at 10, mid-way through the second epoch (16 images)
+    info = _wait(lambda: (p := _progress(hooks)) and p["step"] >= 15 and p, "step 15",
+                 driver=d)
+    os.kill(info["pid"], signal.SIGKILL)
+    assert d.wait() == 0, d.tail()
+    starts = _check_trained(_run(store_url, "a"))
+    assert len(starts) == 2 and starts[0] == 0, starts
+    assert CKPT_EVERY <= starts[1] <= info["step"], (info, starts)   # its last checkpoint
+
+
+# ---------------------------------------------------------------- d (training)
+def test_d_s3_down_during_training_checkpoints_is_carried_by_retries(cluster, proxy,
+                                                                     store_url, tmp_path):
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    d = Driver(_driver_env(cluster, GANC_TRAIN_HOOK_DIR=hooks, GANC_TRAIN_HOOK_SLEEP=0.2),
+               _args("train-teacher", TEACHER, store_url, "d-train"))
+    before = _wait(lambda: (p := _progress(hooks)) and p["step"] >= CKPT_EVERY - 2 and p,
+                   "two steps before the first checkpoint", driver=d)
+    assert before["step"] < CKPT_EVERY, "too late: the first checkpoint was already taken"
+    proxy.outage(OUTAGE_S)
+    during = _progress(hooks)
+    assert d.wait() == 0, d.tail()
+    # the worker waited at its checkpoint for the store (no step past it during the outage)
+    assert during["step"] == CKPT_EVERY, (before, during)
+    # ... and the same worker process ran to the end: no failed upload, no restart
+    assert _progress(hooks)["pid"] == before["pid"], "the retries did not carry the outage"
+    run = _run(store_url, "d-train")
+    assert _check_trained(run) == [0]
+    assert run.get_json("teacher/latest.json")["step"] == TEACHER_STEPS
+
+
+# ---------------------------------------------------------------- b. FID actor
+def _fid_actor_pid(cluster) -> int | None:
+    alive = [a for a in cluster.state("actors")
+             if "FidActor" in str(a.get("class_name")) and a.get("state") == "ALIVE"
+             and a.get("pid")]
+    return int(alive[0]["pid"]) if alive else None
+
+
+def test_b_fid_actor_process_sigkilled_mid_search_loses_and_repeats_nothing(cluster,
+                                                                           store_url):
+    _make_supernet(store_url, "b")
+    run = _run(store_url, "b")
+    d = Driver(_driver_env(cluster), _args("search", SEARCH, store_url, "b"))
+    _wait(lambda: _tune_checkpoints(run), "the search's first checkpoint", driver=d,
+          every=0.5)
+    pid = _wait(lambda: _fid_actor_pid(cluster), "the FID actor", driver=d, every=0.5)
+    os.kill(pid, signal.SIGKILL)
+    assert d.wait() == 0, d.tail()
+    rows, best = _check_search(run)
+    assert best["pool"]["restarts"] >= 1, best["pool"]
+    assert _fid_actor_pid(cluster) is None, "the pool's actors outlived the search"
+
+
+# ---------------------------------------------------------------- c. driver
+def test_c_driver_sigkilled_mid_search_then_run_again_restores_and_rescores_nothing(
+        cluster, store_url):
+    _make_supernet(store_url, "c")
+    run = _run(store_url, "c")
+    args = _args("search", SEARCH, store_url, "c")
+    env = _driver_env(cluster, TUNE_GLOBAL_CHECKPOINT_S=1)
+    first = Driver(env, args)
+    _wait(lambda: _tune_checkpoints(run), "the search's first checkpoint", driver=first,
+          every=0.5)
+    first.kill()
+    assert not run.exists("best.json"), "killed too late: the search had finished"
+    recorded = [r for _, rows in _tune_checkpoints(run).values() for r in rows]
+    assert recorded
+
+    second = Driver(env, args)
+    assert second.wait() == 0, second.tail()
+    rows, best = _check_search(run)
+    assert best["search"]["resumed"] is True
+    final = {(r["trial_id"], r["config"]) for r in rows}
+    assert {(r["trial_id"], r["config"]) for r in recorded} <= final, "a recorded row was lost"
+    # the second driver's pool scored only what was not recorded before the kill
+    assert best["pool"]["scored"] == len(rows) - len(recorded), (best["pool"], len(rows),
+                                                                 len(recorded))
+
+
+# ---------------------------------------------------------------- d (search)
+def test_d_s3_down_during_search_checkpoints_and_result_writes(cluster, proxy, store_url):
+    _make_supernet(store_url, "d-search")
+    run = _run(store_url, "d-search")
+    d = Driver(_driver_env(cluster), _args("search", SEARCH, store_url, "d-search"))
+    seen = {}
+
+    def outage_at_results():        # the driver is about to write results and best.json
+        seen["best_before"] = run.exists("best.json")
+        proxy.outage(OUTAGE_S)
+
+    d.on_line("[ganc] search: ", outage_at_results)
+    _wait(lambda: _tune_checkpoints(run), "the search's first checkpoint", driver=d,
+          every=0.5)
+    proxy.outage(OUTAGE_S)          # trials checkpoint and Tune saves its state meanwhile
+    assert not run.exists("best.json"), "the search finished before the outage ended"
+    assert d.wait() == 0, d.tail()
+    assert seen == {"best_before": False}, seen
+    assert len(proxy.downtimes) >= 2
+    rows, best = _check_search(run)
+    assert best["search"]["resumed"] is False
+    assert any("store: write" in ln and "retry" in ln for ln in d.lines), d.tail()
+
+
+# ---------------------------------------------------------------- e. disk full
+@pytest.fixture
+def small_disk(tmp_path):
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()[:200]}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def _fill(folder) -> str:
+    """Fill the file system of ``folder`` to the last few KiB; returns the filler."""
+    path = os.path.join(folder, "filler")
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * (1 << 20))
+                f.flush()
+        except OSError:
+            pass
+    return path
+
+
+def test_e_disk_full_during_a_checkpoint_one_line_and_resumable(small_disk, tmp_path):
+    from ganc.store import open_store
+    store = small_disk / "store"
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    env = {**os.environ, "GANC_RAY_PRIVATE": "1", "PYTHONUNBUFFERED": "1",
+           "GANC_TRAIN_HOOK_DIR": str(hooks), "GANC_TRAIN_HOOK_SLEEP": "0.2",
+           "GANC_CACHE": str(tmp_path / "cache")}
+    env.pop("RAY_ADDRESS", None)
+    args = _args("train-teacher", TEACHER + ["scale.max_failures=0"], str(store), "e")
+    run = open_store(str(store)).run("e")
+    d = Driver(env, args)
+    _wait(lambda: run.exists("teacher/latest.json"), "the first checkpoint", driver=d,
+          timeout=400, every=0.2)
+    filler = _fill(small_disk)
+    assert d.wait() == 2, d.tail()
+    errors = d.errors()
+    assert len(errors) == 1, d.tail()
+    assert "No space left on device" in errors[0] and "teacher" in errors[0], errors
+    latest = run.get_json("teacher/latest.json")
+    assert latest["step"] == CKPT_EVERY, latest
+    state = run.get_torch(latest["key"])           # the previous checkpoint is intact
+    assert int(state["step"]) == CKPT_EVERY
+    assert not run.exists("teacher/final.pt")
+
+    os.remove(filler)
+    again = Driver({**env, "GANC_TRAIN_HOOK_SLEEP": "0"}, args)
+    assert again.wait() == 0, again.tail()
+    assert _check_trained(run) == [0, CKPT_EVERY]
