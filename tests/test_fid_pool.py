@@ -183,3 +183,28 @@ def test_pool_errors_are_one_line_and_models_can_be_replaced(pool, setup):
     pool.register_model("plain", gnn.extract_subnet(setup[1], ChannelConfig.parse(CONFIGS[0])))
     plain, sup0 = pool.score([SubnetSpec("plain"), SubnetSpec("super", CONFIGS[0])])
     assert plain.fid == pytest.approx(sup0.fid, rel=1e-4)
+
+
+def test_a_restarted_dispatcher_learns_the_real_statistics(pool, setup):
+    """The dispatcher's process dies after the real statistics were computed (they came
+    from an actor, not from its constructor): Ray restarts it from its first arguments, and
+    the next call still scores (each call carries the statistics)."""
+    import ray
+    from ganc.metrics.pool import SubnetSpec
+    ref = pool.score([SubnetSpec("super", CONFIGS[2])])[0]
+    old = {i["pid"] for i in pool.info()}
+    ray.kill(pool.dispatcher, no_restart=False)
+    deadline = time.time() + 180
+    while True:             # the restarted dispatcher answers, with actors of its own
+        try:
+            pids = {i["pid"] for i in ray.get(
+                pool.dispatcher.call_all.remote("info"), timeout=60)}
+            if pids and not pids & old:
+                break
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            pass
+        assert time.time() < deadline, "the dispatcher never came back"
+        time.sleep(0.2)
+    got = pool.score([SubnetSpec("super", CONFIGS[2])], failures="record")[0]
+    assert got.status == "ok", got.error
+    assert got.fid == pytest.approx(ref.fid, rel=1e-6)

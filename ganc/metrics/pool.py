@@ -556,8 +556,17 @@ class PoolDispatcher:
                                 "while scoring it")
             self.counts["retries"] += 1
 
-    async def score(self, specs: list, entries: dict, kid: Optional[bool] = None) -> list:
-        """One :class:`Score` per spec, in order (``entries``: model name -> [ObjectRef])."""
+    async def score(self, specs: list, entries: dict, kid: Optional[bool] = None,
+                    real: Optional[list] = None) -> list:
+        """One :class:`Score` per spec, in order (``entries``: model name -> [ObjectRef];
+        ``real``: [ObjectRef] of the real statistics, which every call carries: a
+        dispatcher restarted by Ray is built from its first arguments, from before the
+        statistics were computed, and learns them here)."""
+        if real is not None and self.real is None:
+            self.real = real            # actors started from now on get it at birth
+            # the current ones are told; one that died is replaced in _one with it
+            await asyncio.gather(*[s.actor.set_real.remote(real) for s in self.slots],
+                                 return_exceptions=True)
         return list(await asyncio.gather(*[
             self._one(i, s, entries[s.model], kid) for i, s in enumerate(specs)]))
 
@@ -588,9 +597,10 @@ class PoolClient:
     """A picklable handle on a pool's dispatcher: what Tune trials (or any other process)
     score through. Same ``score`` as :class:`FidPool`."""
 
-    def __init__(self, dispatcher, entries: dict):
+    def __init__(self, dispatcher, entries: dict, real: Optional[list] = None):
         self.dispatcher = dispatcher
         self.entries = dict(entries)        # model name -> [ObjectRef of its entry]
+        self.real = real                    # [ObjectRef of RealStats], sent with each call
 
     def submit(self, specs: Sequence[SubnetSpec], kid: Optional[bool] = None):
         """The ObjectRef of the scores of ``specs`` (see :meth:`score`)."""
@@ -599,7 +609,7 @@ class PoolClient:
             if spec.model not in self.entries:
                 raise ConfigError(f"spec {spec}: no model registered as {spec.model!r}")
         used = {s.model: self.entries[s.model] for s in specs}
-        return self.dispatcher.score.remote(specs, used, kid)
+        return self.dispatcher.score.remote(specs, used, kid, self.real)
 
     def score(self, specs: Sequence[SubnetSpec], kid: Optional[bool] = None,
               failures: str = "raise") -> list[Score]:
@@ -774,7 +784,7 @@ class FidPool:
 
     def client(self) -> PoolClient:
         """A picklable handle for other processes (Tune trials) to score through."""
-        return PoolClient(self.dispatcher, self._entries)
+        return PoolClient(self.dispatcher, self._entries, [self._real_ref])
 
     # ----------------------------------------------------------- scoring
     def score(self, specs: Sequence[SubnetSpec], kid: Optional[bool] = None,
