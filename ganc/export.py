@@ -20,7 +20,6 @@
 """
 from __future__ import annotations
 
-import io
 import os
 import posixpath
 import time
@@ -30,7 +29,7 @@ from typing import Optional
 from . import __version__
 from .config import RunConfig
 from .errors import GancError
-from .store import MANIFEST
+from .store import MANIFEST, torch_bytes
 from .space import ChannelConfig
 
 EXPORT = "export"
@@ -69,8 +68,6 @@ def export_best(cfg: RunConfig, store=None, *, config: Optional[str] = None,
     """Export the chosen sub-network: the fine-tuned weights when the fine-tune stage chose
     them (lower FID on the search split than the supernet's slice), else the supernet's
     slice; returns the card (``exported``, ``export_why``, ``fid`` on ``fid_split``)."""
-    import torch
-
     from .context import open_context
     from .profile import count_macs, count_params, measure_latency
     from .search.driver import cost_model, load_supernet
@@ -113,9 +110,7 @@ def export_best(cfg: RunConfig, store=None, *, config: Optional[str] = None,
                                                           device="cpu")["median_ms"]})
 
     sd = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    buf = io.BytesIO()
-    torch.save(sd, buf)
-    files = {"model.pt": buf.getvalue()}
+    files = {"model.pt": torch_bytes(sd)}
     deploy = write_deploy_files(run, EXPORT, net, cost.input_nc, size, latency_repeats,
                                 files=files)
 

@@ -104,6 +104,25 @@ def _first_line(e: BaseException) -> str:
     return (text.splitlines()[0] if text else type(e).__name__)[:200]
 
 
+def torch_bytes(obj: Any) -> bytes:
+    """``torch.save`` of ``obj`` (a state dict or any weights-only-loadable object) to
+    bytes: what the store, the units and the checkpoints write."""
+    import torch
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def torch_from_bytes(data: bytes, url: str) -> Any:
+    """``torch.load(..., weights_only=True)`` of bytes read from ``url`` (one line naming
+    it when they do not load)."""
+    import torch
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise StoreError(f"cannot read checkpoint {url}: {_first_line(e)}") from None
+
+
 def split_url(url: str) -> tuple[str, str]:
     """``(protocol, path)`` of a store URL; plain paths are local (``file``)."""
     url = os.fspath(url).strip()
@@ -567,20 +586,11 @@ class Store:
 
     def put_torch(self, key: str, obj: Any) -> str:
         """``torch.save`` of a state dict (or any weights-only-loadable object)."""
-        import torch
-        buf = io.BytesIO()
-        torch.save(obj, buf)
-        return self.write_bytes(key, buf.getvalue())
+        return self.write_bytes(key, torch_bytes(obj))
 
     def get_torch(self, key: str) -> Any:
         """``torch.load(..., weights_only=True)`` of ``key``: tensors, numbers, containers."""
-        import torch
-        data = self.read_bytes(key)
-        try:
-            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise StoreError(f"cannot read checkpoint {self.url(key)}: {_first_line(e)}") \
-                from None
+        return torch_from_bytes(self.read_bytes(key), self.url(key))
 
     def get_state_dict(self, key: str) -> dict:
         """A state dict of tensors at ``key`` (through ``ganc.weights.read_state_dict``)."""

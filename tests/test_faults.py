@@ -34,6 +34,7 @@ from .conftest import S3_BUCKET
 from .helpers import REPO
 from .local_cluster import local_cluster
 from .s3_proxy import PausableProxy
+from .test_search import make_supernet_run
 
 OUTAGE_S = 10.0
 TINY_DATA = ["data.demo_n=16", "data.demo_size=32", "data.load_size=32", "data.crop_size=32",
@@ -207,11 +208,6 @@ def _tune_checkpoints(run) -> dict:
     return out
 
 
-def _make_supernet(url: str, run_id: str) -> None:
-    from .test_search import make_supernet_run
-    make_supernet_run(url, run_id)
-
-
 # ---------------------------------------------------------------- a. Train worker
 def test_a_train_worker_sigkilled_mid_epoch_resumes_from_its_checkpoint(cluster, store_url,
                                                                       tmp_path):
@@ -261,7 +257,7 @@ def _fid_actor_pid(cluster) -> int | None:
 
 def test_b_fid_actor_process_sigkilled_mid_search_loses_and_repeats_nothing(cluster,
                                                                            store_url):
-    _make_supernet(store_url, "b")
+    make_supernet_run(store_url, "b")
     run = _run(store_url, "b")
     d = Driver(_driver_env(cluster), _args("search", SEARCH, store_url, "b"))
     _wait(lambda: _tune_checkpoints(run), "the search's first checkpoint", driver=d,
@@ -277,7 +273,7 @@ def test_b_fid_actor_process_sigkilled_mid_search_loses_and_repeats_nothing(clus
 # ---------------------------------------------------------------- c. driver
 def test_c_driver_sigkilled_mid_search_then_run_again_restores_and_rescores_nothing(
         cluster, store_url):
-    _make_supernet(store_url, "c")
+    make_supernet_run(store_url, "c")
     run = _run(store_url, "c")
     args = _args("search", SEARCH, store_url, "c")
     env = _driver_env(cluster, TUNE_GLOBAL_CHECKPOINT_S=1)
@@ -302,7 +298,7 @@ def test_c_driver_sigkilled_mid_search_then_run_again_restores_and_rescores_noth
 
 # ---------------------------------------------------------------- d (search)
 def test_d_s3_down_during_search_checkpoints_and_result_writes(cluster, proxy, store_url):
-    _make_supernet(store_url, "d-search")
+    make_supernet_run(store_url, "d-search")
     run = _run(store_url, "d-search")
     d = Driver(_driver_env(cluster), _args("search", SEARCH, store_url, "d-search"))
     seen = {}

@@ -39,9 +39,8 @@ import math
 import os
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -485,12 +484,16 @@ class PoolDispatcher:
         return dict(self.counts, actors=len(self.slots))
 
     async def call_all(self, method: str, *args) -> list:
-        """``method(*args)`` on every actor (info, set_real)."""
-        import ray
-        if method == "set_real":
-            self.real = args[0]
+        """``method(*args)`` on every actor (e.g. info)."""
         return await asyncio.gather(*[getattr(s.actor, method).remote(*args)
                                       for s in self.slots]) if self.slots else []
+
+    async def set_real(self, real: list) -> None:
+        """The real statistics ([ObjectRef]): kept for the actors started from now on and
+        handed to the current ones (one that died meanwhile is replaced with them)."""
+        self.real = real
+        await asyncio.gather(*[s.actor.set_real.remote(real) for s in self.slots],
+                             return_exceptions=True)
 
     async def call_first(self, method: str, *args):
         return await getattr(self.slots[0].actor, method).remote(*args)
@@ -563,10 +566,7 @@ class PoolDispatcher:
         dispatcher restarted by Ray is built from its first arguments, from before the
         statistics were computed, and learns them here)."""
         if real is not None and self.real is None:
-            self.real = real            # actors started from now on get it at birth
-            # the current ones are told; one that died is replaced in _one with it
-            await asyncio.gather(*[s.actor.set_real.remote(real) for s in self.slots],
-                                 return_exceptions=True)
+            await self.set_real(real)
         return list(await asyncio.gather(*[
             self._one(i, s, entries[s.model], kid) for i, s in enumerate(specs)]))
 
@@ -741,7 +741,7 @@ class FidPool:
                 self.real = cached_real_stats(source, ext_id, store, split.label, compute,
                                               keep_features=bool(self.opts.get("kid", False)))
                 real_ref = ray.put(self.real)
-                self._get(self.dispatcher.call_all.remote("set_real", [real_ref]))
+                self._get(self.dispatcher.set_real.remote([real_ref]))
             self._real_ref = real_ref
         except BaseException:
             self.close()

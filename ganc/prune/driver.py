@@ -29,7 +29,6 @@ inside a trial) are not implemented.
 from __future__ import annotations
 
 import copy
-import io
 import json
 import math
 import os
@@ -41,7 +40,7 @@ import torch
 from ..config import RunConfig, from_dict
 from ..errors import ConfigError, GancError
 from ..search.report import RESULTS, append_results
-from ..store import MANIFEST
+from ..store import MANIFEST, torch_bytes
 from .gated import hard_keep
 from .pruner import Pruner, check_prune_config, describe_gates, finetune
 
@@ -180,12 +179,6 @@ def _cpu_state(module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
-def _torch_bytes(obj) -> bytes:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
-
-
 def export_pruned(run, prefix: str, G, D, card: dict, size: int,
                   files: Optional[dict] = None) -> dict:
     """State dicts, ONNX / torch.export files and the model card of a pruned generator
@@ -200,9 +193,9 @@ def export_pruned(run, prefix: str, G, D, card: dict, size: int,
             "macs_convention": "torchprofile", "input_size": size,
             "rebuild": "ganc.prune.PrunedResnetGenerator.from_description(model.json)"}
     unit = {} if files is None else files
-    unit["model.pt"] = _torch_bytes(_cpu_state(G))
+    unit["model.pt"] = torch_bytes(_cpu_state(G))
     if D is not None:
-        unit["net_D.pt"] = _torch_bytes(_cpu_state(D))
+        unit["net_D.pt"] = torch_bytes(_cpu_state(D))
         card["netD_widths"] = list(getattr(D, "widths", []))
     card.update(write_deploy_files(run, prefix, G, G.input_nc, size, latency_repeats=3,
                                    files=unit))

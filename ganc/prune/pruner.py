@@ -35,7 +35,7 @@ from ..errors import ConfigError
 from ..losses import GANLoss, discriminator_loss, recon_l1
 from .agents import (Agent, PeerAverage, expected_gates, floor_open, gate_probabilities,
                      min_keep, resource_loss)
-from .gated import (Gated, gated_discriminator, gated_generator, hard_keep, project_keep,
+from .gated import (gated_discriminator, gated_generator, hard_keep, project_keep,
                     slice_network)
 from .lds import FEATURE_SPACES, FixedFeatures, LocalDensityLoss, spatial
 

@@ -65,15 +65,9 @@ def load_supernet(run) -> dict:
         raise SearchError(f"no supernet checkpoint at {run.url(key)}; "
                           "train one first (ganc train-supernet)")
     import hashlib
-    import io
-    import torch
+    from ..store import torch_from_bytes
     data = run.read_bytes(key)
-    try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise SearchError(f"cannot read checkpoint {run.url(key)}: "
-                          f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else e!r}") \
-            from None
+    payload = torch_from_bytes(data, run.url(key))
     for field in ("state_dict", "netG", "ngf", "search_space"):
         if field not in payload:
             raise SearchError(f"{run.url(key)} has no {field!r} entry")
@@ -419,8 +413,9 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
             _trial_resources())
         keep_credentials_out_of_tune()
         t0 = time.time()
+        # resuming was asked above: with nothing to restore, fit_searches does not ask again
         results, resumed = fit_searches(trainable, searches_of(method, budgets), storage_path,
-                                        fs, fresh)
+                                        fs, fresh=not resuming)
         by_index = {}
         for r in results:
             if r.error is not None:

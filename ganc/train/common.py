@@ -21,7 +21,6 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import validate
-from ..errors import ConfigError
 
 # ---------------------------------------------------------------- data
 

@@ -13,7 +13,6 @@ to the store. Both keep the stage's bookkeeping in the run folder of the store:
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -203,9 +202,7 @@ class LocalSession(Session):
         if not checkpoint or state is None or not self.is_chief:
             return
         key = self.key(f"local/{ckpt_dir_name(step)}/{CKPT_FILE}")
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        self.store.write_bytes(key, buf.getvalue())
+        self.store.put_torch(key, state)
         self.store.put_json(self.key("latest.json"), {"step": int(step), "key": key})
         self.flush_log()
 

@@ -13,7 +13,6 @@ Adam (lr, beta1 0.5), LR constant for ``teacher.epochs`` then linearly to 0 over
 """
 from __future__ import annotations
 
-import io
 from typing import Optional
 
 import torch
@@ -21,6 +20,7 @@ import torch.nn as nn
 
 from .. import nn as gnn
 from ..config import RunConfig, from_dict
+from ..store import torch_bytes
 from ..losses import GANLoss, ImagePool, discriminator_loss, recon_l1
 from . import common
 from .loop import load_modules, run_steps, seed_all, snapshot, train_batches
@@ -233,9 +233,7 @@ def _run(sess, cfg, spec, modules, opts, stream, step_fn, start, G, final_extra,
                    "schedule": schedule.to_dict(), **measured}
         # the released layout (weights + card) as a unit first, final.pt (the stage's
         # "finished" mark) last: a crash in between leaves the stage unfinished, redone
-        buf = io.BytesIO()
-        torch.save(_cpu(G.state_dict()), buf)
-        sess.store.commit_unit(STAGE, {"latest_net_G.pth": buf.getvalue(),
+        sess.store.commit_unit(STAGE, {"latest_net_G.pth": torch_bytes(_cpu(G.state_dict())),
                                        "model.json": {**teacher_metadata(cfg), **measured}})
         sess.write_final(payload)
 
