@@ -188,14 +188,16 @@ def search_trial(trial_config: dict, client, space: SearchSpace, cost: CostModel
                               failures="record")
         wall = time.time() - t0
         for (tid, c, gen), sc in zip(batch, scores):
-            ok = sc.status == "ok" and (criterion != "miou" or sc.miou is not None)
+            ok, error = sc.status == "ok", sc.error or None
+            if ok and criterion == "miou" and sc.miou is None:
+                ok, error = False, "scored without an ESPNet-CamVid mIoU"
             row = {"method": spec["method"], "budget": spec["budget"], "config": c,
                    "macs": cost.macs(c), "params": cost.params(c),
                    "fid": float(sc.fid) if ok else None, "kid": None, "generation": gen,
                    "miou": sc.miou if ok else None, "pixel_acc": sc.pixel_acc if ok else None,
                    "trial_id": tid, "wall_s": wall / len(batch),
                    "score_s": float(sc.seconds), "attempts": int(sc.attempts),
-                   "status": sc.status, "error": sc.error or None}
+                   "status": "ok" if ok else "failed", "error": error}
             if latency is not None:
                 row["latency_ms"] = float(latency.predict(c))
             rows.append(row)
