@@ -98,7 +98,7 @@ class SpadeAdversary:
         l_gan = multiscale_gan_loss(self.gan, pred_fake, True, for_discriminator=False)
         l_feat = feature_matching_loss(pred_fake, pred_real)
         total = w["gan"] * l_gan + w["feat"] * l_feat
-        parts = {"G_GAN": l_gan.item(), "feat": float(l_feat)}
+        parts = {"G_GAN": l_gan.item(), "feat": float(torch.as_tensor(l_feat).detach())}
         if self.perceptual is not None:
             l_perc = self.perceptual(out, B)
             total = total + w["perceptual"] * l_perc
