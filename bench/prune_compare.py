@@ -106,7 +106,7 @@ def latencies(models: dict, size: int, threads: int, rounds: int) -> dict:
 def main():
     from ganc.config import load_config
     from ganc.context import open_context
-    from ganc.report import score_on_eval_split
+    from ganc.report import _finite, score_on_eval_split
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True)
@@ -127,10 +127,11 @@ def main():
         if len(rows) < 2:
             sys.exit(f"nothing to compare in {ctx.run.url()}: run the search stages and/or "
                      "ganc prune first")
-        fids = score_on_eval_split(ctx, models)
+        scores = score_on_eval_split(ctx, models)
         lat = latencies(models, size, args.threads, args.rounds)
     for r in rows:
-        r["fid_eval"] = fids.get(r["model"])
+        sc = scores.get(r["model"])
+        r["fid_eval"] = _finite(sc.fid) if sc is not None else None
         r["latency_ms"] = lat[r["model"]]
     res = {"run": ctx.run.url(), "size": size, "eval_split": ctx.cfg.data.eval_split,
            "threads": args.threads, "rounds": args.rounds, "load_avg": os.getloadavg(),

@@ -61,7 +61,7 @@ Budgets = Annotated[list, Range(0, lo_open=True)]  # MACs budgets: each positive
 
 @dataclass
 class DataConfig:
-    kind: str = "aligned"          # aligned | unaligned
+    kind: str = "aligned"          # aligned | unaligned | camvid (label map -> photo, SPADE)
     root: str = ""                 # dataset folder or fsspec URL (s3://bucket/prefix,
                                    # file:///abs); empty -> generated demo data
     on_every_node: bool = False    # a local root is present at the same path on every node
@@ -84,6 +84,8 @@ class DataConfig:
     demo_n: PosInt = 64            # generated data: images per training split
     demo_size: Annotated[int, Range(16)] = 64  # a multiple of 4 (checked when made)
     demo_seed: Seed = 0
+    aspect_ratio: Positive = 0.75  # label-map data (camvid): height / width of the images
+                                   # (width: crop_size); both sides multiples of 32 for SPADE
 
 
 @dataclass
@@ -110,6 +112,10 @@ class TeacherConfig:
     steps: Count = 0               # >0: exactly this many steps instead (same LR shape)
     lr: Positive = 2e-4
     beta1: Beta = 0.5
+    beta2: Beta = 0.999            # Adam beta2 (SPADE preset: 0.9)
+    lr_D: Weight = 0.0             # the discriminator's LR (0: lr; SPADE's TTUR: 4e-4)
+    lambda_feat: Weight = 10.0     # SPADE: discriminator feature matching
+    lambda_perceptual: Weight = 10.0  # SPADE: Inception perceptual term (ganc.losses_spade)
     lambda_L1: Weight = 100.0      # pix2pix
     lambda_cycle: Weight = 10.0    # CycleGAN
     lambda_identity: Weight = 0.5
@@ -126,6 +132,10 @@ class DistillConfig:
     steps: Count = 0               # >0: exactly this many steps instead (same LR shape)
     lr: Positive = 2e-4
     beta1: Beta = 0.5
+    beta2: Beta = 0.999
+    lr_D: Weight = 0.0             # 0: lr
+    lambda_feat: Weight = 10.0     # SPADE: feature matching
+    lambda_perceptual: Weight = 10.0  # SPADE: perceptual term
     sampler: str = "uniform"       # uniform | sandwich
     lambda_recon: Weight = 100.0   # pix2pix 100, CycleGAN 10
     lambda_distill: Weight = 1.0   # pix2pix 1, CycleGAN 0.01
@@ -155,6 +165,10 @@ class SearchConfig:
                                    # as the widest (1: uniform; the reference's horse2zebra: 2)
     generations: PosInt = 500
     seed: Seed = 0
+    criterion: str = "fid"         # fid (minimised) | miou (ESPNet-CamVid mIoU, maximised;
+                                   # label-map data only)
+    calibration_images: Count = 256  # SPADE: training label maps that re-estimate a
+                                   # sub-network's batch-norm statistics before it is scored
     max_concurrent: Count = 0      # unused since one Tune trial runs a whole search
     latency_objective: bool = False  # nsga2: the latency table's prediction as an objective
     budget_ms: Optional[Positive] = None  # latency budget (ms, by the latency table); None: off
@@ -447,6 +461,21 @@ def validate(cfg, prefix: str = ""):
     return cfg
 
 
+CRITERIA = ("fid", "miou")
+LABEL_MAP_KINDS = ("camvid",)      # data kinds whose inputs are label maps (mIoU possible)
+
+
+def check_criterion(cfg: RunConfig) -> RunConfig:
+    """``search.criterion`` is fid or miou, and miou only on label-map data (one line)."""
+    crit = cfg.search.criterion
+    if crit not in CRITERIA:
+        raise ConfigError(f"search.criterion {crit!r} is not one of: {', '.join(CRITERIA)}")
+    if crit == "miou" and cfg.data.kind not in LABEL_MAP_KINDS:
+        raise ConfigError(f"search.criterion miou needs data with label maps (data.kind "
+                          f"{', '.join(LABEL_MAP_KINDS)}); data.kind is {cfg.data.kind!r}")
+    return cfg
+
+
 def set_field(cfg: RunConfig, path: str, value, where: str) -> RunConfig:
     """Set ``section.field`` from a command-line flag (``where``, e.g. ``--budget-macs``),
     coerced and checked like the config file's own value."""
@@ -479,4 +508,4 @@ def load_config(path: Optional[str] = None, overrides=(), store: Optional[str] =
         apply_override(cfg, ov)
     if store:
         cfg.store.url = store
-    return validate(cfg)
+    return check_criterion(validate(cfg))

@@ -166,6 +166,14 @@ def _teacher_macs(cfg: RunConfig):
         from .profile import count_macs
         m = cfg.model
         net = gnn.build(m.teacher, ngf=m.teacher_ngf, norm=m.norm, dropout=m.dropout)
+        if gnn.family(m.teacher) == "spade":      # label map of image_hw at that width
+            import copy
+
+            from .data.splits import image_hw
+            data = copy.deepcopy(cfg.data)
+            data.crop_size = size
+            h, w = image_hw(data)
+            return float(count_macs(net, (1, gnn.defaults(m.teacher)["input_nc"], h, w)))
         probe = 32 if size % 4 == 0 else size
         return float(count_macs(net, (1, 3, probe, probe))) * (size / probe) ** 2
     return at

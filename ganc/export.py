@@ -68,10 +68,11 @@ def export_best(cfg: RunConfig, store=None, *, config: Optional[str] = None,
     """Export the chosen sub-network: the fine-tuned weights when the fine-tune stage chose
     them (lower FID on the search split than the supernet's slice), else the supernet's
     slice; returns the card (``exported``, ``export_why``, ``fid`` on ``fid_split``)."""
+    from . import nn as gnn
     from .context import open_context
     from .profile import count_macs, count_params, measure_latency
-    from .search.driver import cost_model, load_supernet
-    from .data.splits import choice_split
+    from .search.driver import cost_model, input_shape, load_supernet
+    from .data.splits import choice_split, image_hw
     from .search.finetune import STAGE, chosen_config, subnet_from
 
     ctx = open_context(cfg, store)            # the run's placement: same eval size as search
@@ -90,9 +91,18 @@ def export_best(cfg: RunConfig, store=None, *, config: Optional[str] = None,
     why = (ft or {}).get("why") or "no fine-tune of this config: the supernet's slice"
     chosen_fid = (ft or {}).get("fid_after" if finetuned else "fid_before")
     net = subnet_from(run, key, cfg_str).cpu().eval()
+    family = gnn.family(sup["netG"])
     size = int(cfg.data.crop_size)
-    cost = cost_model(sup, size)
-    shape = (1, cost.input_nc, size, size)
+    cost = cost_model(sup, size, image_hw(cfg.data)[0])
+    shape = input_shape(cost)
+    calibrated = None
+    if family == "spade" and int(cfg.search.calibration_images) > 0:
+        # exported with the batch-norm statistics it was scored with (ganc.metrics.pool)
+        from .data.camvid import LABEL_NC
+        from .data.splits import calibration_labels
+        from .metrics.pool import recalibrated
+        net = recalibrated(net, None, calibration_labels(cfg, ctx.data_root()), LABEL_NC)
+        calibrated = int(cfg.search.calibration_images)
     macs = count_macs(net, shape)
     if macs != cost.macs(cfg_str):     # closed form and profiler must agree
         raise GancError(f"MACs of {cfg_str}: profiler {macs} != closed form "
@@ -111,16 +121,23 @@ def export_best(cfg: RunConfig, store=None, *, config: Optional[str] = None,
 
     sd = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     files = {"model.pt": torch_bytes(sd)}
-    deploy = write_deploy_files(run, EXPORT, net, cost.input_nc, size, latency_repeats,
-                                files=files)
+    if family == "spade":   # ONNX / torch.export of label-map generators: not yet
+        deploy = {"deploy": "model.pt only: ONNX and torch.export are not exported for the "
+                            "SPADE family yet"}
+    else:
+        deploy = write_deploy_files(run, EXPORT, net, cost.input_nc, size, latency_repeats,
+                                    files=files)
 
     sup_cfg = sup.get("config") if isinstance(sup.get("config"), dict) else {}
     data = sup_cfg.get("data", {}) if sup_cfg else {}
+    arch = ({"netG": "sub_mobile_spade", "upsampling": "normal",
+             "bn_calibration_images": calibrated} if family == "spade" else
+            {"netG": "sub_mobile_resnet_9blocks", "n_blocks": 9})
     card = {
-        "netG": "sub_mobile_resnet_9blocks", "config_str": cfg_str,
+        **arch, "config_str": cfg_str,
         "config": list(ChannelConfig.parse(cfg_str)), "ngf": int(sup["ngf"]),
         "norm": sup.get("norm", "instance"), "input_nc": cost.input_nc,
-        "output_nc": cost.output_nc, "n_blocks": 9,
+        "output_nc": cost.output_nc,
         "macs": macs, "params": count_params(net), "macs_convention": "torchprofile",
         "input_size": list(shape),
         "fid_search": best.get("fid"),
@@ -130,6 +147,7 @@ def export_best(cfg: RunConfig, store=None, *, config: Optional[str] = None,
         "finetune_steps": ft.get("steps") if ft else 0, "finetuned": finetuned,
         "exported": "fine-tuned" if finetuned else "supernet slice", "export_why": why,
         "fid": chosen_fid if chosen_fid is not None else best.get("fid"),
+        **_miou_fields(best, ft, finetuned),
         "latency_ms_cpu": lat["median_ms"], "latency_threads": lat["threads"],
         "teacher": teacher, "search_space": sup["space"].to_dict(),
         "dataset": {"kind": data.get("kind", cfg.data.kind),
@@ -139,7 +157,8 @@ def export_best(cfg: RunConfig, store=None, *, config: Optional[str] = None,
                     "search_split": data.get("search_split", cfg.data.search_split)},
         "source": run.url(key), "run": run.url(), "ganc_version": __version__,
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "files": {"weights": "model.pt", "onnx": "model.onnx", "pt2": "model.pt2"},
+        "files": ({"weights": "model.pt"} if family == "spade" else
+                  {"weights": "model.pt", "onnx": "model.onnx", "pt2": "model.pt2"}),
         **deploy,
     }
     files["model.json"] = card
@@ -147,6 +166,16 @@ def export_best(cfg: RunConfig, store=None, *, config: Optional[str] = None,
     # `pull --best` never pairs new weights with an old card
     run.commit_unit(EXPORT, files)
     return card
+
+
+def _miou_fields(best: dict, ft: Optional[dict], finetuned: bool) -> dict:
+    """The ESPNet-CamVid mIoU of the exported weights on the choice split (label-map data)."""
+    if best.get("miou") is None and not (ft or {}).get("miou_before"):
+        return {}
+    chosen = (ft or {}).get("miou_after" if finetuned else "miou_before")
+    return {"miou": chosen if chosen is not None else best.get("miou"),
+            "miou_search": best.get("miou"), "miou_metric": "ESPNet-CamVid mIoU",
+            "criterion": best.get("criterion", "fid")}
 
 
 # ---------------------------------------------------------------- runs

@@ -267,6 +267,7 @@ def _search(cfg, root, run, method):
     from .search.driver import run_search
     best = run_search(cfg, root, method=method)
     return {"config": best.get("config"), "macs": best.get("macs"), "fid": best.get("fid"),
+            "miou": best.get("miou"), "criterion": best.get("criterion"),
             "method": (best.get("search") or {}).get("method", method)}
 
 
@@ -324,8 +325,10 @@ def format_table(rows: list[dict]) -> str:
     split = next((r["fid_split"] for r in rows if r.get("fid_split")), "")
     chosen = next((r["fid_search_split"] for r in rows if r.get("fid_search_split")), "search")
     fid_head = f"FID {split}"[:8] if split else "FID"
+    miou = any(r.get("miou") is not None for r in rows)   # label-map data
     head = (f"{'model':34s} {'method':10s} {'GMACs':>8s} {'MACs x':>7s} {'params M':>9s} "
-            f"{fid_head:>8s} {('FID ' + chosen)[:10]:>10s} {'CPU ms':>8s}")
+            f"{fid_head:>8s} {('FID ' + chosen)[:10]:>10s} {'CPU ms':>8s}"
+            + (f" {'mIoU ' + split:>10s}" if miou else ""))
     lines = [head, "-" * len(head)]
     t_macs = next((r["macs"] for r in rows if r["method"] == "teacher" and r.get("macs")), None)
 
@@ -338,7 +341,11 @@ def format_table(rows: list[dict]) -> str:
                      f"{num(ratio, '6.1f'):>6s}x "
                      f"{num(r.get('params') and r['params'] / 1e6, '9.3f'):>9s} "
                      f"{num(r.get('fid'), '8.2f'):>8s} {num(r.get('fid_search'), '10.2f'):>10s} "
-                     f"{num(r.get('latency_ms_cpu'), '8.1f'):>8s}")
+                     f"{num(r.get('latency_ms_cpu'), '8.1f'):>8s}"
+                     + (f" {num(r.get('miou'), '10.2f'):>10s}" if miou else ""))
+    if miou:
+        lines.append("mIoU: ESPNet-CamVid mIoU (ganc's stand-in for the paper's DRN-D-105 "
+                     "Cityscapes mIoU)")
     return "\n".join(lines)
 
 

@@ -17,10 +17,18 @@ from .errors import GancError
 REPORT = "report"
 
 
-def _latency(net, size: int, input_nc: int = 3) -> float:
+def _latency(net, shape) -> float:
     from .profile import measure_latency
-    return measure_latency(net.cpu().eval(), (1, input_nc, size, size), warmup=2, repeats=5,
+    return measure_latency(net.cpu().eval(), tuple(shape), warmup=2, repeats=5,
                            device="cpu")["median_ms"]
+
+
+def input_shape(cfg: RunConfig, netG: str) -> tuple:
+    """(1, C, H, W) of one input of generator ``netG`` at the run's size."""
+    from . import nn as gnn
+    from .data.splits import image_hw
+    h, w = image_hw(cfg.data) if gnn.family(netG) == "spade" else (cfg.data.crop_size,) * 2
+    return (1, int(gnn.defaults(netG)["input_nc"]), int(h), int(w))
 
 
 def _load_export(run, prefix: str):
@@ -53,11 +61,13 @@ def collect_rows(cfg: RunConfig, run, size: int) -> tuple[list[dict], dict]:
             teacher = load_teacher(ref, run.endpoint_url or cfg.store.endpoint_url).cpu().eval()
             t_info = best.get("teacher") or {}
             measured = (card.get("teacher") or {}).get("latency_ms_cpu")  # export timed it
+            shape = input_shape(cfg, ref.get("netG"))
             rows.append({"model": f"{ref.get('netG')} (ngf {ref.get('ngf')})",
-                         "method": "teacher", "macs": count_macs(teacher, (1, 3, size, size)),
+                         "method": "teacher", "macs": count_macs(teacher, shape),
                          "params": count_params(teacher),
                          "fid_search": _finite(t_info.get("fid")),
-                         "latency_ms_cpu": measured or _latency(teacher, size)})
+                         "miou_search": _finite(t_info.get("miou")),
+                         "latency_ms_cpu": measured or _latency(teacher, shape)})
             models["teacher"] = teacher
     if run.exists("export/model.json"):
         card, net = _load_export(run, "export")
@@ -65,8 +75,10 @@ def collect_rows(cfg: RunConfig, run, size: int) -> tuple[list[dict], dict]:
         rows.append({"model": f"sub {card['config_str']}", "method": method,
                      "macs": card["macs"], "params": card["params"],
                      "fid_search": _finite(card.get("fid", card.get("fid_search"))),
+                     "miou_search": _finite(card.get("miou")),
                      "exported": card.get("exported"),
-                     "latency_ms_cpu": card.get("latency_ms_cpu") or _latency(net, size),
+                     "latency_ms_cpu": card.get("latency_ms_cpu") or
+                     _latency(net, input_shape(cfg, card["netG"])),
                      "source": run.url("export")})
         models[method] = net
     if run.exists("prune/summary.json"):
@@ -77,16 +89,18 @@ def collect_rows(cfg: RunConfig, run, size: int) -> tuple[list[dict], dict]:
             prefix = r.get("prefix") or f"prune/p{float(r['target']):g}"
             if run.exists(f"{prefix}/model.json"):
                 card, net = _load_export(run, prefix)
+                shape = (1, 3, size, size)
                 rows.append({"model": f"pruned p={float(r['target']):g}", "method": "prune-lds",
-                             "macs": count_macs(net, (1, 3, size, size)),
+                             "macs": count_macs(net, shape),
                              "params": count_params(net), "fid_search": _finite(r.get("fid")),
-                             "latency_ms_cpu": _latency(net, size), "source": run.url(prefix)})
+                             "latency_ms_cpu": _latency(net, shape), "source": run.url(prefix)})
                 models["prune-lds"] = net
     return rows, models
 
 
 def score_on_eval_split(ctx, models: dict) -> dict:
-    """``{method: FID}`` of each model on the eval split (val / test), in-process."""
+    """``{method: Score}`` of each model on the eval split (val / test), in-process: FID,
+    and on label-map data the ESPNet-CamVid mIoU."""
     from .metrics.pool import LocalPool, SubnetSpec
     from .data.splits import scoring_split
     if not models:
@@ -96,7 +110,7 @@ def score_on_eval_split(ctx, models: dict) -> dict:
     for name, net in models.items():
         pool.register_model(name, net)
     scores = pool.score([SubnetSpec(name) for name in models])
-    return {name: _finite(sc.fid) for name, sc in zip(models, scores)}
+    return dict(zip(models, scores))
 
 
 def record_fid_by_split(run, rows: list[dict], split: str, search_split: str) -> None:
@@ -118,10 +132,10 @@ def record_fid_by_split(run, rows: list[dict], split: str, search_split: str) ->
             run.put_json(key, doc)
 
 
-def grid_png(inputs, outputs: dict[str, list]) -> bytes:
+def grid_png(inputs, outputs: dict[str, list], input_name: str = "input") -> bytes:
     """Rows: images; columns: input, then each model's output (uint8 HWC arrays)."""
     from PIL import Image, ImageDraw
-    cols = ["input", *outputs]
+    cols = [input_name, *outputs]
     n = len(inputs)
     h, w = inputs[0].shape[:2]
     pad, top = 4, 16
@@ -132,7 +146,7 @@ def grid_png(inputs, outputs: dict[str, list]) -> bytes:
         x = pad + c * (w + pad)
         draw.text((x, 2), name, fill=(0, 0, 0))
         for r in range(n):
-            img = inputs[r] if name == "input" else outputs[name][r]
+            img = inputs[r] if c == 0 else outputs[name][r]
             canvas.paste(Image.fromarray(img), (x, top + pad + r * (h + pad)))
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")
@@ -145,7 +159,7 @@ def write_report(cfg: RunConfig, store=None) -> dict:
 
     from .context import open_context
     from .data.images import to_uint8
-    from .data.splits import build_split, choice_split, eval_split
+    from .data.splits import build_split, choice_split, eval_split, has_label_maps
     from .pipeline import format_table
 
     ctx = open_context(cfg, store)
@@ -157,7 +171,10 @@ def write_report(cfg: RunConfig, store=None) -> dict:
     split = eval_split(cfg.data)
     scored = score_on_eval_split(ctx, models)
     for r in rows:
-        r["fid"] = scored.get(r["method"])
+        sc = scored.get(r["method"])
+        r["fid"] = _finite(sc.fid) if sc is not None else None
+        if sc is not None and sc.miou is not None:
+            r["miou"] = _finite(sc.miou)
         r["fid_split"], r["fid_search_split"] = split, choice_split(cfg.data)
     record_fid_by_split(run, rows, split, choice_split(cfg.data))
     table = format_table(rows)
@@ -168,13 +185,19 @@ def write_report(cfg: RunConfig, store=None) -> dict:
     if models:
         ds = build_split(cfg, ctx.data_root(), eval_split(cfg.data), train=False)
         n = min(int(cfg.pipeline.report_images), len(ds))
-        xs = torch.stack([ds[i]["A"] for i in range(n)])
-        inputs = [to_uint8(x) for x in xs]
+        items = [ds[i] for i in range(n)]
+        xs = torch.stack([it["A"] for it in items])
+        if has_label_maps(cfg.data):          # the label map, coloured
+            from .data.camvid import colour_labels
+            inputs = [colour_labels(it["label"]) for it in items]
+        else:
+            inputs = [to_uint8(x) for x in xs]
         outputs = {}
         with torch.inference_mode():
             for name, net in models.items():
                 outputs[name] = [to_uint8(y) for y in net.cpu().eval()(xs)]
-        run.write_bytes(f"{REPORT}/grid.png", grid_png(inputs, outputs))
+        run.write_bytes(f"{REPORT}/grid.png", grid_png(
+            inputs, outputs, "label map" if has_label_maps(cfg.data) else "input"))
         files["grid"] = run.url(f"{REPORT}/grid.png")
     summary = {"rows": rows, "table": table, "size": size, "macs_convention": "torchprofile",
                "fid_split": split, "files": files}

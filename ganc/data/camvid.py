@@ -111,16 +111,22 @@ class CamVidDataset(Dataset):
 
     Items: ``A`` one-hot label map (LABEL_NC, h, w) float; ``B`` photo (3, h, w) in [-1, 1]
     (bicubic resize); ``label`` class indices (h, w) int64 (nearest resize); ``path`` and
-    ``label_path``; with ``native_gt`` also ``gt``, the label map at its own size (the mIoU
+    ``label_path``; ``exclude``: photos (relative to ``root``) left out; with ``native_gt`` also ``gt``, the label map at its own size (the mIoU
     ground truth). ``flip``: random horizontal flips of photo and labels together.
     """
 
     def __init__(self, root, split: str = "train", size=None, flip: bool = False,
-                 native_gt: bool = False):
+                 native_gt: bool = False, exclude=frozenset()):
         self.root = os.fspath(root)
         self.split = split
         self.pairs = pair_by_name(os.path.join(self.root, split), annot_folder(self.root, split),
                                   f"CamVid split {split!r}", f"CamVid split {split!r} labels")
+        if exclude:                   # photos named relative to root (a held-out search split)
+            from .datasets import rel_name
+            self.pairs = [p for p in self.pairs if rel_name(p[0], self.root) not in exclude]
+            if not self.pairs:
+                raise DataError(f"CamVid split {split!r}: every image is held out "
+                                "(data.search_split too large)")
         self.size = _check_size(size)
         self.flip = flip
         self.native_gt = native_gt
@@ -255,6 +261,18 @@ def make_camvid_like(out, n_train: int = 8, n_val: int = 4, size=(96, 128),
     return info
 
 
+# Colours of the label maps in reports (CamVid's customary palette; void black), RGB.
+PALETTE = np.array([
+    [128, 128, 128], [128, 0, 0], [192, 192, 128], [128, 64, 128], [60, 40, 222],
+    [128, 128, 0], [192, 128, 128], [64, 64, 128], [64, 0, 128], [64, 64, 0],
+    [0, 128, 192], [0, 0, 0]], dtype=np.uint8)
+
+
+def colour_labels(labels) -> np.ndarray:
+    """(H, W) class indices -> (H, W, 3) uint8 RGB with :data:`PALETTE`."""
+    return PALETTE[np.asarray(labels, dtype=np.int64).clip(0, VOID)]
+
+
 def calibration_batches(dataset: CamVidDataset, n: int = 256, batch_size: int = 16,
                         seed: int = 0) -> list:
     """``n`` one-hot label maps of ``dataset`` (drawn without replacement, deterministic for
@@ -272,4 +290,4 @@ def calibration_batches(dataset: CamVidDataset, n: int = 256, batch_size: int = 
 
 __all__ = ["CLASSES", "N_CLASSES", "VOID", "LABEL_NC", "NATIVE_SIZE", "CamVidDataset",
            "load_label_map", "pair_by_name", "one_hot", "make_camvid_like", "street_scene",
-           "calibration_batches"]
+           "calibration_batches", "colour_labels", "PALETTE"]

@@ -192,7 +192,10 @@ def demo_kind(kind: str) -> str:
         return "paired"
     if kind == "unaligned":
         return "unpaired"
-    raise ConfigError(f"data.kind {kind!r} is not one of: aligned, unaligned")
+    if kind == "camvid":
+        raise ConfigError("data.kind 'camvid' needs data.root (a folder in CamVid's layout; "
+                          "generated demo data exists for aligned and unaligned only)")
+    raise ConfigError(f"data.kind {kind!r} is not one of: aligned, unaligned, camvid")
 
 
 def demo_name(data) -> str:

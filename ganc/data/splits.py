@@ -47,9 +47,26 @@ def choice_split(data) -> str:
     return SEARCH if has_search_split(data) else eval_split(data)
 
 
+LABEL_MAP_KINDS = ("camvid",)     # label map -> photo data (SPADE; the mIoU needs its maps)
+
+
+def has_label_maps(data) -> bool:
+    return data.kind in LABEL_MAP_KINDS
+
+
+def image_hw(data) -> tuple[int, int]:
+    """(height, width) of the images a run trains and scores at: ``crop_size`` square, or,
+    for label-map data, ``crop_size`` wide and ``aspect_ratio`` x that high."""
+    w = int(data.crop_size)
+    if has_label_maps(data):
+        return int(round(w * float(data.aspect_ratio))), w
+    return w, w
+
+
 def train_folders(data) -> list[str]:
-    """Folders (relative to the root) of the training split."""
-    if data.kind == "aligned":
+    """Folders (relative to the root) of the training split (label-map data: the photos;
+    their label maps share the names)."""
+    if data.kind == "aligned" or has_label_maps(data):
         return [data.train_split]
     if data.kind == "unaligned":
         return [data.train_split + "A", data.train_split + "B"]
@@ -99,6 +116,10 @@ def build_split(cfg, root: str, split: str, train: bool, holdout: bool = False) 
     exclude = frozenset()
     if holdout and split == d.train_split and has_search_split(d):
         exclude = frozenset(n for names in search_names(cfg, root).values() for n in names)
+    if has_label_maps(d):
+        from .camvid import CamVidDataset
+        return CamVidDataset(root, split, size=image_hw(d), flip=bool(d.flip and train),
+                             exclude=exclude)
     return build_dataset(d.kind, root, split, d.direction, d.load_size if train else d.crop_size,
                          d.crop_size, d.flip if train else False, d.serial, cfg.seed,
                          exclude=exclude)
@@ -114,7 +135,7 @@ def split_size(data, ref, split: str, holdout: bool = False) -> int:
     def count(sub: str) -> int:
         n = ref.count_images(sub)
         return n - search_count(data, n, sub) if drop and n else n
-    if data.kind == "aligned":
+    if data.kind == "aligned" or has_label_maps(data):
         n = count(split)
     elif data.kind == "unaligned":
         n = max(count(split + "A"), count(split + "B"))
@@ -135,6 +156,8 @@ def scoring_split(cfg, root: str, name: str = "", report: bool = False):
     from ..metrics.sources import FolderSource
     d = copy.deepcopy(cfg.data)
     d.root = root
+    if has_label_maps(d):
+        return label_map_split(cfg, root, name, report)
     if report or not has_search_split(d):
         d.eval_split = eval_split(cfg.data)
         return EvalSplit.from_data_config(d, name=name)
@@ -154,3 +177,48 @@ def scoring_split(cfg, root: str, name: str = "", report: bool = False):
         real = source(d.train_split + dst, "full", 0)
     label = f"{name}/{d.train_split}-{SEARCH}-seed{int(cfg.seed)}/{d.direction}"
     return EvalSplit(inp, real, label)
+
+
+def label_map_split(cfg, root: str, name: str = "", report: bool = False):
+    """The scoring split of label-map data (CamVid layout): inputs are the label maps at
+    :func:`image_hw` (uint8 class indices, one-hot in the scorer), the real set the photos,
+    ``gt`` the label maps at their own size (the mIoU's ground truth); the search split held
+    out of ``train_split``, or, with ``report`` or without one, the eval split."""
+    import numpy as np
+    import torch
+
+    from ..metrics.pool import EvalSplit
+    from ..metrics.sources import FolderSource
+    from .camvid import LABEL_NC, CamVidDataset, load_label_map
+    d = cfg.data
+    search = has_search_split(d) and not report
+    split = d.train_split if search else eval_split(d)
+    ds = CamVidDataset(root, split, size=image_hw(d))
+    if search:
+        keep = set(search_names(cfg, root)[d.train_split])
+        ds.pairs = [p for p in ds.pairs if rel_name(p[0], root) in keep]
+    if not ds.pairs:
+        raise DataError(f"{root}: no images in the scoring split {split!r}")
+    inputs = torch.stack([ds.labels(i) for i in range(len(ds))])[:, None].to(torch.uint8)
+    gt = [load_label_map(lab).astype(np.uint8) for _, lab in ds.pairs]
+    real = FolderSource((os.path.join(root, split),), "full", 0,
+                        only=tuple(os.path.basename(p) for p, _ in ds.pairs))
+    name = name or os.path.basename(os.path.normpath(root))
+    label = f"{name}/{split}-{SEARCH}-seed{int(cfg.seed)}/photos" if search else \
+        f"{name}/{split}/photos"
+    return EvalSplit(inputs, real, label, input_classes=LABEL_NC, gt=gt,
+                     calib=calibration_labels(cfg, root) if cfg.search.calibration_images
+                     else None)
+
+
+def calibration_labels(cfg, root: str):
+    """``search.calibration_images`` label maps of the supernet's training data (the
+    training split less the search split), uint8 (n, 1, h, w) class indices at
+    :func:`image_hw`, drawn without replacement with the run's seed: the input of the
+    batch-norm recalibration before a SPADE sub-network is scored."""
+    import torch
+    ds = build_split(cfg, root, cfg.data.train_split, train=False, holdout=True)
+    order = list(range(len(ds)))
+    random.Random(f"ganc-calibration/{int(cfg.seed)}").shuffle(order)
+    chosen = sorted(order[:int(cfg.search.calibration_images)])
+    return torch.stack([ds.labels(i) for i in chosen])[:, None].to(torch.uint8).numpy()

@@ -267,11 +267,15 @@ class Scorer:
     in [-1, 1]. ``score(model, config)`` runs ``model(x)`` (or ``model(x, config)`` for a
     supernet) where the model is, quantises the outputs like saved images and returns FID
     (and KID); the model is not moved and its training mode is kept.
+
+    Label-map inputs (SPADE): ``input_classes`` > 0 means ``inputs`` are uint8 class indices
+    (N, 1, H, W), fed one-hot; ``miou=(segmenter, gt)`` adds the ESPNet-CamVid mIoU and
+    pixel accuracy of the outputs against ``gt`` (one label map per input, at its own size).
     """
 
     def __init__(self, extractor: Extractor, real: RealStats, inputs: torch.Tensor,
                  batch_size: int = 16, kid: bool = False, kid_subset_size: int = 1000,
-                 device=None):
+                 device=None, input_classes: int = 0, miou=None):
         if not torch.is_tensor(inputs) or inputs.dim() != 4 or inputs.shape[0] == 0:
             raise DataError("eval inputs must be a non-empty (N, C, H, W) tensor")
         self.extractor = extractor
@@ -281,11 +285,16 @@ class Scorer:
         self.kid = kid
         self.kid_subset_size = kid_subset_size
         self.device = torch.device(device) if device else extractor.device
+        self.input_classes = int(input_classes)
+        self.miou = miou
 
     def _input_batches(self, device):
         for i in range(0, self.inputs.shape[0], self.batch_size):
             x = self.inputs[i:i + self.batch_size]
-            if x.dtype == torch.uint8:
+            if self.input_classes:
+                from ..data.camvid import one_hot
+                x = one_hot(x[:, 0].long(), self.input_classes)
+            elif x.dtype == torch.uint8:
                 x = x.float() / 127.5 - 1.0
             yield x.to(device)
 
@@ -315,13 +324,26 @@ class Scorer:
         garbage."""
         t0 = time.perf_counter()
         broken = []
+        meter = None
+        if self.miou is not None:
+            from .miou import MiouMeter
+            segmenter, gt = self.miou
+            meter, done = MiouMeter(segmenter), [0]
 
         def check(y):
             if not broken and not bool(torch.isfinite(y).all()):
                 broken.append(True)
+            if meter is not None:
+                n = y.shape[0]
+                meter.update(y.detach().float().cpu(),
+                             [torch.as_tensor(g).long() for g in gt[done[0]:done[0] + n]])
+                done[0] += n
         feats = extract_features(self.extractor, self.generate(model, config, check),
                                  self.batch_size, "generated images")
         out = score_features(feats, self.real, self.kid, self.kid_subset_size)
+        if meter is not None:
+            res = meter.result()
+            out.update(miou=res["miou"], pixel_acc=res["pixel_acc"])
         if broken:
             out.update(fid=math.inf, nonfinite_outputs=True)
         out.update(n_fake=int(len(feats)), seconds=time.perf_counter() - t0)

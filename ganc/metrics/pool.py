@@ -79,6 +79,8 @@ class Score:
     kid_mean: Optional[float] = None
     kid_std: Optional[float] = None
     n_fake: int = 0
+    miou: Optional[float] = None        # ESPNet-CamVid mIoU (label-map data only)
+    pixel_acc: Optional[float] = None
     seconds: float = 0.0                # scoring time inside the actor
     actor: str = ""                     # who scored it ('local' in-process)
     attempts: int = 1                   # 2+ when an actor died while scoring it
@@ -88,7 +90,8 @@ class Score:
     def to_dict(self) -> dict:
         return {"index": self.index, "model": self.spec.model, "config": self.spec.config,
                 "tag": self.spec.tag, "fid": self.fid, "kid_mean": self.kid_mean,
-                "kid_std": self.kid_std, "n_fake": self.n_fake, "seconds": self.seconds,
+                "kid_std": self.kid_std, "n_fake": self.n_fake, "miou": self.miou,
+                "pixel_acc": self.pixel_acc, "seconds": self.seconds,
                 "actor": self.actor, "attempts": self.attempts, "status": self.status,
                 "error": self.error}
 
@@ -100,11 +103,20 @@ class EvalSplit:
     ``inputs``: a FolderSource (read once by the driver) or a tensor, uint8 or [-1, 1]
     float (N, 3, H, W). ``real``: a FolderSource of real target images, or precomputed
     RealStats. ``label`` names it in the statistics cache (e.g. ``facades/val/B``).
+
+    Label-map data (SPADE, ``ganc.data.splits.label_map_split``): ``inputs`` are uint8 class
+    indices (N, 1, H, W), one-hot with ``input_classes`` channels when scored; ``gt`` the
+    label maps at their own size, for the ESPNet-CamVid mIoU of every score; ``calib``
+    uint8 (n, 1, H, W) training label maps that re-estimate the batch-norm statistics of a
+    model registered with ``recalibrate=True`` before it is scored.
     """
 
     inputs: Union[FolderSource, torch.Tensor]
     real: Union[FolderSource, RealStats]
     label: str = ""
+    input_classes: int = 0
+    gt: Optional[list] = None
+    calib: Optional[np.ndarray] = None
 
     @classmethod
     def from_folders(cls, inputs, real, size: int = 0, label: str = "",
@@ -152,6 +164,15 @@ class EvalSplit:
             x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return x.contiguous().numpy()
 
+    def payload(self):
+        """What the actors get: the inputs (uint8 array), or for label-map data a dict of
+        the inputs, ``input_classes``, ``gt`` and ``calib``."""
+        x = self.load_inputs()
+        if not self.input_classes:
+            return x
+        return {"x": x, "input_classes": int(self.input_classes), "gt": self.gt,
+                "calib": self.calib}
+
 
 def _real_folders(data) -> tuple:
     """``data.fid_real``: folders relative to the dataset's root (absolute paths as given)."""
@@ -168,10 +189,18 @@ def _folders(x) -> tuple:
 
 # ---------------------------------------------------------------- model entries
 def model_entry(model: Optional[torch.nn.Module] = None, *, arch: Optional[str] = None,
-                state: Optional[dict] = None, **build_kw) -> dict:
+                state: Optional[dict] = None, recalibrate: bool = False, **build_kw) -> dict:
     """What a pool ships once per registered model: ``arch`` + kwargs + state dict
     (rebuilt with ``ganc.nn.build``), or the module itself (pickled by Ray; copied once
-    in-process), for models without a registered arch."""
+    in-process), for models without a registered arch. ``recalibrate``: re-estimate the
+    batch-norm statistics of each scored (sub-)network on the split's calibration label
+    maps first (SPADE supernets and their sub-networks)."""
+    entry = _entry(model, arch, state, build_kw)
+    entry["recalibrate"] = bool(recalibrate)
+    return entry
+
+
+def _entry(model, arch, state, build_kw) -> dict:
     if model is None and arch is None:
         raise ConfigError("register a model instance or an arch name with its state dict")
     if arch is not None:
@@ -200,25 +229,56 @@ def build_from_entry(entry: dict) -> torch.nn.Module:
 def _config_for(model: torch.nn.Module, spec: SubnetSpec):
     from .. import nn as gnn
     from ..space import ChannelConfig
-    is_super = isinstance(model, gnn.SuperMobileResnetGenerator)
+    is_super = isinstance(model, (gnn.SuperMobileResnetGenerator,
+                                  gnn.SuperMobileSPADEGenerator))
     if spec.config is None:
         return None
     if not is_super:
         raise ConfigError(f"spec {spec}: model {spec.model!r} is not a supernet; "
                           "give no channel config")
-    return ChannelConfig.parse(spec.config)
+    return ChannelConfig.parse(spec.config,
+                               legacy=isinstance(model, gnn.SuperMobileResnetGenerator))
+
+
+CALIBRATION_BATCH = 16      # label maps per batch of the batch-norm recalibration
+
+
+def recalibrated(model: torch.nn.Module, config, calib: np.ndarray, classes: int):
+    """A copy of ``model`` (at ``config``: its extracted sub-network) whose batch-norm
+    statistics are re-estimated on the calibration label maps (uint8 (n, 1, H, W))."""
+    import copy
+    from .. import nn as gnn
+    from ..data.camvid import one_hot
+    from ..nn.calibrate import recalibrate_bn
+    net = gnn.extract_subnet(model, config) if config is not None else copy.deepcopy(model)
+    device = next(model.parameters()).device
+    labels = torch.from_numpy(np.asarray(calib))
+    recalibrate_bn(net.to(device), (one_hot(labels[i:i + CALIBRATION_BATCH, 0].long(), classes)
+                                    for i in range(0, labels.shape[0], CALIBRATION_BATCH)))
+    return net.eval()
 
 
 class _ScoringState:
     """Extractor, eval inputs, real statistics and built models: one per actor/process."""
 
-    def __init__(self, fid_opts: dict, inputs: np.ndarray, real: Optional[RealStats]):
+    def __init__(self, fid_opts: dict, inputs, real: Optional[RealStats]):
         self.opts = dict(fid_opts)
         if self.opts.get("weights_ref"):     # shipped by the pool's driver
             self.extractor = load_shipped_extractor(self.opts["weights_ref"])
         else:
             self.extractor = load_extractor(self.opts.get("extractor", "auto"),
                                             self.opts.get("weights", ""))
+        labels = inputs if isinstance(inputs, dict) else {"x": inputs}
+        inputs = labels["x"]
+        self.input_classes = int(labels.get("input_classes") or 0)
+        self.gt = labels.get("gt")
+        self.calib = labels.get("calib")
+        self.segmenter = None
+        if self.gt is not None:              # label-map data: every score has its mIoU
+            from .miou import Segmenter
+            seg = self.opts.get("segmenter")
+            self.segmenter = (_segmenter_from(seg, self.extractor.device) if seg else
+                              Segmenter.load(device=self.extractor.device))
         self.inputs = torch.from_numpy(np.array(inputs, copy=True))
         self.real = real
         self.models: dict = {}          # insertion order = least recently used first
@@ -260,21 +320,42 @@ class _ScoringState:
         # itself in-process), so re-registering a name with new weights is never served
         # stale; the least recently used beyond MODEL_CACHE are dropped.
         key = entry[0].hex() if isinstance(entry, list) else entry["key"]
-        model = self.models.pop(key, None)
-        if model is None:
+        cached = self.models.pop(key, None)
+        if cached is None:
             if isinstance(entry, list):     # [ObjectRef]: fetched once, then cached
                 import ray
                 entry = ray.get(entry[0])
-            model = build_from_entry(entry).to(self.extractor.device)
-        self.models[key] = model
+            cached = (build_from_entry(entry).to(self.extractor.device),
+                      bool(entry.get("recalibrate")))
+        self.models[key] = cached
         while len(self.models) > MODEL_CACHE:
             self.models.pop(next(iter(self.models)))
+        model, recalibrate = cached
         config = _config_for(model, spec)
+        if recalibrate and self.calib is not None:
+            model, config = recalibrated(model, config, self.calib, self.input_classes), None
         scorer = Scorer(self.extractor, self.real, self.inputs,
                         batch_size=self.opts.get("batch_size", 16),
                         kid=bool(self.opts.get("kid", False) if kid is None else kid),
-                        kid_subset_size=int(self.opts.get("kid_subset_size", 1000)))
+                        kid_subset_size=int(self.opts.get("kid_subset_size", 1000)),
+                        input_classes=self.input_classes,
+                        miou=None if self.segmenter is None else (self.segmenter, self.gt))
         return scorer.score(model, config)
+
+
+def _segmenter_from(seg: dict, device):
+    """The ESPNet-CamVid segmenter from the weights' bytes the driver shipped."""
+    from .espnet import load_espnet
+    from .miou import Segmenter
+    return Segmenter(load_espnet(seg["bytes"], name=seg.get("name")), device=device)
+
+
+def segmenter_opts(weights=None) -> dict:
+    """The ESPNet-CamVid weights (found on the driver, :func:`ganc.metrics.miou.find_weights`)
+    as bytes for the actors: they may run on nodes without the file."""
+    from .miou import find_weights
+    path = find_weights(weights)
+    return {"bytes": path.read_bytes(), "name": str(path)}
 
 
 def _fid_opts(fid) -> dict:
@@ -289,8 +370,11 @@ def _fid_opts(fid) -> dict:
 
 
 def _to_score(i: int, spec: SubnetSpec, res: dict, actor: str, attempts: int) -> Score:
+    miou, acc = res.get("miou"), res.get("pixel_acc")
     return Score(i, spec, float(res["fid"]), res.get("kid_mean"), res.get("kid_std"),
-                 int(res.get("n_fake", 0)), float(res.get("seconds", 0.0)), actor, attempts)
+                 int(res.get("n_fake", 0)), None if miou is None else float(miou),
+                 None if acc is None else float(acc), float(res.get("seconds", 0.0)), actor,
+                 attempts)
 
 
 # ---------------------------------------------------------------- in-process
@@ -300,7 +384,9 @@ class LocalPool:
     def __init__(self, split: EvalSplit, store=None, fid=None):
         self.split = split
         self.opts = _fid_opts(fid)
-        self.state = _ScoringState(self.opts, split.load_inputs(), None)
+        if split.gt is not None and "segmenter" not in self.opts:
+            self.opts["segmenter"] = segmenter_opts()
+        self.state = _ScoringState(self.opts, split.payload(), None)
         if isinstance(split.real, RealStats):
             self.state.set_real(split.real)
         else:
@@ -712,7 +798,9 @@ class FidPool:
         self._entries: dict[str, Any] = {}          # name -> [ObjectRef of the model entry]
         self.dispatcher = None
         try:
-            self._inputs_ref = ray.put(split.load_inputs())
+            if split.gt is not None and "segmenter" not in self.opts:
+                self.opts["segmenter"] = segmenter_opts()
+            self._inputs_ref = ray.put(split.payload())
             actor_opts = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
             if self.resources:
                 actor_opts["resources"] = dict(self.resources)

@@ -111,7 +111,14 @@ def check_budget(space: SearchSpace, budget_macs: float, cost: CostModel) -> Non
         raise BudgetError(
             f"search.budget_macs {budget_macs:.4g} is below the smallest sub-network of "
             f"search space {space.name!r}: {space.smallest()} needs {smallest:,} MACs "
-            f"({smallest:.4g}) at {cost.size}x{cost.size}")
+            f"({smallest:.4g}) at {size_label(cost)}")
 
 
-__all__ = ["BudgetError", "CostModel", "check_budget"]
+def size_label(cost) -> str:
+    """``HxW`` of a cost model (square ResNet sizes, SPADE's height x width)."""
+    if hasattr(cost, "height"):
+        return f"{cost.height}x{cost.width}"
+    return f"{cost.size}x{cost.size}"
+
+
+__all__ = ["BudgetError", "CostModel", "check_budget", "size_label"]

@@ -77,10 +77,33 @@ def load_supernet(run) -> dict:
     return payload
 
 
-def cost_model(payload: dict, size: int) -> CostModel:
+def cost_model(payload: dict, size: int, height: Optional[int] = None):
+    """The closed-form cost of the supernet's sub-networks at ``size`` (SPADE: ``size``
+    wide, ``height`` high; default square)."""
+    from .. import nn as gnn
+    if gnn.family(payload["netG"]) == "spade":
+        from .spade_cost import SpadeCostModel
+        return SpadeCostModel(height=int(height or size), width=int(size),
+                              input_nc=int(payload.get("input_nc", 12)),
+                              output_nc=int(payload.get("output_nc", 3)),
+                              norm=payload.get("norm", "batch"))
     return CostModel(size=int(size), input_nc=int(payload.get("input_nc", 3)),
                      output_nc=int(payload.get("output_nc", 3)),
                      norm=payload.get("norm", "instance"))
+
+
+def input_shape(cost) -> tuple:
+    """(1, C, H, W) of one input at a cost model's size."""
+    if hasattr(cost, "height"):
+        return (1, cost.input_nc, cost.height, cost.width)
+    return (1, cost.input_nc, cost.size, cost.size)
+
+
+def criterion_of(cfg: RunConfig) -> tuple[str, str]:
+    """(metric, mode) of ``search.criterion``: ``("fid", "min")`` or ``("miou", "max")``."""
+    from ..config import check_criterion
+    check_criterion(cfg)
+    return (cfg.search.criterion, "max" if cfg.search.criterion == "miou" else "min")
 
 
 def eval_split_of(cfg: RunConfig, ctx):
@@ -110,7 +133,8 @@ def search_trial(trial_config: dict, client, space: SearchSpace, cost: CostModel
                  latency=None, budget_ms: Optional[float] = None,
                  model: str = "super") -> None:
     """Tune trainable: one search (``trial_config['search']``: index, method, budget) on
-    ``client`` (a :class:`ganc.metrics.pool.PoolClient`, or anything with its ``score``)."""
+    ``client`` (a :class:`ganc.metrics.pool.PoolClient`, or anything with its ``score``);
+    the searcher ranks by ``settings.criterion`` (fid, or miou maximised)."""
     import json
     import os
     import tempfile
@@ -120,8 +144,10 @@ def search_trial(trial_config: dict, client, space: SearchSpace, cost: CostModel
     spec = trial_config["search"]
     budget = math.inf if spec["budget"] is None else float(spec["budget"])
     constraint = None if budget_ms is None else LatencyBudget(latency, budget_ms)
+    criterion = getattr(settings, "criterion", "fid")
     searcher = make_searcher(spec["method"], space, budget, cost, settings,
-                             latency=bool(settings.latency_objective), constraint=constraint)
+                             latency=bool(settings.latency_objective), constraint=constraint,
+                             criterion=criterion)
     rows: list = []
     serial, batches = 0, 0
     saved = _newest_saved_state()
@@ -156,13 +182,16 @@ def search_trial(trial_config: dict, client, space: SearchSpace, cost: CostModel
                               failures="record")
         wall = time.time() - t0
         for (tid, c, gen), sc in zip(batch, scores):
-            ok = sc.status == "ok"
+            ok, error = sc.status == "ok", sc.error or None
+            if ok and criterion == "miou" and sc.miou is None:
+                ok, error = False, "scored without an ESPNet-CamVid mIoU"
             row = {"method": spec["method"], "budget": spec["budget"], "config": c,
                    "macs": cost.macs(c), "params": cost.params(c),
                    "fid": float(sc.fid) if ok else None, "kid": None, "generation": gen,
+                   "miou": sc.miou if ok else None, "pixel_acc": sc.pixel_acc if ok else None,
                    "trial_id": tid, "wall_s": wall / len(batch),
                    "score_s": float(sc.seconds), "attempts": int(sc.attempts),
-                   "status": sc.status, "error": sc.error or None}
+                   "status": "ok" if ok else "failed", "error": error}
             if latency is not None:
                 row["latency_ms"] = float(latency.predict(c))
             rows.append(row)
@@ -175,9 +204,12 @@ def search_trial(trial_config: dict, client, space: SearchSpace, cost: CostModel
             with open(os.path.join(d, PROGRESS_FILE), "w") as f:
                 json.dump({"serial": serial, "batches": batches}, f)
             good = [r["fid"] for r in rows if r["status"] == "ok"]
+            good_miou = [r["miou"] for r in rows if r["status"] == "ok" and r.get("miou")
+                         is not None]
             tune.report({"batches": batches, "n_scored": len(rows),
                          "n_failed": sum(r["status"] != "ok" for r in rows),
                          "best_fid": min(good) if good else None,
+                         "best_miou": max(good_miou) if good_miou else None,
                          "generation": max(g for _, _, g in batch), "done": finished},
                         checkpoint=tune.Checkpoint.from_directory(d))
         if finished:
@@ -280,13 +312,19 @@ def latency_table_for(cfg: RunConfig, root, space: SearchSpace, cost: CostModel)
 
 # ---------------------------------------------------------------- searchers
 def make_searcher(method: str, space: SearchSpace, budget: float, cost: CostModel,
-                  settings, latency: bool = False, constraint=None):
+                  settings, latency: bool = False, constraint=None, criterion: str = "fid"):
     """The searcher of ``method``; ``constraint(config) -> bool`` is a further budget
-    (the latency budget), ``latency`` adds ``latency_ms`` as an NSGA-II objective."""
+    (the latency budget), ``latency`` adds ``latency_ms`` as an NSGA-II objective;
+    ``criterion``: the rows' metric it ranks by (fid minimised, miou maximised)."""
     if method == "evolution":
         from .searcher import EvolutionSearcher
         return EvolutionSearcher.from_settings(space, budget, cost, settings,
+                                               metric=criterion,
+                                               mode="max" if criterion == "miou" else "min",
                                                constraint=constraint)
+    if criterion != "fid":
+        raise ConfigError(f"search.criterion {criterion!r} works with search.method "
+                          f"evolution; {method} minimises FID")
     if method == "nsga2":
         from .nsga2 import NSGA2Searcher
         objectives = ["fid", "macs"] + (["latency_ms"] if latency else [])
@@ -337,12 +375,17 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
     from ..profile import count_macs, count_params
     from ..context import keep_credentials_out_of_tune, ray_storage
     from ..train.supernet import load_teacher
+    from ..data.splits import image_hw
 
     cfg, root, run = ctx.cfg, ctx.root, ctx.run
     sc = cfg.search
     method = method or sc.method
     if method not in METHODS:
         raise ConfigError(f"search.method {method!r} is not one of: {', '.join(METHODS)}")
+    criterion, _ = criterion_of(cfg)
+    if criterion != "fid" and method != "evolution":
+        raise ConfigError(f"search.criterion {criterion!r} works with search.method "
+                          f"evolution; {method} minimises FID")
     budget_ms = sc.budget_ms if budget_ms is None else budget_ms
     if budget_ms is not None:
         budget_ms = check_budget_ms(budget_ms)
@@ -350,10 +393,10 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
     sup = load_supernet(run)
     space: SearchSpace = sup["space"]
     size = int(cfg.data.crop_size)              # the placement's eval size
-    cost = cost_model(sup, size)
+    cost = cost_model(sup, size, image_hw(cfg.data)[0])
     teacher_ref = sup.get("teacher")
     teacher = load_teacher(teacher_ref, ctx.endpoint_url) if teacher_ref else None
-    shape = (1, cost.input_nc, size, size)
+    shape = input_shape(cost)
     teacher_macs = count_macs(teacher, shape) if teacher is not None else None
     # budgets are MACs at data.crop_size (the recipe's size), converted like the placement's
     if asked == [0.0] and budget_ms is not None:
@@ -364,6 +407,9 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
         if math.isfinite(b):
             check_budget(space, b, cost)       # one line, before anything starts
     latency = bool(sc.latency_objective)
+    if gnn_family(sup) == "spade" and (budget_ms is not None or latency):
+        raise ConfigError("search.budget_ms and search.latency_objective are not available "
+                          "for the SPADE family yet (no latency table for label-map inputs)")
     table = table_key = None
     if budget_ms is not None or latency:
         table, table_key = latency_table_for(cfg, root, space, cost)
@@ -393,7 +439,8 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
         pool.register_model("super", arch=sup["netG"], state=m.state_dict(),
                             ngf=int(sup["ngf"]), norm=sup.get("norm", "instance"),
                             dropout=float(sup.get("dropout", 0.0)),
-                            input_nc=cost.input_nc, output_nc=cost.output_nc)
+                            input_nc=cost.input_nc, output_nc=cost.output_nc,
+                            recalibrate=True)
         teacher_info = None
         if teacher is not None:
             if run.exists("search/teacher.json"):
@@ -404,7 +451,8 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
                 teacher_info = {"netG": teacher_ref.get("netG"), "ngf": teacher_ref.get("ngf"),
                                 "source": teacher_ref.get("source"), "macs": teacher_macs,
                                 "params": count_params(teacher), "fid": ts.fid,
-                                "kid": ts.kid_mean}
+                                "kid": ts.kid_mean, "miou": ts.miou,
+                                "pixel_acc": ts.pixel_acc}
                 run.put_json("search/teacher.json", teacher_info)
                 pool.unregister_model("teacher")
         trainable = tune.with_resources(
@@ -431,7 +479,7 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
                                   + (f": {first}" if first else ""))
             searches.append({"method": method, "budget_macs": b if math.isfinite(b) else None,
                              "budget_recipe_macs": asked[i] or None, "rows": rows})
-        kid_n = _kid_for_fronts(pool, searches, latency) if cfg.fid.kid else 0
+        kid_n = _kid_for_fronts(pool, searches, latency, criterion) if cfg.fid.kid else 0
         stats = pool.stats()
         settings = {"method": method,
                     "budget_macs": budgets[0] if math.isfinite(budgets[0]) else None,
@@ -440,7 +488,9 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
                     "parent_ratio": sc.parent_ratio, "mutation_prob": sc.mutation_prob,
                     "mutation_ratio": sc.mutation_ratio, "generations": sc.generations,
                     "weighted_sample": sc.weighted_sample,
-                    "seed": sc.seed, "latency_objective": latency,
+                    "seed": sc.seed, "latency_objective": latency, "criterion": criterion,
+                    "calibration_images": (int(sc.calibration_images)
+                                           if gnn_family(sup) == "spade" else None),
                     "latency_table": None if table is None else {
                         **table.describe(), "key": table_key},
                     "scoring": "one Tune trial per budget, a generation per pool call",
@@ -464,12 +514,18 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
             pool.close()
 
 
-def _kid_for_fronts(pool, searches: list[dict], latency: bool) -> int:
+def gnn_family(payload: dict) -> str:
+    from .. import nn as gnn
+    return gnn.family(payload["netG"])
+
+
+def _kid_for_fronts(pool, searches: list[dict], latency: bool, criterion: str = "fid") -> int:
     """KID of every config on the Pareto front of each search (off during the search),
     written into those rows; returns how many configs were scored for it."""
     from ..metrics.pool import SubnetSpec
     from .report import front_of
-    configs = sorted({r["config"] for s in searches for r in front_of(s["rows"], latency)})
+    configs = sorted({r["config"] for s in searches
+                      for r in front_of(s["rows"], latency, criterion)})
     if not configs:
         return 0
     scores = pool.score([SubnetSpec("super", c) for c in configs], kid=True,

@@ -64,16 +64,23 @@ def finetune_config(cfg: RunConfig, sup: dict) -> RunConfig:
     return base
 
 
-def choose_export(fid_before: Optional[float], fid_after: Optional[float]) -> tuple[str, str]:
-    """``("after" | "before", why)``: the fine-tuned weights only when they score a lower
-    FID than the supernet's slice (a missing or NaN score never wins)."""
+def choose_export(fid_before: Optional[float], fid_after: Optional[float],
+                  criterion: str = "fid") -> tuple[str, str]:
+    """``("after" | "before", why)``: the fine-tuned weights only when they score better
+    than the supernet's slice by the criterion (a lower FID; with ``criterion="miou"`` the
+    two values are mIoUs and higher wins); a missing or NaN score never wins."""
     def ok(v):
         return isinstance(v, (int, float)) and math.isfinite(v)
-    if ok(fid_after) and (not ok(fid_before) or fid_after < fid_before):
-        return "after", (f"fine-tuned FID {fid_after:.2f} < {fid_before:.2f} before"
+    name, verb = ("ESPNet-CamVid mIoU", "raise") if criterion == "miou" else ("FID", "lower")
+    better = False
+    if ok(fid_after) and ok(fid_before):
+        better = fid_after > fid_before if criterion == "miou" else fid_after < fid_before
+    if ok(fid_after) and (not ok(fid_before) or better):
+        return "after", (f"fine-tuned {name} {fid_after:.2f} "
+                         f"{'>' if criterion == 'miou' else '<'} {fid_before:.2f} before"
                          if ok(fid_before) else "only the fine-tuned weights scored")
     if ok(fid_before):
-        return "before", (f"fine-tuning did not lower FID ({fid_before:.2f} before, "
+        return "before", (f"fine-tuning did not {verb} {name} ({fid_before:.2f} before, "
                           f"{fid_after:.2f} after)" if ok(fid_after) else
                           "the fine-tuned weights did not score")
     return "before", "neither scored: the searched weights are kept"
@@ -134,29 +141,32 @@ def finetune(cfg: RunConfig, store=None, *, config: Optional[str] = None,
                 return {**done, "skipped": True}
         if run.exists(f"{STAGE}/final.pt"):
             old = run.get_torch(f"{STAGE}/final.pt")
-            if old.get("search_space") != _one(cfg_str).to_dict() or \
+            if old.get("search_space") != _one(cfg_str, space.family).to_dict() or \
                     int(old.get("step", -1)) < total:
                 raise ConfigError(f"{run.url(STAGE + '/final.pt')} holds another fine-tune "
                                   f"(config or steps differ); remove {run.url(STAGE)} first")
         _seed_start(run, sup)
         summary = run_stage(STAGE, supernet_loop, ctx, ft_cfg, runner=runner,
                             section="finetune",
-                            extra_spec={"search_space": _one(cfg_str).to_dict(),
+                            extra_spec={"search_space": _one(cfg_str, space.family).to_dict(),
                                         "teacher": sup["teacher"]})
         result = {"config": cfg_str, "enabled": True, "steps": int(summary["step"]),
                   "final": run.url(f"{STAGE}/final.pt"), "skipped": bool(summary["skipped"])}
         if score:
             result.update(score_before_after(ctx, ft_cfg, sup, cfg_str))
-            result["export"], result["why"] = choose_export(result["fid_before"],
-                                                            result["fid_after"])
+            crit = ctx.cfg.search.criterion
+            result["criterion"] = crit
+            result["export"], result["why"] = choose_export(
+                result[f"{crit}_before"], result[f"{crit}_after"], crit)
         else:
             result["export"], result["why"] = "after", "not scored (score=False)"
         run.put_json(f"{STAGE}/result.json", result)
         return result
 
 
-def _one(cfg_str: str) -> SearchSpace:
-    return SearchSpace("finetune-" + cfg_str, tuple((w,) for w in ChannelConfig.parse(cfg_str)))
+def _one(cfg_str: str, family: str = "resnet") -> SearchSpace:
+    return SearchSpace("finetune-" + cfg_str, tuple((w,) for w in ChannelConfig.parse(cfg_str)),
+                       family)
 
 
 def subnet_from(run, key: str, config: str):
@@ -174,15 +184,23 @@ def score_before_after(ctx, cfg: RunConfig, sup: dict, cfg_str: str) -> dict:
     from .driver import eval_split_of
     run = ctx.run
     pool = LocalPool(eval_split_of(cfg, ctx), store=ctx.root, fid=cfg.fid)
-    pool.register_model("before", subnet_from(run, "supernet/final.pt", cfg_str))
-    pool.register_model("after", subnet_from(run, f"{STAGE}/final.pt", cfg_str))
+    # both batch-norm recalibrated as the search scored them (SPADE; a no-op without BN)
+    pool.register_model("before", subnet_from(run, "supernet/final.pt", cfg_str),
+                        recalibrate=True)
+    pool.register_model("after", subnet_from(run, f"{STAGE}/final.pt", cfg_str),
+                        recalibrate=True)
     # a model whose outputs are not finite scores FID inf and is recorded as failed: it
     # loses the comparison (choose_export), it does not stop the stage
     before, after = pool.score([SubnetSpec("before"), SubnetSpec("after")],
                                failures="record")
-    return {"fid_before": before.fid, "fid_after": after.fid,
-            "kid_before": before.kid_mean, "kid_after": after.kid_mean,
-            "fid_split": choice_split(cfg.data), "eval_images": after.n_fake}
+    out = {"fid_before": before.fid, "fid_after": after.fid,
+           "kid_before": before.kid_mean, "kid_after": after.kid_mean,
+           "fid_split": choice_split(cfg.data), "eval_images": after.n_fake}
+    if before.miou is not None or after.miou is not None:
+        out.update(miou_before=before.miou if before.status == "ok" else None,
+                   miou_after=after.miou if after.status == "ok" else None,
+                   pixel_acc_before=before.pixel_acc, pixel_acc_after=after.pixel_acc)
+    return out
 
 
 __all__ = ["finetune", "finetune_config", "chosen_config", "choose_export", "subnet_from",

@@ -16,22 +16,38 @@ COLUMNS = {"method": "string", "budget": "float64", "config": "string", "macs": 
            "params": "int64", "fid": "float64", "kid": "float64", "generation": "int64",
            "trial_id": "string", "wall_s": "float64", "score_s": "float64",
            "attempts": "int64", "status": "string", "error": "string",
-           "latency_ms": "float64"}
+           "latency_ms": "float64", "miou": "float64", "pixel_acc": "float64"}
+OPTIONAL = ("latency_ms", "miou", "pixel_acc")     # columns only where rows carry them
+MIOU_NAME = "ESPNet-CamVid mIoU"                    # what "miou" is, wherever it appears
 
 
 def _table(rows: list[dict]):
     import pyarrow as pa
-    cols = [c for c in COLUMNS if c != "latency_ms"]
-    if any("latency_ms" in r for r in rows):
-        cols.append("latency_ms")
+    cols = [c for c in COLUMNS if c not in OPTIONAL]
+    cols += [c for c in OPTIONAL if any(c in r for r in rows)]
     return pa.table({c: pa.array([r.get(c) for r in rows], type=getattr(pa, COLUMNS[c])())
                      for c in cols})
 
 
-def front_of(rows: list[dict], latency_objective: bool = False) -> list[dict]:
-    """The Pareto front of the scored (``status`` ok) rows of one search."""
-    objectives = ["fid", "macs"] + (["latency_ms"] if latency_objective else [])
-    return pareto_front([r for r in rows if r.get("status", "ok") == "ok"], objectives)
+def front_of(rows: list[dict], latency_objective: bool = False,
+             criterion: str = "fid") -> list[dict]:
+    """The Pareto front of the scored (``status`` ok) rows of one search: the criterion
+    (FID, or mIoU maximised), MACs and, with ``latency_objective``, the latency."""
+    objectives = [criterion, "macs"] + (["latency_ms"] if latency_objective else [])
+    ok = [r for r in rows if r.get("status", "ok") == "ok"]
+    if criterion != "miou":
+        return pareto_front(ok, objectives)
+    keyed = [{"i": i, **{o: r.get(o) for o in objectives}} for i, r in enumerate(ok)]
+    for k in keyed:                      # pareto_front minimises
+        k["miou"] = None if k["miou"] is None else -float(k["miou"])
+    return [ok[k["i"]] for k in pareto_front(keyed, objectives)]
+
+
+def best_of(rows: list[dict], criterion: str = "fid") -> dict:
+    """The best scored row by the criterion (ties: fewer MACs, then the config)."""
+    if criterion == "miou":
+        return max(rows, key=lambda r: (r["miou"], -r["macs"], r["config"]))
+    return min(rows, key=lambda r: (r["fid"], r["macs"], r["config"]))
 
 
 LEGACY_METHOD = "evolution"    # rows of tables written before rows carried their method
@@ -68,26 +84,28 @@ def append_results(run, rows: list[dict], key=result_key) -> str:
 
 
 def plot_png(rows: list[dict], front: list[dict], teacher: Optional[dict],
-             budget: Optional[float], best: dict) -> bytes:
+             budget: Optional[float], best: dict, criterion: str = "fid") -> bytes:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=100)
-    ax.scatter([r["macs"] / 1e9 for r in rows], [r["fid"] for r in rows], s=12, alpha=0.5,
+    y = criterion
+    ax.scatter([r["macs"] / 1e9 for r in rows], [r[y] for r in rows], s=12, alpha=0.5,
                label=f"scored sub-networks ({len(rows)})")
     ax.plot([r["macs"] / 1e9 for r in sorted(front, key=lambda r: r["macs"])],
-            [r["fid"] for r in sorted(front, key=lambda r: r["macs"])], "o-", color="C1",
+            [r[y] for r in sorted(front, key=lambda r: r["macs"])], "o-", color="C1",
             ms=4, label="Pareto front")
-    ax.scatter([best["macs"] / 1e9], [best["fid"]], marker="*", s=160, color="C3",
+    ax.scatter([best["macs"] / 1e9], [best[y]], marker="*", s=160, color="C3",
                label=f"best {best['config']}", zorder=5)
-    if teacher and teacher.get("fid") is not None:
-        ax.scatter([teacher["macs"] / 1e9], [teacher["fid"]], marker="s", s=60, color="k",
+    if teacher and teacher.get(y) is not None:
+        ax.scatter([teacher["macs"] / 1e9], [teacher[y]], marker="s", s=60, color="k",
                    label="teacher", zorder=5)
         ax.set_xscale("log")
     if budget:                        # None: a latency budget alone
         ax.axvline(budget / 1e9, color="gray", ls="--", lw=1, label="MACs budget")
     ax.set_xlabel("GMACs (torchprofile convention)")
-    ax.set_ylabel("FID (lower is better)")
+    ax.set_ylabel(f"{MIOU_NAME} (higher is better)" if y == "miou" else
+                  "FID (lower is better)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -110,13 +128,15 @@ def write_results(run, searches: list[dict], teacher: Optional[dict], settings: 
     best.json's top-level keys describe the primary budget's best; ``budgets`` holds one
     entry per budget; ``pool`` the FID pool's restarts, timeouts, retries and failures."""
     latency = bool(settings.get("latency_objective"))
+    criterion = settings.get("criterion") or "fid"
     all_rows, all_fronts, entries = [], [], []
     for i, s in enumerate(searches):
         rows = s["rows"]
         ok = [r for r in rows if r.get("status", "ok") == "ok"]
-        front = front_of(rows, latency)
-        best = min(ok, key=lambda r: (r["fid"], r["macs"], r["config"]))
-        run.write_bytes(plot_key(i), plot_png(ok, front, teacher, s["budget_macs"], best))
+        front = front_of(rows, latency, criterion)
+        best = best_of(ok, criterion)
+        run.write_bytes(plot_key(i), plot_png(ok, front, teacher, s["budget_macs"], best,
+                                              criterion))
         entry = {"method": s["method"], "budget_macs": s["budget_macs"],
                  "budget_recipe_macs": s.get("budget_recipe_macs"),
                  "config": best["config"], "macs": best["macs"], "params": best["params"],
@@ -124,8 +144,9 @@ def write_results(run, searches: list[dict], teacher: Optional[dict], settings: 
                  "generation": best["generation"], "n_scored": len(ok),
                  "n_failed": len(rows) - len(ok), "n_pareto": len(front),
                  "plot": run.url(plot_key(i))}
-        if "latency_ms" in best:
-            entry["latency_ms"] = best["latency_ms"]
+        for k in OPTIONAL:
+            if k in best:
+                entry[k] = best[k]
         entries.append(entry)
         all_rows += rows
         all_fronts += front
@@ -135,8 +156,12 @@ def write_results(run, searches: list[dict], teacher: Optional[dict], settings: 
     summary = {k: primary[k] for k in ("config", "macs", "params", "fid", "kid",
                                        "generation", "n_scored", "n_failed", "n_pareto")}
     summary["fid_split"] = settings.get("fid_split")   # the split "fid" was scored on
-    if "latency_ms" in primary:
-        summary["latency_ms"] = primary["latency_ms"]
+    summary["criterion"] = criterion
+    for k in OPTIONAL:
+        if k in primary:
+            summary[k] = primary[k]
+    if "miou" in primary:
+        summary["miou_metric"] = MIOU_NAME
     summary.update({"teacher": teacher, "search": settings, "cost_model": cost.to_dict(),
                     "budgets": entries, "pool": dict(pool or {}),
                     "files": {"results": run.url(RESULTS), "pareto": run.url(PARETO),
@@ -163,5 +188,6 @@ def best_entry(summary: dict, budget: Optional[float] = None) -> dict:
                     f"(budgets: {have or 'none'})")
 
 
-__all__ = ["write_results", "append_results", "result_key", "front_of", "best_entry",
+__all__ = ["write_results", "append_results", "result_key", "front_of", "best_of",
+           "best_entry", "MIOU_NAME",
            "plot_key", "plot_png", "RESULTS", "PARETO", "PLOT", "BEST"]

@@ -43,7 +43,7 @@ class GeneratorScorer:
         real = real_stats(split.real, ext, store=store, label=split.label,
                           batch_size=cfg.fid.batch_size, keep_features=False)
         self.scorer = Scorer(ext, real, inputs, batch_size=cfg.fid.batch_size, kid=False,
-                             device=device)
+                             device=device, input_classes=split.input_classes)
         self.n = int(inputs.shape[0])
 
     def score(self, model: torch.nn.Module, configs: dict) -> dict:

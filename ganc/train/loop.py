@@ -37,11 +37,12 @@ def snapshot(step: int, modules: dict, opts: dict, config: dict, extra: Optional
 
 
 def run_steps(sess: Session, *, schedule: Schedule, start: int, checkpoint_every: int,
-              log_every: int, lr: float, opts: dict, batches, train_step: Callable,
+              log_every: int, lr, opts: dict, batches, train_step: Callable,
               make_state: Callable[[int], dict], eval_every: int = 0,
               evaluate: Optional[Callable[[int], dict]] = None) -> int:
     """Run steps ``start`` .. ``schedule.total_steps``; returns the last step.
 
+    ``lr``: the base LR of every optimizer, or ``{optimizer name: base LR}`` (SPADE's TTUR);
     ``batches`` yields this rank's part of each step's global batch;
     ``train_step(step, batch) -> {loss name: float}``; ``make_state(step)`` the checkpoint;
     ``evaluate(step) -> metrics`` (rank 0; its metrics are added to that report).
@@ -54,7 +55,9 @@ def run_steps(sess: Session, *, schedule: Schedule, start: int, checkpoint_every
     for batch in batches:
         if step >= steps:
             break
-        common.set_lr(opts.values(), lr, schedule.lr_factor(step))
+        factor = schedule.lr_factor(step)
+        for name, opt in opts.items():
+            common.set_lr([opt], lr[name] if isinstance(lr, dict) else lr, factor)
         losses = train_step(step, batch)
         step += 1
         meter.add(losses, schedule.worker_batch)

@@ -29,14 +29,14 @@ import torch.nn as nn
 from .. import nn as gnn
 from ..config import RunConfig, from_dict
 from ..errors import ConfigError
-from ..losses import FeatureDistiller, GANLoss, discriminator_loss, recon_l1
+from ..losses import FeatureDistiller
 from ..space import SearchSpace, get_space
 from ..weights import load_weights
 from . import common
+from .family import adversary, base_lrs, input_nc_of, optimizers
 from .loop import load_modules, run_steps, seed_all, snapshot, train_batches
 from .sampling import ConfigSampler
 from .session import Session, open_session
-from .teacher import build_discriminator
 
 STAGE = "supernet"
 
@@ -45,12 +45,16 @@ def search_space_of(cfg: RunConfig) -> SearchSpace:
     """``distill.space_widths`` (uniform) or the preset ``model.search_space``; checked
     against the student's width."""
     widths = [int(w) for w in cfg.distill.space_widths]
+    fam = gnn.family(cfg.model.student)
     if widths:
         if any(w <= 0 for w in widths):
             raise ConfigError(f"distill.space_widths {widths} must be positive")
-        space = SearchSpace.uniform("widths-" + "-".join(str(w) for w in widths), widths)
+        space = SearchSpace.uniform("widths-" + "-".join(str(w) for w in widths), widths, fam)
     else:
         space = get_space(cfg.model.search_space)
+        if space.family != fam:
+            raise ConfigError(f"model.search_space {space.name!r} is a {space.family} space; "
+                              f"model.student {cfg.model.student!r} is a {fam} generator")
     if space.max_width > cfg.model.student_ngf:
         raise ConfigError(f"search space {space.name!r} reaches width {space.max_width} > "
                           f"model.student_ngf {cfg.model.student_ngf}; raise student_ngf or "
@@ -80,7 +84,7 @@ def resolve_teacher(cfg: RunConfig, run) -> dict:
     ``teacher/final.pt``."""
     m = cfg.model
     meta = {"netG": m.teacher, "ngf": m.teacher_ngf, "norm": m.norm, "dropout": m.dropout,
-            "input_nc": 3, "output_nc": 3}
+            "input_nc": input_nc_of(m.teacher), "output_nc": 3}
     if m.teacher_weights:
         src = m.teacher_weights
         if "://" not in src:
@@ -129,33 +133,34 @@ def supernet_loop(spec: dict) -> None:
 def _distill(sess: Session, cfg: RunConfig, spec: dict) -> None:
     dc, m, dev = cfg.distill, cfg.model, sess.device
     common.check_section(cfg, "distill")
-    paired = cfg.data.kind == "aligned"
+    paired = cfg.data.kind != "unaligned"      # aligned, or label map -> photo pairs
     space = SearchSpace.from_dict(spec["search_space"])
     seed_all(cfg.seed)
     teacher = load_teacher(spec["teacher"], spec.get("endpoint_url", "")).to(dev).eval()
     common.set_requires_grad([teacher], False)
     student = gnn.build_for_training(m.student, ngf=m.student_ngf, norm=m.norm,
                                      dropout=m.dropout).to(dev)
-    if not isinstance(student, gnn.SuperMobileResnetGenerator):
+    if not isinstance(student, (gnn.SuperMobileResnetGenerator,
+                                gnn.SuperMobileSPADEGenerator)):
         raise ConfigError(f"model.student {m.student!r} is not a supernet "
-                          "(use super_mobile_resnet_9blocks)")
-    distiller = FeatureDistiller.from_models(student, teacher, dc.distill_points).to(dev)
+                          "(use super_mobile_resnet_9blocks or super_mobile_spade)")
+    input_nc = input_nc_of(m.student)
+    distiller = FeatureDistiller.from_models(student, teacher, dc.distill_points,
+                                             input_nc=input_nc, size=64).to(dev)
     gen = DistillNet(student, distiller)
-    D = build_discriminator(cfg, 6 if paired else 3).to(dev)
+    adv = adversary(cfg, m.student, {"recon": dc.lambda_recon, "gan": dc.lambda_gan,
+                                     "feat": dc.lambda_feat,
+                                     "perceptual": dc.lambda_perceptual}, paired, dev)
+    D = adv.D.to(dev)
     modules = {"student": student, "distiller": distiller, "D": D}
-    opts = {"G": torch.optim.Adam(gen.parameters(), lr=dc.lr, betas=(dc.beta1, 0.999)),
-            "D": torch.optim.Adam(D.parameters(), lr=dc.lr, betas=(dc.beta1, 0.999))}
+    opts = optimizers(dc, gen.parameters(), D.parameters())
     start = load_modules(modules, opts, sess.resume_state())
     sess.open_log(start)
     schedule, batches = train_batches(sess, cfg, spec, start)
     gen_p, D_p = common.wrap_ddp(gen, dev), common.wrap_ddp(D, dev)
-    gan = GANLoss(m.gan_mode)
     sampler = ConfigSampler(space, dc.sampler, cfg.seed)
     amp = cfg.scale.amp
     points = list(dc.distill_points)
-
-    def d_input(A, img):
-        return torch.cat([A, img], 1) if paired else img
 
     def step_fn(step, batch):
         A, B = batch["A"].to(dev, non_blocking=True), batch["B"].to(dev, non_blocking=True)
@@ -165,28 +170,24 @@ def _distill(sess: Session, cfg: RunConfig, spec: dict) -> None:
         target = B if paired else t_out.detach()
         common.set_requires_grad([D], False)
         loss_G = 0.0
-        parts = {"recon": 0.0, "distill": 0.0, "G_GAN": 0.0}
+        parts = {"distill": 0.0}
         fakes = []
         n = len(configs)
         with common.autocast(dev, amp):
             for c in configs:
                 out, l_distill = gen_p(A, c, t_feats)
-                l_recon = recon_l1(out, target)
-                l_gan = gan(D(d_input(A, out)), True, for_discriminator=False)
-                loss_G = loss_G + (dc.lambda_recon * l_recon + dc.lambda_distill * l_distill
-                                   + dc.lambda_gan * l_gan) / n
-                parts["recon"] += l_recon.item() / n
+                l_task, terms = adv.g_loss(A, B, out, target)
+                loss_G = loss_G + (l_task + dc.lambda_distill * l_distill) / n
                 parts["distill"] += l_distill.item() / n
-                parts["G_GAN"] += l_gan.item() / n
+                for k, v in terms.items():
+                    parts[k] = parts.get(k, 0.0) + v / n
                 fakes.append(out.detach())
         opts["G"].zero_grad(set_to_none=True)
         loss_G.backward()
         opts["G"].step()
         common.set_requires_grad([D], True)
         with common.autocast(dev, amp):
-            real = D_p(d_input(A, B))
-            fake = D_p(d_input(torch.cat([A] * n, 0), torch.cat(fakes, 0)))
-            loss_D = discriminator_loss(gan, real, fake)
+            loss_D = adv.d_loss(D_p, A, B, fakes)
         opts["D"].zero_grad(set_to_none=True)
         loss_D.backward()
         opts["D"].step()
@@ -206,13 +207,14 @@ def _distill(sess: Session, cfg: RunConfig, spec: dict) -> None:
 
     student.train(), distiller.train(), D.train()
     last = run_steps(sess, schedule=schedule, start=start,
-                     checkpoint_every=dc.checkpoint_every, log_every=dc.log_every, lr=dc.lr,
+                     checkpoint_every=dc.checkpoint_every, log_every=dc.log_every,
+                     lr=base_lrs(dc),
                      opts=opts, batches=batches, train_step=step_fn, make_state=make_state,
                      eval_every=dc.eval_every, evaluate=evaluate)
     if sess.is_chief:
         sess.write_final({
             "netG": m.student, "ngf": m.student_ngf, "norm": m.norm, "dropout": m.dropout,
-            "input_nc": 3, "output_nc": 3, "search_space": space.to_dict(),
+            "input_nc": input_nc, "output_nc": 3, "search_space": space.to_dict(),
             "teacher": spec["teacher"], "distill_points": points,
             "state_dict": _cpu(student.state_dict()), "distiller": _cpu(distiller.state_dict()),
             "netD": _cpu(D.state_dict()), "config": spec["config"], "step": int(last),

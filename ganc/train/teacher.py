@@ -20,9 +20,11 @@ import torch.nn as nn
 
 from .. import nn as gnn
 from ..config import RunConfig, from_dict
+from ..data.splits import has_label_maps
 from ..store import torch_bytes
 from ..losses import GANLoss, ImagePool, discriminator_loss, recon_l1
 from . import common
+from .family import adversary, base_lrs, input_nc_of, optimizers
 from .loop import load_modules, run_steps, seed_all, snapshot, train_batches
 from .session import Session, open_session
 
@@ -32,9 +34,12 @@ VAL_PSNR_IMAGES = 200          # paired data: PSNR on at most this many eval ima
 
 def build_generator(cfg: RunConfig) -> nn.Module:
     m = cfg.model
-    if not m.teacher.startswith("resnet_"):
+    if not (m.teacher.startswith("resnet_") or m.teacher == "spade"):
         raise common.ConfigError(f"model.teacher {m.teacher!r}: teacher training builds ResNet "
-                                 "generators (resnet_9blocks, resnet_6blocks)")
+                                 "generators (resnet_9blocks, resnet_6blocks) and spade")
+    if (gnn.family(m.teacher) == "spade") != has_label_maps(cfg.data):
+        raise common.ConfigError(f"model.teacher {m.teacher!r} does not fit data.kind "
+                                 f"{cfg.data.kind!r} (spade: label-map data, camvid)")
     return gnn.build_for_training(m.teacher, ngf=m.teacher_ngf, norm=m.norm, dropout=m.dropout)
 
 
@@ -65,9 +70,10 @@ class CycleGenerators(nn.Module):
 
 def teacher_metadata(cfg: RunConfig) -> dict:
     m = cfg.model
+    recipe = ("spade" if has_label_maps(cfg.data) else
+              "pix2pix" if cfg.data.kind == "aligned" else "cyclegan")
     return {"netG": m.teacher, "ngf": m.teacher_ngf, "norm": m.norm, "dropout": m.dropout,
-            "input_nc": 3, "output_nc": 3,
-            "recipe": "pix2pix" if cfg.data.kind == "aligned" else "cyclegan",
+            "input_nc": input_nc_of(m.teacher), "output_nc": 3, "recipe": recipe,
             "direction": cfg.data.direction}
 
 
@@ -75,14 +81,16 @@ def teacher_loop(spec: dict) -> None:
     """Per-worker entry point (Ray Train ``train_loop_per_worker``)."""
     sess = open_session(spec)
     cfg = from_dict(spec["config"])
-    if cfg.data.kind == "aligned":
+    if has_label_maps(cfg.data):
+        _spade(sess, cfg, spec)
+    elif cfg.data.kind == "aligned":
         _pix2pix(sess, cfg, spec)
     else:
         _cyclegan(sess, cfg, spec)
 
 
 def _adam(params, tc):
-    return torch.optim.Adam(params, lr=tc.lr, betas=(tc.beta1, 0.999))
+    return torch.optim.Adam(params, lr=tc.lr, betas=(tc.beta1, tc.beta2))
 
 
 def _pix2pix(sess: Session, cfg: RunConfig, spec: dict) -> None:
@@ -122,6 +130,46 @@ def _pix2pix(sess: Session, cfg: RunConfig, spec: dict) -> None:
 
     _run(sess, cfg, spec, modules, opts, stream, step_fn, start, G,
          {"netD": lambda: D.state_dict()}, final_metrics=lambda: _val_psnr(cfg, spec, G, dev))
+
+
+def _spade(sess: Session, cfg: RunConfig, spec: dict) -> None:
+    """GauGAN: label map -> photo with the SPADE family's terms (:mod:`ganc.train.family`):
+    multiscale hinge GAN, feature matching, perceptual; TTUR through ``teacher.lr`` /
+    ``lr_D`` and ``beta1`` / ``beta2``."""
+    tc, dev = cfg.teacher, sess.device
+    seed_all(cfg.seed)
+    G = build_generator(cfg).to(dev)
+    adv = adversary(cfg, cfg.model.teacher, {"gan": 1.0, "feat": tc.lambda_feat,
+                                             "perceptual": tc.lambda_perceptual, "recon": 0.0},
+                    True, dev)
+    D = adv.D.to(dev)
+    modules = {"G": G, "D": D}
+    opts = optimizers(tc, G.parameters(), D.parameters())
+    start = load_modules(modules, opts, sess.resume_state())
+    sess.open_log(start)
+    stream = train_batches(sess, cfg, spec, start)
+    Gp, Dp = common.wrap_ddp(G, dev), common.wrap_ddp(D, dev)
+    amp = cfg.scale.amp
+
+    def step_fn(step, batch):
+        A, B = batch["A"].to(dev, non_blocking=True), batch["B"].to(dev, non_blocking=True)
+        common.set_requires_grad([D], False)
+        with common.autocast(dev, amp):
+            fake = Gp(A)
+            loss_G, parts = adv.g_loss(A, B, fake, B)
+        opts["G"].zero_grad(set_to_none=True)
+        loss_G.backward()
+        opts["G"].step()
+        common.set_requires_grad([D], True)
+        with common.autocast(dev, amp):
+            loss_D = adv.d_loss(Dp, A, B, [fake.detach()])
+        opts["D"].zero_grad(set_to_none=True)
+        loss_D.backward()
+        opts["D"].step()
+        return {**parts, "D": loss_D.item()}
+
+    _run(sess, cfg, spec, modules, opts, stream, step_fn, start, G,
+         {"netD": lambda: D.state_dict()})
 
 
 def _cyclegan(sess: Session, cfg: RunConfig, spec: dict) -> None:
@@ -222,7 +270,8 @@ def _run(sess, cfg, spec, modules, opts, stream, step_fn, start, G, final_extra,
     for m in modules.values():
         m.train()
     last = run_steps(sess, schedule=schedule, start=start,
-                     checkpoint_every=tc.checkpoint_every, log_every=tc.log_every, lr=tc.lr,
+                     checkpoint_every=tc.checkpoint_every, log_every=tc.log_every,
+                     lr=base_lrs(tc),
                      opts=opts, batches=batches, train_step=step_fn, make_state=make_state,
                      eval_every=every, evaluate=evaluate)
     if sess.is_chief:
