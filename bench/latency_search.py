@@ -45,20 +45,15 @@ def main():
     from ganc.config import load_config
     from ganc.search.driver import cost_model, latency_table_for, load_supernet, run_search
     from ganc.search.latency import measure_configs
-    from ganc.context import open_context, run_id_of
+    from ganc.context import run_id_of
+    from _run import add_run_args, open_run
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--store")
-    ap.add_argument("--run-id")
+    add_run_args(ap)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    cfg = load_config(args.config, args.overrides, args.store)
-    if args.run_id:
-        cfg.store.run_id = args.run_id
-    ctx = open_context(cfg, None)               # the run's recorded placement (eval size)
+    cfg, ctx = open_run(args)                   # the run's recorded placement (eval size)
     root, run = ctx.root, ctx.run
     if not run.exists("supernet/final.pt"):
         sys.exit(f"no supernet at {run.url('supernet/final.pt')}: train one first "

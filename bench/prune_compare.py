@@ -104,23 +104,16 @@ def latencies(models: dict, size: int, threads: int, rounds: int) -> dict:
 
 
 def main():
-    from ganc.config import load_config
-    from ganc.context import open_context
     from ganc.report import _finite, score_on_eval_split
+    from _run import add_run_args, open_run
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--store")
-    ap.add_argument("--run-id")
+    add_run_args(ap)
     ap.add_argument("--threads", type=int, default=1, help="latency: CPU threads")
     ap.add_argument("--rounds", type=int, default=7, help="latency: alternating rounds")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    cfg = load_config(args.config, args.overrides, args.store)
-    if args.run_id:
-        cfg.store.run_id = args.run_id
-    ctx = open_context(cfg, None)
+    _, ctx = open_run(args)
     size = int(ctx.cfg.data.crop_size)
     with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
         rows, models = collect(ctx)
