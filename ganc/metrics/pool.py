@@ -195,12 +195,6 @@ def model_entry(model: Optional[torch.nn.Module] = None, *, arch: Optional[str] 
     in-process), for models without a registered arch. ``recalibrate``: re-estimate the
     batch-norm statistics of each scored (sub-)network on the split's calibration label
     maps first (SPADE supernets and their sub-networks)."""
-    entry = _entry(model, arch, state, build_kw)
-    entry["recalibrate"] = bool(recalibrate)
-    return entry
-
-
-def _entry(model, arch, state, build_kw) -> dict:
     if model is None and arch is None:
         raise ConfigError("register a model instance or an arch name with its state dict")
     if arch is not None:
@@ -208,9 +202,9 @@ def _entry(model, arch, state, build_kw) -> dict:
             state = model.state_dict()
         if state is None:
             raise ConfigError(f"model {arch!r}: give its state dict")
-        return {"arch": arch, "kw": dict(build_kw),
+        return {"arch": arch, "kw": dict(build_kw), "recalibrate": bool(recalibrate),
                 "state": {k: v.detach().cpu() for k, v in state.items()}}
-    return {"module": model}
+    return {"module": model, "recalibrate": bool(recalibrate)}
 
 
 def build_from_entry(entry: dict) -> torch.nn.Module:
@@ -358,7 +352,16 @@ def segmenter_opts(weights=None) -> dict:
     return {"bytes": path.read_bytes(), "name": str(path)}
 
 
-def _fid_opts(fid) -> dict:
+def _fid_opts(fid, split: Optional["EvalSplit"] = None) -> dict:
+    """The scoring options the actors get; on label-map data (``split.gt``) with the
+    ESPNet-CamVid segmenter's weights as bytes (:func:`segmenter_opts`)."""
+    opts = _fid_settings(fid)
+    if split is not None and split.gt is not None and "segmenter" not in opts:
+        opts["segmenter"] = segmenter_opts()
+    return opts
+
+
+def _fid_settings(fid) -> dict:
     if fid is None:
         from ..config import FidConfig
         fid = FidConfig()
@@ -383,9 +386,7 @@ class LocalPool:
 
     def __init__(self, split: EvalSplit, store=None, fid=None):
         self.split = split
-        self.opts = _fid_opts(fid)
-        if split.gt is not None and "segmenter" not in self.opts:
-            self.opts["segmenter"] = segmenter_opts()
+        self.opts = _fid_opts(fid, split)
         self.state = _ScoringState(self.opts, split.payload(), None)
         if isinstance(split.real, RealStats):
             self.state.set_real(split.real)
@@ -764,7 +765,7 @@ class FidPool:
             raise GancError("the FID pool needs Ray: call ray.init() first")
         self._ray = ray
         self.split = split
-        self.opts = _fid_opts(fid)
+        self.opts = _fid_opts(fid, split)
         if test_hang:
             self.opts["test_hang"] = dict(test_hang)
         cluster = current()
@@ -798,8 +799,6 @@ class FidPool:
         self._entries: dict[str, Any] = {}          # name -> [ObjectRef of the model entry]
         self.dispatcher = None
         try:
-            if split.gt is not None and "segmenter" not in self.opts:
-                self.opts["segmenter"] = segmenter_opts()
             self._inputs_ref = ray.put(split.payload())
             actor_opts = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
             if self.resources:

@@ -103,7 +103,12 @@ def criterion_of(cfg: RunConfig) -> tuple[str, str]:
     """(metric, mode) of ``search.criterion``: ``("fid", "min")`` or ``("miou", "max")``."""
     from ..config import check_criterion
     check_criterion(cfg)
-    return (cfg.search.criterion, "max" if cfg.search.criterion == "miou" else "min")
+    return (cfg.search.criterion, criterion_mode(cfg.search.criterion))
+
+
+def criterion_mode(criterion: str) -> str:
+    """Tune's mode of a search criterion: mIoU is maximised, FID minimised."""
+    return "max" if criterion == "miou" else "min"
 
 
 def eval_split_of(cfg: RunConfig, ctx):
@@ -320,7 +325,7 @@ def make_searcher(method: str, space: SearchSpace, budget: float, cost: CostMode
         from .searcher import EvolutionSearcher
         return EvolutionSearcher.from_settings(space, budget, cost, settings,
                                                metric=criterion,
-                                               mode="max" if criterion == "miou" else "min",
+                                               mode=criterion_mode(criterion),
                                                constraint=constraint)
     if criterion != "fid":
         raise ConfigError(f"search.criterion {criterion!r} works with search.method "
