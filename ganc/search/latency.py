@@ -20,7 +20,8 @@ head       reflection pad, 7x7 conv, tanh               7
 Every (segment kind, widths) pair of a search space is timed once on the runtime
 (``eager`` or ``onnxruntime``) at a thread count and an input size, in rounds that time
 every entry once in turn, in a new random order each round (load hits all entries
-alike); an entry's latency is its fastest round (:data:`STATISTIC`). A config's latency is
+alike); an entry's latency is the :func:`statistic_for` of its rounds (the median of
+thread CPU times single-threaded, the fastest wall time otherwise). A config's latency is
 the sum of its segments' entries minus the per-call overhead of the runtime counted once
 per extra segment. The table is cached in the store under
 ``latency/<device>/<runtime>-t<threads>-<size>px-<digest>.json`` (``device`` names the
@@ -46,11 +47,6 @@ from .cost import BudgetError
 TABLE_PREFIX = "latency"
 OVERHEAD = "__overhead__"       # timing key of a trivial call (the runtime's own cost)
 NET = "net:"                    # timing keys of whole networks
-# The statistic of each entry's (and each validation network's) timed rounds: the fastest
-# round. On a shared machine a round can only be slowed down (preemption, other jobs),
-# so the minimum estimates the cost on a quiet machine; medians of loaded 2-core runs
-# measured Spearman 0.85-0.87 where minima gave 0.95 (tests/test_deploy.py, same load).
-STATISTIC = "min_ms"
 CHUNK = 48                      # entries timed side by side (bounds onnxruntime sessions)
 
 
@@ -145,7 +141,8 @@ class LatencyTable:
 def table_digest(choices, size, runtime, threads, input_nc, output_nc, norm, n_blocks) -> str:
     spec = {"choices": [list(map(int, c)) for c in choices], "size": int(size),
             "runtime": runtime, "threads": int(threads), "input_nc": int(input_nc),
-            "output_nc": int(output_nc), "norm": norm, "n_blocks": int(n_blocks)}
+            "output_nc": int(output_nc), "norm": norm, "n_blocks": int(n_blocks),
+            "statistic": statistic_for(threads)}
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -218,10 +215,22 @@ def clock_for(threads: int) -> str:
     return "thread" if int(threads) == 1 else "wall"
 
 
+def statistic_for(threads: int) -> str:
+    """The statistic of an item's timed rounds. Wall time can only be slowed down by a
+    shared machine, so its fastest round estimates the quiet cost. Thread CPU time under
+    contention errs both ways (in a VM the kernel leaves the host's steal time out of a
+    task's clock, and cache thrashing adds to it), and the minimum picks the most
+    under-counted round: the median is kept. On this 2-core VM beside two cache-heavy
+    jobs, the 20-network validation of ``tests/test_deploy.py`` (eager) gave Spearman
+    0.89-0.97 with minima of thread time and 0.98-0.99 with medians of the same rounds
+    (wall-time minima: 0.80-0.92)."""
+    return "median_ms" if clock_for(threads) == "thread" else "min_ms"
+
+
 def _time_items(items: List[_Timed], runtime: str, threads: int, rounds: int,
                 log: Optional[Callable] = None, what: str = "entries",
                 chunk: Optional[int] = CHUNK) -> Dict[str, float]:
-    """Latency (ms, :data:`STATISTIC` of ``rounds``) of each item on the runtime, plus
+    """Latency (ms, :func:`statistic_for` of ``rounds``) of each item on the runtime, plus
     :data:`OVERHEAD`: a trivial call through the same path, timed with every chunk (its
     median over chunks is kept). Eager torch gets its thread count once for the whole
     session (setting it per call costs more than a small layer)."""
@@ -235,6 +244,7 @@ def _time_items(items: List[_Timed], runtime: str, threads: int, rounds: int,
     probe = torch.zeros(1, 1, 1, 1)
     per_call = threads if runtime == "onnxruntime" else 0
     step = chunk or max(1, len(items))
+    stat = statistic_for(threads)
     with torch_threads(threads if runtime == "eager" else 0):
         for start in range(0, len(items), step):
             calls = {}
@@ -252,8 +262,8 @@ def _time_items(items: List[_Timed], runtime: str, threads: int, rounds: int,
             calls[OVERHEAD] = (lambda f=f: f(probe))
             res = time_alternating(calls, rounds=rounds, warmup=1, shuffle=True,
                                    clock=clock_for(threads))
-            overhead.append(res.pop(OVERHEAD)[STATISTIC])
-            out.update({k: r[STATISTIC] for k, r in res.items()})
+            overhead.append(res.pop(OVERHEAD)[stat])
+            out.update({k: r[stat] for k, r in res.items()})
             if log:
                 log(f"[latency] {runtime}: timed {min(start + step, len(items))}/"
                     f"{len(items)} {what}")
@@ -348,7 +358,7 @@ def measure_configs(configs: Sequence, size: int, *, runtime: str = "onnxruntime
                     threads: int = 1, input_nc: int = 3, output_nc: int = 3,
                     norm: str = "instance", n_blocks: int = 9, rounds: int = 5,
                     log: Optional[Callable] = None) -> List[float]:
-    """Batch-1 latency (ms, :data:`STATISTIC`) of each whole sub-network, measured
+    """Batch-1 latency (ms, :func:`statistic_for`) of each whole sub-network, measured
     alternately."""
     _check(runtime, rounds)
     items = _net_items(configs, size, input_nc, output_nc, norm, n_blocks)
