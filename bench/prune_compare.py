@@ -79,7 +79,10 @@ def collect(ctx):
             wall_s=row.get("wall_time"), base_model=row.get("base_model"),
             use_lds=row.get("use_lds"), peer_feedback=row.get("peer_feedback"),
             ratio_G=row.get("ratio_G"), ratio_D=row.get("ratio_D"),
-            budget_macs=row.get("budget_macs"), chosen_by=row.get("chosen_by"))
+            budget_macs=row.get("budget_macs"), chosen_by=row.get("chosen_by"),
+            finetune_export=row.get("finetune_export"),
+            fid_before_finetune=row.get("fid_before_finetune"),
+            fid_after_finetune=row.get("fid_after_finetune"))
     return rows, models
 
 
@@ -143,6 +146,12 @@ def main():
         print(f"{r['model'][:28]:28s} {r['macs'] / 1e6:8.1f}M {teacher['macs'] / r['macs']:7.1f} "
               f"{r['params'] / 1e6:7.3f}M {fs:>10s} {fe:>8s} {r['latency_ms']:7.2f} "
               f"{r['wall_s'] or math.nan:7.0f}")
+    for r in rows:
+        if r.get("finetune_export"):
+            print(f"  {r['model']}: fine-tune FID (search split) "
+                  f"{r.get('fid_before_finetune') or math.nan:.1f} before, "
+                  f"{r.get('fid_after_finetune') or math.nan:.1f} after: "
+                  f"{r['finetune_export']} exported")
 
 
 if __name__ == "__main__":

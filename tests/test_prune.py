@@ -429,3 +429,44 @@ def test_targets_default_to_the_search_budget(tmp_path):
     cfg.search.budget_macs = 2.0 * mob
     with pytest.raises(ConfigError, match="not below the pruned network's"):
         resolve_targets(cfg, run, T, base)
+
+
+def test_pruned_finetune_follows_the_search_winners_recipe():
+    """The recipe comes from distill.* / finetune.*; feature distillation reaches G's
+    weights through the 1x1 mappings; the LR is constant, then decays linearly to 0."""
+    from ganc.config import RunConfig
+    from ganc.nn.discriminator import NLayerDiscriminator
+    from ganc.prune.pruner import FinetuneRecipe, distill_points, finetune
+    cfg = RunConfig(name="r")
+    cfg.distill.lambda_recon, cfg.distill.lambda_distill = 100.0, 1.0
+    cfg.finetune.epochs, cfg.finetune.epochs_decay, cfg.finetune.lr = 1, 3, 1e-3
+    r = FinetuneRecipe.of(cfg, 8)
+    assert (r.steps, r.decay_start, r.lr, r.lambda_recon, r.lambda_distill) == (
+        8, 2, 1e-3, 100.0, 1.0)
+    assert [r.lr_factor(s) for s in (0, 1, 2, 5, 8)] == [1.0, 1.0, 1.0, 0.5, 0.0]
+    T = gnn.build("resnet_6blocks", ngf=8).eval()
+    widths = {"stem": 4, "down1": 8, "trunk": 16, "blocks": [8] * 6, "up1": 8, "up2": 4}
+    G = PrunedResnetGenerator(widths)
+    # a 6-block network has no block9: the points both networks have are distilled
+    assert distill_points(G, T, r.points) == ["down2", "block6"]
+    torch.manual_seed(0)
+    batch = {"A": torch.rand(2, 3, SIZE, SIZE) * 2 - 1, "B": torch.rand(2, 3, SIZE, SIZE) * 2 - 1}
+    D = NLayerDiscriminator(6, ndf=8, n_layers=2)
+    # the feature term alone moves G (Adam leaves a weight with zero gradient in place)
+    only = FinetuneRecipe(steps=12, lr=1e-2, lambda_recon=0.0, lambda_gan=0.0,
+                          lambda_distill=1.0, points=r.points)
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    hist = finetune(G, D, T, iter(lambda: batch, None), only, paired=True)
+    moved = [k for k, v in G.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("model.1.") for k in moved) and hist[-1]["distill"] < hist[0]["distill"]
+    assert all(math.isfinite(h["distill"]) and h["distill"] > 0 for h in hist)
+    # without it (and no other term) G stays where it was
+    G2 = PrunedResnetGenerator(widths)
+    before = {k: v.clone() for k, v in G2.state_dict().items()}
+    finetune(G2, D, T, iter(lambda: batch, None),
+             FinetuneRecipe(steps=3, lambda_recon=0.0, lambda_gan=0.0, lambda_distill=0.0),
+             paired=True)
+    assert all(torch.equal(v, before[k]) for k, v in G2.state_dict().items())
+    # the LR schedule is applied step by step
+    hist = finetune(G2, D, T, iter(lambda: batch, None), r, paired=True)
+    assert [h["lr"] for h in hist] == [1e-3 * r.lr_factor(s) for s in range(8)]

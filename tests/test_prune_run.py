@@ -50,6 +50,14 @@ def test_prune_on_tune_writes_exports_and_results(tmp_path, ray_local):
         assert r["budget_macs"] == budget and r["chosen_by"] == "sampled-fid"
         assert r["macs"] == round(r["ratio_G"] * full)
         assert math.isfinite(r["fid"]) and math.isfinite(r["best_sampled_fid"])
+        # fine-tuned with the search winner's recipe, then the better of the sliced and
+        # the fine-tuned generator on the search split is exported
+        ft = (load_pruned(run, f"prune/p{t:g}")[1])["finetune"]
+        assert ft["recipe"]["steps"] == 2 and ft["recipe"]["lambda_recon"] == \
+            cfg.distill.lambda_recon and ft["recipe"]["points"] == list(cfg.distill.distill_points)
+        assert math.isfinite(ft["fid_before"]) and math.isfinite(ft["fid_after"])
+        assert r["fid"] == min(ft["fid_before"], ft["fid_after"]) == ft[f"fid_{ft['export']}"]
+        assert r["finetune_export"] == ft["export"] and ft["why"]
         assert r["trial_id"] and r["wall_time"] > 0
         G, card = load_pruned(run, f"prune/p{t:g}")
         assert count_macs(G, (1, 3, 32, 32)) == r["macs"] == card["macs"]

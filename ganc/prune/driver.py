@@ -14,9 +14,13 @@
    steps, slices ``prune.samples`` hard sub-generators sampled from genG (the
    deterministic one first) and scores them in parallel on the pool, reporting the best
    FID so far;
-4. at the end of a trial slices the final hard gates into plain G and D, fine-tunes G for
-   ``prune.finetune_steps`` steps, scores it and exports it to
-   ``prune/p<target>/`` (``model.pt``, ``net_D.pt``, ``model.onnx``, ``model.pt2``,
+4. at the end of a trial slices the best sampled sub-generator (else the final hard gates)
+   into plain G and D, fine-tunes a copy with the search winner's recipe
+   (:class:`~ganc.prune.pruner.FinetuneRecipe`: ``distill.*`` weights with feature
+   distillation, ``finetune.lr`` with its linear decay) for ``prune.finetune_steps``
+   steps, scores both on the search split, keeps the better
+   (:func:`ganc.search.finetune.choose_export`, as the search's fine-tune does) and
+   exports it to ``prune/p<target>/`` (``model.pt``, ``net_D.pt``, ``model.onnx``, ``model.pt2``,
    ``model.json`` model card, ``history.jsonl``);
 5. merges one row per target (``method='prune-lds'``) into ``search/results.parquet``, the
    table the search writes (:func:`ganc.search.report.append_results`: keyed by method,
@@ -33,16 +37,18 @@ import json
 import math
 import os
 import time
+from dataclasses import asdict
 from typing import Optional
 
 import torch
 
 from ..config import RunConfig, from_dict
 from ..errors import ConfigError, GancError
+from ..search.finetune import choose_export
 from ..search.report import RESULTS, append_results
 from ..store import MANIFEST, torch_bytes
 from .gated import hard_keep
-from .pruner import Pruner, check_prune_config, describe_gates, finetune
+from .pruner import FinetuneRecipe, Pruner, check_prune_config, describe_gates, finetune
 
 STAGE = "prune"
 PRUNABLE = ("ResnetGenerator", "MobileResnetGenerator", "SubMobileResnetGenerator")
@@ -346,17 +352,29 @@ def prune_target(spec: dict, target: float, report=None, scorer=None) -> dict:
     ratios = pr.ratios()
     ratios.update(ratio_G=pr.keep_macs(chosen) / pr.full_macs_G,
                   macs_G=float(pr.keep_macs(chosen)))
-    G_small, D_small = G_small.cpu(), D_small.cpu()
-    teacher = copy.deepcopy(G0)
+    G_small, D_small = G_small.cpu().eval(), D_small.cpu()
     ft_hist = []
     ft_steps = finetune_length(cfg, len(ds))
+    recipe = FinetuneRecipe.of(cfg, ft_steps)
+    fts = {"fid_before": None, "fid_after": None, "export": "before",
+           "why": "no fine-tune (0 steps)"}
     if ft_steps > 0:
-        ft_hist = finetune(G_small, D_small, teacher, batches, ft_steps,
-                           lr=cfg.finetune.lr, lambda_recon=pc.lambda_recon,
-                           lambda_gan=pc.lambda_gan, conditional=cfg.data.kind == "aligned",
-                           gan_mode=cfg.model.gan_mode, device=device)
-        G_small, D_small = G_small.cpu().eval(), D_small.cpu()
-    final = score([G_small])[0]
+        G_tuned, D_tuned = copy.deepcopy(G_small), copy.deepcopy(D_small)
+        ft_hist = finetune(G_tuned, D_tuned, copy.deepcopy(G0), batches, recipe,
+                           paired=cfg.data.kind == "aligned", gan_mode=cfg.model.gan_mode,
+                           device=device)
+        G_tuned, D_tuned = G_tuned.cpu().eval(), D_tuned.cpu()
+        # the better of the sliced and the fine-tuned generator on the split choices are
+        # made on, as the search's fine-tune chooses (never the eval split)
+        before, after = score([G_small, G_tuned])
+        fts = {"fid_before": before["fid"], "fid_after": after["fid"]}
+        fts["export"], fts["why"] = choose_export(before["fid"], after["fid"])
+        final = after if fts["export"] == "after" else before
+        if fts["export"] == "after":
+            G_small, D_small = G_tuned, D_tuned
+    else:
+        final = score([G_small])[0]
+        fts["fid_before"] = final["fid"]
     prefix = export_prefix(pc, target)
     unit: dict = {}     # the target's files, committed together below (manifest last)
     card = export_pruned(run, prefix, G_small, D_small, {
@@ -369,7 +387,8 @@ def prune_target(spec: dict, target: float, report=None, scorer=None) -> dict:
         "ablation": {"use_lds": pc.use_lds, "peer_feedback": pc.peer_feedback,
                      "prune_d": pc.prune_d},
         "base_model": base_name, "budget_macs": pr.budget_macs, "chosen_by": chosen_by,
-        "chosen_step": best["step"], "steps": pc.steps, "finetune_steps": ft_steps}, size,
+        "chosen_step": best["step"], "steps": pc.steps, "finetune_steps": ft_steps,
+        "finetune": {**fts, "recipe": asdict(recipe)}}, size,
         files=unit)
     unit["history.jsonl"] = "".join(
         json.dumps(h, default=float) + "\n" for h in history + [{"finetune": ft_hist}]).encode()
@@ -385,7 +404,9 @@ def prune_target(spec: dict, target: float, report=None, scorer=None) -> dict:
            "export": run.url(prefix), "prefix": prefix, "use_lds": bool(pc.use_lds),
            "peer_feedback": bool(pc.peer_feedback), "prune_d": bool(pc.prune_d),
            "base_model": base_name, "budget_macs": float(pr.budget_macs),
-           "chosen_by": chosen_by}
+           "chosen_by": chosen_by, "finetune_export": fts["export"],
+           "fid_before_finetune": _float(fts["fid_before"]),
+           "fid_after_finetune": _float(fts["fid_after"])}
     unit["row.json"] = row
     run.commit_unit(prefix, unit)
     if report:  # ('done' is reserved by Tune: it would end the trial at once)
@@ -393,6 +414,10 @@ def prune_target(spec: dict, target: float, report=None, scorer=None) -> dict:
                 "macs": row["macs"], "hard_ratio_G": row["ratio_G"],
                 "hard_ratio_D": row["ratio_D"], "best_fid": best["fid"]})
     return row
+
+
+def _float(v) -> float:
+    return float(v) if v is not None else float("nan")
 
 
 def pr_slice_cpu(pr: Pruner, keep) -> torch.nn.Module:

@@ -40,6 +40,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
+from ..nn.base import SequentialGenerator
 from ..nn.discriminator import NLayerDiscriminator
 from ..nn.mobile import MobileResnetBlock, SeparableConv2d
 from ..nn.norm import norm_layer
@@ -316,12 +317,12 @@ class PrunedResnetBlock(ResnetBlock):
 WIDTH_KEYS = ("stem", "down1", "trunk", "blocks", "up1", "up2")
 
 
-class PrunedResnetGenerator(nn.Module):
+class PrunedResnetGenerator(SequentialGenerator):
     """A plain generator with per-layer widths: the result of pruning a resnet or mobile
     ResNet generator. ``widths = {"stem", "down1", "trunk", "blocks": [inner per block],
     "up1", "up2"}``; ``kind`` 'resnet' (3x3 convs in blocks) or 'mobile' (separable).
     The module layout (``model.<i>``) is the teacher's, so its state dict is the
-    teacher's sliced to the kept channels."""
+    teacher's sliced to the kept channels, and so are its named feature points."""
 
     def __init__(self, widths: Mapping, kind: str = "resnet", input_nc: int = 3,
                  output_nc: int = 3, norm: str = "instance", dropout: float = 0.0):
@@ -358,9 +359,6 @@ class PrunedResnetGenerator(nn.Module):
                    make_norm(u2), nn.ReLU(True),
                    nn.ReflectionPad2d(3), nn.Conv2d(u2, output_nc, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return self.model(x)
 
     def description(self) -> dict:
         """What it takes to rebuild this network (the model card's architecture)."""

@@ -19,12 +19,14 @@ discriminator ``D``, the agents genG / genD and the LDS loss. Each :meth:`Pruner
 The MACs ratios r are those of the gated networks (``Gated.macs_ratio``) at the data's
 crop size, in the profiler's convention. :meth:`Pruner.hard_gates` are the
 deterministic gates (``logits > 0``); :meth:`Pruner.slice` turns them into plain
-networks. :func:`finetune` trains a sliced generator against the original's outputs.
+networks. :func:`finetune` trains a sliced generator with the search winner's recipe
+(:class:`FinetuneRecipe`).
 """
 from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional
 
 import torch
@@ -338,50 +340,109 @@ class Pruner:
                 "step": self.step_count}
 
 
-def finetune(G: nn.Module, D: nn.Module, teacher: nn.Module, batches: Iterable, steps: int,
-             *, lr: float = 2e-4, lambda_recon: float = 10.0, lambda_gan: float = 1.0,
-             conditional: bool = True, gan_mode: str = "vanilla", device="cpu") -> List[dict]:
-    """Fine-tune a sliced generator (and its sliced D): ``lambda_gan * GAN + lambda_recon *
-    L1(G(x), T(x))``. Returns per-step losses."""
+@dataclass(frozen=True)
+class FinetuneRecipe:
+    """How a pruned generator is fine-tuned: the search winner's recipe (the supernet
+    loop of :mod:`ganc.train.supernet` with one fixed network, as ``ganc finetune`` runs
+    it), read from the run's config by :meth:`of`."""
+    steps: int
+    lr: float = 2e-4
+    lr_D: float = 0.0             # 0: lr
+    betas: tuple = (0.5, 0.999)
+    decay_start: int = 0          # the LR is constant before this step, then linear to 0
+    lambda_recon: float = 100.0
+    lambda_gan: float = 1.0
+    lambda_distill: float = 1.0
+    points: tuple = ("down2", "block3", "block6", "block9")
+
+    @classmethod
+    def of(cls, cfg, steps: int) -> "FinetuneRecipe":
+        """``distill.*`` weights, betas and points with ``finetune.lr`` and the shape of
+        ``finetune.epochs`` (constant) + ``epochs_decay`` (linear decay) over ``steps``."""
+        d, f = cfg.distill, cfg.finetune
+        steps = int(steps)
+        total_epochs = int(f.epochs) + int(f.epochs_decay)
+        decay = int(round(steps * int(f.epochs) / total_epochs)) if total_epochs else steps
+        return cls(steps=steps, lr=float(f.lr), lr_D=float(d.lr_D or 0.0),
+                   betas=(float(d.beta1), float(d.beta2)), decay_start=decay,
+                   lambda_recon=float(d.lambda_recon), lambda_gan=float(d.lambda_gan),
+                   lambda_distill=float(d.lambda_distill),
+                   points=tuple(str(p) for p in d.distill_points))
+
+    def lr_factor(self, step: int) -> float:
+        from ..train.schedule import linear_decay
+        return linear_decay(step, self.decay_start, self.steps)
+
+
+def distill_points(G: nn.Module, teacher: nn.Module, wanted) -> List[str]:
+    """The wanted named feature points both networks have (a 6-block network has no
+    ``block9``): the feature distillation's points."""
+    g = getattr(G, "feature_points", {}) or {}
+    t = getattr(teacher, "feature_points", {}) or {}
+    return [p for p in wanted if p in g and p in t]
+
+
+def finetune(G: nn.Module, D: nn.Module, teacher: nn.Module, batches: Iterable,
+             recipe: FinetuneRecipe, *, paired: bool = True, gan_mode: str = "vanilla",
+             device="cpu") -> List[dict]:
+    """Fine-tune a sliced generator (and its sliced D) in place with ``recipe``:
+
+        lambda_recon * L1(G(x), target) + lambda_distill * sum_p MSE(map_p(G_p(x)), T_p(x))
+        + lambda_gan * GAN(D(G(x)))
+
+    ``target`` the real B on paired data, else the original's output T(x); map_p are
+    learnable 1x1 convs from G's features to the original's at the named points (trained
+    with G, not exported); D sees (A, image) pairs on paired data. Returns per-step losses."""
+    from ..losses import FeatureDistiller
     dev = torch.device(device)
     G, D, T = G.to(dev).train(), D.to(dev).train(), teacher.to(dev).eval()
+    points = distill_points(G, T, recipe.points) if recipe.lambda_distill > 0 else []
+    distiller = (FeatureDistiller.from_models(G, T, points, input_nc=G.input_nc, size=64)
+                 .to(dev).train() if points else None)
     gan = GANLoss(gan_mode)
-    oG = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.5, 0.999))
-    oD = torch.optim.Adam(D.parameters(), lr=lr, betas=(0.5, 0.999))
-    cat = (lambda a, y: torch.cat([a, y], 1)) if conditional else (lambda a, y: y)
-    hist = []
+    g_params = list(G.parameters()) + (list(distiller.parameters()) if distiller else [])
+    lrs = {"G": recipe.lr, "D": recipe.lr_D or recipe.lr}
+    oG = torch.optim.Adam(g_params, lr=lrs["G"], betas=recipe.betas)
+    oD = torch.optim.Adam(D.parameters(), lr=lrs["D"], betas=recipe.betas)
+    cat = (lambda a, y: torch.cat([a, y], 1)) if paired else (lambda a, y: y)
+    hist: List[dict] = []
     it = iter(batches)
     with torch.enable_grad():
-        _finetune_steps(G, D, T, it, steps, oG, oD, gan, cat, lambda_gan, lambda_recon,
-                        conditional, dev, hist)
+        for step in range(recipe.steps):
+            factor = recipe.lr_factor(step)
+            for opt, name in ((oG, "G"), (oD, "D")):
+                for group in opt.param_groups:
+                    group["lr"] = lrs[name] * factor
+            batch = next(it)
+            A = batch["A"].to(dev)
+            B = batch["B"].to(dev) if paired and "B" in batch else None
+            with torch.no_grad():
+                t, t_feats = T.forward_features(A, points) if points else (T(A), {})
+            if points:
+                fake, s_feats = G.forward_features(A, points)
+                l_distill = distiller(s_feats, t_feats)
+            else:
+                fake, l_distill = G(A), torch.zeros((), device=dev)
+            for p in D.parameters():
+                p.requires_grad_(False)
+            lg = gan(D(cat(A, fake)), True, for_discriminator=False)
+            lr_ = recon_l1(fake, B if B is not None else t)
+            oG.zero_grad(set_to_none=True)
+            (recipe.lambda_gan * lg + recipe.lambda_recon * lr_
+             + recipe.lambda_distill * l_distill).backward()
+            oG.step()
+            for p in D.parameters():
+                p.requires_grad_(True)
+            real = B if B is not None else t
+            ld = discriminator_loss(gan, D(cat(A, real)), D(cat(A, fake.detach())))
+            oD.zero_grad(set_to_none=True)
+            ld.backward()
+            oD.step()
+            hist.append({"G_gan": float(lg.detach()), "G_recon": float(lr_.detach()),
+                         "distill": float(l_distill.detach()), "D": float(ld.detach()),
+                         "lr": oG.param_groups[0]["lr"]})
     G.eval()
     return hist
-
-
-def _finetune_steps(G, D, T, it, steps, oG, oD, gan, cat, lambda_gan, lambda_recon,
-                    conditional, dev, hist):
-    for _ in range(int(steps)):
-        batch = next(it)
-        A = batch["A"].to(dev)
-        B = batch["B"].to(dev) if "B" in batch and conditional else None
-        with torch.no_grad():
-            t = T(A)
-        fake = G(A)
-        for p in D.parameters():
-            p.requires_grad_(False)
-        lg = gan(D(cat(A, fake)), True, for_discriminator=False)
-        lr_ = recon_l1(fake, t)
-        oG.zero_grad(set_to_none=True)
-        (lambda_gan * lg + lambda_recon * lr_).backward()
-        oG.step()
-        for p in D.parameters():
-            p.requires_grad_(True)
-        real = B if B is not None else t
-        ld = discriminator_loss(gan, D(cat(A, real)), D(cat(A, fake.detach())))
-        oD.zero_grad(set_to_none=True)
-        ld.backward()
-        oD.step()
-        hist.append({"G_gan": float(lg.detach()), "G_recon": float(lr_.detach()), "D": float(ld.detach())})
 
 
 def describe_gates(keep: Dict[str, torch.Tensor], groups: Dict[str, int]) -> Dict[str, list]:

@@ -25,6 +25,14 @@ from typing import Iterator, Optional
 from ..errors import ConfigError
 
 
+def linear_decay(step: int, decay_start: int, total_steps: int) -> float:
+    """The LR factor of a stage: 1 until ``decay_start``, then linearly down to 0 at
+    ``total_steps``."""
+    if step < decay_start or total_steps <= decay_start:
+        return 1.0
+    return max(0.0, 1.0 - (step - decay_start) / float(total_steps - decay_start))
+
+
 @dataclass(frozen=True)
 class Schedule:
     dataset_size: int
@@ -44,10 +52,7 @@ class Schedule:
 
     def lr_factor(self, step: int) -> float:
         """1 until ``decay_start``, then linearly down to 0 at ``total_steps``."""
-        if step < self.decay_start or self.total_steps <= self.decay_start:
-            return 1.0
-        return max(0.0, 1.0 - (step - self.decay_start)
-                   / float(self.total_steps - self.decay_start))
+        return linear_decay(step, self.decay_start, self.total_steps)
 
     def epoch_of(self, step: int) -> float:
         return step / float(self.steps_per_epoch)
