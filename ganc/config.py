@@ -215,13 +215,14 @@ class PruneConfig:
     samples: PosInt = 4
     lr: Weight = 0.0               # G's weights during the agents' search (0: frozen)
     lr_d: Weight = 2e-4            # D's weights during the search (D follows the pruned G)
-    lambda_recon: Weight = 10.0    # L1 of the pruned G's output to the original's
+    lambda_recon: Weight = 10.0    # L1 of the pruned G's output to the original's (search
+                                   # phase; the fine-tune uses distill.lambda_recon)
     lambda_gan: Weight = 1.0
     lds_perturb: str = "augment"   # augment (flip + shift + noise per copy) | noise
     lds_adv: Weight = 0.1          # weight of the adversarial neighbourhood term inside LDS
     finetune_steps: Annotated[int, Range(-1)] = -1  # fine-tune of the exported generator
-                                   # (-1: as long as the search winner's, finetune.steps /
-                                   # epochs + epochs_decay)
+                                   # with the search winner's recipe (-1: as long as the
+                                   # search winner's, finetune.steps / epochs + epochs_decay)
     eval_n: Count = 0              # FID of sampled sub-generators on the first n eval images
 
 

@@ -369,9 +369,9 @@ def prune_target(spec: dict, target: float, report=None, scorer=None) -> dict:
         before, after = score([G_small, G_tuned])
         fts = {"fid_before": before["fid"], "fid_after": after["fid"]}
         fts["export"], fts["why"] = choose_export(before["fid"], after["fid"])
-        final = after if fts["export"] == "after" else before
+        final = before
         if fts["export"] == "after":
-            G_small, D_small = G_tuned, D_tuned
+            G_small, D_small, final = G_tuned, D_tuned, after
     else:
         final = score([G_small])[0]
         fts["fid_before"] = final["fid"]
