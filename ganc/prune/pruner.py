@@ -348,7 +348,8 @@ class FinetuneRecipe:
     steps: int
     lr: float = 2e-4
     lr_D: float = 0.0             # 0: lr
-    betas: tuple = (0.5, 0.999)
+    beta1: float = 0.5
+    beta2: float = 0.999
     decay_start: int = 0          # the LR is constant before this step, then linear to 0
     lambda_recon: float = 100.0
     lambda_gan: float = 1.0
@@ -359,12 +360,12 @@ class FinetuneRecipe:
     def of(cls, cfg, steps: int) -> "FinetuneRecipe":
         """``distill.*`` weights, betas and points with ``finetune.lr`` and the shape of
         ``finetune.epochs`` (constant) + ``epochs_decay`` (linear decay) over ``steps``."""
+        from ..train.schedule import decay_start
         d, f = cfg.distill, cfg.finetune
         steps = int(steps)
-        total_epochs = int(f.epochs) + int(f.epochs_decay)
-        decay = int(round(steps * int(f.epochs) / total_epochs)) if total_epochs else steps
         return cls(steps=steps, lr=float(f.lr), lr_D=float(d.lr_D or 0.0),
-                   betas=(float(d.beta1), float(d.beta2)), decay_start=decay,
+                   beta1=float(d.beta1), beta2=float(d.beta2),
+                   decay_start=decay_start(steps, int(f.epochs), int(f.epochs_decay)),
                    lambda_recon=float(d.lambda_recon), lambda_gan=float(d.lambda_gan),
                    lambda_distill=float(d.lambda_distill),
                    points=tuple(str(p) for p in d.distill_points))
@@ -394,6 +395,8 @@ def finetune(G: nn.Module, D: nn.Module, teacher: nn.Module, batches: Iterable,
     learnable 1x1 convs from G's features to the original's at the named points (trained
     with G, not exported); D sees (A, image) pairs on paired data. Returns per-step losses."""
     from ..losses import FeatureDistiller
+    from ..train.common import set_lr, set_requires_grad
+    from ..train.family import base_lrs, optimizers
     dev = torch.device(device)
     G, D, T = G.to(dev).train(), D.to(dev).train(), teacher.to(dev).eval()
     points = distill_points(G, T, recipe.points) if recipe.lambda_distill > 0 else []
@@ -401,18 +404,16 @@ def finetune(G: nn.Module, D: nn.Module, teacher: nn.Module, batches: Iterable,
                  .to(dev).train() if points else None)
     gan = GANLoss(gan_mode)
     g_params = list(G.parameters()) + (list(distiller.parameters()) if distiller else [])
-    lrs = {"G": recipe.lr, "D": recipe.lr_D or recipe.lr}
-    oG = torch.optim.Adam(g_params, lr=lrs["G"], betas=recipe.betas)
-    oD = torch.optim.Adam(D.parameters(), lr=lrs["D"], betas=recipe.betas)
+    lrs = base_lrs(recipe)
+    opts = optimizers(recipe, g_params, D.parameters())
+    oG, oD = opts["G"], opts["D"]
     cat = (lambda a, y: torch.cat([a, y], 1)) if paired else (lambda a, y: y)
     hist: List[dict] = []
     it = iter(batches)
     with torch.enable_grad():
         for step in range(recipe.steps):
-            factor = recipe.lr_factor(step)
-            for opt, name in ((oG, "G"), (oD, "D")):
-                for group in opt.param_groups:
-                    group["lr"] = lrs[name] * factor
+            for name, opt in opts.items():
+                set_lr([opt], lrs[name], recipe.lr_factor(step))
             batch = next(it)
             A = batch["A"].to(dev)
             B = batch["B"].to(dev) if paired and "B" in batch else None
@@ -423,16 +424,14 @@ def finetune(G: nn.Module, D: nn.Module, teacher: nn.Module, batches: Iterable,
                 l_distill = distiller(s_feats, t_feats)
             else:
                 fake, l_distill = G(A), torch.zeros((), device=dev)
-            for p in D.parameters():
-                p.requires_grad_(False)
+            set_requires_grad([D], False)
             lg = gan(D(cat(A, fake)), True, for_discriminator=False)
             lr_ = recon_l1(fake, B if B is not None else t)
             oG.zero_grad(set_to_none=True)
             (recipe.lambda_gan * lg + recipe.lambda_recon * lr_
              + recipe.lambda_distill * l_distill).backward()
             oG.step()
-            for p in D.parameters():
-                p.requires_grad_(True)
+            set_requires_grad([D], True)
             real = B if B is not None else t
             ld = discriminator_loss(gan, D(cat(A, real)), D(cat(A, fake.detach())))
             oD.zero_grad(set_to_none=True)

@@ -33,6 +33,14 @@ def linear_decay(step: int, decay_start: int, total_steps: int) -> float:
     return max(0.0, 1.0 - (step - decay_start) / float(total_steps - decay_start))
 
 
+def decay_start(total_steps: int, epochs: int, epochs_decay: int) -> int:
+    """First step of the linear decay: the constant share ``epochs / (epochs +
+    epochs_decay)`` of ``total_steps`` (all of them when both are 0)."""
+    if epochs + epochs_decay == 0:
+        return int(total_steps)
+    return int(round(total_steps * epochs / float(epochs + epochs_decay)))
+
+
 @dataclass(frozen=True)
 class Schedule:
     dataset_size: int
@@ -96,7 +104,7 @@ def make_schedule(section: str, stage_cfg, dataset_size: int, global_batch: int,
     if total < 1:
         raise ConfigError(f"{section}: epochs + epochs_decay is 0 (and steps is 0): nothing "
                           "to train")
-    start = total if epochs + decay == 0 else int(round(total * epochs / float(epochs + decay)))
+    start = decay_start(total, epochs, decay)
     return Schedule(dataset_size, global_batch, workers, global_batch // workers, spe, epochs,
                     decay, total, start, source)
 
