@@ -9,8 +9,9 @@
   two input shapes, through onnxruntime for the ONNX file).
 - :class:`OnnxModule`: an ONNX file run by onnxruntime behind a ``module(x) -> y`` call, so
   ``ganc translate`` and ``ganc profile`` treat it like a torch generator.
-- :func:`runner` / :func:`time_alternating`: a model on a runtime (``eager`` or
-  ``onnxruntime``) at a thread count, and medians of calls measured alternately.
+- :func:`runner` / :func:`time_alternating`: a model on a runtime (``eager``,
+  ``onnxruntime`` or ``inductor``: ``torch.compile`` with weight freezing, CPU only) at a
+  thread count, and medians of calls measured alternately.
 - :func:`machine_info`: the CPU, core count and library versions a latency was measured on.
 """
 from __future__ import annotations
@@ -32,7 +33,10 @@ import torch.nn as nn
 
 from .errors import ConfigError, GancError
 
-RUNTIMES = ("eager", "onnxruntime")
+RUNTIMES = ("eager", "onnxruntime")   # what latency tables, the card and the search time
+# ``ganc profile`` and bench/latency.py also run a model compiled by torch's inductor
+# (compiled once per model and shape: too slow to build a per-layer table with).
+PROFILE_RUNTIMES = RUNTIMES + ("inductor",)
 OPSET = 20                      # ONNX opset of every exported model
 ONNX_TOLERANCE = 1e-3           # an export whose outputs differ more from eager fails
 ORT_LEVELS = ("disable", "basic", "extended", "all")
@@ -43,9 +47,10 @@ class OnnxError(GancError):
     """A file that is not an ONNX model onnxruntime can run, or an export that failed."""
 
 
-def check_runtime(name: str, where: str = "--runtime") -> str:
-    if name not in RUNTIMES:
-        raise ConfigError(f"{where} {name!r} is not one of: {', '.join(RUNTIMES)}")
+def check_runtime(name: str, where: str = "--runtime",
+                  allowed: Sequence[str] = RUNTIMES) -> str:
+    if name not in allowed:
+        raise ConfigError(f"{where} {name!r} is not one of: {', '.join(allowed)}")
     return name
 
 
@@ -280,14 +285,44 @@ def deploy_eager(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).cpu().eval()
 
 
+def inductor_runner(model: nn.Module, example: torch.Tensor, threads: int = 0) -> Callable:
+    """``fn(x) -> y``: ``model`` compiled by ``torch.compile`` (inductor) for inference on
+    the CPU, with weight freezing (constant folding, conv weights prepacked for oneDNN).
+    It is compiled here, on ``example``, at ``threads`` threads (inductor's C++ kernels
+    keep the thread count they were compiled with); another input shape compiles again.
+    Needs a C++ compiler, as inductor does on the CPU."""
+    import torch._inductor.config as inductor_config
+    net = deploy_eager(model)
+    compiled = torch.compile(net, dynamic=False)
+    try:
+        with inductor_config.patch(freezing=True), torch_threads(threads), \
+                torch.inference_mode():
+            compiled(example.cpu())
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise GancError(f"--runtime inductor: torch.compile failed ({type(e).__name__}: "
+                        f"{first}); it needs a C++ compiler on the PATH") from None
+
+    def run(x):
+        with inductor_config.patch(freezing=True), torch_threads(threads), \
+                torch.inference_mode():
+            return compiled(x)
+    return run
+
+
 def runner(model: nn.Module, runtime: str, threads: int = 0, input_nc: int = 3,
            size: int = 256, level: str = "all", onnx: Optional[bytes] = None) -> Callable:
     """``fn(x) -> y`` running ``model`` on ``runtime`` with ``threads`` intra-op threads
-    (0: the runtime's default). ``onnx`` reuses already exported bytes."""
-    check_runtime(runtime)
+    (0: the runtime's default). ``onnx`` reuses already exported bytes. ``inductor`` is
+    compiled for a batch of 1 at ``size`` (``s`` or ``(h, w)``)."""
+    check_runtime(runtime, allowed=PROFILE_RUNTIMES)
     if runtime == "onnxruntime":
-        data = onnx if onnx is not None else onnx_bytes(model, input_nc, size)
+        side = size if isinstance(size, int) else min(size)
+        data = onnx if onnx is not None else onnx_bytes(model, input_nc, side)
         return OnnxModule(data, threads, level)
+    if runtime == "inductor":
+        h, w = (size, size) if isinstance(size, int) else size
+        return inductor_runner(model, torch.zeros(1, int(input_nc), int(h), int(w)), threads)
     net = deploy_eager(model)
 
     def run(x):
@@ -392,11 +427,13 @@ def device_id(info: Optional[dict] = None) -> str:
     return f"{info.get('arch', 'cpu')}-{info.get('usable_cores')}c-{digest}"
 
 
-__all__ = ["RUNTIMES", "OPSET", "ONNX_TOLERANCE", "OnnxError", "OnnxModule", "check_runtime",
-           "check_threads", "export_program", "pt2_bytes", "onnx_bytes", "module_onnx_bytes",
-           "deploy_artifacts", "check_shapes", "max_abs_diff", "ort_session", "load_onnx",
-           "retarget_onnx", "onnx_layers", "relu_onnx", "runner", "time_alternating", "latency_by_runtime", "machine_info", "device_id",
-           "torch_threads", "default_threads"]
+__all__ = ["RUNTIMES", "PROFILE_RUNTIMES", "OPSET", "ONNX_TOLERANCE", "OnnxError",
+           "OnnxModule", "check_runtime", "check_threads", "export_program", "pt2_bytes",
+           "onnx_bytes", "module_onnx_bytes", "deploy_artifacts", "check_shapes",
+           "max_abs_diff", "ort_session", "load_onnx", "retarget_onnx", "onnx_layers",
+           "relu_onnx", "inductor_runner", "runner", "time_alternating",
+           "latency_by_runtime", "machine_info", "device_id", "torch_threads",
+           "default_threads"]
 
 
 # ---------------------------------------------------------------- ONNX templates

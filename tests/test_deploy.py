@@ -3,6 +3,7 @@ table (validated against whole networks) and searches under a latency budget."""
 from __future__ import annotations
 
 import io
+import json
 import math
 import random
 
@@ -93,7 +94,9 @@ def test_bad_onnx_runtime_and_budget_inputs_fail_in_one_line(tmp_path, capsys):
         (["translate", "--weights", str(bad), "--input", str(imgs), "--output",
           str(tmp_path / "o")], "not an ONNX model"),
         (["profile", "--netG", "resnet_6blocks", "--runtime", "tensorrt"],
-         "--runtime 'tensorrt' is not one of: eager, onnxruntime"),
+         "--runtime 'tensorrt' is not one of: eager, onnxruntime, inductor"),
+        (["profile", "--netG", "resnet_6blocks", "--runtime", "inductor", "--device",
+          "cuda"], "--runtime inductor runs on the CPU"),
         (["profile", "--netG", "resnet_6blocks", "--threads", "-2"], "--threads"),
         (["search", "--set", "search.budget_ms=0", "--store", str(tmp_path / "s")],
          "search.budget_ms: 0.0 is out of range: must be > 0"),
@@ -135,6 +138,22 @@ def test_translate_runs_an_onnx_export_like_the_weights(tmp_path):
         a = np.asarray(Image.open(tmp_path / "a" / name), dtype=int)
         b = np.asarray(Image.open(tmp_path / "b" / name), dtype=int)
         assert np.abs(a - b).max() <= 1          # uint8 rounding only
+
+
+def test_inductor_runtime_equals_eager_and_profiles(capsys):
+    """``--runtime inductor``: the generator compiled with weight freezing gives eager's
+    outputs, and ``ganc profile`` times it."""
+    from ganc.runtime import runner
+    net = _randomize(gnn.build("sub_mobile_resnet_9blocks", config="8_4_8_4_8_4_8_4"))
+    x = torch.rand(1, 3, 32, 40) * 2 - 1
+    run = runner(net, "inductor", threads=1, input_nc=3, size=(32, 40))
+    with torch.no_grad():
+        assert (run(x) - net(x)).abs().max() <= 1e-4
+    assert ganc(["profile", "--netG", "sub_mobile_resnet_9blocks", "--config",
+                 "8_4_8_4_8_4_8_4", "--size", "32", "--runtime", "inductor", "--threads", "1",
+                 "--repeats", "2", "--json"]) == 0
+    lat = json.loads(capsys.readouterr().out)["latency"]
+    assert lat["runtime"] == "inductor" and lat["threads"] == 1 and lat["median_ms"] > 0
 
 
 # ---------------------------------------------------------------- latency table

@@ -61,9 +61,10 @@ def register(sub):
     p.add_argument("--repeats", type=int, default=10, help="latency: timed runs (median)")
     p.add_argument("--device", default="auto", help="latency device: auto, cpu, cuda")
     p.add_argument("--runtime", default="eager",
-                   help="latency runtime: eager (PyTorch) or onnxruntime (the model exported "
-                        "to ONNX, run by onnxruntime on the CPU); implies --latency for "
-                        "onnxruntime")
+                   help="latency runtime: eager (PyTorch), onnxruntime (the model exported "
+                        "to ONNX, run by onnxruntime on the CPU) or inductor (torch.compile "
+                        "with weight freezing on the CPU; compiles first, needs a C++ "
+                        "compiler); implies --latency for onnxruntime and inductor")
     p.add_argument("--threads", type=int, default=0,
                    help="latency: intra-op threads (default 0: the runtime's default)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -105,17 +106,18 @@ def cmd_profile(args):
     from ..profile import profile
     from ..runtime import check_runtime, check_threads, runner, time_alternating
 
-    check_runtime(args.runtime)
+    from ..runtime import PROFILE_RUNTIMES
+    check_runtime(args.runtime, allowed=PROFILE_RUNTIMES)
     check_threads(args.threads)
     h, w = _hw(args.size)
     if min(h, w) < 8 or h % 4 or w % 4:
         raise ConfigError(f"--size must be positive multiples of 4, got {args.size}")
     if args.repeats < 1:
         raise ConfigError(f"--repeats must be at least 1, got {args.repeats}")
-    if args.runtime == "onnxruntime" and args.device not in ("auto", "cpu"):
-        raise ConfigError(f"--runtime onnxruntime runs on the CPU; --device {args.device} "
+    if args.runtime != "eager" and args.device not in ("auto", "cpu"):
+        raise ConfigError(f"--runtime {args.runtime} runs on the CPU; --device {args.device} "
                           "is not available to it")
-    device = _device("cpu" if args.runtime == "onnxruntime" else args.device)
+    device = _device("cpu" if args.runtime != "eager" else args.device)
     spec = resolve_spec(args.netG, args.config, args.ngf, args.norm, space=args.space)
     if args.input_nc is not None:
         if args.input_nc < 1:
@@ -141,7 +143,7 @@ def cmd_profile(args):
             res["latency"] = {**measure_latency(model, shape, repeats=args.repeats),
                               "runtime": "eager"}
         else:
-            run = runner(model, args.runtime, args.threads, spec.input_nc, min(h, w))
+            run = runner(model, args.runtime, args.threads, spec.input_nc, (h, w))
             x = torch.randn(*shape)
             t = time_alternating({"m": lambda: run(x)}, rounds=args.repeats)["m"]
             res["latency"] = {**t, "device": "cpu", "runtime": args.runtime,
