@@ -246,7 +246,7 @@ def recalibrated(model: torch.nn.Module, config, calib: np.ndarray, classes: int
     from ..nn.calibrate import recalibrate_bn
     net = gnn.extract_subnet(model, config) if config is not None else copy.deepcopy(model)
     device = next(model.parameters()).device
-    labels = torch.from_numpy(np.asarray(calib))
+    labels = torch.from_numpy(np.array(calib))   # a copy: object-store arrays are read-only
     recalibrate_bn(net.to(device), (one_hot(labels[i:i + CALIBRATION_BATCH, 0].long(), classes)
                                     for i in range(0, labels.shape[0], CALIBRATION_BATCH)))
     return net.eval()

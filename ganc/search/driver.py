@@ -217,6 +217,11 @@ def search_trial(trial_config: dict, client, space: SearchSpace, cost: CostModel
                          "best_miou": max(good_miou) if good_miou else None,
                          "generation": max(g for _, _, g in batch), "done": finished},
                         checkpoint=tune.Checkpoint.from_directory(d))
+        best = (f"best mIoU {max(good_miou):.2f}" if criterion == "miou" and good_miou
+                else f"best FID {min(good):.2f}" if good else "nothing scored yet")
+        print(f"[search {spec['method']} {tag}] batch {batches}: {len(batch)} configs in "
+              f"{wall:.0f}s, {len(rows)} scored ({sum(r['status'] != 'ok' for r in rows)} "
+              f"failed), {best}", flush=True)
         if finished:
             break
 
