@@ -104,9 +104,9 @@ def cmd_profile(args):
     from ..errors import ConfigError
     from ..modelio import as_runnable, build_generator, resolve_spec
     from ..profile import profile
-    from ..runtime import check_runtime, check_threads, runner, time_alternating
+    from ..runtime import (PROFILE_RUNTIMES, check_runtime, check_threads, runner,
+                           time_alternating)
 
-    from ..runtime import PROFILE_RUNTIMES
     check_runtime(args.runtime, allowed=PROFILE_RUNTIMES)
     check_threads(args.threads)
     h, w = _hw(args.size)
