@@ -316,12 +316,11 @@ def runner(model: nn.Module, runtime: str, threads: int = 0, input_nc: int = 3,
     (0: the runtime's default). ``onnx`` reuses already exported bytes. ``inductor`` is
     compiled for a batch of 1 at ``size`` (``s`` or ``(h, w)``)."""
     check_runtime(runtime, allowed=PROFILE_RUNTIMES)
+    h, w = (size, size) if isinstance(size, int) else size
     if runtime == "onnxruntime":
-        side = size if isinstance(size, int) else min(size)
-        data = onnx if onnx is not None else onnx_bytes(model, input_nc, side)
+        data = onnx if onnx is not None else onnx_bytes(model, input_nc, min(h, w))
         return OnnxModule(data, threads, level)
     if runtime == "inductor":
-        h, w = (size, size) if isinstance(size, int) else size
         return inductor_runner(model, torch.zeros(1, int(input_nc), int(h), int(w)), threads)
     net = deploy_eager(model)
 

@@ -211,8 +211,8 @@ def search_trial(trial_config: dict, client, space: SearchSpace, cost: CostModel
             good = [r["fid"] for r in rows if r["status"] == "ok"]
             good_miou = [r["miou"] for r in rows if r["status"] == "ok" and r.get("miou")
                          is not None]
-            tune.report({"batches": batches, "n_scored": len(rows),
-                         "n_failed": sum(r["status"] != "ok" for r in rows),
+            n_failed = sum(r["status"] != "ok" for r in rows)
+            tune.report({"batches": batches, "n_scored": len(rows), "n_failed": n_failed,
                          "best_fid": min(good) if good else None,
                          "best_miou": max(good_miou) if good_miou else None,
                          "generation": max(g for _, _, g in batch), "done": finished},
@@ -220,8 +220,7 @@ def search_trial(trial_config: dict, client, space: SearchSpace, cost: CostModel
         best = (f"best mIoU {max(good_miou):.2f}" if criterion == "miou" and good_miou
                 else f"best FID {min(good):.2f}" if good else "nothing scored yet")
         print(f"[search {spec['method']} {tag}] batch {batches}: {len(batch)} configs in "
-              f"{wall:.0f}s, {len(rows)} scored ({sum(r['status'] != 'ok' for r in rows)} "
-              f"failed), {best}", flush=True)
+              f"{wall:.0f}s, {len(rows)} scored ({n_failed} failed), {best}", flush=True)
         if finished:
             break
 
