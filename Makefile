@@ -1,5 +1,6 @@
-# Quick start:  make demo   (the whole pipeline on generated data -> runs/runs/demo/)
-#               make test   (the test suite)
+# Quick start:  make demo       (the whole pipeline on generated data -> runs/runs/demo/)
+#               make test       (the whole test suite: what CI runs)
+#               make test-fast  (the edit loop: deselects the `cluster` and `slow` tiers)
 # Both create or refresh .venv (python3 -m venv + pip install -e ".[test]" -c constraints.txt).
 
 PYTHON      ?= python3
@@ -11,7 +12,7 @@ PYTEST_ARGS ?=
 
 export RAY_USAGE_STATS_ENABLED = 0
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast bench clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +27,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not cluster and not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/latency.py

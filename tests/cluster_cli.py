@@ -8,7 +8,6 @@ else: never ``ray stop``, which would end every Ray of this user on the machine.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -81,44 +80,64 @@ class ClusterCLI:
             raise RuntimeError(f"ray {' '.join(args[:2])} failed:\n{out.stdout}\n{out.stderr}")
         return out.stdout + out.stderr
 
+    # ------------------------------------------------------------------ in-process clients
+    def auth_token(self) -> str:
+        return getattr(self, "token", None) or self.env["RAY_AUTH_TOKEN"]
+
+    def _headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.auth_token()}",
+                "Content-Type": "application/json"}
+
+    def jobs_client(self):
+        """Ray's job SDK against this cluster's dashboard (in this process: no `ray` CLI
+        subprocess per poll), with this cluster's token."""
+        if getattr(self, "_jobs", None) is None:
+            from ray.job_submission import JobSubmissionClient
+            self._jobs = JobSubmissionClient(self.dashboard, headers=self._headers())
+        return self._jobs
+
     # ------------------------------------------------------------------ jobs
     def _submit(self, entrypoint: list[str], working_dir: str | Path, submission_id: str,
-                wait: bool, timeout: float) -> str:
-        """``ray job submit --working-dir``, retried while the head's job agent is still
-        coming up (it starts a little after ``ray start``); returns the CLI's output."""
+                timeout: float) -> str:
+        """``ray job submit --no-wait --working-dir`` as a user runs it, retried while the
+        head's job agent is still coming up (it starts a little after ``ray start``);
+        returns the CLI's output."""
         args = ["job", "submit", f"--address={self.dashboard}", f"--working-dir={working_dir}",
-                f"--submission-id={submission_id}"] + ([] if wait else ["--no-wait"])
-        for _ in range(30):
+                f"--submission-id={submission_id}", "--no-wait"]
+        deadline = time.time() + timeout
+        while True:
             text = self.ray(*args, "--", *entrypoint, timeout=timeout, check=False)
-            if "No available agent" not in text:
+            if "No available agent" not in text or time.time() > deadline:
                 return text
             time.sleep(2)
-        return text
 
     def submit(self, entrypoint: list[str], working_dir: str | Path, submission_id: str,
                timeout: float = 900) -> tuple[str, str]:
-        """Submit and wait for the job; returns (final status, job logs)."""
-        text = self._submit(entrypoint, working_dir, submission_id, True, timeout)
-        status = self.wait(submission_id, timeout=120)
+        """Submit and wait for the job to end; returns (final status, job logs)."""
+        self.submit_no_wait(entrypoint, working_dir, submission_id)
+        status = self.wait(submission_id, timeout=timeout)
         if status == "TIMEOUT":
-            raise RuntimeError("ray job submit failed:\n" + text[-3000:])
+            raise AssertionError(f"job {submission_id} did not end within {timeout:g}s:\n"
+                                 + self.logs(submission_id)[-3000:])
         return status, self.logs(submission_id)
 
     def submit_no_wait(self, entrypoint: list[str], working_dir: str | Path,
                        submission_id: str) -> str:
-        text = self._submit(entrypoint, working_dir, submission_id, False, 180)
+        text = self._submit(entrypoint, working_dir, submission_id, 180)
         if self.status(submission_id) not in ("PENDING", "RUNNING", "SUCCEEDED", "FAILED",
                                               "STOPPED"):
             raise RuntimeError("ray job submit failed:\n" + text[-3000:])
         return text
 
     def status(self, submission_id: str) -> str:
-        out = self.ray("job", "status", f"--address={self.dashboard}", submission_id,
-                       check=False).lower()
-        # e.g. "Job 'x' succeeded", "Job 'x' was stopped", "Status for job 'x': RUNNING"
-        word = next((w for w in ("stopped", "succeeded", "failed", "running", "pending")
-                     if w in out), out.strip())
-        return word.upper()
+        """The job's status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED), or UNKNOWN."""
+        try:
+            return self.jobs_client().get_job_status(submission_id).value
+        except RuntimeError:          # the SDK's "job does not exist"
+            return "UNKNOWN"
+
+    def stop_job(self, submission_id: str) -> None:
+        self.jobs_client().stop_job(submission_id)
 
     def wait(self, submission_id: str, timeout: float = 900,
              until=("SUCCEEDED", "FAILED", "STOPPED")) -> str:
@@ -127,17 +146,24 @@ class ClusterCLI:
             s = self.status(submission_id)
             if s in until:
                 return s
-            time.sleep(2)
+            time.sleep(1)
         return "TIMEOUT"
 
     def logs(self, submission_id: str) -> str:
-        return self.ray("job", "logs", f"--address={self.dashboard}", submission_id, check=False)
+        return self.jobs_client().get_job_logs(submission_id)
 
     # ------------------------------------------------------------------ state
     def state(self, what: str) -> list[dict]:
-        """``ray list <what> --detail`` as JSON (nodes, actors, tasks, jobs, ...)."""
-        return json.loads(self.ray("list", what, f"--address={self.address}", "--format=json",
-                                   "--detail", "--limit=10000", timeout=120))
+        """Ray's state API (``ray list <what> --detail``, in this process) as dicts: nodes,
+        actors, tasks, jobs, ..."""
+        from dataclasses import asdict, is_dataclass
+
+        from ray.util.state.api import StateApiClient
+        from ray.util.state.common import ListApiOptions, StateResource
+        client = StateApiClient(self.dashboard, headers=self._headers())
+        rows = client.list(StateResource(what), options=ListApiOptions(
+            detail=True, limit=10000, timeout=60), raise_on_missing_output=False)
+        return [asdict(r) if is_dataclass(r) else dict(r) for r in rows]
 
     def alive_nodes(self) -> list[dict]:
         return [n for n in self.state("nodes") if n.get("state") == "ALIVE"]

@@ -13,9 +13,11 @@ import tempfile
 import uuid
 from contextlib import contextmanager
 
+import pytest
+
 from .cluster_cli import API_SERVER_ENV, MARKER, ClusterCLI, free_port
 
-__all__ = ["LocalCluster", "local_cluster", "free_port"]
+__all__ = ["LocalCluster", "local_cluster", "free_port", "s3_proxy", "two_node"]
 
 
 class LocalCluster(ClusterCLI):
@@ -71,3 +73,26 @@ def local_cluster(env: dict | None = None, **kw):
         yield c.start()
     finally:
         c.stop()
+
+
+# ---------------------------------------------------------------- the session's cluster
+@pytest.fixture(scope="session")
+def s3_proxy(s3_server):
+    """A proxy in front of the local S3 server that a test can take down (tests/s3_proxy.py)."""
+    from .s3_proxy import PausableProxy
+    p = PausableProxy(int(s3_server.rsplit(":", 1)[1]))
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="session")
+def two_node(s3_proxy, tmp_path_factory):
+    """The session's one LocalCluster (head 1 CPU + worker node 1 CPU), shared by the
+    fault and multi-node tests. Every process of it (and each driver joined to it) reaches
+    S3 through the proxy, with botocore's own retries off (a few seconds of them would
+    hide a missing retry of ganc's: outages must be carried by ganc's bounded, logged
+    retries)."""
+    cache = tmp_path_factory.mktemp("cluster-cache")
+    with local_cluster({"GANC_CACHE": str(cache), "AWS_ENDPOINT_URL": s3_proxy.endpoint,
+                        "AWS_MAX_ATTEMPTS": "1"}) as c:
+        yield c

@@ -26,6 +26,8 @@ TINY = ["teacher.steps=8", "teacher.checkpoint_every=4", "distill.steps=8",
         "scale.workers=1", "scale.use_gpu=false", "scale.resources={accel: 1}",
         "fid.num_actors=1"]
 
+pytestmark = pytest.mark.cluster
+
 
 @pytest.fixture(scope="module")
 def cluster(s3_server, tmp_path_factory):

@@ -29,6 +29,7 @@ def _batches(hooks) -> dict:
     return {s: sorted(p) for s, p in sorted(seen.items())}
 
 
+@pytest.mark.slow
 def test_one_and_two_workers_see_the_same_images_and_stop_at_the_same_epoch(
         ray_local, tmp_path, monkeypatch):
     store = tmp_path / "store"

@@ -30,16 +30,37 @@ def cluster():
 # ------------------------------------------------------------------ Ray's own checks
 def test_ray_validates_and_fills_defaults(cluster):
     # The same steps as `ray up`: fill the provider's defaults, then check the schema.
+    from jsonschema.exceptions import ValidationError
     from ray.autoscaler._private.util import prepare_config, validate_config
+
+    from ganc.cluster import node_types_from_autoscaling_config
     full = prepare_config(copy.deepcopy(cluster))
     validate_config(full)
+    # a misspelt node-type field is refused by Ray's schema, naming the field and the type
     broken = copy.deepcopy(cluster)
     broken["available_node_types"]["gpu_worker"]["min_wokers"] = 0
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError,
+                       match=r"Additional properties are not allowed \('min_wokers' was "
+                             r"unexpected\)") as e:
         validate_config(prepare_config(broken))
+    assert e.value.validator == "additionalProperties"
+    assert list(e.value.path) == ["available_node_types", "gpu_worker"]
+    # defaults filled: the head type declares no worker counts and gets none (0 and 0);
+    # the declared counts of the worker types are kept
+    declared = cluster["available_node_types"]
+    assert "min_workers" not in declared["head"] and "max_workers" not in declared["head"]
     for name, nt in full["available_node_types"].items():
-        assert "min_workers" in nt and "max_workers" in nt, name
+        want = (0, 0) if name == "head" else (declared[name]["min_workers"],
+                                              declared[name]["max_workers"])
+        assert (nt["min_workers"], nt["max_workers"]) == want, name
     assert full["head_node_type"] == "head"
+    # the filled config is what the autoscaler runs with, and what ganc's placement reads:
+    # the worker types with their GPUs and counts, never the head
+    types = {t.name: t for t in node_types_from_autoscaling_config(full)}
+    assert sorted(types) == sorted(n for n in declared if n != "head")
+    for name, t in types.items():
+        assert t.max_workers == min(declared[name]["max_workers"], full["max_workers"]), name
+        assert t.resources.get("GPU") == declared[name]["resources"]["GPU"], name
 
 
 # ------------------------------------------------------------------ node types

@@ -7,11 +7,29 @@ from .helpers import REPO
 
 
 def test_defaults_and_roundtrip(tmp_path):
+    import yaml
     cfg = RunConfig()
     assert cfg.distill.lambda_recon == 100.0 and cfg.search.population == 100
     p = tmp_path / "c.yaml"
     p.write_text(cfg.to_yaml())
     assert load_config(str(p)) == cfg
+    # a config unlike the defaults in every kind of field (int, bool, list, float, string,
+    # mapping, in several sections) comes back from its YAML as it was, not as defaults
+    changed = load_config(None, ["distill.steps=200", "data.flip=false",
+                                 "prune.targets=0.1,0.05", "search.budget_macs=3e9",
+                                 "model.teacher_weights=released.pth",
+                                 "scale.resources={accel: 1}", "data.root=/data/facades"],
+                          store="s3://b/p")
+    assert changed != cfg
+    p.write_text(changed.to_yaml())
+    again = load_config(str(p))
+    assert again == changed and again.to_dict() == changed.to_dict()
+    written = yaml.safe_load(p.read_text())
+    assert (written["distill"]["steps"], written["data"]["flip"], written["prune"]["targets"],
+            written["search"]["budget_macs"], written["model"]["teacher_weights"],
+            written["scale"]["resources"], written["data"]["root"], written["store"]["url"]) == (
+        200, False, [0.1, 0.05], 3e9, "released.pth", {"accel": 1.0}, "/data/facades",
+        "s3://b/p")
 
 
 def test_overrides_are_typed(tmp_path):

@@ -117,11 +117,36 @@ def test_paired_crop_is_shared_between_A_and_B(paired):
 
 
 def test_unaligned_serial_and_random_pairing(unpaired):
-    ser = UnalignedDataset(unpaired, "test", serial=True, transform=Transform(train=False, crop_size=32))
+    import os
+    import random
+
+    from ganc.data.images import load_rgb
+    fixed = Transform(train=False, crop_size=32)
+    ser = UnalignedDataset(unpaired, "test", serial=True, transform=fixed)
     assert len(ser) == 4
-    assert ser[1]["path_B"].endswith("00001.png")
-    rev = UnalignedDataset(unpaired, "train", direction="BtoA")
-    assert "trainB" in rev.paths_A[0]
+    # serial: the i-th A with the i-th B, every time
+    for i in range(4):
+        item = ser[i]
+        assert os.path.relpath(item["path"], unpaired) == f"testA/{i:05d}.png"
+        assert os.path.relpath(item["path_B"], unpaired) == f"testB/{i:05d}.png"
+        assert torch.equal(item["B"], fixed(load_rgb(item["path_B"]), {}))
+    # random: the same A with B's drawn from the whole B folder, reproducible by the seed
+    rnd = UnalignedDataset(unpaired, "train", transform=fixed)
+    random.seed(0)
+    draws = [rnd[0] for _ in range(12)]
+    assert {os.path.relpath(d["path"], unpaired) for d in draws} == {"trainA/00000.png"}
+    partners = [os.path.relpath(d["path_B"], unpaired) for d in draws]
+    assert set(partners) <= {f"trainB/{j:05d}.png" for j in range(6)}
+    assert len(set(partners)) >= 3, partners
+    random.seed(0)
+    assert [rnd[0]["path_B"] for _ in range(12)] == [d["path_B"] for d in draws]
+    # BtoA: A comes from the B folder, its partner from the A folder
+    rev = UnalignedDataset(unpaired, "train", direction="BtoA", serial=True, transform=fixed)
+    item = rev[2]
+    assert os.path.relpath(item["path"], unpaired) == "trainB/00002.png"
+    assert os.path.relpath(item["path_B"], unpaired) == "trainA/00002.png"
+    assert torch.equal(item["A"], fixed(load_rgb(os.path.join(unpaired, "trainB", "00002.png")),
+                                        {}))
 
 
 def test_single_folder_and_rgb_conversion(tmp_path):

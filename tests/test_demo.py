@@ -38,6 +38,7 @@ def test_psnr_of_identical_and_shifted_images():
     assert psnr_db(x.clamp(-1, 1 - 20 / 255), y.clamp(-1, 1)).sub(28.13).abs().max() < 0.01
 
 
+@pytest.mark.slow
 def test_demo_teacher_beats_a_psnr_floor(tmp_path, monkeypatch, one_thread):
     monkeypatch.setenv("GANC_CACHE", str(tmp_path / "cache"))      # its own demo data
     cfg = load_config(str(REPO / "configs" / "demo.yaml"),

@@ -143,7 +143,21 @@ def test_translate_runs_an_onnx_export_like_the_weights(tmp_path):
         assert np.abs(a - b).max() <= 1          # uint8 rounding only
 
 
-INDUCTOR_CHECK = """
+# What torch.compile did in a child process: frames compiled, graphs, graph breaks, conv
+# weights prepacked (what weight freezing does on a oneDNN CPU).
+COMPILE_COUNTERS = """
+def compile_counters():
+    import torch
+    from torch._dynamo.utils import counters
+    return {"frames_ok": counters["frames"]["ok"],
+            "graphs": counters["stats"]["unique_graphs"],
+            "graph_breaks": sum(counters["graph_break"].values()),
+            "weight_packs": sum(v for k, v in counters["inductor"].items()
+                                if "weight_pack" in k and k.endswith("_count")),
+            "mkldnn": torch.backends.mkldnn.is_available()}
+"""
+
+INDUCTOR_CHECK = COMPILE_COUNTERS + """
 import json, sys, torch
 from ganc import nn as gnn
 from ganc.runtime import runner
@@ -155,10 +169,30 @@ with torch.no_grad():
 x = torch.rand(1, 3, 32, 40) * 2 - 1
 run = runner(net, "inductor", threads=1, input_nc=3, size=(32, 40))
 with torch.no_grad():
-    print(json.dumps({"max_abs_diff": float((run(x) - net(x)).abs().max())}))
+    y, want = run(x), net(x)
+    print(json.dumps({"max_abs_diff": float((y - want).abs().max()),
+                      "shape": list(y.shape), "eager_std": float(want.std()),
+                      **compile_counters()}))
+"""
+
+# `ganc profile` as `python -m ganc` runs it, then what torch.compile did in that process
+PROFILE_CHECK = COMPILE_COUNTERS + """
+import json, sys
+from ganc.cli import main
+rc = main(sys.argv[1:])
+print(json.dumps({"rc": rc, **compile_counters()}))
 """
 
 
+def _check_compiled(counters):
+    # compiled by inductor as one graph (the runner is not eager), weights frozen
+    assert counters["frames_ok"] >= 1 and counters["graphs"] == 1, counters
+    assert counters["graph_breaks"] == 0, counters
+    if counters["mkldnn"]:
+        assert counters["weight_packs"] > 0, counters
+
+
+@pytest.mark.slow
 def test_inductor_runtime_equals_eager_and_profiles():
     """``--runtime inductor``: the generator compiled with weight freezing gives eager's
     outputs, and ``ganc profile`` times it. Both run in child processes: torch.compile
@@ -170,15 +204,31 @@ def test_inductor_runtime_equals_eager_and_profiles():
     out = subprocess.run([sys.executable, "-c", INDUCTOR_CHECK], capture_output=True,
                          text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert json.loads(out.stdout.strip().splitlines()[-1])["max_abs_diff"] <= 1e-4
-    prof = subprocess.run([sys.executable, "-m", "ganc", "profile", "--netG",
-                           "sub_mobile_resnet_9blocks", "--config", "8_4_8_4_8_4_8_4",
+    check = json.loads(out.stdout.strip().splitlines()[-1])
+    assert check["shape"] == [1, 3, 32, 40]
+    assert check["eager_std"] > 0.1                  # outputs that can differ
+    assert check["max_abs_diff"] <= 1e-4
+    _check_compiled(check)
+    config = "8_4_8_4_8_4_8_4"
+    prof = subprocess.run([sys.executable, "-c", PROFILE_CHECK, "profile", "--netG",
+                           "sub_mobile_resnet_9blocks", "--config", config,
                            "--size", "32", "--runtime", "inductor", "--threads", "1",
                            "--repeats", "2", "--json"], capture_output=True, text=True,
                           env=env, timeout=600)
     assert prof.returncode == 0, prof.stderr[-2000:]
-    lat = json.loads(prof.stdout.strip().splitlines()[-1])["latency"]
-    assert lat["runtime"] == "inductor" and lat["threads"] == 1 and lat["median_ms"] > 0
+    *_, res, after = [json.loads(ln) for ln in prof.stdout.splitlines() if ln.startswith("{")]
+    assert after["rc"] == 0
+    _check_compiled(after)                           # what was timed was compiled
+    net = gnn.build("sub_mobile_resnet_9blocks", config=config)
+    assert (res["netG"], res["config"], res["input_size"]) == (
+        "sub_mobile_resnet_9blocks", config, [1, 3, 32, 32])
+    assert res["macs"] == CostModel(32).macs(config)
+    assert res["params"] == sum(p.numel() for p in net.parameters())
+    lat = res["latency"]
+    assert set(lat) == {"median_ms", "min_ms", "repeats", "device", "runtime", "threads"}
+    assert (lat["runtime"], lat["device"], lat["threads"], lat["repeats"]) == (
+        "inductor", "cpu", 1, 2)
+    assert 0 < lat["min_ms"] <= lat["median_ms"]
 
 
 # ---------------------------------------------------------------- latency table
@@ -204,6 +254,7 @@ def test_segments_cover_the_network_once_and_depend_on_their_positions():
             assert sa == sb, (s.name, p)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runtime", ["eager", "onnxruntime"])
 def test_latency_table_ranks_20_random_subnetworks_like_measurements(runtime):
     """Entries and the 20 whole networks are timed side by side (medians of rounds), so
@@ -313,6 +364,7 @@ def test_latency_budget_below_the_smallest_subnetwork_fails_in_one_line():
         table.predict("32_8_8_8_8_8_8_8")
 
 
+@pytest.mark.slow
 def test_search_with_budget_ms_through_tune_and_the_pool(ray_local, tmp_path):
     """The real stage: the table comes from the store's latency cache, every scored
     config is within budget_ms by the table, and best.json records both."""

@@ -120,14 +120,33 @@ def test_runs_lists_best_fid_and_macs(trained_run, capsys):
     _, url, _, _, card = trained_run
     rows = list_runs(url)
     assert [r["run"] for r in rows] == ["ex"]
-    assert rows[0]["best"] == CONFIG and rows[0]["fid"] == 123.0 and rows[0]["exported"]
+    cost = CostModel(32)
+    # what best.json says (see _put_best), and that the run has an export
+    assert {k: rows[0][k] for k in ("best", "fid", "macs", "params", "teacher_fid",
+                                    "teacher_macs", "exported")} == {
+        "best": CONFIG, "fid": 123.0, "macs": cost.macs(CONFIG), "params": cost.params(CONFIG),
+        "teacher_fid": 200.0, "teacher_macs": 1, "exported": True}
+    assert rows[0]["url"] == open_store(url).run("ex").url()
     assert ganc(["runs", url]) == 0
-    out = capsys.readouterr().out
-    assert "ex" in out and CONFIG in out and "123.00" in out
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["run", "best", "config", "FID", "MACs", "teacher", "FID",
+                              "teacher", "MACs", "exported"]
+    # one row: run, config, FID, MACs in G, teacher FID and MACs, exported
+    assert [line.split() for line in out[1:]] == [
+        ["ex", CONFIG, "123.00", f"{cost.macs(CONFIG) / 1e9:.3f}G", "200.00", "0.000G", "yes"]]
 
 
 def test_pull_from_local_s3_loads_and_translates(trained_run, s3_url, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from ganc.runtime import load_onnx
+    from ganc.search.finetune import subnet_from
     _, url, run, _, card = trained_run
+    # the exported generator, in-process, before anything is uploaded: the weights the
+    # export chose, sliced from their checkpoint at the config
+    ref_net = subnet_from(run, "finetune/final.pt" if card["finetuned"] else
+                          "supernet/final.pt", CONFIG).cpu().eval()
     s3run = open_store(s3_url).run("ex")
     for key in run.ls("export") + ["best.json", "search/extra.txt"]:
         if key == "search/extra.txt":
@@ -139,22 +158,38 @@ def test_pull_from_local_s3_loads_and_translates(trained_run, s3_url, tmp_path, 
     assert sorted(os.listdir(out)) == ["best.json", "model.json", "model.onnx", "model.pt",
                                        "model.pt2"]
     assert json.loads((out / "model.json").read_text()) == card
-    # translate with what was pulled: architecture and config come from model.json
+    # translate with what was pulled: architecture and config come from model.json. The
+    # input is noise of another size, so the resize (bicubic to --size) matters too.
     src = tmp_path / "in"
     src.mkdir()
-    from PIL import Image
-    Image.new("RGB", (32, 32), (120, 30, 200)).save(src / "a.png")
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8))
+    img.save(src / "a.png")
+    # what the exported generator makes of it, computed here without ganc's image helpers:
+    # bicubic resize to 32x32, [0, 255] -> [-1, 1], generator, [-1, 1] -> rounded uint8
+    x = np.asarray(img.resize((32, 32), Image.BICUBIC), dtype=np.float32) / 127.5 - 1.0
+    x = torch.from_numpy(x.transpose(2, 0, 1).copy())[None]
+    with torch.no_grad():
+        y_ref = ref_net(x)
+    want = ((y_ref[0].clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 0).numpy().astype(int)
+    assert want.std() > 5          # an output with structure, not a constant image
     assert ganc(["translate", "--weights", str(out / "model.pt"), "--input", str(src),
                  "--output", str(tmp_path / "res"), "--size", "32"]) == 0
     assert os.listdir(tmp_path / "res") == ["a.png"]
     # and with the pulled ONNX file through onnxruntime: the same images
     assert ganc(["translate", "--onnx", str(out / "model.onnx"), "--input", str(src),
                  "--output", str(tmp_path / "res_onnx"), "--size", "32"]) == 0
-    from PIL import Image as I
-    import numpy as np
-    a = np.asarray(I.open(tmp_path / "res" / "a.png"), dtype=int)
-    b = np.asarray(I.open(tmp_path / "res_onnx" / "a.png"), dtype=int)
-    assert a.shape == b.shape == (32, 32, 3)
+    a = np.asarray(Image.open(tmp_path / "res" / "a.png"), dtype=int)
+    b = np.asarray(Image.open(tmp_path / "res_onnx" / "a.png"), dtype=int)
+    assert a.shape == b.shape == want.shape == (32, 32, 3)
+    # pixels equal the exported generator's output (one level for rounding at .5)
+    assert np.abs(a - want).max() <= 1, np.abs(a - want).max()
+    assert np.abs(b - want).max() <= 1, np.abs(b - want).max()
+    # the pulled ONNX file's values are the eager generator's, before quantisation too
+    onnx = load_onnx(out / "model.onnx", threads=1)
+    with torch.no_grad():
+        for inp in (x, torch.randn(2, 3, 48, 40, generator=torch.Generator().manual_seed(1))):
+            assert (onnx(inp) - ref_net(inp)).abs().max() <= 1e-4
 
 
 def test_pull_refuses_keys_escaping_the_target_folder(s3_url, s3_server, tmp_path, capsys):

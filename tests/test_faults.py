@@ -1,22 +1,22 @@
-"""Fault injection on the local two-node cluster (``ray start`` head + worker on 127.0.0.1)
-with the store on the local S3 server, reached through a proxy the test can take down.
+"""Fault injection on the session's local two-node cluster (``ray start`` head + worker on
+127.0.0.1, tests/local_cluster.py) with the store on the local S3 server, reached through
+a proxy the test can take down. The fault table, each case once:
+
+| fault                          | where                                         |
+| ------------------------------ | --------------------------------------------- |
+| Ray Train worker SIGKILL       | here, training (with the S3 outage)           |
+| S3 unreachable for 10 s        | here, training checkpoints and the search     |
+| FID actor process SIGKILL      | here, the search (with the S3 outage)         |
+| driver killed, job resubmitted | tests/test_cluster_isolated.py (golden run)   |
+| hung FID actor                 | tests/test_fid_pool.py                        |
+| store's disk full              | here (a small tmpfs, a private Ray)           |
 
 Each case runs a real stage as a user does (``ganc train-teacher`` / ``ganc search``, the
-driver joining the cluster through RAY_ADDRESS), injects one fault, and ends with the run
-complete, no result lost and none duplicated:
+driver joining the cluster through RAY_ADDRESS), injects its faults, and ends with the run
+complete, no result lost, none duplicated, and the expected number of restarts.
 
-a. a Ray Train worker SIGKILLed mid-epoch: the stage resumes from its last checkpoint;
-b. an FID actor's process SIGKILLed mid-search: the pool replaces it, nothing is lost;
-c. the search's driver SIGKILLed mid-search and started again: the Tune experiment is
-   restored and nothing recorded is scored again;
-d. the S3 server unreachable for 10 s during training checkpoints, and during the search
-   (its checkpoints, then its result writes): the store's bounded retries carry it;
-e. the store's disk full during a checkpoint (a small tmpfs, a private single-node Ray:
-   a local store on two nodes is refused): one error line, the previous checkpoint
-   intact, and after freeing space the stage resumes from it and completes.
-
-Waits poll the store, the workers' progress files or the driver's output; the only fixed
-pause is the outage itself."""
+Waits poll the store, the workers' progress files, Ray's state API or the driver's output,
+each with a deadline; the only fixed pause is the outage itself."""
 from __future__ import annotations
 
 import json
@@ -31,9 +31,8 @@ import uuid
 import pytest
 
 from .conftest import S3_BUCKET
+from .golden import tune_checkpoints
 from .helpers import REPO
-from .local_cluster import local_cluster
-from .s3_proxy import PausableProxy
 from .test_search import make_supernet_run
 
 OUTAGE_S = 10.0
@@ -44,28 +43,24 @@ TEACHER = TINY_DATA + ["model.teacher_ngf=8", "model.ndf=8", "teacher.steps=40",
                        "teacher.checkpoint_every=10", "teacher.log_every=5",
                        "teacher.eval_every=-1", "scale.workers=1", "scale.max_failures=2"]
 TEACHER_STEPS, CKPT_EVERY = 40, 10
+SEARCH_POPULATION, GENERATIONS = 4, 4
 SEARCH = TINY_DATA + ["fid.num_actors=1", "fid.batch_size=8", "fid.kid=false",
-                      "search.population=4", "search.generations=3"]
+                      f"search.population={SEARCH_POPULATION}",
+                      f"search.generations={GENERATIONS}"]
 
 
 # ---------------------------------------------------------------- fixtures and helpers
-@pytest.fixture(scope="module")
-def proxy(s3_server):
-    port = int(s3_server.rsplit(":", 1)[1])
-    p = PausableProxy(port)
-    yield p
-    p.close()
+pytestmark = pytest.mark.cluster
 
 
-@pytest.fixture(scope="module")
-def cluster(proxy, tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    # Every process of the cluster (and each driver) reaches S3 through the proxy, with
-    # botocore's own retries off (a few seconds of them would hide a missing retry of
-    # ganc's: the outages here must be carried by ganc's bounded, logged retries).
-    with local_cluster({"GANC_CACHE": str(cache), "AWS_ENDPOINT_URL": proxy.endpoint,
-                        "AWS_MAX_ATTEMPTS": "1"}) as c:
-        yield c
+@pytest.fixture
+def cluster(two_node):
+    return two_node
+
+
+@pytest.fixture
+def proxy(s3_proxy):
+    return s3_proxy
 
 
 @pytest.fixture
@@ -194,60 +189,42 @@ def _check_search(run, generations: int = 3) -> tuple[list[dict], dict]:
     return rows, best
 
 
-def _tune_checkpoints(run) -> dict:
-    """{trial folder: (batches, rows) of its newest checkpoint} of the search's Tune
-    experiment in the store."""
-    out = {}
-    for key in run.ls("search/tune"):
-        if key.endswith("/progress.json"):
-            trial = key.split("/")[2]
-            batches = run.get_json(key)["batches"]
-            if batches > out.get(trial, (0, None))[0]:
-                rows = run.get_json(key.rsplit("/", 1)[0] + "/rows.json")
-                out[trial] = (batches, rows)
-    return out
-
-
-# ---------------------------------------------------------------- a. Train worker
-def test_a_train_worker_sigkilled_mid_epoch_resumes_from_its_checkpoint(cluster, store_url,
-                                                                      tmp_path):
+# ---------------------------------------------------------------- training
+def test_training_carries_an_s3_outage_then_resumes_a_sigkilled_worker(cluster, proxy,
+                                                                       store_url, tmp_path):
+    """One teacher run, two faults: the store unreachable for 10 s at the first checkpoint
+    (the same worker waits and goes on: no failed upload, no restart), then the worker
+    SIGKILLed mid-epoch (Ray Train restarts it from its last checkpoint)."""
     hooks = tmp_path / "hooks"
     hooks.mkdir()
     d = Driver(_driver_env(cluster, GANC_TRAIN_HOOK_DIR=hooks, GANC_TRAIN_HOOK_SLEEP=0.2),
-               _args("train-teacher", TEACHER, store_url, "a"))
-    # step 15: past the checkpoint at 10, mid-way through the second epoch (16 images)
-    info = _wait(lambda: (p := _progress(hooks)) and p["step"] >= 15 and p, "step 15",
-                 driver=d)
-    os.kill(info["pid"], signal.SIGKILL)
-    assert d.wait() == 0, d.tail()
-    starts = _check_trained(_run(store_url, "a"))
-    assert len(starts) == 2 and starts[0] == 0, starts
-    assert CKPT_EVERY <= starts[1] <= info["step"], (info, starts)   # its last checkpoint
-
-
-# ---------------------------------------------------------------- d (training)
-def test_d_s3_down_during_training_checkpoints_is_carried_by_retries(cluster, proxy,
-                                                                     store_url, tmp_path):
-    hooks = tmp_path / "hooks"
-    hooks.mkdir()
-    d = Driver(_driver_env(cluster, GANC_TRAIN_HOOK_DIR=hooks, GANC_TRAIN_HOOK_SLEEP=0.2),
-               _args("train-teacher", TEACHER, store_url, "d-train"))
+               _args("train-teacher", TEACHER, store_url, "train"))
     before = _wait(lambda: (p := _progress(hooks)) and p["step"] >= CKPT_EVERY - 2 and p,
                    "two steps before the first checkpoint", driver=d)
     assert before["step"] < CKPT_EVERY, "too late: the first checkpoint was already taken"
+    downs = len(proxy.downtimes)
     proxy.outage(OUTAGE_S)
     during = _progress(hooks)
-    assert d.wait() == 0, d.tail()
     # the worker waited at its checkpoint for the store (no step past it during the outage)
     assert during["step"] == CKPT_EVERY, (before, during)
-    # ... and the same worker process ran to the end: no failed upload, no restart
-    assert _progress(hooks)["pid"] == before["pid"], "the retries did not carry the outage"
-    run = _run(store_url, "d-train")
-    assert _check_trained(run) == [0]
+    # step 15: past the checkpoint at 10, mid-way through the second epoch (16 images)
+    info = _wait(lambda: (p := _progress(hooks)) and p["step"] >= 15 and p, "step 15",
+                 driver=d)
+    # ... and the same worker process went on: the retries carried the outage
+    assert info["pid"] == before["pid"], "the worker was restarted by the outage"
+    os.kill(info["pid"], signal.SIGKILL)
+    assert d.wait() == 0, d.tail()
+    assert len(proxy.downtimes) == downs + 1
+    run = _run(store_url, "train")
+    starts = _check_trained(run)
+    # exactly one restart, from the last checkpoint before the kill
+    assert len(starts) == 2 and starts[0] == 0, starts
+    assert CKPT_EVERY <= starts[1] <= info["step"], (info, starts)
+    assert starts[1] % CKPT_EVERY == 0, starts
     assert run.get_json("teacher/latest.json")["step"] == TEACHER_STEPS
 
 
-# ---------------------------------------------------------------- b. FID actor
+# ---------------------------------------------------------------- search
 def _fid_actor_pid(cluster) -> int | None:
     alive = [a for a in cluster.state("actors")
              if "FidActor" in str(a.get("class_name")) and a.get("state") == "ALIVE"
@@ -255,52 +232,14 @@ def _fid_actor_pid(cluster) -> int | None:
     return int(alive[0]["pid"]) if alive else None
 
 
-def test_b_fid_actor_process_sigkilled_mid_search_loses_and_repeats_nothing(cluster,
-                                                                           store_url):
-    make_supernet_run(store_url, "b")
-    run = _run(store_url, "b")
-    d = Driver(_driver_env(cluster), _args("search", SEARCH, store_url, "b"))
-    _wait(lambda: _tune_checkpoints(run), "the search's first checkpoint", driver=d,
-          every=0.5)
-    pid = _wait(lambda: _fid_actor_pid(cluster), "the FID actor", driver=d, every=0.5)
-    os.kill(pid, signal.SIGKILL)
-    assert d.wait() == 0, d.tail()
-    rows, best = _check_search(run)
-    assert best["pool"]["restarts"] >= 1, best["pool"]
-    assert _fid_actor_pid(cluster) is None, "the pool's actors outlived the search"
-
-
-# ---------------------------------------------------------------- c. driver
-def test_c_driver_sigkilled_mid_search_then_run_again_restores_and_rescores_nothing(
-        cluster, store_url):
-    make_supernet_run(store_url, "c")
-    run = _run(store_url, "c")
-    args = _args("search", SEARCH, store_url, "c")
-    env = _driver_env(cluster, TUNE_GLOBAL_CHECKPOINT_S=1)
-    first = Driver(env, args)
-    _wait(lambda: _tune_checkpoints(run), "the search's first checkpoint", driver=first,
-          every=0.5)
-    first.kill()
-    assert not run.exists("best.json"), "killed too late: the search had finished"
-    recorded = [r for _, rows in _tune_checkpoints(run).values() for r in rows]
-    assert recorded
-
-    second = Driver(env, args)
-    assert second.wait() == 0, second.tail()
-    rows, best = _check_search(run)
-    assert best["search"]["resumed"] is True
-    final = {(r["trial_id"], r["config"]) for r in rows}
-    assert {(r["trial_id"], r["config"]) for r in recorded} <= final, "a recorded row was lost"
-    # the second driver's pool scored only what was not recorded before the kill
-    assert best["pool"]["scored"] == len(rows) - len(recorded), (best["pool"], len(rows),
-                                                                 len(recorded))
-
-
-# ---------------------------------------------------------------- d (search)
-def test_d_s3_down_during_search_checkpoints_and_result_writes(cluster, proxy, store_url):
-    make_supernet_run(store_url, "d-search")
-    run = _run(store_url, "d-search")
-    d = Driver(_driver_env(cluster), _args("search", SEARCH, store_url, "d-search"))
+def test_search_survives_a_sigkilled_fid_actor_and_s3_outages(cluster, proxy, store_url):
+    """One search, three faults: its FID actor's process SIGKILLed after the first
+    checkpoint (the pool replaces it once), the store unreachable for 10 s right after
+    (trials checkpoint and Tune saves its state meanwhile), and again as the driver is
+    about to write results and best.json. Every config is recorded once, none lost."""
+    make_supernet_run(store_url, "search")
+    run = _run(store_url, "search")
+    d = Driver(_driver_env(cluster), _args("search", SEARCH, store_url, "search"))
     seen = {}
 
     def outage_at_results():        # the driver is about to write results and best.json
@@ -308,16 +247,21 @@ def test_d_s3_down_during_search_checkpoints_and_result_writes(cluster, proxy, s
         proxy.outage(OUTAGE_S)
 
     d.on_line("[ganc] search: ", outage_at_results)
-    _wait(lambda: _tune_checkpoints(run), "the search's first checkpoint", driver=d,
+    downs = len(proxy.downtimes)
+    _wait(lambda: tune_checkpoints(run), "the search's first checkpoint", driver=d,
           every=0.5)
-    proxy.outage(OUTAGE_S)          # trials checkpoint and Tune saves its state meanwhile
+    pid = _wait(lambda: _fid_actor_pid(cluster), "the FID actor", driver=d, every=0.5)
+    os.kill(pid, signal.SIGKILL)
+    proxy.outage(OUTAGE_S)
     assert not run.exists("best.json"), "the search finished before the outage ended"
     assert d.wait() == 0, d.tail()
     assert seen == {"best_before": False}, seen
-    assert len(proxy.downtimes) >= 2
-    rows, best = _check_search(run)
+    assert len(proxy.downtimes) == downs + 2
+    rows, best = _check_search(run, GENERATIONS)
+    assert best["pool"]["restarts"] == 1 and best["pool"]["failed"] == 0, best["pool"]
     assert best["search"]["resumed"] is False
     assert any("store: write" in ln and "retry" in ln for ln in d.lines), d.tail()
+    assert _fid_actor_pid(cluster) is None, "the pool's actors outlived the search"
 
 
 # ---------------------------------------------------------------- e. disk full

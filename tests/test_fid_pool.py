@@ -70,13 +70,19 @@ def _specs():
 
 # Runs before the tests that use the module's shared `pool` (2 actors holding the test
 # Ray's CPUs until the module ends): this test builds its own pool.
+# A tiny config scores in about a second here; the timeout counts from when the actor is
+# up (Inception loaded), so 15 s is generous, and the hang costs 15 s per queued task.
+HANG_TIMEOUT_S = 15
+
+
+@pytest.mark.slow
 def test_a_hanging_actor_is_replaced_and_its_config_rescored(setup, tmp_path):
     """The test hook makes the first scoring of one config sleep far past the timeout."""
     from ganc.config import FidConfig
     from ganc.metrics.pool import FidPool, SubnetSpec
     split, sup, store = setup
     hang = {"config": CONFIGS[1], "seconds": 600, "marker": str(tmp_path / "hung")}
-    with FidPool(split, num_actors=1, store=store, timeout_s=60, test_hang=hang,
+    with FidPool(split, num_actors=1, store=store, timeout_s=HANG_TIMEOUT_S, test_hang=hang,
                  fid=FidConfig(kid=False, batch_size=8)) as p:
         p.register_model("super", arch="super_mobile_resnet_9blocks", state=sup.state_dict(),
                          ngf=16)
@@ -88,6 +94,7 @@ def test_a_hanging_actor_is_replaced_and_its_config_rescored(setup, tmp_path):
     assert stats["timeouts"] == 1 and stats["restarts"] == 1 and stats["failed"] == 0
 
 
+@pytest.mark.slow
 def test_pool_scores_in_parallel_and_survives_a_killed_actor(pool, setup, ray_local):
     import ray
     split, sup, store = setup
@@ -185,6 +192,7 @@ def test_pool_errors_are_one_line_and_models_can_be_replaced(pool, setup):
     assert plain.fid == pytest.approx(sup0.fid, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_a_restarted_dispatcher_learns_the_real_statistics(pool, setup):
     """The dispatcher's process dies after the real statistics were computed (they came
     from an actor, not from its constructor): Ray restarts it from its first arguments, and

@@ -166,7 +166,14 @@ def test_demo_data_resolved_once_into_the_cache(tmp_path, monkeypatch):
 def test_search_space_of_config():
     cfg = from_dict({"model": {"student_ngf": 16}, "distill": {"space_widths": [16, 8]}})
     space = search_space_of(cfg)
-    assert isinstance(space, SearchSpace) and space.largest()[0] == 16
+    # distill.space_widths: every position takes every width, for the student's family
+    assert isinstance(space, SearchSpace) and space.family == "resnet"
+    assert space.choices == ((16, 8),) * 8 and space.size == 2 ** 8
+    assert str(space.largest()) == "_".join(["16"] * 8)
+    assert str(space.smallest()) == "_".join(["8"] * 8)
+    # none: the preset model.search_space names
+    preset = from_dict({"model": {"student_ngf": 64, "search_space": "channels-64-cycleGAN"}})
+    assert search_space_of(preset) == PRESETS["channels-64-cycleGAN"]
     cfg.distill.space_widths = []
     with pytest.raises(ConfigError, match="student_ngf 16"):
         search_space_of(cfg)

@@ -61,7 +61,7 @@ def test_fid_helper_matches_torch_fidelity_inception_v3_compat(extractor, tmp_pa
     """torch-fidelity's own inception-v3-compat, given the same weights as a local file,
     yields the same features as the fid-helper path: same resize, same scaling."""
     if extractor.name != FID_HELPER_NAME:
-        pytest.skip("compat weights are local; nothing to compare against")
+        pytest.skip("not applicable: compat weights are local; nothing to compare against")
     state = compat_state_dict_from_fid_helper(extractor.weights_path)
     weights = tmp_path / "weights-inception-compat.pth"
     torch.save(state, weights)
@@ -85,7 +85,7 @@ def test_registered_extractor_runs_inside_torch_fidelity(extractor, tmp_path):
     """torch_fidelity.calculate_metrics finds ganc's extractor by name and agrees with ganc
     (KID: the FID math is compared separately, without a 2048-d eigendecomposition)."""
     if extractor.name != FID_HELPER_NAME:
-        pytest.skip("fid-helper weights are not in use")
+        pytest.skip("not applicable: the fid-helper weights are not in use")
     import torch_fidelity
     a = _synthetic_images(tmp_path / "a", 4, seed=1)
     b = _synthetic_images(tmp_path / "b", 4, seed=2)
@@ -168,6 +168,7 @@ def _distort(images: list, kind: str, level: float, seed: int = 0) -> torch.Tens
     return torch.stack(out)
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 def test_fid_kid_self_and_monotone_in_distortion(extractor, facades, tmp_path):
     real_src = FolderSource((str(facades),), crop="left")
@@ -360,6 +361,7 @@ def torch_fidelity_fid(extractor, real, fake, tmp_path) -> float:
     return float(m["frechet_inception_distance"])
 
 
+@pytest.mark.slow
 def test_fid_matches_torch_fidelity_on_the_same_images(extractor, tmp_path):
     """ganc's FID of two folders against torch-fidelity's end-to-end value: a wrong
     resize, scaling, feature layer, statistic or formula shows up here, not only a value

@@ -71,6 +71,7 @@ def test_released_espnet_loads_strictly_with_weights_only():
     assert net.encoder.level1.conv.weight.abs().sum() > 0
 
 
+@pytest.mark.slow
 @needs_shared(ESPNET_WEIGHTS, CAMVID)
 def test_calibration_on_the_real_val_photos():
     """The protocol's figures on the 101 real CamVid val photos: mIoU 69.49 and pixel
@@ -124,8 +125,22 @@ def test_cli_json(capsys, generated):
                        str(generated / "valannot"), "--weights", str(ESPNET_WEIGHTS), "--json")
     res = json.loads(out)
     assert code == 0 and res["n"] == 3 and 0 <= res["miou"] <= 100
-    assert {"miou", "pixel_acc", "n", "protocol"} <= set(res)
+    assert set(res) == {"miou", "pixel_acc", "n", "protocol", "iou"}
     assert "ESPNet-CamVid mIoU" in res["protocol"] and "352x480" in res["protocol"]
+    # the figures are the protocol's (segmenter input 352x480) on these folders
+    want = score_folders(generated / "val", generated / "valannot",
+                         Segmenter.load(ESPNET_WEIGHTS, input_size=(352, 480)))
+    assert (res["miou"], res["pixel_acc"], res["iou"]) == (want["miou"], want["pixel_acc"],
+                                                           want["iou"])
+    # and --input-size reaches the segmenter: another size, other figures
+    code, out, _ = run(capsys, "miou", "--images", str(generated / "val"), "--labels",
+                       str(generated / "valannot"), "--weights", str(ESPNET_WEIGHTS),
+                       "--input-size", "176x240", "--json")
+    half = json.loads(out)
+    want = score_folders(generated / "val", generated / "valannot",
+                         Segmenter.load(ESPNET_WEIGHTS, input_size=(176, 240)))
+    assert code == 0 and (half["miou"], half["iou"]) == (want["miou"], want["iou"])
+    assert half["iou"] != res["iou"]
 
 
 def _copy(src, dst):

@@ -11,18 +11,19 @@ import sys
 import pytest
 
 from .helpers import REPO
-from .local_cluster import local_cluster
 
 PROBE = ("import json, sys; from ganc.raylocal import init_local; "
          "init_local(temp_dir=sys.argv[1] or None); from ganc.cluster import current; "
          "print(json.dumps(current().to_dict()))")
 
 
-@pytest.fixture(scope="module")
-def cluster(s3_server, tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    with local_cluster({"GANC_CACHE": str(cache)}) as c:
-        yield c
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def cluster(two_node):
+    """The session's LocalCluster (tests/local_cluster.py)."""
+    return two_node
 
 
 def _env(cluster, **extra) -> dict:

@@ -47,8 +47,20 @@ def test_profile_dict_and_latency():
     m = gnn.build("sub_mobile_resnet_9blocks", config="8_8_8_8_8_8_8_8")
     res = profile(m, size=32, latency=True)
     assert res["convention"] == "torchprofile" and res["params"] == count_params(m)
+    assert res["input_size"] == [1, 3, 32, 32] and res["macs"] == count_macs(m, (1, 3, 32, 32))
+    # the latency the dict asked for: measured at that input, on the model's device
+    lat = res["latency"]
+    assert set(lat) == {"median_ms", "min_ms", "repeats", "device", "threads"}
+    assert lat["repeats"] == 10 and lat["device"] == "cpu" and lat["threads"] >= 1
+    assert 0 < lat["min_ms"] <= lat["median_ms"]
+    # (height, width) and another convention; no latency unless asked
+    wide = profile(m, size=(32, 48), convention="flopcounter")
+    assert wide["input_size"] == [1, 3, 32, 48] and "latency" not in wide
+    assert wide["macs"] == count_macs(m, (1, 3, 32, 48), convention="flopcounter")
+    assert wide["convention"] == "flopcounter" and wide["macs"] != res["macs"]
     lat = measure_latency(m, (1, 3, 32, 32), warmup=1, repeats=3)
-    assert lat["repeats"] == 3 and lat["median_ms"] > 0 and lat["device"] == "cpu"
+    assert lat["repeats"] == 3 and lat["device"] == "cpu"
+    assert 0 < lat["min_ms"] <= lat["median_ms"]
     with pytest.raises(ConfigError):
         count_macs(m, (1, 3, 32, 32), convention="flops")
     assert torch.is_grad_enabled()

@@ -173,6 +173,7 @@ def _corrupt(folder):
             fh.write(b"not an image")
 
 
+@pytest.mark.slow
 def test_search_finetune_and_export_never_read_val(ray_local, trained, tmp_path):
     from ganc.export import export_best
     from ganc.report import write_report
@@ -207,6 +208,7 @@ def _exported_equals(run, key, config):
     return all(torch.equal(want[k], got[k]) for k in want)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["worse", "better"])
 def test_export_is_the_better_of_before_and_after_finetune(case, trained, tmp_path):
     """worse: a blown-up learning rate turns the fine-tuned generator's outputs to NaN;

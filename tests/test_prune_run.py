@@ -27,6 +27,7 @@ def _tiny_config(store: str) -> RunConfig:
     return cfg
 
 
+@pytest.mark.slow
 def test_prune_on_tune_writes_exports_and_results(tmp_path, ray_local):
     from ganc.prune.driver import RESULTS_KEY, load_pruned, run_prune
     store = str(tmp_path / "store")

@@ -18,6 +18,7 @@ def _one_line(e) -> str:
     return msg
 
 
+@pytest.mark.slow
 def test_search_restore_under_another_method_budget_or_supernet_stops_in_one_line(
         ray_local, tmp_path):
     from ganc.search.driver import run_search

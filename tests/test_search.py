@@ -323,6 +323,7 @@ def _state_mtime(exp_dir):
                 glob.glob(os.path.join(exp_dir, "experiment_state-*.json"))] or [0.0])
 
 
+@pytest.mark.slow
 def test_two_budget_search_resumes_after_a_killed_driver_and_rescores_nothing(ray_local,
                                                                              tmp_path):
     configs = all_configs()
@@ -419,38 +420,11 @@ def test_search_budget_below_smallest_fails_before_starting_anything(ray_local, 
     assert not os.path.exists(tmp_path / "store" / "runs" / "tiny" / "search")
 
 
-def _kill_one_busy_fid_actor(stop, out):
-    """Wait until the search's pool has scored the teacher and two configs, then ray.kill
-    an FID actor that is scoring (the test's side of a running search)."""
-    import ray
-    from ganc.metrics.pool import DISPATCHER_PREFIX
-    deadline = time.time() + 300
-    while not stop.is_set() and time.time() < deadline:
-        names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                 if a["name"].startswith(DISPATCHER_PREFIX)]
-        if names:
-            d = ray.get_actor(names[0], namespace=next(
-                a["namespace"] for a in ray.util.list_named_actors(all_namespaces=True)
-                if a["name"] == names[0]))
-            try:
-                if ray.get(d.stats.remote())["scored"] >= 3:
-                    busy = ray.get(d.names.remote(busy=True))
-                    if busy:
-                        victim = ray.get(d.actors.remote())[
-                            ray.get(d.names.remote()).index(busy[0])]
-                        ray.kill(victim, no_restart=True)
-                        out["killed"] = busy[0]
-                        return
-            except ray.exceptions.RayActorError:
-                pass
-        time.sleep(0.05)
-
-
-def test_two_budget_search_through_the_fid_pool_survives_a_killed_actor(ray_local, tmp_path):
-    """Two budgets side by side on one pool; an FID actor is killed mid-search: every
-    config is scored exactly once, none failed, best.json counts one restart and has an
-    entry per budget; KID only for the Pareto sets."""
-    import threading
+@pytest.mark.slow
+def test_two_budget_search_through_the_fid_pool(ray_local, tmp_path):
+    """Two budgets side by side on one pool: every config is scored exactly once, none
+    failed, best.json has an entry per budget; KID only for the Pareto sets. (An FID actor
+    killed mid-search: tests/test_faults.py, on a cluster.)"""
     import pyarrow.parquet  # noqa: F401
     from ganc.search.driver import run_search
     from ganc.store import open_store
@@ -461,15 +435,7 @@ def test_two_budget_search_through_the_fid_pool_survives_a_killed_actor(ray_loca
     space = SearchSpace.uniform("tiny", (8, 4))
     macs = sorted(cost.macs(c) for c in all_configs(space))
     cfg.search.budgets = [macs[-1], macs[len(macs) // 2]]     # at crop_size = eval size
-    stop, out = threading.Event(), {}
-    killer = threading.Thread(target=_kill_one_busy_fid_actor, args=(stop, out), daemon=True)
-    killer.start()
-    try:
-        summary = run_search(cfg, url)
-    finally:
-        stop.set()
-        killer.join(30)
-    assert out.get("killed"), "no FID actor was killed mid-search"
+    summary = run_search(cfg, url)
     run = open_store(url).run("tiny")
     for key in ("search/results.parquet", "search/pareto.parquet", "search/fid_vs_macs.png",
                 "search/fid_vs_macs_1.png", "best.json", "search/teacher.json"):
@@ -479,7 +445,7 @@ def test_two_budget_search_through_the_fid_pool_survives_a_killed_actor(ray_loca
                             "generation", "trial_id", "status", "error", "attempts"}
     best = run.get_json("best.json")
     assert best == summary
-    assert best["pool"]["restarts"] == 1 and best["pool"]["failed"] == 0
+    assert best["pool"]["restarts"] == 0 and best["pool"]["failed"] == 0
     assert [e["budget_macs"] for e in best["budgets"]] == cfg.search.budgets
     assert best["config"] == best["budgets"][0]["config"]          # primary at the top
     front = run.get_parquet("search/pareto.parquet").to_pylist()

@@ -62,6 +62,7 @@ def _cfg(root, store) -> object:
     }), budget
 
 
+@pytest.mark.slow
 def test_spade_teacher_supernet_miou_search_export(ray_local, camvid_few, tmp_path):
     from ganc import nn as gnn
     from ganc.export import export_best
