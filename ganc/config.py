@@ -93,6 +93,10 @@ class ModelConfig:
     teacher: str = "resnet_9blocks"
     teacher_ngf: PosInt = 64
     teacher_weights: str = ""      # released latest_net_G.pth, or '' to train one
+    teacher_config: str = ""       # channel config of a sub-network teacher
+                                   # (sub_mobile_resnet_9blocks / sub_mobile_spade), e.g.
+                                   # 16_16_32_16_32_32_16_16; '': the config_str of the
+                                   # model.json beside teacher_weights
     student: str = "super_mobile_resnet_9blocks"
     student_ngf: PosInt = 64
     search_space: str = "channels-64-pix2pix"
@@ -398,6 +402,8 @@ def apply_override(cfg: RunConfig, assignment: str, where: str = "--set") -> Run
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if hints[parts[-1]] is str and isinstance(value, (int, float)):
+        value = raw.strip()     # as typed: YAML reads 16_16_32_16_32_32_16_16 as one int
     setattr(obj, parts[-1], check_value(obj, parts[-1], _coerce(value, hints[parts[-1]], path),
                                         path))
     return cfg

@@ -196,6 +196,13 @@ def compress(cfg: RunConfig, store=None, *, method: Optional[str] = None,
     stages = _stages(cfg)
     home = _cwd_or_none()
     _import_stages(stages)
+    # a given teacher that does not fit its architecture, or a budget at or above the
+    # teacher's MACs: one line, before Ray starts or anything is written
+    if cfg.model.teacher_weights:
+        from .train.teacher import check_given_teacher
+        check_given_teacher(cfg)
+    from .context import check_budgets
+    check_budgets(cfg)
     done = {}
     t_all = time.perf_counter()
     with ray_connection(num_cpus=train_cpus(cfg)):
@@ -245,13 +252,10 @@ def compress(cfg: RunConfig, store=None, *, method: Optional[str] = None,
 # ---------------------------------------------------------------- stage runners
 def _teacher(cfg, root, run, method):
     if cfg.model.teacher_weights:
-        from .context import open_context
-        from .train.supernet import load_teacher, resolve_teacher
-        ctx = open_context(cfg, root)
-        ref = resolve_teacher(ctx.cfg, run)
-        load_teacher(ref, ctx.endpoint_url)   # fails now, with one line, if it won't load
-        say(f"[compress] teacher: using {ref['source']}")
-        return {"source": ref["source"], "trained": False}
+        from .train.teacher import given_teacher
+        s = given_teacher(cfg, root)        # fails now, with one line, if it won't load
+        return {"source": s["source"], "trained": False, "netG": s["netG"],
+                "config_str": s["config_str"]}
     from .train.teacher import train_teacher
     s = train_teacher(cfg, root)
     return {"trained": True, "step": s.get("step"), "final": s.get("final")}

@@ -62,7 +62,8 @@ def collect_rows(cfg: RunConfig, run, size: int) -> tuple[list[dict], dict]:
             t_info = best.get("teacher") or {}
             measured = (card.get("teacher") or {}).get("latency_ms_cpu")  # export timed it
             shape = input_shape(cfg, ref.get("netG"))
-            rows.append({"model": f"{ref.get('netG')} (ngf {ref.get('ngf')})",
+            width = ref.get("config_str") or f"ngf {ref.get('ngf')}"
+            rows.append({"model": f"{ref.get('netG')} ({width})",
                          "method": "teacher", "macs": count_macs(teacher, shape),
                          "params": count_params(teacher),
                          "fid_search": _finite(t_info.get("fid")),
