@@ -78,6 +78,14 @@ class DataConfig:
                                    # the supernet and fine-tune train on the rest, the
                                    # teacher on all. 0: none (the search then scores on
                                    # eval_split, which the report uses too)
+    val_split: Weight = 0.0        # training images held out as the evaluation split
+                                   # ('val', for data without a val / test folder): a
+                                   # fraction (<1) or a count (>=1) of train_split, drawn
+                                   # from what search_split leaves; the report scores on it
+                                   # instead of eval_split. 0: none
+    split_targets: bool = True     # unaligned: search_split / val_split hold out target
+                                   # images too (their real set); false: source images only,
+                                   # scored against fid_real (else the whole target folder)
     fid_real: str = ""             # folder(s) of real target images for FID, relative to root
                                    # ('' -> eval targets); several joined by ','
     batch_size: PosInt = 1         # the GLOBAL batch: split evenly over scale.workers

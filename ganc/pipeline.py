@@ -305,6 +305,14 @@ def _report(cfg, root, run, method):
     return {"rows": len(rep["rows"]), "folder": run.url("report")}
 
 
+def _kid(mean, std) -> str:
+    """``0.0123+-0.0021`` (KID mean +- its std over subsets), ``-`` when not scored."""
+    if not isinstance(mean, (int, float)) or mean != mean:
+        return "-"
+    return f"{mean:.4f}+-{std:.4f}" if isinstance(std, (int, float)) and std == std \
+        else f"{mean:.4f}"
+
+
 # What a finished stage leaves: a marker alone never counts (a unit counts by its manifest).
 def missing_artifacts(cfg: RunConfig, run, stage: str) -> list[str]:
     """Keys a finished ``stage`` must have left in ``run`` that are not there."""
@@ -330,9 +338,13 @@ def format_table(rows: list[dict]) -> str:
     chosen = next((r["fid_search_split"] for r in rows if r.get("fid_search_split")), "search")
     fid_head = f"FID {split}"[:8] if split else "FID"
     miou = any(r.get("miou") is not None for r in rows)   # label-map data
+    # KID (mean +- std over subsets) of each split, where the report scored it
+    kids = [(k, f"KID {name}"[:15]) for k, name in (("kid", split), ("kid_search", chosen))
+            if any(r.get(k) is not None for r in rows)]
     head = (f"{'model':34s} {'method':10s} {'GMACs':>8s} {'MACs x':>7s} {'params M':>9s} "
             f"{fid_head:>8s} {('FID ' + chosen)[:10]:>10s} {'CPU ms':>8s}"
-            + (f" {'mIoU ' + split:>10s}" if miou else ""))
+            + (f" {'mIoU ' + split:>10s}" if miou else "")
+            + "".join(f" {title:>15s}" for _, title in kids))
     lines = [head, "-" * len(head)]
     t_macs = next((r["macs"] for r in rows if r["method"] == "teacher" and r.get("macs")), None)
 
@@ -346,7 +358,8 @@ def format_table(rows: list[dict]) -> str:
                      f"{num(r.get('params') and r['params'] / 1e6, '9.3f'):>9s} "
                      f"{num(r.get('fid'), '8.2f'):>8s} {num(r.get('fid_search'), '10.2f'):>10s} "
                      f"{num(r.get('latency_ms_cpu'), '8.1f'):>8s}"
-                     + (f" {num(r.get('miou'), '10.2f'):>10s}" if miou else ""))
+                     + (f" {num(r.get('miou'), '10.2f'):>10s}" if miou else "")
+                     + "".join(f" {_kid(r.get(k), r.get(k + '_std')):>15s}" for k, _ in kids))
     if miou:
         lines.append("mIoU: ESPNet-CamVid mIoU (ganc's stand-in for the paper's DRN-D-105 "
                      "Cityscapes mIoU)")
