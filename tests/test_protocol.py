@@ -118,6 +118,9 @@ def test_val_split_of_the_source_folder_scored_against_every_target(tmp_path):
         split = scoring_split(cfg, str(root), report=report)
         assert [rel_name(p, root) for p in split.inputs.paths()] == names["trainA"]
         assert len(split.real.paths()) == 6 and split.real.folders[0].endswith("trainB")
+    big = val_names(_cfg(root, kind="unaligned", search_split=4, val_split=15,
+                         split_targets=False), str(root))["trainA"]
+    assert len(big) == 15 and not set(big) & set(search["trainA"])   # drawn from the rest
     cfg.data.fid_real = "trainB,other"
     _images(root / "other", 2, 2)
     assert len(scoring_split(cfg, str(root), report=True).real.paths()) == 8
