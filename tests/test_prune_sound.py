@@ -1,0 +1,86 @@
+"""Soundness of the pruning variant: the LDS kernel far from the original, the peer
+feedback, the per-MAC projection and the unpaired discriminator's real samples."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ganc import nn as gnn
+from ganc.config import PruneConfig
+from ganc.prune import LocalDensityLoss, Pruner, gated_generator, kernel_terms
+from ganc.prune.gated import hard_keep
+from ganc.prune.lds import bandwidths
+
+from .helpers import H2Z_DATA, H2Z_MODEL, needs_shared
+
+
+def _d2(a, b):
+    return (a.unsqueeze(2) - b.unsqueeze(1)).pow(2).mean(-1)
+
+
+def _pull(fP, fQ, lds):
+    """(loss, slope, |grad|): the density + structure terms at pruned features fP, the
+    derivative of the loss along the straight path from fP to the original's fQ
+    (``d loss(fP + t (fQ - fP)) / dt`` at t = 0; negative: moving towards the original
+    lowers the loss) and the gradient's norm w.r.t. fP."""
+    fP = fP.detach().clone().requires_grad_()
+    t = lds(fP, fQ.detach())
+    loss = t["density"] + t["structure"]
+    g, = torch.autograd.grad(loss, fP)
+    return float(loss), float((g * (fQ - fP.detach())).sum()), float(g.norm())
+
+
+# ------------------------------------------------------------------------- a. LDS far away
+def test_lds_pulls_far_pruned_outputs_towards_the_original():
+    """Tight neighbourhoods (copies ~0.1 apart) with the pruned ones ~3 away: with the
+    original's local width alone, k(P, Q) ~ exp(-450) and the only gradient left pushes
+    the pruned copies apart (the MMD's repulsion); the pooled width keeps the pull."""
+    g = torch.Generator().manual_seed(0)
+    centre = torch.randn(2, 1, 64, generator=g)
+    Q = centre + 0.1 * torch.randn(2, 4, 64, generator=g)                    # (B, K, F)
+    P = centre + 3.0 + 0.2 * torch.randn(2, 4, 64, generator=g)
+    h2 = bandwidths(P, Q, 1.0)
+    assert float((_d2(P, Q).amin((1, 2)) / h2[:, 0]).min()) > 100       # far, in local widths
+    lds = LocalDensityLoss(64, k=4, adv_weight=0.0)
+    loss, slope, grad = _pull(P.flatten(0, 1), Q.flatten(0, 1), lds)
+    assert loss > 0.5 and slope < -0.2 * loss and grad > 1e-3, (loss, slope, grad)
+    # zero where the pruned outputs are the original's
+    same = kernel_terms(Q, Q.clone(), 1.0)
+    assert float(same["density"]) == 0.0 and float(same["structure"]) == 0.0
+
+
+@needs_shared(H2Z_MODEL, H2Z_DATA)
+def test_lds_pulls_a_real_pruning_start_towards_the_original():
+    """The released horse2zebra compressed generator (2.55 GMACs at 256px) pruned to
+    1.4 GMACs the way the pruner starts an export (its hard gates projected to the
+    budget by its own logits), a real horse neighbourhood (batch 1, K 4, D's features):
+    d^2(pruned, original) is ~25 times the original's local h^2. The LDS terms still pull
+    the pruned features towards the original's (with the local width alone the slope
+    along the path is positive: the gradient pushes away)."""
+    from ganc.data import build_dataset
+    from ganc.weights import load_weights
+    torch.set_num_threads(1)
+    T = gnn.build("sub_mobile_resnet_9blocks", config="16_16_32_16_32_32_16_16")
+    load_weights(T, H2Z_MODEL / "latest_net_G.pth")
+    torch.manual_seed(0)
+    D = gnn.build_for_training("n_layers", input_nc=3, ndf=64, n_layers=3, norm="instance")
+    pr = Pruner(PruneConfig(), 1.4e9 / 2546204672, T.eval(), D, conditional=False, size=256)
+    assert pr.full_macs_G == 2546204672
+    keep = pr.project(hard_keep(pr.hard_gates()[0]))
+    assert 1.35e9 < pr.keep_macs(keep) <= 1.4e9
+    gates = {g: torch.zeros(c).index_fill(0, keep[g], 1.0) for g, c in pr.G.groups.items()}
+    ds = build_dataset("unaligned", H2Z_DATA, "train", load_size=256, crop_size=256,
+                       serial=True, train_aug=False)
+    A = ds[0]["A"].unsqueeze(0)
+    xs = pr.lds.neighbourhood(A, pr.rng_lds)
+    with torch.no_grad():
+        f = pr.features(torch.cat([xs, xs]), torch.cat([pr.G(xs, gates), pr.T(xs)]), None)
+    fP, fQ = f.chunk(2)
+    k = pr.lds.k
+    from ganc.prune.lds import normalise
+    P, Q = (v.view(-1, k, v.shape[-1]) for v in normalise(fP, fQ))
+    h2 = bandwidths(P, Q, pr.pc.lds_bandwidth)
+    far = float((_d2(P, Q).amin((1, 2)) / h2[:, 0]).min())
+    assert far > 10, far                                 # k(P, Q) <= exp(-5) at the local width
+    loss, slope, grad = _pull(fP, fQ, pr.lds)
+    assert loss > 0.5 and slope < -0.2 * loss and grad > 0, (far, loss, slope, grad)
