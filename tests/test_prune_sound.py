@@ -84,3 +84,44 @@ def test_lds_pulls_a_real_pruning_start_towards_the_original():
     assert far > 10, far                                 # k(P, Q) <= exp(-5) at the local width
     loss, slope, grad = _pull(fP, fQ, pr.lds)
     assert loss > 0.5 and slope < -0.2 * loss and grad > 0, (far, loss, slope, grad)
+
+
+# ------------------------------------------------------------------------- b. peer feedback
+def _small(input_nc=6, seed=0):
+    torch.manual_seed(seed)
+    G = gnn.build("resnet_6blocks", ngf=8)
+    D = gnn.build("n_layers", input_nc=input_nc, ndf=8, n_layers=2, norm="batch")
+    return G, D
+
+
+def test_peer_input_is_the_peers_current_summary():
+    """After every step each agent's peer input is the other agent's gate probabilities as
+    they stand after that step's update (and the other model's loss at that step), not an
+    average over earlier steps; the peer's gates do move from step to step."""
+    from ganc.prune.agents import gate_probabilities
+    torch.set_num_threads(1)
+    G, D = _small()
+    pr = Pruner(PruneConfig(lds_k=2, lr_agent=5e-2, lambda_resource=5.0), 0.3, G, D, size=32)
+    g = torch.Generator().manual_seed(1)
+    T = pr.pc.temperature
+    before = None
+    for step in range(3):
+        A, B = (torch.rand(1, 3, 32, 32, generator=g) * 2 - 1 for _ in range(2))
+        m = pr.step(A, B)
+        with torch.no_grad():
+            now_D = gate_probabilities(pr.genD(pr.last_peer["D"]), T)
+            now_G = gate_probabilities(pr.genG(pr.last_peer["G"]), T)
+        if before is not None:                        # the peer's gates changed this step
+            assert max(abs(a - b) for a, b in zip(now_D, before)) > 1e-3, (now_D, before)
+        before = now_D
+        pG, pD = pr.peer_inputs()
+        assert not pG.requires_grad and not pD.requires_grad
+        assert torch.allclose(pG[:-1], torch.tensor(now_D), atol=1e-6), (step, pG, now_D)
+        assert torch.allclose(pD[:-1], torch.tensor(now_G), atol=1e-6), (step, pD, now_G)
+        assert float(pG[-1]) == pytest.approx(torch.log1p(torch.tensor(m["D"])).item(), rel=1e-5)
+        assert float(pD[-1]) == pytest.approx(torch.log1p(torch.tensor(m["task_G"])).item(),
+                                              rel=1e-5)
+    # the ablation: no peer feedback, zero peer inputs
+    off = Pruner(PruneConfig(lds_k=2, peer_feedback=False), 0.3, G, D, size=32)
+    off.step(A, B)
+    assert all(float(v.abs().sum()) == 0 for v in off.peer_inputs())

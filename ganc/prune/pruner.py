@@ -7,8 +7,9 @@ reopen it), the gated
 discriminator ``D``, the agents genG / genD and the LDS loss. Each :meth:`Pruner.step`:
 
 1. both agents emit channel logits from their peer input (the other agent's gate
-   probabilities per layer and the other model's task loss, averaged over recent steps;
-   zeros with ``peer_feedback: false``) and sample straight-through hard gates;
+   probabilities per layer and the other model's task loss, the other side's current
+   state: as it stands after the previous step's update, detached; zeros with
+   ``peer_feedback: false``) and sample straight-through hard gates;
 2. **G side** (G's weights and genG): ``lambda_gan * GAN(D(fake)) + lambda_recon *
    L1(fake, T(x)) + lambda_lds * LDS + lambda_resource * res(r_G, p)`` with the two-sided
    ``res(r, p) = max(|r - p| - tol, 0) / p``;
@@ -35,7 +36,7 @@ import torch.nn as nn
 from ..config import PruneConfig, check_value, validate
 from ..errors import ConfigError
 from ..losses import GANLoss, discriminator_loss, recon_l1
-from .agents import (Agent, PeerAverage, expected_gates, floor_open, gate_probabilities,
+from .agents import (Agent, PeerState, expected_gates, floor_open, gate_probabilities,
                      min_keep, resource_loss)
 from .gated import (gated_discriminator, gated_generator, hard_keep, project_keep,
                     slice_network)
@@ -43,7 +44,6 @@ from .lds import FEATURE_SPACES, FixedFeatures, LocalDensityLoss, spatial
 
 
 BASE_MODELS = ("teacher", "mobile")
-PEER_DECAY = 0.9  # moving average of the peer summaries (about the last 10 steps)
 
 
 def check_prune_config(pc: PruneConfig) -> None:
@@ -105,9 +105,9 @@ class Pruner:
             list(self.lds.critic.parameters())
             if self.lds is not None and self.lds.critic is not None else [])
         self.opt_D = torch.optim.Adam(d_params, lr=pc.lr_d, betas=(0.5, 0.999))
-        # peer feedback: averages of each agent's gate probabilities and its model's task
-        # loss (no resource term), read by the other agent
-        self.peer_G, self.peer_D = PeerAverage(PEER_DECAY), PeerAverage(PEER_DECAY)
+        # peer feedback: each agent's current gate probabilities and its model's latest
+        # task loss (no resource term), read by the other agent
+        self.peer_G, self.peer_D = PeerState(), PeerState()
         self.last_peer: Dict[str, torch.Tensor] = {}
         self.step_count = 0
         self.full_macs_G = self.G.full_macs(self.size)
@@ -149,6 +149,16 @@ class Pruner:
             pD = self.genD.peer_input(self.peer_G.values if fb else None,
                                       self.peer_G.loss if fb else None, self.device)
         return pG, pD
+
+    @torch.no_grad()
+    def _update_peers(self, task_G: float, loss_D: float) -> None:
+        """Each side's summary as it stands after this step's update (detached): the gate
+        probabilities the agent emits now, from the peer input it was given this step,
+        and its model's task loss at this step. The other agent reads it next step."""
+        T = self.pc.temperature
+        self.peer_G.update(gate_probabilities(self.genG(self.last_peer["G"]), T), task_G)
+        if self.genD is not None:
+            self.peer_D.update(gate_probabilities(self.genD(self.last_peer["D"]), T), loss_D)
 
     def logits(self):
         """Channel logits of both agents from the current peer inputs."""
@@ -282,10 +292,7 @@ class Pruner:
             self.opt_agentD.step()
 
         task_G = float((loss_G - pc.lambda_resource * terms["res_G"]).detach())
-        T = pc.temperature
-        self.peer_G.update(gate_probabilities(lG, T), task_G)
-        if lD is not None:
-            self.peer_D.update(gate_probabilities(lD, T), float(terms["D"].detach()))
+        self._update_peers(task_G, float(terms["D"].detach()))
         self.step_count += 1
         out = {k: float(v.detach()) for k, v in terms.items()}
         out.update(loss_G=float(loss_G.detach()), task_G=task_G, loss_D=float(loss_D.detach()),
