@@ -379,7 +379,9 @@ def test_prune_config_errors():
 
 # ------------------------------------------------------------------------- equal budget
 @pytest.mark.parametrize("start", ["all", "one"])
-def test_project_keep_fits_budget_within_two_percent(start):
+def test_project_keep_fits_budget_within_one_channel(start):
+    """Under the budget, and no closed channel fits any more (at 32px one stem or up2
+    channel is ~1.5-2.5% of the MACs, so that is as close as the channels allow)."""
     from ganc.prune.gated import project_keep
     torch.manual_seed(4)
     gated = gated_generator(gnn.build("resnet_6blocks", ngf=8))
@@ -393,7 +395,11 @@ def test_project_keep_fits_budget_within_two_percent(start):
         out = project_keep(gated, keep, logits, budget, SIZE, floor)
         small = slice_network(gated, out)
         macs = count_macs(small, (1, 3, SIZE, SIZE))
-        assert macs <= budget and macs >= 0.98 * budget, (ratio, macs / full)
+        assert macs <= budget and macs >= 0.95 * budget, (ratio, macs / full)
+        counts = {g: int(v.numel()) for g, v in out.items()}
+        add = gated.channel_macs(counts, SIZE, add=True)
+        assert all(macs + add[g] > budget for g in gated.groups
+                   if counts[g] < gated.groups[g]), (ratio, budget - macs, add)
         assert all(out[g].numel() >= floor[g] for g in gated.groups)
         # the kept channels are the highest logits among those that could be kept
         for g in gated.groups:

@@ -125,3 +125,47 @@ def test_peer_input_is_the_peers_current_summary():
     off = Pruner(PruneConfig(lds_k=2, peer_feedback=False), 0.3, G, D, size=32)
     off.step(A, B)
     assert all(float(v.abs().sum()) == 0 for v in off.peer_inputs())
+
+
+# ------------------------------------------------------------------------- c. per-MAC projection
+def test_channel_macs_are_the_exact_marginal_costs():
+    for name in ("resnet_6blocks", "mobile_resnet_9blocks"):
+        gated = gated_generator(gnn.build(name, ngf=8))
+        g = torch.Generator().manual_seed(0)
+        counts = {k: int(torch.randint(2, c + 1, (1,), generator=g)) for k, c in
+                  gated.groups.items()}
+        m = gated.macs(counts, 32)
+        save = gated.channel_macs(counts, 32)
+        add = gated.channel_macs(counts, 32, add=True)
+        for k in gated.groups:
+            assert save[k] == m - gated.macs({**counts, k: counts[k] - 1}, 32), (name, k)
+            assert add[k] == gated.macs({**counts, k: counts[k] + 1}, 32) - m, (name, k)
+
+
+def test_projection_cuts_by_importance_per_mac():
+    """Two cheap stem channels with slightly lower logits than one expensive trunk channel
+    (a trunk channel feeds every residual block: 1.4x a stem channel's MACs at 32px, so
+    the two stem channels together save more than it). The budget needs one trunk
+    channel's MACs: ranked by raw logit both stem channels go (and the network lands
+    109k MACs under the budget); per MAC the trunk channel goes, exactly at the budget."""
+    from ganc.prune.gated import project_keep
+    gated = gated_generator(gnn.build("resnet_6blocks", ngf=8))
+    full = gated.full_macs(32)
+    save = gated.channel_macs(None, 32)
+    assert save["trunk"] > 1.3 * save["stem"] and 2 * save["stem"] > save["trunk"], save
+    logits = {g: torch.full((c,), 8.0) for g, c in gated.groups.items()}
+    logits["stem"][:2] = torch.tensor([-4.1, -4.05])
+    logits["trunk"][0] = -4.0                       # the highest of the three low logits
+    keep = {g: torch.arange(c) for g, c in gated.groups.items()}
+    budget = full - save["trunk"]
+    out = project_keep(gated, keep, logits, budget, 32, temperature=1.0)
+    kept = {g: set(v.tolist()) for g, v in out.items()}
+    assert kept["trunk"] == set(range(1, gated.groups["trunk"])), kept["trunk"]
+    assert all(kept[g] == set(range(c)) for g, c in gated.groups.items() if g != "trunk")
+    assert gated.macs({g: len(v) for g, v in kept.items()}, 32) == budget
+    # importance still comes first: an important trunk channel stays, the stem pays
+    logits["trunk"][0] = 8.0
+    out = project_keep(gated, keep, logits, budget, 32, temperature=1.0)
+    assert set(out["stem"].tolist()) == set(range(2, gated.groups["stem"]))
+    assert out["trunk"].numel() == gated.groups["trunk"]
+    assert gated.macs({g: int(v.numel()) for g, v in out.items()}, 32) <= budget

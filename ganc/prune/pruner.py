@@ -318,10 +318,13 @@ class Pruner:
 
     @torch.no_grad()
     def project(self, keep: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """Kept channels of G moved to at most the budget, by the current logits."""
+        """Kept channels of G moved to at most the budget, ranked by importance per MAC
+        (keep probability ``sigmoid(logit / T)`` of the current logits over the channel's
+        MACs; :func:`project_keep`)."""
         lG, _ = self.logits()
         floor = {g: min_keep(c, self.pc.min_width) for g, c in self.G.groups.items()}
-        return project_keep(self.G, keep, lG, self.budget_macs, self.size, floor)
+        return project_keep(self.G, keep, lG, self.budget_macs, self.size, floor,
+                            temperature=self.pc.temperature)
 
     def keep_macs(self, keep) -> int:
         return int(self.G.macs({g: int(v.numel()) for g, v in keep.items()}, self.size))
