@@ -7,6 +7,7 @@ import torch
 
 from ganc import nn as gnn
 from ganc.config import PruneConfig
+from ganc.errors import ConfigError
 from ganc.prune import LocalDensityLoss, Pruner, gated_generator, kernel_terms
 from ganc.prune.gated import hard_keep
 from ganc.prune.lds import bandwidths
@@ -169,3 +170,61 @@ def test_projection_cuts_by_importance_per_mac():
     assert set(out["stem"].tolist()) == set(range(2, gated.groups["stem"]))
     assert out["trunk"].numel() == gated.groups["trunk"]
     assert gated.macs({g: int(v.numel()) for g, v in out.items()}, 32) <= budget
+
+
+# ------------------------------------------------------------------------- d. D's real samples
+def _unpaired_batch(tmp_path, size=32):
+    from ganc.data import build_dataset, make_demo_data
+    root = tmp_path / "unpaired"
+    make_demo_data("unpaired", 2, size, str(root), seed=0, n_test=4)
+    ds = build_dataset("unaligned", str(root), "train", load_size=size, crop_size=size,
+                       serial=True, train_aug=False)
+    items = [ds[i] for i in range(2)]
+    return {k: torch.stack([it[k] for it in items]) for k in ("A", "B")}
+
+
+def _record_inputs(D):
+    seen = []
+    D.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    return seen
+
+
+def test_unpaired_discriminator_sees_real_target_images(tmp_path):
+    """Unaligned data (CycleGAN-like): D's real samples are the dataset's real B images (real
+    zebras), in the pruning search and in the pruned fine-tune, never the original
+    generator's translations of A; the fine-tune's reconstruction target stays the
+    original's output. Paired: D's real samples are (A, B) pairs."""
+    from ganc.nn.discriminator import NLayerDiscriminator
+    from ganc.prune.pruner import FinetuneRecipe, finetune
+    torch.set_num_threads(1)
+    batch = _unpaired_batch(tmp_path)
+    A, B = batch["A"], batch["B"]
+    G, D = _small(input_nc=3)
+    with torch.no_grad():
+        translated = G.eval()(A)
+
+    def is_in(x, seen):
+        return any(s.shape == x.shape and torch.equal(s, x) for s in seen)
+
+    # the search phase (the gated D's network; its fakes are still the original's
+    # translations at the first step, all gates open)
+    pr = Pruner(PruneConfig(lds_k=2), 0.5, G, D, conditional=False, size=32)
+    seen = _record_inputs(pr.D.net)
+    pr.step(A, B)
+    assert is_in(B, seen)
+    with pytest.raises(ConfigError, match="real target images"):
+        pr.step(A, None)
+    # the fine-tune of a sliced generator at half the MACs (its fakes differ from the
+    # original's translations)
+    small, small_D, _ = pr.slice(pr.project(hard_keep(pr.hard_gates()[0])))
+    with torch.no_grad():
+        assert not torch.equal(small.eval()(A), translated)
+    seen = _record_inputs(small_D)
+    recipe = FinetuneRecipe(steps=1, lambda_distill=0.0)
+    finetune(small, small_D, G, iter([batch]), recipe, paired=False)
+    assert is_in(B, seen) and not is_in(translated, seen)
+    # paired: (A, B) pairs
+    D6 = NLayerDiscriminator(6, ndf=8, n_layers=2)
+    seen = _record_inputs(D6)
+    finetune(small, D6, G, iter([batch]), recipe, paired=True)
+    assert is_in(torch.cat([A, B], 1), seen)

@@ -14,7 +14,9 @@ discriminator ``D``, the agents genG / genD and the LDS loss. Each :meth:`Pruner
    L1(fake, T(x)) + lambda_lds * LDS + lambda_resource * res(r_G, p)`` with the two-sided
    ``res(r, p) = max(|r - p| - tol, 0) / p``;
 3. **D side** (D's weights, genD, the neighbourhood critic): the discriminator loss on
-   real vs. gated-G images through the gated D (D's weights with ``prune.lr_d``),
+   real target images (the batch's B: the paired target, or on unpaired data a real
+   image of the target domain, never the original generator's output) vs. gated-G
+   images through the gated D (D's weights with ``prune.lr_d``),
    ``+ lambda_resource * res(r_D, p_D)``, + the critic loss.
 
 The MACs ratios r are those of the gated networks (``Gated.macs_ratio``) at the data's
@@ -235,14 +237,18 @@ class Pruner:
         return terms, fake, target_img, feats
 
     def step(self, A: torch.Tensor, B: Optional[torch.Tensor] = None) -> Dict[str, float]:
-        """One update of G, genG, D, genD and the critic; returns the loss terms."""
+        """One update of G, genG, D, genD and the critic; returns the loss terms. ``B``:
+        real target images, D's real samples (required; on unpaired data real images of
+        the target domain, not A's translations)."""
         with torch.enable_grad():  # an in-process FID scorer may have turned grads off
             return self._step(A, B)
 
     def _step(self, A: torch.Tensor, B: Optional[torch.Tensor]) -> Dict[str, float]:
         pc = self.pc
-        A = A.to(self.device)
-        B = B.to(self.device) if B is not None else None
+        if B is None:
+            raise ConfigError("pruning needs real target images (a batch's 'B') for the "
+                              "discriminator's real samples; the batch has none")
+        A, B = A.to(self.device), B.to(self.device)
         self.G.train(), self.D.train()
         lG, lD = self.logits()
         gG, gD, eG, eD = self.gates(training=True, with_expected=True, logits=(lG, lD))
@@ -250,7 +256,7 @@ class Pruner:
         # ---- G side
         for p in self.D.parameters():
             p.requires_grad_(False)
-        terms, fake, target_img, feats = self.task_terms_G(A, gG, gD)
+        terms, fake, _, feats = self.task_terms_G(A, gG, gD)
         ratio_G = self.G.macs_ratio(eG, self.size)
         terms["res_G"] = resource_loss(ratio_G, self.target, pc.tolerance)
         loss_G = (pc.lambda_gan * terms["G_gan"] + pc.lambda_recon * terms["G_recon"]
@@ -267,9 +273,8 @@ class Pruner:
         for p in self.D.parameters():
             p.requires_grad_(True)
 
-        # ---- D side
-        real = B if B is not None else target_img
-        pred_real = self.D(self._d_input(A, real), gD)
+        # ---- D side: real target images (paired: A's own B; unpaired: any real B)
+        pred_real = self.D(self._d_input(A, B), gD)
         pred_fake = self.D(self._d_input(A, fake.detach()), gD)
         terms["D"] = discriminator_loss(self.gan, pred_real, pred_fake)
         loss_D = terms["D"]
@@ -403,7 +408,9 @@ def finetune(G: nn.Module, D: nn.Module, teacher: nn.Module, batches: Iterable,
 
     ``target`` the real B on paired data, else the original's output T(x); map_p are
     learnable 1x1 convs from G's features to the original's at the named points (trained
-    with G, not exported); D sees (A, image) pairs on paired data. Returns per-step losses."""
+    with G, not exported); D sees (A, image) pairs on paired data. D's real samples are
+    the batches' real B either way (on unpaired data real target-domain images, as the
+    supernet's D sees them), never the original's outputs. Returns per-step losses."""
     from ..losses import FeatureDistiller
     from ..train.common import set_lr, set_requires_grad
     from ..train.family import base_lrs, optimizers
@@ -426,7 +433,10 @@ def finetune(G: nn.Module, D: nn.Module, teacher: nn.Module, batches: Iterable,
                 set_lr([opt], lrs[name], recipe.lr_factor(step))
             batch = next(it)
             A = batch["A"].to(dev)
-            B = batch["B"].to(dev) if paired and "B" in batch else None
+            if "B" not in batch:
+                raise ConfigError("the pruned fine-tune needs real target images (a batch's "
+                                  "'B') for the discriminator; the batch has none")
+            B = batch["B"].to(dev)           # real targets (unpaired: real target domain)
             with torch.no_grad():
                 t, t_feats = T.forward_features(A, points) if points else (T(A), {})
             if points:
@@ -436,14 +446,13 @@ def finetune(G: nn.Module, D: nn.Module, teacher: nn.Module, batches: Iterable,
                 fake, l_distill = G(A), torch.zeros((), device=dev)
             set_requires_grad([D], False)
             lg = gan(D(cat(A, fake)), True, for_discriminator=False)
-            lr_ = recon_l1(fake, B if B is not None else t)
+            lr_ = recon_l1(fake, B if paired else t)
             oG.zero_grad(set_to_none=True)
             (recipe.lambda_gan * lg + recipe.lambda_recon * lr_
              + recipe.lambda_distill * l_distill).backward()
             oG.step()
             set_requires_grad([D], True)
-            real = B if B is not None else t
-            ld = discriminator_loss(gan, D(cat(A, real)), D(cat(A, fake.detach())))
+            ld = discriminator_loss(gan, D(cat(A, B)), D(cat(A, fake.detach())))
             oD.zero_grad(set_to_none=True)
             ld.backward()
             oD.step()
