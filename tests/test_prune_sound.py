@@ -28,7 +28,7 @@ def _pull(fP, fQ, lds):
     t = lds(fP, fQ.detach())
     loss = t["density"] + t["structure"]
     g, = torch.autograd.grad(loss, fP)
-    return float(loss), float((g * (fQ - fP.detach())).sum()), float(g.norm())
+    return float(loss.detach()), float((g * (fQ - fP.detach())).sum()), float(g.norm())
 
 
 # ------------------------------------------------------------------------- a. LDS far away
@@ -53,8 +53,9 @@ def test_lds_pulls_far_pruned_outputs_towards_the_original():
 @needs_shared(H2Z_MODEL, H2Z_DATA)
 def test_lds_pulls_a_real_pruning_start_towards_the_original():
     """The released horse2zebra compressed generator (2.55 GMACs at 256px) pruned to
-    1.4 GMACs the way the pruner starts an export (its hard gates projected to the
-    budget by its own logits), a real horse neighbourhood (batch 1, K 4, D's features):
+    1.4 GMACs the way the pruner makes an export (its initial hard gates projected to the
+    budget, Pruner.project), a fresh D (as for a released teacher), a real horse
+    neighbourhood (batch 1, K 4, D's features):
     d^2(pruned, original) is ~25 times the original's local h^2. The LDS terms still pull
     the pruned features towards the original's (with the local width alone the slope
     along the path is positive: the gradient pushes away)."""
