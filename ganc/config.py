@@ -218,7 +218,8 @@ class PruneConfig:
     lambda_lds: Weight = 1.0
     lds_k: Annotated[int, Range(2)] = 4  # neighbourhood size
     lds_noise: Weight = 0.05
-    lds_bandwidth: Positive = 1.0  # x the median distance within each neighbourhood
+    lds_bandwidth: Positive = 1.0  # x both kernel widths (medians: within the original's
+                                   # neighbourhood; over pruned and original pooled)
     lds_features: str = "discriminator"  # discriminator | fixed
     peer_feedback: bool = True
     prune_d: bool = True
