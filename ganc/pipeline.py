@@ -44,13 +44,28 @@ def _flat(obj, prefix: str) -> dict:
     return {prefix: obj}
 
 
+# Config fields added after runs began recording fingerprints: a field here is left out of
+# a fingerprint while it has its default value, so that a run made before the field existed
+# (its recorded fingerprint lacks it) resumes under the same config, while setting the field
+# still counts as a change. A field added later that changes what a stage computes belongs
+# here too.
+ADDED_FIELDS = ("data.val_split", "data.split_targets", "model.teacher_config")
+
+
+def _defaults() -> dict:
+    return {k: v for k, v in _flat(RunConfig().to_dict(), "").items() if k in ADDED_FIELDS}
+
+
 def _fields(cfg: RunConfig, sections) -> dict:
     """``{field: value}`` of the config fields of ``sections`` that change what a stage
-    computes (not how: IGNORED, logging and checkpoint periods)."""
+    computes (not how: IGNORED, logging and checkpoint periods); an ADDED_FIELDS field at
+    its default is left out."""
     full = _flat(cfg.to_dict(), "")
+    defaults = _defaults()
     return {k: v for k, v in sorted(full.items())
             if k.split(".")[0] in sections and k not in IGNORED
-            and not k.endswith((".log_every", ".checkpoint_every"))}
+            and not k.endswith((".log_every", ".checkpoint_every"))
+            and not (k in defaults and v == defaults[k])}
 
 
 def stage_inputs(cfg: RunConfig, stage: str) -> dict:
