@@ -78,6 +78,14 @@ class DataConfig:
                                    # the supernet and fine-tune train on the rest, the
                                    # teacher on all. 0: none (the search then scores on
                                    # eval_split, which the report uses too)
+    val_split: Weight = 0.0        # training images held out as the evaluation split
+                                   # ('val', for data without a val / test folder): a
+                                   # fraction (<1) or a count (>=1) of train_split, drawn
+                                   # from what search_split leaves; the report scores on it
+                                   # instead of eval_split. 0: none
+    split_targets: bool = True     # unaligned: search_split / val_split hold out target
+                                   # images too (their real set); false: source images only,
+                                   # scored against fid_real (else the whole target folder)
     fid_real: str = ""             # folder(s) of real target images for FID, relative to root
                                    # ('' -> eval targets); several joined by ','
     batch_size: PosInt = 1         # the GLOBAL batch: split evenly over scale.workers
@@ -93,6 +101,10 @@ class ModelConfig:
     teacher: str = "resnet_9blocks"
     teacher_ngf: PosInt = 64
     teacher_weights: str = ""      # released latest_net_G.pth, or '' to train one
+    teacher_config: str = ""       # channel config of a sub-network teacher
+                                   # (sub_mobile_resnet_9blocks / sub_mobile_spade), e.g.
+                                   # 16_16_32_16_32_32_16_16; '': the config_str of the
+                                   # model.json beside teacher_weights
     student: str = "super_mobile_resnet_9blocks"
     student_ngf: PosInt = 64
     search_space: str = "channels-64-pix2pix"
@@ -206,7 +218,8 @@ class PruneConfig:
     lambda_lds: Weight = 1.0
     lds_k: Annotated[int, Range(2)] = 4  # neighbourhood size
     lds_noise: Weight = 0.05
-    lds_bandwidth: Positive = 1.0  # x the median distance within each neighbourhood
+    lds_bandwidth: Positive = 1.0  # x both kernel widths (medians: within the original's
+                                   # neighbourhood; over pruned and original pooled)
     lds_features: str = "discriminator"  # discriminator | fixed
     peer_feedback: bool = True
     prune_d: bool = True
@@ -398,6 +411,8 @@ def apply_override(cfg: RunConfig, assignment: str, where: str = "--set") -> Run
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if hints[parts[-1]] is str and isinstance(value, (int, float)):
+        value = raw.strip()     # as typed: YAML reads 16_16_32_16_32_32_16_16 as one int
     setattr(obj, parts[-1], check_value(obj, parts[-1], _coerce(value, hints[parts[-1]], path),
                                         path))
     return cfg

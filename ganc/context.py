@@ -163,9 +163,10 @@ def _teacher_macs(cfg: RunConfig):
     count (exact for these fully convolutional generators at sizes divisible by 4)."""
     def at(size: int) -> float:
         from . import nn as gnn
+        from .modelio import build_generator, teacher_spec
         from .profile import count_macs
         m = cfg.model
-        net = gnn.build(m.teacher, ngf=m.teacher_ngf, norm=m.norm, dropout=m.dropout)
+        net = build_generator(teacher_spec(m))
         if gnn.family(m.teacher) == "spade":      # label map of image_hw at that width
             import copy
 
@@ -177,6 +178,19 @@ def _teacher_macs(cfg: RunConfig):
         probe = 32 if size % 4 == 0 else size
         return float(count_macs(net, (1, 3, probe, probe))) * (size / probe) ** 2
     return at
+
+
+def check_budgets(cfg: RunConfig) -> None:
+    """One line when a MACs budget of the config is at or above its teacher's MACs
+    (:func:`ganc.placement.check_budgets_below_teacher`); needs no Ray."""
+    placements.check_budgets_below_teacher(cfg, _teacher_macs(cfg))
+
+
+def teacher_config_of(cfg: RunConfig) -> str:
+    """``model.teacher_config``, or for a sub-network teacher without one the channel config
+    the model.json beside its weights names ('' for teachers that take none)."""
+    from .modelio import teacher_spec
+    return teacher_spec(cfg.model).config or ""
 
 
 def resolve_placement(cfg: RunConfig, run: Store, cluster: ClusterInfo) -> dict:
@@ -203,8 +217,12 @@ def open_context(cfg: RunConfig, store=None, *, cluster: Optional[ClusterInfo] =
         say(f"[store] removed {cleaned} temporary key(s) an interrupted job left in {run.url()}")
     cluster = cluster or describe_now()
     check_paths(cfg, root, cluster)
+    check_budgets(cfg)                   # before writing anything
     record = resolve_placement(cfg, run, cluster)
     resolved = placements.apply(cfg, record)
+    # a sub-network teacher's channel config, resolved while the model.json beside a local
+    # model.teacher_weights is still at hand (shipped weights travel without it)
+    resolved.model.teacher_config = teacher_config_of(cfg)
     resolved.model.teacher_weights = ship_teacher_weights(cfg, run, cluster)
     data = resolve_data(resolved, root, cluster)
     return RunContext(resolved, root, run, record, cluster, data)
@@ -265,6 +283,6 @@ def say(msg: str) -> None:
     print(msg, flush=True)
 
 
-__all__ = ["RunContext", "open_context", "stage_context", "ray_connection", "open_run",
+__all__ = ["RunContext", "open_context", "check_budgets", "stage_context", "ray_connection", "open_run",
            "run_id_of", "check_paths", "resolve_data", "resolve_placement", "ray_storage",
            "keep_credentials_out_of_tune"]

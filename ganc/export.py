@@ -114,6 +114,7 @@ def export_best(cfg: RunConfig, store=None, *, config: Optional[str] = None,
         from .train.supernet import load_teacher
         t = load_teacher(sup["teacher"], ctx.endpoint_url).cpu().eval()
         teacher.update({"netG": sup["teacher"].get("netG"), "ngf": sup["teacher"].get("ngf"),
+                        "config_str": sup["teacher"].get("config_str"),
                         "macs": count_macs(t, shape), "params": count_params(t),
                         "latency_ms_cpu": measure_latency(t, shape, warmup=2,
                                                           repeats=latency_repeats,

@@ -87,6 +87,68 @@ def resolve_spec(netG=None, config=None, ngf=None, norm=None, weights=None,
                          int(card.get("output_nc", 3)), float(card.get("dropout", 0.0)), arch)
 
 
+def _local_weights(source: str) -> Optional[str]:
+    """A local path of a weights file given as a path or ``file://`` URL (else None)."""
+    if not source or ("://" in source and not source.startswith("file://")):
+        return None
+    path = source[len("file://"):] if source.startswith("file://") else source
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def teacher_spec(m) -> GeneratorSpec:
+    """The teacher's architecture from a :class:`ganc.config.ModelConfig`: ``teacher``,
+    ``teacher_ngf``, ``norm``, ``dropout`` and, for a sub-network teacher
+    (``sub_mobile_resnet_9blocks``, ``sub_mobile_spade``: any loadable generator is a
+    teacher, a released compressed one included), its channel config: ``teacher_config``,
+    else the ``config_str`` of the model.json beside a local ``teacher_weights`` (as the
+    released GAN Compression models ship). One line when it cannot be found."""
+    netG = m.teacher
+    if netG not in gnn.GENERATORS:
+        raise ConfigError(f"model.teacher {netG!r} is not a generator; choose from: "
+                          + ", ".join(gnn.GENERATORS))
+    if netG.startswith("super_"):
+        raise ConfigError(f"model.teacher {netG!r} is a supernet, not one network: export one "
+                          "of its sub-networks (ganc export) and use that as the teacher")
+    family = gnn.family(netG)
+    config = (m.teacher_config or "").strip() or None
+    takes_config = netG.startswith("sub_")
+    local = _local_weights(m.teacher_weights)
+    arch = {}
+    if netG == "pruned_resnet":             # its widths live in the model card beside it
+        card = read_model_json(local) if local and os.path.isfile(local) else {}
+        arch = {k: card[k] for k in ("widths", "kind") if k in card}
+        if "widths" not in arch:
+            raise ConfigError(f"model.teacher pruned_resnet needs the model.json written "
+                              f"beside its weights (it holds the pruned widths); none beside "
+                              f"{m.teacher_weights or 'model.teacher_weights (empty)'}")
+    if config and not takes_config:
+        raise ConfigError(f"model.teacher_config {config!r} is set but model.teacher {netG!r} "
+                          "takes no channel config (only sub_mobile_resnet_9blocks and "
+                          "sub_mobile_spade do); clear it")
+    if takes_config and not config:
+        card = read_model_json(local) if local and os.path.isfile(local) else {}
+        config = card.get("config_str") or card.get("config")
+        if not config:
+            raise ConfigError(
+                f"model.teacher {netG} needs its channel config: set model.teacher_config "
+                "(e.g. 16_16_32_16_32_32_16_16)"
+                + (f"; no model.json beside {m.teacher_weights} names one"
+                   if m.teacher_weights else ""))
+        where = f"config_str of the model.json beside {m.teacher_weights}"
+    else:
+        where = "model.teacher_config"
+    if config is not None:
+        try:
+            config = str(ChannelConfig.parse(config, legacy=family == "resnet"))
+        except ConfigError as e:
+            hint = (" (YAML reads an unquoted 16_16_32_... as one integer: quote it)"
+                    if config.isdigit() else "")
+            raise ConfigError(f"{where}: {e}{hint}") from None
+    default = gnn.defaults(netG)
+    return GeneratorSpec(netG, config, int(m.teacher_ngf), m.norm or default["norm"],
+                         default["input_nc"], 3, float(m.dropout), arch)
+
+
 def build_generator(spec: GeneratorSpec) -> nn.Module:
     return gnn.build(spec.netG, config=spec.config, ngf=spec.ngf, norm=spec.norm,
                      input_nc=spec.input_nc, output_nc=spec.output_nc, dropout=spec.dropout,
@@ -107,5 +169,5 @@ def load_generator(weights, spec: GeneratorSpec) -> nn.Module:
     return as_runnable(model, spec).eval()
 
 
-__all__ = ["GeneratorSpec", "resolve_spec", "spec_from_card", "build_generator", "load_generator", "as_runnable",
+__all__ = ["GeneratorSpec", "resolve_spec", "teacher_spec", "spec_from_card", "build_generator", "load_generator", "as_runnable",
            "read_model_json", "WeightsError"]

@@ -44,13 +44,28 @@ def _flat(obj, prefix: str) -> dict:
     return {prefix: obj}
 
 
+# Config fields added after runs began recording fingerprints: a field here is left out of
+# a fingerprint while it has its default value, so that a run made before the field existed
+# (its recorded fingerprint lacks it) resumes under the same config, while setting the field
+# still counts as a change. A field added later that changes what a stage computes belongs
+# here too.
+ADDED_FIELDS = ("data.val_split", "data.split_targets", "model.teacher_config")
+
+
+def _defaults() -> dict:
+    return {k: v for k, v in _flat(RunConfig().to_dict(), "").items() if k in ADDED_FIELDS}
+
+
 def _fields(cfg: RunConfig, sections) -> dict:
     """``{field: value}`` of the config fields of ``sections`` that change what a stage
-    computes (not how: IGNORED, logging and checkpoint periods)."""
+    computes (not how: IGNORED, logging and checkpoint periods); an ADDED_FIELDS field at
+    its default is left out."""
     full = _flat(cfg.to_dict(), "")
+    defaults = _defaults()
     return {k: v for k, v in sorted(full.items())
             if k.split(".")[0] in sections and k not in IGNORED
-            and not k.endswith((".log_every", ".checkpoint_every"))}
+            and not k.endswith((".log_every", ".checkpoint_every"))
+            and not (k in defaults and v == defaults[k])}
 
 
 def stage_inputs(cfg: RunConfig, stage: str) -> dict:
@@ -196,6 +211,13 @@ def compress(cfg: RunConfig, store=None, *, method: Optional[str] = None,
     stages = _stages(cfg)
     home = _cwd_or_none()
     _import_stages(stages)
+    # a given teacher that does not fit its architecture, or a budget at or above the
+    # teacher's MACs: one line, before Ray starts or anything is written
+    if cfg.model.teacher_weights:
+        from .train.teacher import check_given_teacher
+        check_given_teacher(cfg)
+    from .context import check_budgets
+    check_budgets(cfg)
     done = {}
     t_all = time.perf_counter()
     with ray_connection(num_cpus=train_cpus(cfg)):
@@ -245,13 +267,10 @@ def compress(cfg: RunConfig, store=None, *, method: Optional[str] = None,
 # ---------------------------------------------------------------- stage runners
 def _teacher(cfg, root, run, method):
     if cfg.model.teacher_weights:
-        from .context import open_context
-        from .train.supernet import load_teacher, resolve_teacher
-        ctx = open_context(cfg, root)
-        ref = resolve_teacher(ctx.cfg, run)
-        load_teacher(ref, ctx.endpoint_url)   # fails now, with one line, if it won't load
-        say(f"[compress] teacher: using {ref['source']}")
-        return {"source": ref["source"], "trained": False}
+        from .train.teacher import given_teacher
+        s = given_teacher(cfg, root)        # fails now, with one line, if it won't load
+        return {"source": s["source"], "trained": False, "netG": s["netG"],
+                "config_str": s["config_str"]}
     from .train.teacher import train_teacher
     s = train_teacher(cfg, root)
     return {"trained": True, "step": s.get("step"), "final": s.get("final")}
@@ -301,6 +320,14 @@ def _report(cfg, root, run, method):
     return {"rows": len(rep["rows"]), "folder": run.url("report")}
 
 
+def _kid(mean, std) -> str:
+    """``0.0123+-0.0021`` (KID mean +- its std over subsets), ``-`` when not scored."""
+    if not isinstance(mean, (int, float)) or mean != mean:
+        return "-"
+    return f"{mean:.4f}+-{std:.4f}" if isinstance(std, (int, float)) and std == std \
+        else f"{mean:.4f}"
+
+
 # What a finished stage leaves: a marker alone never counts (a unit counts by its manifest).
 def missing_artifacts(cfg: RunConfig, run, stage: str) -> list[str]:
     """Keys a finished ``stage`` must have left in ``run`` that are not there."""
@@ -326,9 +353,13 @@ def format_table(rows: list[dict]) -> str:
     chosen = next((r["fid_search_split"] for r in rows if r.get("fid_search_split")), "search")
     fid_head = f"FID {split}"[:8] if split else "FID"
     miou = any(r.get("miou") is not None for r in rows)   # label-map data
+    # KID (mean +- std over subsets) of each split, where the report scored it
+    kids = [(k, f"KID {name}"[:15]) for k, name in (("kid", split), ("kid_search", chosen))
+            if any(r.get(k) is not None for r in rows)]
     head = (f"{'model':34s} {'method':10s} {'GMACs':>8s} {'MACs x':>7s} {'params M':>9s} "
             f"{fid_head:>8s} {('FID ' + chosen)[:10]:>10s} {'CPU ms':>8s}"
-            + (f" {'mIoU ' + split:>10s}" if miou else ""))
+            + (f" {'mIoU ' + split:>10s}" if miou else "")
+            + "".join(f" {title:>15s}" for _, title in kids))
     lines = [head, "-" * len(head)]
     t_macs = next((r["macs"] for r in rows if r["method"] == "teacher" and r.get("macs")), None)
 
@@ -342,7 +373,8 @@ def format_table(rows: list[dict]) -> str:
                      f"{num(r.get('params') and r['params'] / 1e6, '9.3f'):>9s} "
                      f"{num(r.get('fid'), '8.2f'):>8s} {num(r.get('fid_search'), '10.2f'):>10s} "
                      f"{num(r.get('latency_ms_cpu'), '8.1f'):>8s}"
-                     + (f" {num(r.get('miou'), '10.2f'):>10s}" if miou else ""))
+                     + (f" {num(r.get('miou'), '10.2f'):>10s}" if miou else "")
+                     + "".join(f" {_kid(r.get(k), r.get(k + '_std')):>15s}" for k, _ in kids))
     if miou:
         lines.append("mIoU: ESPNet-CamVid mIoU (ganc's stand-in for the paper's DRN-D-105 "
                      "Cityscapes mIoU)")

@@ -181,5 +181,35 @@ def search_budgets(record: dict, recipe_budgets: list, teacher_macs: Optional[fl
     return [search_budget(record, float(b or 0), teacher_macs) for b in recipe_budgets]
 
 
-__all__ = ["KEY", "decide", "check_request", "apply", "request_of", "convert_budget",
+def check_below_teacher(budgets: list, teacher_macs: Optional[float], size: str,
+                        field: str = "search.budget_macs") -> None:
+    """One line when a MACs budget is at or above the teacher's MACs (at the same size,
+    ``size`` names it): a compressed model must be smaller than its teacher. ``budgets``:
+    ``(budget, as the user gave it)`` pairs; 0 (a tenth of the teacher) always passes."""
+    if teacher_macs is None:
+        return
+    for budget, given in budgets:
+        if budget and budget > 0 and budget >= float(teacher_macs):
+            shown = f"{float(given):.4g}" + (
+                "" if math.isclose(budget, given) else f" ({float(budget):.4g} at {size})")
+            raise ConfigError(
+                f"{field} {shown} is at or above the teacher's "
+                f"{float(teacher_macs):.4g} MACs at {size}: nothing to compress; set a "
+                "budget below the teacher's MACs")
+
+
+def check_budgets_below_teacher(cfg: RunConfig,
+                                teacher_macs: Optional[Callable[[int], float]]) -> None:
+    """:func:`check_below_teacher` for the config's ``search.budgets`` (or its
+    ``search.budget_macs``) at ``data.crop_size``, the size they are given at, before any
+    stage runs; the teacher's MACs are asked for only when a budget is set."""
+    given = [float(b) for b in (cfg.search.budgets or [cfg.search.budget_macs]) if b]
+    if not given or teacher_macs is None:
+        return
+    size = int(cfg.data.crop_size)
+    check_below_teacher([(b, b) for b in given], teacher_macs(size), f"{size}px",
+                        "search.budgets" if cfg.search.budgets else "search.budget_macs")
+
+
+__all__ = ["KEY", "check_below_teacher", "check_budgets_below_teacher", "decide", "check_request", "apply", "request_of", "convert_budget",
            "gpu_share", "search_budget", "search_budgets", "use_gpu_request"]

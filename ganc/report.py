@@ -62,7 +62,8 @@ def collect_rows(cfg: RunConfig, run, size: int) -> tuple[list[dict], dict]:
             t_info = best.get("teacher") or {}
             measured = (card.get("teacher") or {}).get("latency_ms_cpu")  # export timed it
             shape = input_shape(cfg, ref.get("netG"))
-            rows.append({"model": f"{ref.get('netG')} (ngf {ref.get('ngf')})",
+            width = ref.get("config_str") or f"ngf {ref.get('ngf')}"
+            rows.append({"model": f"{ref.get('netG')} ({width})",
                          "method": "teacher", "macs": count_macs(teacher, shape),
                          "params": count_params(teacher),
                          "fid_search": _finite(t_info.get("fid")),
@@ -98,14 +99,15 @@ def collect_rows(cfg: RunConfig, run, size: int) -> tuple[list[dict], dict]:
     return rows, models
 
 
-def score_on_eval_split(ctx, models: dict) -> dict:
-    """``{method: Score}`` of each model on the eval split (val / test), in-process: FID,
-    and on label-map data the ESPNet-CamVid mIoU."""
+def score_on_eval_split(ctx, models: dict, report: bool = True) -> dict:
+    """``{method: Score}`` of each model on the eval split (val / test; ``report=False``:
+    on the search split), in-process: FID, KID (mean and std, with ``fid.kid``), and on
+    label-map data the ESPNet-CamVid mIoU."""
     from .metrics.pool import LocalPool, SubnetSpec
     from .data.splits import scoring_split
     if not models:
         return {}
-    pool = LocalPool(scoring_split(ctx.cfg, ctx.data_root(), ctx.data.name, report=True),
+    pool = LocalPool(scoring_split(ctx.cfg, ctx.data_root(), ctx.data.name, report=report),
                      store=ctx.root, fid=ctx.cfg.fid)
     for name, net in models.items():
         pool.register_model(name, net)
@@ -159,7 +161,8 @@ def write_report(cfg: RunConfig, store=None) -> dict:
 
     from .context import open_context
     from .data.images import to_uint8
-    from .data.splits import build_split, choice_split, eval_split, has_label_maps
+    from .data.splits import (build_split, choice_split, eval_split, has_label_maps,
+                              has_search_split)
     from .pipeline import format_table
 
     ctx = open_context(cfg, store)
@@ -170,11 +173,22 @@ def write_report(cfg: RunConfig, store=None) -> dict:
         raise GancError(f"nothing to report in {run.url()}: no supernet, export or pruning")
     split = eval_split(cfg.data)
     scored = score_on_eval_split(ctx, models)
+    # KID (with its std) on the search split too, beside the FID the search chose by
+    searched = (score_on_eval_split(ctx, models, report=False)
+                if cfg.fid.kid and has_search_split(cfg.data) and not has_label_maps(cfg.data)
+                else {})
     for r in rows:
         sc = scored.get(r["method"])
         r["fid"] = _finite(sc.fid) if sc is not None else None
         if sc is not None and sc.miou is not None:
             r["miou"] = _finite(sc.miou)
+        if sc is not None and sc.kid_mean is not None:
+            r["kid"], r["kid_std"] = _finite(sc.kid_mean), _finite(sc.kid_std)
+        ss = searched.get(r["method"])
+        if ss is not None and ss.kid_mean is not None:
+            r["kid_search"], r["kid_search_std"] = _finite(ss.kid_mean), _finite(ss.kid_std)
+            if r.get("fid_search") is None:
+                r["fid_search"] = _finite(ss.fid)
         r["fid_split"], r["fid_search_split"] = split, choice_split(cfg.data)
     record_fid_by_split(run, rows, split, choice_split(cfg.data))
     table = format_table(rows)

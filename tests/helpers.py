@@ -10,6 +10,7 @@ SHARED = REPO.parent / "shared"
 H2Z_MODEL = SHARED / "models" / "gan-compression-horse2zebra-compressed"
 FACADES = SHARED / "data" / "facades"
 H2Z_DATA = SHARED / "data" / "horse2zebra-mini"
+H2Z_FULL = SHARED / "data" / "horse2zebra"          # trainA 1,067 horses, trainB 400 zebras
 
 
 def needs_shared(*paths: Path):

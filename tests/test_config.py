@@ -103,6 +103,37 @@ def test_reference_presets_search_and_precision():
     assert RunConfig().scale.amp is False        # fp32 unless asked
 
 
+def test_horse2zebra_real_preset_loads_and_validates():
+    """The released compressed model as the teacher, the 8-channel space, the 1.4G budget
+    at the full 256x256, a 100-image search split and a 200-image val split of trainA
+    scored against every zebra, KID on."""
+    from ganc.config import validate
+    from ganc.modelio import teacher_spec
+    from ganc.space import get_space
+    cfg = preset("horse2zebra_real")
+    assert validate(cfg) is cfg
+    m, d = cfg.model, cfg.data
+    assert (m.teacher, m.teacher_config, m.student, m.student_ngf, m.search_space) == (
+        "sub_mobile_resnet_9blocks", "16_16_32_16_32_32_16_16", "super_mobile_resnet_9blocks",
+        32, "channels-32-to-8")
+    assert m.teacher_weights == ("../shared/models/gan-compression-horse2zebra-compressed/"
+                                 "latest_net_G.pth")
+    assert teacher_spec(m).config == "16_16_32_16_32_32_16_16"
+    assert get_space(m.search_space).max_width == m.student_ngf
+    assert (d.kind, d.root, d.crop_size, d.search_split, d.val_split, d.split_targets,
+            d.fid_real) == ("unaligned", "../shared/data/horse2zebra", 256, 100, 200, False,
+                            "trainB")
+    assert (cfg.search.budget_macs, cfg.scale.cpu_crop_size, cfg.fid.kid) == (1.4e9, 0, True)
+    assert (m.gan_mode, cfg.distill.lambda_recon, cfg.distill.lambda_distill) == (
+        "lsgan", 10.0, 0.01)
+    for budget in ("1.0e9", "2.0e9"):
+        assert load_config(str(REPO / "configs" / "horse2zebra_real.yaml"),
+                           [f"search.budget_macs={budget}"]).search.budget_macs == float(budget)
+    # --set keeps a channel config as typed (YAML alone would read it as one integer)
+    assert load_config(None, ["model.teacher_config=16_16_32_16_32_32_16_16"]
+                       ).model.teacher_config == "16_16_32_16_32_32_16_16"
+
+
 def _numeric_fields(obj=None, prefix=""):
     """(section object, field name, dotted path, base type) of every numeric field."""
     import dataclasses

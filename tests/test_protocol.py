@@ -17,9 +17,11 @@ from PIL import Image
 from ganc.config import from_dict
 from ganc.data.datasets import rel_name
 from ganc.data.source import DataRef, upload_folder
-from ganc.data.splits import (SEARCH, build_split, held_out, scoring_split, search_names,
-                              split_size)
+from ganc.data.splits import (SEARCH, build_split, eval_split, held_out, scoring_split,
+                              search_names, split_size, val_names)
 from ganc.errors import ConfigError, DataError
+
+from .helpers import H2Z_FULL, REPO, needs_shared
 
 CONFIG = "8_4_8_4_4_8_8_4"
 
@@ -86,6 +88,62 @@ def test_unaligned_search_split_holds_out_a_and_matching_real_b(tmp_path):
     split = scoring_split(cfg, str(root))
     assert [rel_name(p, root) for p in split.inputs.paths()] == held["trainA"]
     assert [rel_name(p, root) for p in split.real.paths()] == held["trainB"]
+
+
+def test_val_split_of_the_source_folder_scored_against_every_target(tmp_path):
+    """data.val_split holds a val split out of the training split, disjoint from the search
+    split; with data.split_targets false only the source folder (trainA) is split and both
+    splits are scored against every real target (data.fid_real, else all of trainB)."""
+    root = tmp_path / "h2z"
+    _images(root / "trainA", 20, 0)
+    _images(root / "trainB", 6, 1)
+    cfg = _cfg(root, kind="unaligned", search_split=4, val_split=5, split_targets=False)
+    search, val = search_names(cfg, str(root)), val_names(cfg, str(root))
+    assert (len(search["trainA"]), len(val["trainA"]), search["trainB"], val["trainB"]) == (
+        4, 5, [], [])
+    assert not set(search["trainA"]) & set(val["trainA"])
+    assert val == val_names(cfg, str(root))                          # deterministic
+    assert search == search_names(_cfg(root, kind="unaligned", search_split=4,
+                                       split_targets=False), str(root))  # val takes no search image
+    ds = build_split(cfg, str(root), "train", train=True, holdout=True)
+    trained = {rel_name(p, root) for p in ds.paths_A}
+    assert trained == {f"trainA/{i:03d}.png" for i in range(20)} - set(search["trainA"]) \
+        - set(val["trainA"])
+    assert len(ds.paths_B) == 6                                      # every zebra trains
+    assert len(ds) == 11 == split_size(cfg.data, DataRef(str(root)), "train", holdout=True)
+    assert eval_split(cfg.data) == "val"
+    vds = build_split(cfg, str(root), "val", train=False)            # the report's grid
+    assert sorted(rel_name(p, root) for p in vds.paths_A) == val["trainA"]
+    for report, names in ((False, search), (True, val)):
+        split = scoring_split(cfg, str(root), report=report)
+        assert [rel_name(p, root) for p in split.inputs.paths()] == names["trainA"]
+        assert len(split.real.paths()) == 6 and split.real.folders[0].endswith("trainB")
+    big = val_names(_cfg(root, kind="unaligned", search_split=4, val_split=15,
+                         split_targets=False), str(root))["trainA"]
+    assert len(big) == 15 and not set(big) & set(search["trainA"])   # drawn from the rest
+    cfg.data.fid_real = "trainB,other"
+    _images(root / "other", 2, 2)
+    assert len(scoring_split(cfg, str(root), report=True).real.paths()) == 8
+    with pytest.raises(ConfigError, match=r"^data.val_split 16 and data.search_split 4 hold "
+                                          r"out 16 \+ 4 of the 20 images of 'trainA'"):
+        val_names(_cfg(root, kind="unaligned", search_split=4, val_split=16,
+                       split_targets=False), str(root))
+
+
+@needs_shared(H2Z_FULL)
+def test_horse2zebra_real_splits_are_the_documented_ones():
+    """configs/horse2zebra_real.yaml: 100 search and 200 val horses out of trainA, the
+    other 767 and all 400 zebras to train on; both splits scored against all 400 zebras."""
+    from ganc.config import load_config
+    cfg = load_config(str(REPO / "configs" / "horse2zebra_real.yaml"))
+    root = str(H2Z_FULL)
+    search, val = search_names(cfg, root)["trainA"], val_names(cfg, root)["trainA"]
+    assert (len(search), len(val)) == (100, 200) and not set(search) & set(val)
+    assert search[:2] == ["trainA/n02381460_1001.jpg", "trainA/n02381460_1063.jpg"]
+    assert val[:2] == ["trainA/n02381460_1009.jpg", "trainA/n02381460_1028.jpg"]
+    assert split_size(cfg.data, DataRef(root), "train", holdout=True) == 767
+    for report in (False, True):
+        assert len(scoring_split(cfg, root, report=report).real.paths()) == 400
 
 
 def test_bad_search_split_fails_in_one_line(tmp_path):

@@ -283,8 +283,10 @@ def _teacher():
 
 
 def test_short_run_hits_targets_both_ways(tmp_path):
-    """G and D end within 0.01 of their MACs targets: D's own loss, which closes D's
-    channels, is held at its target by the two-sided resource loss."""
+    """G and D end within 0.01 of their MACs targets, on average over the last ten of 60
+    steps (the deterministic gates still flip a channel or two from step to step, up to
+    ~0.02 of G's MACs at this size, so one step's ratio says little): D's own loss, which
+    closes D's channels, is held at its target by the two-sided resource loss."""
     torch.set_num_threads(1)
     A, B = _demo_batches(tmp_path)
     G, _ = _teacher()
@@ -297,11 +299,17 @@ def test_short_run_hits_targets_both_ways(tmp_path):
     # gates start open: the sampled network is the original one at the first step
     gG, gD = pr.gates(training=True)
     assert float(pr.G.macs_ratio(gG, SIZE)) > 0.95 and float(pr.D.macs_ratio(gD, SIZE)) > 0.95
-    for i in range(50):
+    last = []
+    for i in range(60):
         pr.step(A[i % 4:i % 4 + 1], B[i % 4:i % 4 + 1])
-    r = pr.ratios()
-    assert abs(r["ratio_G"] - 0.2) <= 0.01, r
-    assert abs(r["ratio_D"] - 0.5) <= 0.01, r
+        if i >= 50:
+            last.append(pr.ratios())
+    r = last[-1]
+    mean = {k: sum(x[k] for x in last) / len(last) for k in ("ratio_G", "ratio_D")}
+    assert abs(mean["ratio_G"] - 0.2) <= 0.01, [x["ratio_G"] for x in last]
+    assert abs(mean["ratio_D"] - 0.5) <= 0.01, [x["ratio_D"] for x in last]
+    assert all(abs(x["ratio_G"] - 0.2) <= 0.03 and abs(x["ratio_D"] - 0.5) <= 0.03
+               for x in last), last
     # G's weights are frozen in the search phase: still the teacher's
     assert all(torch.equal(a, b) for a, b in zip(pr.G.net.state_dict().values(),
                                                   G.state_dict().values()))
@@ -335,7 +343,7 @@ def test_ablation_switches_change_the_learned_gates(tmp_path):
     assert {"lds", "lds_density", "lds_structure", "lds_adv", "critic", "task_G"} <= set(m)
     assert m["lds_density"] > 0 and full.last_peer["G"].abs().sum() > 0
     assert full.last_peer["D"].abs().sum() > 0
-    # the peer input is the other agent's averaged P(open) per layer and its model's loss
+    # the peer input is the other agent's current P(open) per layer and its model's loss
     pG, _ = full.peer_inputs()
     assert torch.allclose(pG[:-1], torch.tensor(full.peer_D.values), atol=1e-6)
     assert 0 < float(pG[:-1].min()) and float(pG[:-1].max()) <= 1
@@ -371,7 +379,9 @@ def test_prune_config_errors():
 
 # ------------------------------------------------------------------------- equal budget
 @pytest.mark.parametrize("start", ["all", "one"])
-def test_project_keep_fits_budget_within_two_percent(start):
+def test_project_keep_fits_budget_within_one_channel(start):
+    """Under the budget, and no closed channel fits any more (at 32px one stem or up2
+    channel is ~1.5-2.5% of the MACs, so that is as close as the channels allow)."""
     from ganc.prune.gated import project_keep
     torch.manual_seed(4)
     gated = gated_generator(gnn.build("resnet_6blocks", ngf=8))
@@ -385,7 +395,11 @@ def test_project_keep_fits_budget_within_two_percent(start):
         out = project_keep(gated, keep, logits, budget, SIZE, floor)
         small = slice_network(gated, out)
         macs = count_macs(small, (1, 3, SIZE, SIZE))
-        assert macs <= budget and macs >= 0.98 * budget, (ratio, macs / full)
+        assert macs <= budget and macs >= 0.95 * budget, (ratio, macs / full)
+        counts = {g: int(v.numel()) for g, v in out.items()}
+        add = gated.channel_macs(counts, SIZE, add=True)
+        assert all(macs + add[g] > budget for g in gated.groups
+                   if counts[g] < gated.groups[g]), (ratio, budget - macs, add)
         assert all(out[g].numel() >= floor[g] for g in gated.groups)
         # the kept channels are the highest logits among those that could be kept
         for g in gated.groups:

@@ -109,3 +109,61 @@ def test_stage_inputs_refuse_a_changed_config_and_restart_resets(tmp_path):
     assert run.exists("supernet/final.json")
     with pytest.raises(ConfigError, match="--restart-from 'nope'"):
         restart_from(run, stages, "nope")
+
+
+def _without(d: dict, dotted) -> dict:
+    """``d`` (a nested config dict) less the dotted fields: a config from before they existed."""
+    import copy
+    out = copy.deepcopy(d)
+    for name in dotted:
+        *path, last = name.split(".")
+        sub = out
+        for p in path:
+            sub = sub[p]
+        del sub[last]
+    return out
+
+
+def test_fields_added_later_leave_old_fingerprints_unchanged_at_their_defaults(tmp_path):
+    """A config field added after a run recorded its fingerprints (data.val_split,
+    data.split_targets, model.teacher_config) is left out of the fingerprint while it has
+    its default, so the run resumes; set to anything else it is a change, named in one line."""
+    import pytest
+
+    from ganc.config import PIPELINE_STAGES, RunConfig, load_config
+    from ganc.errors import ConfigError
+    from ganc.pipeline import (INPUTS, RESUME_SECTIONS, _flat, check_inputs, check_resume,
+                               resume_inputs, stage_inputs)
+    added = ("data.val_split", "data.split_targets", "model.teacher_config")
+    assert set(added) <= set(_flat(RunConfig().to_dict(), ""))          # real fields
+    cfg = load_config(None, ["search.population=8"])
+    old = load_config(None, ["search.population=8"])
+    stripped = _without(old.to_dict(), added)
+    old.to_dict = lambda: stripped                   # the config as it was before them
+    for stage in PIPELINE_STAGES:
+        assert stage_inputs(cfg, stage) == stage_inputs(old, stage), stage
+    for stage in RESUME_SECTIONS:
+        assert resume_inputs(cfg, stage, x=1) == resume_inputs(old, stage, x=1), stage
+
+    # an old run's records: resumed under the defaults, refused once a new field is set
+    run = open_store(tmp_path / "store").run("old")
+    stages = list(PIPELINE_STAGES)
+    for stage in stages:
+        run.put_json(INPUTS.format(stage), {"fields": stage_inputs(old, stage)})
+    check_inputs(cfg, run, stages)
+    check_inputs(load_config(None, ["search.population=8", "data.val_split=0",
+                                    "data.split_targets=true"]), run, stages)
+    with pytest.raises(ConfigError, match=r"stage teacher .*\(data\.val_split changed\)"):
+        check_inputs(load_config(None, ["search.population=8", "data.val_split=0.1"]), run,
+                     stages)
+    with pytest.raises(ConfigError, match=r"\(model\.teacher_config changed\)"):
+        check_inputs(load_config(None, ["search.population=8",
+                                        "model.teacher_config=16_16_32_16_32_32_16_16"]),
+                     run, stages)
+    run.put_json("finetune/inputs.json",
+                 {"stage": "finetune", "fields": resume_inputs(old, "finetune")})
+    check_resume(run, "finetune", resume_inputs(cfg, "finetune"), True, "fix it")
+    with pytest.raises(ConfigError, match=r"data\.split_targets changed"):
+        check_resume(run, "finetune",
+                     resume_inputs(load_config(None, ["data.split_targets=false"]), "finetune"),
+                     True, "fix it")

@@ -51,3 +51,25 @@ def test_sampling_stays_in_space_and_extremes():
     assert str(sp.largest()) == "_".join(["64"] * 8)
     assert str(sp.smallest()) == "_".join(["16"] * 8)
     assert SearchSpace.from_dict(sp.to_dict()) == sp
+
+
+def test_channels_32_to_8_reaches_the_small_budgets_at_256():
+    """ganc's own space for small teachers (a documented deviation from the reference's
+    CycleGAN space, whose smallest config needs 1.42G MACs): its smallest config is well
+    below 1.0G at 256x256 by ganc's MACs counter on the real module, so 1.0e9, 1.4e9 and
+    2.0e9 are all reachable, and the released compressed horse2zebra config lies in it."""
+    from ganc import nn as gnn
+    from ganc.profile import count_macs
+    from ganc.search.cost import CostModel, check_budget
+    sp = get_space("channels-32-to-8")
+    assert sp.choices[0] == (32, 24, 16, 12, 8) and sp.family == "resnet"
+    smallest = str(sp.smallest())
+    assert smallest == "8_8_8_8_8_8_8_8"
+    net = gnn.build("sub_mobile_resnet_9blocks", config=smallest)
+    macs = count_macs(net, (1, 3, 256, 256))
+    assert macs == CostModel(256).macs(smallest) == 446_038_016 < 1.0e9
+    ref_smallest = CostModel(256).macs(PRESETS["channels-64-cycleGAN"].smallest())
+    assert ref_smallest > 1.4e9                   # why the reference space cannot reach them
+    for budget in (1.0e9, 1.4e9, 2.0e9):
+        check_budget(sp, budget, CostModel(256))  # raises when nothing fits
+    assert sp.contains("16_16_32_16_32_32_16_16")

@@ -35,6 +35,8 @@ def cmd_train(args):
     summary.pop("history", None)
     if args.json:
         print(json.dumps(summary, sort_keys=True, default=str))
+    elif summary.get("trained") is False:      # model.teacher_weights: loaded, not trained
+        print(f"{args.stage}: using {summary['source']} (model.teacher_weights); not trained")
     else:
         what = "already finished" if summary["skipped"] else "finished"
         scores = {k: round(v, 4) for k, v in summary["metrics"].items()

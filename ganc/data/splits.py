@@ -11,8 +11,16 @@ that choice; ``data.eval_split`` (val / test) is then read only by the report. T
 files are a sample of the training folder's sorted relative names drawn with a generator
 seeded by the run's seed, so every node (each with its own copy of a URL dataset) holds out
 the same files. For unaligned data trainA and trainB are each split: the held-out A images
-are the search inputs, the held-out B images its real set. The teacher trains on the whole
-training split, as the reference's full models do.
+are the search inputs, the held-out B images its real set; with ``data.split_targets``
+false only the source folder (trainA for AtoB) is split, and the real set of the split is
+``data.fid_real`` (else the whole target training folder), the CycleGAN protocol of
+scoring horse->zebra against all real zebras. The teacher trains on the whole training
+split, as the reference's full models do.
+
+``data.val_split`` holds out a **val split** of the training split the same way, for a
+dataset without a val / test folder: drawn from what the search split leaves (so the two
+are disjoint), with a generator seeded by (seed, folder) of its own; the report then
+scores on it (``eval_split`` returns ``val``) and the supernet and fine-tune never see it.
 """
 from __future__ import annotations
 
@@ -27,11 +35,19 @@ from .datasets import build_dataset, rel_name
 from .images import list_images
 
 SEARCH = "search"       # the search split's name in labels (best.json, model card, report)
+VAL = "val"             # the name of a val split held out of training (data.val_split)
 MIN_SEARCH = 2          # FID needs at least two images
 
 
+def has_val_split(data) -> bool:
+    return float(getattr(data, "val_split", 0) or 0) != 0
+
+
 def eval_split(data) -> str:
-    """The evaluation split; demo unpaired data names it 'test'."""
+    """The evaluation split: ``val`` when ``data.val_split`` holds one out of the training
+    split, else the ``data.eval_split`` folder; demo unpaired data names it 'test'."""
+    if has_val_split(data):
+        return VAL
     if not data.root and data.kind == "unaligned" and data.eval_split == "val":
         return "test"
     return data.eval_split
@@ -73,19 +89,53 @@ def train_folders(data) -> list[str]:
     raise ConfigError(f"data.kind {data.kind!r} is not one of: aligned, unaligned")
 
 
-def search_count(data, n: int, folder: str = "") -> int:
-    """How many of a training folder's ``n`` images ``data.search_split`` holds out."""
-    v = float(data.search_split)
+def split_folders(data) -> list[str]:
+    """The training folders the search and val splits hold images out of: every training
+    folder, or for unaligned data with ``data.split_targets`` false the source one only."""
+    if has_label_maps(data) and has_val_split(data):
+        raise ConfigError("data.val_split is not available for label-map data (data.kind "
+                          f"{data.kind!r}) yet; set data.eval_split to a folder")
+    folders = train_folders(data)
+    if data.kind == "unaligned" and not getattr(data, "split_targets", True):
+        return [data.train_split + ("A" if data.direction == "AtoB" else "B")]
+    return folders
+
+
+def _count(value, n: int, where: str, folder: str) -> int:
+    """Images of a folder of ``n`` a split field (a fraction < 1 or a count) holds out."""
+    v = float(value)
     if v == 0:
         return 0
     if v < 0 or not math.isfinite(v) or (v >= 1 and v != int(v)):
-        raise ConfigError(f"data.search_split: expected a fraction in (0, 1) or a whole "
-                          f"count of images, got {data.search_split!r}")
+        raise ConfigError(f"{where}: expected a fraction in (0, 1) or a whole "
+                          f"count of images, got {value!r}")
     k = max(MIN_SEARCH, int(round(v * n)) if v < 1 else int(v))
     if k >= n:
-        raise ConfigError(f"data.search_split {data.search_split:g} holds out {k} of the {n} "
-                          f"images of {folder or data.train_split!r}; at least one must be "
-                          "left to train on")
+        raise ConfigError(f"{where} {value:g} holds out {k} of the {n} "
+                          f"images of {folder!r}; at least one must be left to train on")
+    return k
+
+
+def search_count(data, n: int, folder: str = "") -> int:
+    """How many of a training folder's ``n`` images ``data.search_split`` holds out (0 for
+    a folder it does not split, see :func:`split_folders`)."""
+    if folder and folder not in split_folders(data):
+        return 0
+    return _count(data.search_split, n, "data.search_split", folder or data.train_split)
+
+
+def val_count(data, n: int, folder: str = "") -> int:
+    """How many of a training folder's ``n`` images ``data.val_split`` holds out, after the
+    search split's; together they leave at least one to train on."""
+    if not has_val_split(data) or (folder and folder not in split_folders(data)):
+        return 0
+    folder = folder or data.train_split
+    k_search = search_count(data, n, folder)
+    k = _count(data.val_split, n, "data.val_split", folder)
+    if k_search + k >= n:
+        raise ConfigError(f"data.val_split {data.val_split:g} and data.search_split "
+                          f"{data.search_split:g} hold out {k} + {k_search} of the {n} images "
+                          f"of {folder!r}; at least one must be left to train on")
     return k
 
 
@@ -99,14 +149,51 @@ def held_out(data, names, seed: int, folder: str) -> list[str]:
     return sorted(random.Random(f"ganc-search-split/{int(seed)}/{folder}").sample(names, k))
 
 
-def search_names(cfg, root: str) -> dict[str, list[str]]:
-    """``{training folder: held-out names relative to the dataset root}`` (empty lists
-    when ``data.search_split`` is 0)."""
+def val_held_out(data, names, seed: int, folder: str) -> list[str]:
+    """The val split of a folder's relative image names: a sample of what the search
+    split (:func:`held_out`) leaves, drawn by a generator of its own seeded with
+    (seed, folder)."""
+    names = sorted(names)
+    k = val_count(data, len(names), folder)
+    if not k:
+        return []
+    search = set(held_out(data, names, seed, folder))
+    rest = [n for n in names if n not in search]
+    return sorted(random.Random(f"ganc-val-split/{int(seed)}/{folder}").sample(rest, k))
+
+
+def _names(cfg, root: str, pick) -> dict[str, list[str]]:
     out = {}
     for folder in train_folders(cfg.data):
+        if folder not in split_folders(cfg.data):
+            out[folder] = []
+            continue
         paths = list_images(os.path.join(root, folder), f"training folder {folder}")
-        out[folder] = held_out(cfg.data, [rel_name(p, root) for p in paths], cfg.seed, folder)
+        out[folder] = pick(cfg.data, [rel_name(p, root) for p in paths], cfg.seed, folder)
     return out
+
+
+def search_names(cfg, root: str) -> dict[str, list[str]]:
+    """``{training folder: held-out names relative to the dataset root}`` (empty lists
+    when ``data.search_split`` is 0, and for a folder it does not split)."""
+    return _names(cfg, root, held_out)
+
+
+def val_names(cfg, root: str) -> dict[str, list[str]]:
+    """``{training folder: names of the val split}`` (empty when ``data.val_split`` is 0)."""
+    return _names(cfg, root, val_held_out)
+
+
+def _all_but(root: str, kept: dict[str, list[str]]) -> frozenset:
+    """Every image of the folders with kept names, less those names (what to exclude so
+    that a dataset reads only the kept images; folders without kept names stay whole)."""
+    out = set()
+    for folder, names in kept.items():
+        if names:
+            keep = set(names)
+            paths = list_images(os.path.join(root, folder), f"training folder {folder}")
+            out.update(n for n in (rel_name(p, root) for p in paths) if n not in keep)
+    return frozenset(out)
 
 
 def build_split(cfg, root: str, split: str, train: bool, holdout: bool = False) -> Dataset:
@@ -116,6 +203,10 @@ def build_split(cfg, root: str, split: str, train: bool, holdout: bool = False) 
     exclude = frozenset()
     if holdout and split == d.train_split and has_search_split(d):
         exclude = frozenset(n for names in search_names(cfg, root).values() for n in names)
+    if holdout and split == d.train_split and has_val_split(d):
+        exclude |= frozenset(n for names in val_names(cfg, root).values() for n in names)
+    if has_val_split(d) and split == VAL:    # the val split: its training images only
+        split, exclude = d.train_split, _all_but(root, val_names(cfg, root))
     if has_label_maps(d):
         from .camvid import CamVidDataset
         return CamVidDataset(root, split, size=image_hw(d), flip=bool(d.flip and train),
@@ -134,7 +225,7 @@ def split_size(data, ref, split: str, holdout: bool = False) -> int:
 
     def count(sub: str) -> int:
         n = ref.count_images(sub)
-        return n - search_count(data, n, sub) if drop and n else n
+        return n - search_count(data, n, sub) - val_count(data, n, sub) if drop and n else n
     if data.kind == "aligned" or has_label_maps(data):
         n = count(split)
     elif data.kind == "unaligned":
@@ -158,10 +249,13 @@ def scoring_split(cfg, root: str, name: str = "", report: bool = False):
     d.root = root
     if has_label_maps(d):
         return label_map_split(cfg, root, name, report)
-    if report or not has_search_split(d):
+    if not report and has_search_split(d):
+        which, held = SEARCH, search_names(cfg, root)
+    elif has_val_split(d):
+        which, held = VAL, val_names(cfg, root)
+    else:
         d.eval_split = eval_split(cfg.data)
         return EvalSplit.from_data_config(d, name=name)
-    held = search_names(cfg, root)
     name = name or os.path.basename(os.path.normpath(root))
     a_to_b = d.direction == "AtoB"
 
@@ -171,11 +265,22 @@ def scoring_split(cfg, root: str, name: str = "", report: bool = False):
     if d.kind == "aligned":
         inp = source(d.train_split, "left" if a_to_b else "right", d.crop_size)
         real = source(d.train_split, "right" if a_to_b else "left", 0)
+        targets = "B"
     else:
         src, dst = ("A", "B") if a_to_b else ("B", "A")
         inp = source(d.train_split + src, "full", d.crop_size)
-        real = source(d.train_split + dst, "full", 0)
-    label = f"{name}/{d.train_split}-{SEARCH}-seed{int(cfg.seed)}/{d.direction}"
+        if held[d.train_split + dst]:      # the held-out targets (data.split_targets)
+            real, targets = source(d.train_split + dst, "full", 0), dst
+        else:                              # every real target: data.fid_real, or the folder
+            folders = (tuple(os.path.join(root, f.strip()) for f in d.fid_real.split(",")
+                             if f.strip()) if d.fid_real else
+                       (os.path.join(root, d.train_split + dst),))
+            real = FolderSource(folders, "full", 0)
+            targets = "all-" + "+".join(os.path.basename(os.path.normpath(f))
+                                        for f in folders)
+    label = f"{name}/{d.train_split}-{which}-seed{int(cfg.seed)}/{d.direction}"
+    if targets not in ("A", "B"):
+        label += f"/{targets}"
     return EvalSplit(inp, real, label)
 
 

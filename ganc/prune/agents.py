@@ -3,9 +3,8 @@
 Our design (the paper's details are not public; GUIDE §3): an agent holds one learned
 embedding per prunable layer (channel group) of its model; the *peer input* -- the other
 agent's mean gate probability per layer (``sigmoid(logit / T)``) and ``log1p`` of the other
-model's task loss (without its resource term), both averaged over recent steps (an
-exponential moving average, :class:`PeerAverage`), so the input says where the other
-model is going rather than what one batch did -- is mapped to the embedding size and
+model's task loss (without its resource term), both the other side's current state (after
+its latest update, detached; :class:`PeerState`) -- is mapped to the embedding size and
 added to every layer's embedding; a GRU runs over the layers in
 network order (so each layer's decision sees the ones before it); a linear head per
 layer gives one logit per channel, plus a constant ``base`` offset so gates start open
@@ -156,23 +155,20 @@ def gate_probabilities(logits: Mapping[str, torch.Tensor], temperature: float) -
             for v in logits.values()]
 
 
-class PeerAverage:
-    """Exponential moving averages (``decay``) of a peer summary: a list of per-layer
-    values and a loss; ``None`` until the first update."""
+class PeerState:
+    """One side's latest summary as its peer reads it: a list of per-layer values (its
+    agent's gate probabilities) and its model's task loss; ``None`` until the first
+    update. Each update replaces the summary (no average over steps: the peer sees where
+    the other side is now, not where it was on average over the last steps)."""
 
-    def __init__(self, decay: float = 0.9):
-        self.decay = float(decay)
+    def __init__(self):
         self.values: Optional[List[float]] = None
         self.loss: Optional[float] = None
 
     def update(self, values: Sequence[float], loss: float) -> None:
-        d = self.decay
-        if self.values is None:
-            self.values, self.loss = list(values), float(loss)
-            return
-        self.values = [d * a + (1 - d) * float(b) for a, b in zip(self.values, values)]
+        self.values = [float(v) for v in values]
         if math.isfinite(float(loss)):
-            self.loss = d * self.loss + (1 - d) * float(loss)
+            self.loss = float(loss)
 
 
 def kept_ratios(gates: Mapping[str, torch.Tensor]) -> List[float]:

@@ -84,8 +84,8 @@ def build_teacher(cfg: RunConfig, run=None):
                 except RuntimeError:
                     pass  # a D of another shape: start D fresh
     else:
-        G, source = gnn.build_for_training(m.teacher, ngf=m.teacher_ngf, norm=m.norm,
-                                           dropout=m.dropout), "random-init"
+        from ..modelio import build_generator, teacher_spec
+        G, source = gnn.init_weights(build_generator(teacher_spec(m))), "random-init"
     kind = type(G).__name__
     if kind not in PRUNABLE:
         raise ConfigError(f"teacher {kind} ({source}): pruning supports resnet_9blocks, "
@@ -380,6 +380,7 @@ def prune_target(spec: dict, target: float, report=None, scorer=None) -> dict:
     card = export_pruned(run, prefix, G_small, D_small, {
         "method": METHOD, "target": target, "d_target": pc.d_target,
         "teacher": cfg.model.teacher, "teacher_ngf": cfg.model.teacher_ngf,
+        "teacher_config": cfg.model.teacher_config or None,
         "teacher_source": source, "fid": final["fid"], "kid": final["kid"],
         "ratio_G": ratios["ratio_G"], "ratio_D": ratios["ratio_D"],
         "gates_G": describe_gates(keep["G"], pr.G.groups),

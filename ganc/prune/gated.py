@@ -28,11 +28,15 @@ element, +1 per output element of every norm layer), written as polynomials in t
 counts ``n_g = sum(gate_g)``, so they are differentiable in the gates; with hard gates
 they equal ``ganc.profile.count_macs`` of the sliced network exactly.
 
-:func:`project_keep` moves a set of kept channels to at most a MACs budget (closing or
-opening channels in the order of their gate logits), so what is exported fits the budget.
+:func:`project_keep` moves a set of kept channels to at most a MACs budget (closing, then
+opening, channels in the order of their importance per MAC: keep probability from the gate
+logit over the MACs the channel costs at the current widths), so what is exported fits the
+budget.
 """
 from __future__ import annotations
 
+import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional
 
@@ -288,6 +292,33 @@ class Gated(nn.Module):
             return total
         return int(round(total))
 
+    def channel_macs(self, counts: Optional[Mapping[str, int]] = None, size=256,
+                     add: bool = False) -> Dict[str, int]:
+        """Per prunable group, the MACs one channel of it costs at kept ``counts`` (missing
+        groups: full width): what closing one saves, or with ``add`` what opening one more
+        adds. Exact (``macs(counts) - macs(counts - 1 in g)``): MACs are a sum over entries
+        of products of at most two counts."""
+        n = {**self.plan.groups, **self.plan.fixed, **dict(counts or {})}
+        shapes = self._spatial(size)
+        d = {g: 0 for g in self.plan.groups}
+        for e in self.plan.entries:
+            hw = shapes[e.path][0] * shapes[e.path][1]
+            if e.op in ("conv", "convT"):
+                c = hw * e.kernel
+                if e.gin == e.gout:      # n^2 terms: (n+1)^2 - n^2 or n^2 - (n-1)^2
+                    if e.gout in d:
+                        d[e.gout] += c * (2 * int(n[e.gout]) + (1 if add else -1))
+                    continue
+                if e.gout in d:
+                    d[e.gout] += c * int(n[e.gin])
+                if e.gin in d:
+                    d[e.gin] += c * int(n[e.gout])
+            elif e.op == "dw" and e.gout in d:
+                d[e.gout] += hw * e.kernel
+            elif e.op == "norm" and e.gout in d:
+                d[e.gout] += hw
+        return d
+
     def full_macs(self, size=256) -> int:
         return int(self.macs(None, size))
 
@@ -456,31 +487,52 @@ def slice_network(gated: Gated, keep: Mapping[str, torch.Tensor]) -> nn.Module:
 
 def project_keep(gated: Gated, keep: Mapping[str, torch.Tensor],
                  logits: Mapping[str, torch.Tensor], budget_macs: float, size,
-                 min_count: Optional[Mapping[str, int]] = None) -> Dict[str, torch.Tensor]:
-    """Kept channels projected to at most ``budget_macs``: while over the budget, close the
-    open channel with the lowest logit (no group under ``min_count``, default 1); then open
-    closed channels in order of decreasing logit wherever one still fits. The result is
-    the largest network along the logit order that fits, so it lands just under the
-    budget (within one channel's MACs)."""
+                 min_count: Optional[Mapping[str, int]] = None,
+                 temperature: float = 1.0) -> Dict[str, torch.Tensor]:
+    """Kept channels projected to at most ``budget_macs``, ranking channels by importance
+    per MAC: a channel's importance is its keep probability ``sigmoid(logit / temperature)``
+    and its cost the MACs closing it saves at the current widths
+    (:meth:`Gated.channel_macs`, which changes as other groups shrink). While over the
+    budget, close the open channel with the lowest importance per MAC saved (no group
+    under ``min_count``, default 1), so of two equally important channels the one in the
+    layer whose removal saves more MACs goes first; then, while anything fits, open the
+    closed channel with the highest importance per MAC added. Within a group all channels
+    cost the same, so each group keeps its highest logits; the result lands under the
+    budget, within one channel's MACs of it. Ranked by raw logits instead, cheap channels
+    with slightly lower logits are closed one after another where one expensive channel
+    would have met the budget at a smaller loss of importance."""
     floor = {g: max(1, int((min_count or {}).get(g, 1))) for g in gated.groups}
     is_open = {g: torch.zeros(c, dtype=torch.bool) for g, c in gated.groups.items()}
     for g, idx in keep.items():
         is_open[g][torch.as_tensor(idx).long().cpu()] = True
-    score = {g: logits[g].detach().float().reshape(-1).cpu() for g in gated.groups}
+    score = {g: logits[g].detach().double().reshape(-1).cpu() for g in gated.groups}
+    # log importance (float64 log-sigmoid: no tie between large logits)
+    log_imp = {g: torch.nn.functional.logsigmoid(v / float(temperature)) for g, v in score.items()}
 
     def macs(counts):
         return gated.macs(counts, size)
 
+    def by_logit(g, mask, descending):
+        idx = torch.nonzero(mask).reshape(-1)
+        order = torch.argsort(score[g][idx], descending=descending, stable=True)
+        return deque(int(i) for i in idx[order])
+
     counts = {g: int(v.sum()) for g, v in is_open.items()}
-    # close: lowest-logit open channels first, across groups
-    closing = sorted(((float(score[g][i]), g, int(i)) for g, v in is_open.items()
-                      for i in torch.nonzero(v).reshape(-1)))
-    for _, g, i in closing:
-        if macs(counts) <= budget_macs:
+    # close: lowest importance per MAC saved first (each group's lowest logit is its candidate)
+    open_q = {g: by_logit(g, v, False) for g, v in is_open.items()}
+    while macs(counts) > budget_macs:
+        save = gated.channel_macs(counts, size)
+        best = None
+        for g, q in open_q.items():
+            if not q or counts[g] <= floor[g] or save[g] <= 0:
+                continue
+            key = float(log_imp[g][q[0]]) - math.log(save[g])
+            if best is None or key < best[0]:
+                best = (key, g)
+        if best is None:
             break
-        if counts[g] <= floor[g]:
-            continue
-        is_open[g][i] = False
+        g = best[1]
+        is_open[g][open_q[g].popleft()] = False
         counts[g] -= 1
     for g in gated.groups:  # a group under its floor (too few kept): its best channels
         if counts[g] < floor[g]:
@@ -488,13 +540,21 @@ def project_keep(gated: Gated, keep: Mapping[str, torch.Tensor],
             for i in order[: floor[g]]:
                 is_open[g][i] = True
             counts[g] = int(is_open[g].sum())
-    # open: highest-logit closed channels that still fit
-    opening = sorted(((float(score[g][i]), g, int(i)) for g, v in is_open.items()
-                      for i in torch.nonzero(~v).reshape(-1)), reverse=True)
-    for _, g, i in opening:
+    # open: highest importance per MAC added first, while one still fits
+    closed_q = {g: by_logit(g, ~v, True) for g, v in is_open.items()}
+    while True:
+        now = macs(counts)
+        cost = gated.channel_macs(counts, size, add=True)
+        best = None
+        for g, q in closed_q.items():
+            if not q or now + cost[g] > budget_macs:
+                continue
+            key = float(log_imp[g][q[0]]) - math.log(max(cost[g], 1))
+            if best is None or key > best[0]:
+                best = (key, g)
+        if best is None:
+            break
+        g = best[1]
+        is_open[g][closed_q[g].popleft()] = True
         counts[g] += 1
-        if macs(counts) <= budget_macs:
-            is_open[g][i] = True
-        else:
-            counts[g] -= 1
     return {g: torch.nonzero(v).reshape(-1) for g, v in is_open.items()}

@@ -18,12 +18,20 @@ Our design (Ganjdanesh et al., AAAI 2024 publish only the idea; GUIDE §3):
    difference of the two passes would swamp the difference of the two generators).
    Every feature dimension is divided by its spread (the std over the original's outputs
    in the batch, detached), so no layer dominates because of its scale.
-3. **Density terms**, per neighbourhood, with the Gaussian kernel
-   ``k(a, b) = exp(-d(a, b)^2 / (2 h^2))`` over the K pruned features P and the K original
-   features Q, d^2 the mean squared difference of normalised features and ``h^2`` the
-   median of the original's within-neighbourhood d^2 times ``prune.lds_bandwidth^2`` (a
-   bandwidth per neighbourhood, detached: the median heuristic; a global scale put the
-   neighbourhood's distances at ~1e-4 of h^2, where the kernel is flat and the terms vanish):
+3. **Density terms**, per neighbourhood, with a two-scale Gaussian kernel
+   ``k(a, b) = mean_s exp(-d(a, b)^2 / (2 h_s^2))`` over the K pruned features P and the K
+   original features Q, d^2 the mean squared difference of normalised features and two
+   widths per neighbourhood, detached (:func:`bandwidths`): the *local* one, the median of
+   the original's within-neighbourhood d^2 times ``prune.lds_bandwidth^2`` (the median
+   heuristic; a global scale put the neighbourhood's distances at ~1e-4 of h^2, where the
+   kernel is flat and the terms vanish), and the *pooled* one, the median of all pairwise
+   d^2 of P and Q together times the same factor. The local width alone fails the other
+   way: at a real pruning start (the released horse2zebra compressed generator cut to
+   1.4 of its 2.5 GMACs) d^2(P, Q) is ~25 times the local h^2, every ``k(P, Q)`` is
+   ~exp(-12), the pull towards the original vanishes and what is left of the gradient
+   (P's own terms) pushes the pruned copies away from it;
+   the pooled width grows with that distance (and comes back to the local one as P
+   approaches Q), so the kernel keeps a gradient at every distance:
 
    - ``density``: the squared distance between the two Gaussian-kernel density
      estimates, ``mean k(P, P) + mean k(Q, Q) - 2 mean k(P, Q)`` (the kernel MMD^2, i.e.
@@ -32,7 +40,7 @@ Our design (Ganjdanesh et al., AAAI 2024 publish only the idea; GUIDE §3):
      (how tightly the neighbourhood's images cluster around each other) must match.
 
    Both are exactly 0 when the pruned generator equals the original and grow as the
-   outputs diverge (until the kernel saturates, at distances >> h).
+   outputs diverge.
 4. **Adversarial term on neighbourhoods**: a small critic scores a neighbourhood from its
    set-pooled features (mean and std over the K copies). It is trained to score the
    original's neighbourhood above the pruned one's, relativistically and per input:
@@ -133,24 +141,47 @@ class NeighbourhoodCritic(nn.Module):
         return self.net(torch.cat([s.mean(1), s.std(1)], -1)).squeeze(-1)
 
 
+def bandwidths(P: torch.Tensor, Q: torch.Tensor, bandwidth: float) -> torch.Tensor:
+    """(B, 2): the two squared kernel widths of each neighbourhood (detached):
+
+    - local: the median of the original's within-neighbourhood d^2 (the median heuristic on
+      Q alone), the scale at which the neighbourhood's structure is resolved;
+    - pooled: the median of all pairwise d^2 of the pooled 2K points P and Q, which grows
+      with the pruned-to-original distances (the median heuristic on both samples).
+
+    Both times ``bandwidth^2``, at least 1e-8."""
+    k = Q.shape[1]
+    Z = torch.cat([P, Q], 1).detach()
+    dzz = (Z.unsqueeze(2) - Z.unsqueeze(1)).pow(2).mean(-1)        # (B, 2K, 2K)
+    off_q = ~torch.eye(k, dtype=torch.bool, device=Q.device)
+    off_z = ~torch.eye(2 * k, dtype=torch.bool, device=Q.device)
+    local = dzz[:, k:, k:][:, off_q].median(dim=1).values
+    pooled = dzz[:, off_z].median(dim=1).values
+    return torch.stack([local, pooled], 1).clamp_min(1e-8) * bandwidth ** 2
+
+
 def kernel_terms(P: torch.Tensor, Q: torch.Tensor, bandwidth: float) -> Dict[str, torch.Tensor]:
     """Density (KDE L2 / MMD^2) and structure terms for neighbourhoods P, Q: (B, K, F)
-    (features already normalised), with a per-neighbourhood median bandwidth."""
+    (features already normalised), with a two-scale Gaussian kernel per neighbourhood
+    (:func:`bandwidths`: the mean of a kernel at the original's local scale and one at
+    the pooled P-and-Q scale). With the local scale alone, a pruned output far from the
+    original's (d^2(P, Q) ~ 25x the local scale at a real pruning start) puts every
+    ``k(P, Q)`` at ~exp(-12): the pull towards the original vanishes and what gradient
+    is left comes from P's own terms (it pushes the pruned copies apart). The pooled
+    scale keeps ``k(P, Q)`` at O(1) there and shrinks to the local one as P approaches Q;
+    a sum of Gaussian kernels is a kernel, so the density term stays an MMD^2 (>= 0, 0
+    when P equals Q)."""
     if bandwidth <= 0:
         raise ConfigError(f"prune.lds_bandwidth must be positive, got {bandwidth}")
-    k = Q.shape[1]
+    h2 = bandwidths(P, Q, bandwidth)                               # (B, S)
 
     def d2(a, b):
         return (a.unsqueeze(2) - b.unsqueeze(1)).pow(2).mean(-1)   # (B, K, K)
 
-    dqq = d2(Q, Q)
-    off = ~torch.eye(k, dtype=torch.bool, device=Q.device)
-    h2 = dqq.detach()[:, off].median(dim=1).values.clamp_min(1e-8) * bandwidth ** 2
-
     def gram(d):
-        return torch.exp(-d / (2 * h2[:, None, None]))
+        return torch.exp(-d.unsqueeze(-1) / (2 * h2[:, None, None, :])).mean(-1)
 
-    kpp, kqq, kpq = gram(d2(P, P)), gram(dqq), gram(d2(P, Q))
+    kpp, kqq, kpq = gram(d2(P, P)), gram(d2(Q, Q)), gram(d2(P, Q))
     density = (kpp.mean((1, 2)) + kqq.mean((1, 2)) - 2 * kpq.mean((1, 2))).clamp_min(0).mean()
     structure = (kpp - kqq).pow(2).mean()
     return {"density": density, "structure": structure}

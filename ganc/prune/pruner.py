@@ -7,13 +7,16 @@ reopen it), the gated
 discriminator ``D``, the agents genG / genD and the LDS loss. Each :meth:`Pruner.step`:
 
 1. both agents emit channel logits from their peer input (the other agent's gate
-   probabilities per layer and the other model's task loss, averaged over recent steps;
-   zeros with ``peer_feedback: false``) and sample straight-through hard gates;
+   probabilities per layer and the other model's task loss, the other side's current
+   state: as it stands after the previous step's update, detached; zeros with
+   ``peer_feedback: false``) and sample straight-through hard gates;
 2. **G side** (G's weights and genG): ``lambda_gan * GAN(D(fake)) + lambda_recon *
    L1(fake, T(x)) + lambda_lds * LDS + lambda_resource * res(r_G, p)`` with the two-sided
    ``res(r, p) = max(|r - p| - tol, 0) / p``;
 3. **D side** (D's weights, genD, the neighbourhood critic): the discriminator loss on
-   real vs. gated-G images through the gated D (D's weights with ``prune.lr_d``),
+   real target images (the batch's B: the paired target, or on unpaired data a real
+   image of the target domain, never the original generator's output) vs. gated-G
+   images through the gated D (D's weights with ``prune.lr_d``),
    ``+ lambda_resource * res(r_D, p_D)``, + the critic loss.
 
 The MACs ratios r are those of the gated networks (``Gated.macs_ratio``) at the data's
@@ -35,7 +38,7 @@ import torch.nn as nn
 from ..config import PruneConfig, check_value, validate
 from ..errors import ConfigError
 from ..losses import GANLoss, discriminator_loss, recon_l1
-from .agents import (Agent, PeerAverage, expected_gates, floor_open, gate_probabilities,
+from .agents import (Agent, PeerState, expected_gates, floor_open, gate_probabilities,
                      min_keep, resource_loss)
 from .gated import (gated_discriminator, gated_generator, hard_keep, project_keep,
                     slice_network)
@@ -43,7 +46,6 @@ from .lds import FEATURE_SPACES, FixedFeatures, LocalDensityLoss, spatial
 
 
 BASE_MODELS = ("teacher", "mobile")
-PEER_DECAY = 0.9  # moving average of the peer summaries (about the last 10 steps)
 
 
 def check_prune_config(pc: PruneConfig) -> None:
@@ -105,9 +107,9 @@ class Pruner:
             list(self.lds.critic.parameters())
             if self.lds is not None and self.lds.critic is not None else [])
         self.opt_D = torch.optim.Adam(d_params, lr=pc.lr_d, betas=(0.5, 0.999))
-        # peer feedback: averages of each agent's gate probabilities and its model's task
-        # loss (no resource term), read by the other agent
-        self.peer_G, self.peer_D = PeerAverage(PEER_DECAY), PeerAverage(PEER_DECAY)
+        # peer feedback: each agent's current gate probabilities and its model's latest
+        # task loss (no resource term), read by the other agent
+        self.peer_G, self.peer_D = PeerState(), PeerState()
         self.last_peer: Dict[str, torch.Tensor] = {}
         self.step_count = 0
         self.full_macs_G = self.G.full_macs(self.size)
@@ -149,6 +151,16 @@ class Pruner:
             pD = self.genD.peer_input(self.peer_G.values if fb else None,
                                       self.peer_G.loss if fb else None, self.device)
         return pG, pD
+
+    @torch.no_grad()
+    def _update_peers(self, task_G: float, loss_D: float) -> None:
+        """Each side's summary as it stands after this step's update (detached): the gate
+        probabilities the agent emits now, from the peer input it was given this step,
+        and its model's task loss at this step. The other agent reads it next step."""
+        T = self.pc.temperature
+        self.peer_G.update(gate_probabilities(self.genG(self.last_peer["G"]), T), task_G)
+        if self.genD is not None:
+            self.peer_D.update(gate_probabilities(self.genD(self.last_peer["D"]), T), loss_D)
 
     def logits(self):
         """Channel logits of both agents from the current peer inputs."""
@@ -225,14 +237,18 @@ class Pruner:
         return terms, fake, target_img, feats
 
     def step(self, A: torch.Tensor, B: Optional[torch.Tensor] = None) -> Dict[str, float]:
-        """One update of G, genG, D, genD and the critic; returns the loss terms."""
+        """One update of G, genG, D, genD and the critic; returns the loss terms. ``B``:
+        real target images, D's real samples (required; on unpaired data real images of
+        the target domain, not A's translations)."""
         with torch.enable_grad():  # an in-process FID scorer may have turned grads off
             return self._step(A, B)
 
     def _step(self, A: torch.Tensor, B: Optional[torch.Tensor]) -> Dict[str, float]:
         pc = self.pc
-        A = A.to(self.device)
-        B = B.to(self.device) if B is not None else None
+        if B is None:
+            raise ConfigError("pruning needs real target images (a batch's 'B') for the "
+                              "discriminator's real samples; the batch has none")
+        A, B = A.to(self.device), B.to(self.device)
         self.G.train(), self.D.train()
         lG, lD = self.logits()
         gG, gD, eG, eD = self.gates(training=True, with_expected=True, logits=(lG, lD))
@@ -240,7 +256,7 @@ class Pruner:
         # ---- G side
         for p in self.D.parameters():
             p.requires_grad_(False)
-        terms, fake, target_img, feats = self.task_terms_G(A, gG, gD)
+        terms, fake, _, feats = self.task_terms_G(A, gG, gD)
         ratio_G = self.G.macs_ratio(eG, self.size)
         terms["res_G"] = resource_loss(ratio_G, self.target, pc.tolerance)
         loss_G = (pc.lambda_gan * terms["G_gan"] + pc.lambda_recon * terms["G_recon"]
@@ -257,9 +273,8 @@ class Pruner:
         for p in self.D.parameters():
             p.requires_grad_(True)
 
-        # ---- D side
-        real = B if B is not None else target_img
-        pred_real = self.D(self._d_input(A, real), gD)
+        # ---- D side: real target images (paired: A's own B; unpaired: any real B)
+        pred_real = self.D(self._d_input(A, B), gD)
         pred_fake = self.D(self._d_input(A, fake.detach()), gD)
         terms["D"] = discriminator_loss(self.gan, pred_real, pred_fake)
         loss_D = terms["D"]
@@ -282,10 +297,7 @@ class Pruner:
             self.opt_agentD.step()
 
         task_G = float((loss_G - pc.lambda_resource * terms["res_G"]).detach())
-        T = pc.temperature
-        self.peer_G.update(gate_probabilities(lG, T), task_G)
-        if lD is not None:
-            self.peer_D.update(gate_probabilities(lD, T), float(terms["D"].detach()))
+        self._update_peers(task_G, float(terms["D"].detach()))
         self.step_count += 1
         out = {k: float(v.detach()) for k, v in terms.items()}
         out.update(loss_G=float(loss_G.detach()), task_G=task_G, loss_D=float(loss_D.detach()),
@@ -311,10 +323,13 @@ class Pruner:
 
     @torch.no_grad()
     def project(self, keep: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """Kept channels of G moved to at most the budget, by the current logits."""
+        """Kept channels of G moved to at most the budget, ranked by importance per MAC
+        (keep probability ``sigmoid(logit / T)`` of the current logits over the channel's
+        MACs; :func:`project_keep`)."""
         lG, _ = self.logits()
         floor = {g: min_keep(c, self.pc.min_width) for g, c in self.G.groups.items()}
-        return project_keep(self.G, keep, lG, self.budget_macs, self.size, floor)
+        return project_keep(self.G, keep, lG, self.budget_macs, self.size, floor,
+                            temperature=self.pc.temperature)
 
     def keep_macs(self, keep) -> int:
         return int(self.G.macs({g: int(v.numel()) for g, v in keep.items()}, self.size))
@@ -393,7 +408,9 @@ def finetune(G: nn.Module, D: nn.Module, teacher: nn.Module, batches: Iterable,
 
     ``target`` the real B on paired data, else the original's output T(x); map_p are
     learnable 1x1 convs from G's features to the original's at the named points (trained
-    with G, not exported); D sees (A, image) pairs on paired data. Returns per-step losses."""
+    with G, not exported); D sees (A, image) pairs on paired data. D's real samples are
+    the batches' real B either way (on unpaired data real target-domain images, as the
+    supernet's D sees them), never the original's outputs. Returns per-step losses."""
     from ..losses import FeatureDistiller
     from ..train.common import set_lr, set_requires_grad
     from ..train.family import base_lrs, optimizers
@@ -416,7 +433,10 @@ def finetune(G: nn.Module, D: nn.Module, teacher: nn.Module, batches: Iterable,
                 set_lr([opt], lrs[name], recipe.lr_factor(step))
             batch = next(it)
             A = batch["A"].to(dev)
-            B = batch["B"].to(dev) if paired and "B" in batch else None
+            if "B" not in batch:
+                raise ConfigError("the pruned fine-tune needs real target images (a batch's "
+                                  "'B') for the discriminator; the batch has none")
+            B = batch["B"].to(dev)           # real targets (unpaired: real target domain)
             with torch.no_grad():
                 t, t_feats = T.forward_features(A, points) if points else (T(A), {})
             if points:
@@ -426,14 +446,13 @@ def finetune(G: nn.Module, D: nn.Module, teacher: nn.Module, batches: Iterable,
                 fake, l_distill = G(A), torch.zeros((), device=dev)
             set_requires_grad([D], False)
             lg = gan(D(cat(A, fake)), True, for_discriminator=False)
-            lr_ = recon_l1(fake, B if B is not None else t)
+            lr_ = recon_l1(fake, B if paired else t)
             oG.zero_grad(set_to_none=True)
             (recipe.lambda_gan * lg + recipe.lambda_recon * lr_
              + recipe.lambda_distill * l_distill).backward()
             oG.step()
             set_requires_grad([D], True)
-            real = B if B is not None else t
-            ld = discriminator_loss(gan, D(cat(A, real)), D(cat(A, fake.detach())))
+            ld = discriminator_loss(gan, D(cat(A, B)), D(cat(A, fake.detach())))
             oD.zero_grad(set_to_none=True)
             ld.backward()
             oD.step()

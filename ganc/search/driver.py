@@ -25,7 +25,7 @@ from typing import Optional
 from ..config import RunConfig
 from ..errors import ConfigError, GancError
 from ..space import SearchSpace
-from .cost import CostModel, check_budget
+from .cost import CostModel, check_budget, size_label
 from .latency import LatencyBudget, check_budget_ms, check_latency_budget
 from .report import write_results
 
@@ -380,7 +380,7 @@ def recipe_budgets(sc, budget_macs: Optional[float] = None) -> list[float]:
 def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
             budget_ms: Optional[float], fresh: bool) -> dict:
     from ..data.splits import choice_split
-    from ..placement import search_budgets
+    from ..placement import check_below_teacher, search_budgets
     from ..profile import count_macs, count_params
     from ..context import keep_credentials_out_of_tune, ray_storage
     from ..train.supernet import load_teacher
@@ -412,6 +412,10 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
         budgets = [math.inf]                   # a latency budget alone
     else:
         budgets = search_budgets(ctx.placement, asked, teacher_macs)
+        # a compressed model must be smaller than its teacher (one line, at the eval size)
+        check_below_teacher(list(zip(budgets, asked)), teacher_macs, size_label(cost),
+                            "search.budgets" if sc.budgets and not budget_macs
+                            else "search.budget_macs")
     for b in budgets:
         if math.isfinite(b):
             check_budget(space, b, cost)       # one line, before anything starts
@@ -458,6 +462,7 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
                 pool.register_model("teacher", teacher)
                 ts = pool.score([SubnetSpec("teacher")])[0]
                 teacher_info = {"netG": teacher_ref.get("netG"), "ngf": teacher_ref.get("ngf"),
+                                "config_str": teacher_ref.get("config_str"),
                                 "source": teacher_ref.get("source"), "macs": teacher_macs,
                                 "params": count_params(teacher), "fid": ts.fid,
                                 "kid": ts.kid_mean, "miou": ts.miou,

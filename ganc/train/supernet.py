@@ -28,7 +28,7 @@ import torch.nn as nn
 
 from .. import nn as gnn
 from ..config import RunConfig, from_dict
-from ..errors import ConfigError
+from ..errors import ConfigError, GancError
 from ..losses import FeatureDistiller
 from ..space import SearchSpace, get_space
 from ..weights import load_weights
@@ -80,11 +80,17 @@ class DistillNet(nn.Module):
 
 def resolve_teacher(cfg: RunConfig, run) -> dict:
     """Where the teacher comes from: ``model.teacher_weights`` (a released
-    ``latest_net_G.pth`` or any state dict, local path or URL) or this run's
-    ``teacher/final.pt``."""
+    ``latest_net_G.pth`` or any state dict, local path or URL, of any registered generator:
+    a sub-network teacher carries its channel config, ``model.teacher_config`` or the
+    model.json beside the weights, see :func:`ganc.modelio.teacher_spec`) or this run's
+    ``teacher/final.pt``. The reference holds ``config_str`` (None: no channel config) and
+    ``arch`` (a pruned teacher's widths, from its model card)."""
+    from ..modelio import teacher_spec
     m = cfg.model
-    meta = {"netG": m.teacher, "ngf": m.teacher_ngf, "norm": m.norm, "dropout": m.dropout,
-            "input_nc": input_nc_of(m.teacher), "output_nc": 3}
+    spec = teacher_spec(m)
+    meta = {"netG": spec.netG, "ngf": spec.ngf, "norm": spec.norm, "dropout": spec.dropout,
+            "input_nc": input_nc_of(spec.netG), "output_nc": 3, "config_str": spec.config,
+            "arch": dict(spec.arch)}
     if m.teacher_weights:
         src = m.teacher_weights
         if "://" not in src:
@@ -98,8 +104,16 @@ def resolve_teacher(cfg: RunConfig, run) -> dict:
                           f"{run.url('teacher/final.pt')}")
     final = run.get_torch("teacher/final.pt")
     meta.update({k: final[k] for k in ("netG", "ngf", "norm", "dropout", "input_nc",
-                                       "output_nc") if k in final})
+                                       "output_nc", "config_str") if k in final})
     return {**meta, "source": run.url("teacher/final.pt"), "step": int(final.get("step", 0))}
+
+
+def teacher_label(ref: dict) -> str:
+    """``resnet_9blocks ngf=64 norm=instance``, or for a sub-network teacher
+    ``sub_mobile_resnet_9blocks 16_16_32_16_32_32_16_16 norm=instance``."""
+    width = ref.get("config_str") or ("(pruned widths)" if (ref.get("arch") or {}).get("widths")
+                                      else f"ngf={ref.get('ngf')}")
+    return f"{ref['netG']} {width} norm={ref.get('norm')}"
 
 
 def _read_source(source: str, endpoint_url: str) -> bytes:
@@ -112,12 +126,44 @@ def _read_source(source: str, endpoint_url: str) -> bytes:
     return open_store(parent, endpoint_url=endpoint_url or None).read_bytes(name)
 
 
+def build_teacher(ref: dict) -> nn.Module:
+    """The teacher's network (untrained) as a reference describes it."""
+    return gnn.build(ref["netG"], ngf=int(ref["ngf"]), norm=ref["norm"],
+                     dropout=float(ref.get("dropout", 0.0)), config=ref.get("config_str"),
+                     **(ref.get("arch") or {}))
+
+
 def load_teacher(ref: dict, endpoint_url: str = "") -> nn.Module:
-    net = gnn.build(ref["netG"], ngf=int(ref["ngf"]), norm=ref["norm"],
-                    dropout=float(ref.get("dropout", 0.0)))
-    return load_weights(net, io.BytesIO(_read_source(ref["source"], endpoint_url)),
-                        arch=f"{ref['netG']} ngf={ref['ngf']} norm={ref['norm']}",
-                        name=ref["source"])
+    """The teacher with its weights, read with ``weights_only=True`` and loaded with strict
+    key and shape matching; a checkpoint that does not fit gets one line naming the file
+    and the first mismatch (and what a model.json beside it describes, when it differs)."""
+    from ..errors import WeightsError
+    net = build_teacher(ref)
+    try:
+        return load_weights(net, io.BytesIO(_read_source(ref["source"], endpoint_url)),
+                            arch=teacher_label(ref), name=ref["source"])
+    except WeightsError as e:
+        raise WeightsError(f"model.teacher_weights: {e}{_card_hint(ref)}") from None
+
+
+def _card_hint(ref: dict) -> str:
+    """``; the model.json beside it describes ...`` when a local weights file has a card
+    whose architecture differs from the reference's."""
+    from ..modelio import read_model_json
+    src = ref.get("source", "")
+    if "://" in src and not src.startswith("file://"):
+        return ""
+    try:
+        card = read_model_json(src[len("file://"):] if src.startswith("file://") else src)
+    except GancError:
+        return ""
+    netG, config = card.get("netG"), card.get("config_str") or card.get("config")
+    if not netG or (netG == ref["netG"] and (config or None) == ref.get("config_str")):
+        return ""
+    fix = ("model.teacher_config" if netG == ref["netG"] else
+           "model.teacher" + (" and model.teacher_config" if config else ""))
+    return (f" (the model.json beside it describes {netG}" + (f" {config}" if config else "")
+            + f": set {fix})")
 
 
 # ---------------------------------------------------------------- per-worker loop

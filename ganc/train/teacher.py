@@ -291,8 +291,37 @@ def _cpu(sd: dict) -> dict:
     return {k: v.detach().cpu() for k, v in sd.items()}
 
 
+def check_given_teacher(cfg: RunConfig) -> dict:
+    """``model.teacher_weights`` loaded into the teacher's architecture (any registered
+    generator, a released compressed sub-network with its channel config included) with
+    ``weights_only=True`` and strict keys, from the file as given, before a run writes
+    anything: a file that does not fit fails in one line naming it and the first
+    mismatch. Returns the teacher's reference (:func:`ganc.train.supernet.resolve_teacher`)."""
+    from .supernet import load_teacher, resolve_teacher
+    ref = resolve_teacher(cfg, None)
+    load_teacher(ref, cfg.store.endpoint_url)
+    return ref
+
+
+def given_teacher(cfg: RunConfig, store=None) -> dict:
+    """The teacher stage when ``model.teacher_weights`` is set: the checkpoint is loaded
+    (:func:`check_given_teacher`) and the run opened; nothing is trained. Needs no Ray."""
+    from ..context import open_context
+    from .supernet import teacher_label
+    ref = check_given_teacher(cfg)
+    open_context(cfg, store)
+    common.say(f"[{STAGE}] using {ref['source']} ({teacher_label(ref)}); not trained")
+    return {"trained": False, "skipped": True, "source": ref["source"], "final": ref["source"],
+            "netG": ref["netG"], "config_str": ref.get("config_str"), "step": 0,
+            "metrics": {}}
+
+
 def train_teacher(cfg: RunConfig, store=None, *, runner: Optional[str] = None) -> dict:
-    """Train a teacher on Ray Train; returns what it wrote (see ``launch.run_stage``)."""
+    """Train a teacher on Ray Train; returns what it wrote (see ``launch.run_stage``).
+    With ``model.teacher_weights`` set, that teacher is loaded instead and nothing is
+    trained (:func:`given_teacher`)."""
+    if cfg.model.teacher_weights:
+        return given_teacher(cfg, store)
     from ..context import stage_context
     from .launch import run_stage, train_cpus
     with stage_context(cfg, store, ray=runner != "local", num_cpus=train_cpus(cfg)) as ctx:
