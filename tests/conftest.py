@@ -46,6 +46,41 @@ def pytest_runtest_makereport(item, call):
         rep.longrepr = f"CI=true: a skip is a failure here, and this test skipped: {reason}"
 
 
+# ---------------------------------------------------------------- order and early release
+# Tests that start Ray clusters of separate processes run first, module by module, so each
+# cluster lives only while its tests run: an idle cluster's processes (GCS, raylets,
+# dashboards, idle workers) take CPU from every test beside it on a 2-core machine.
+CLUSTER_MODULES = ("test_cluster_isolated", "test_autoscale", "test_faults", "test_multinode")
+# Session resources released after the last test that uses them (fixture -> release).
+_RELEASE: dict = {}
+_LAST_USER: dict = {}
+
+
+def release_after_last_use(name: str, release) -> None:
+    """Call ``release`` once the last collected test that uses fixture ``name`` is torn
+    down (the fixture's own finalizer must tolerate it having run)."""
+    _RELEASE[name] = release
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def rank(item):
+        module = item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
+        return CLUSTER_MODULES.index(module) if module in CLUSTER_MODULES else len(
+            CLUSTER_MODULES)
+    items.sort(key=rank)              # stable: the order inside each module is kept
+    _LAST_USER.clear()
+    for item in items:
+        for name in getattr(item, "fixturenames", ()):
+            _LAST_USER[name] = item.nodeid
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    yield
+    for name in [n for n in _RELEASE if _LAST_USER.get(n) == item.nodeid]:
+        _RELEASE.pop(name)()
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -116,6 +151,7 @@ def ray_local(s3_server):
     from ganc.raylocal import LOOPBACK, init_local
     init_local(num_cpus=2, private=True, logging_level="ERROR")
     assert {n["NodeManagerAddress"] for n in ray.nodes()} == {LOOPBACK}
+    release_after_last_use("ray_local", ray.shutdown)
     try:
         yield ray
     finally:

@@ -140,6 +140,8 @@ def iso(s3_server, iso_credentials):
             cluster.start()
         except NotIsolatable as e:
             pytest.skip(f"isolated cluster: {e}")
+        from .conftest import release_after_last_use
+        release_after_last_use("iso", cluster.stop)      # stop() may run twice
         yield cluster
     finally:
         cluster.stop()
