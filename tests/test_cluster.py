@@ -384,7 +384,12 @@ def test_ray_aws_bootstrap_and_launch_every_node_type(cluster, tmp_path, monkeyp
     from ray.autoscaler._private.util import prepare_config, validate_config
     from ray.autoscaler.tags import TAG_RAY_NODE_KIND, TAG_RAY_NODE_NAME, TAG_RAY_USER_NODE_TYPE
 
-    with moto.mock_aws():
+    # Neither reset nor remove moto's global state on start and stop: the session's S3
+    # server (tests/conftest.py) runs on the same backends in this process, and a reset
+    # would delete its bucket under every later test.
+    mock = moto.mock_aws()
+    mock.start(reset=False)
+    try:
         iam = boto3.client("iam", region_name=region)
         profiles = {t["node_config"]["IamInstanceProfile"]["Arn"].rsplit("/", 1)[1]
                     for t in config["available_node_types"].values()}
@@ -406,6 +411,8 @@ def test_ray_aws_bootstrap_and_launch_every_node_type(cluster, tmp_path, monkeyp
                     for i in r["Instances"]}
         described = {t["InstanceType"]: t for t in ec2.describe_instance_types(
             InstanceTypes=sorted(launched))["InstanceTypes"]}
+    finally:
+        mock.stop(remove_data=False)
     for name, nt in config["available_node_types"].items():
         inst = launched[nt["node_config"]["InstanceType"]]
         assert inst["ImageId"] == nt["node_config"]["ImageId"], name
