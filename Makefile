@@ -1,7 +1,7 @@
 # Quick start:  make demo       (the whole pipeline on generated data -> runs/runs/demo/)
 #               make test       (the whole test suite: what CI runs)
 #               make test-fast  (the edit loop: deselects the `cluster` and `slow` tiers)
-# Both create or refresh .venv (python3 -m venv + pip install --no-compile -e ".[test]" -c constraints.txt).
+# Both create or refresh .venv (python3 -m venv + pip install -e ".[test]" -c constraints.txt).
 
 PYTHON      ?= python3
 VENV        ?= .venv
@@ -16,7 +16,8 @@ export RAY_USAGE_STATS_ENABLED = 0
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --no-compile -e ".[test]" -c $(CONSTRAINTS)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[test]" -c $(CONSTRAINTS)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,15 +25,8 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/ganc compress --config configs/demo.yaml
 
-# `make test`: two pytest workers (pytest-xdist; each test file whole on one worker), then
-# the tests marked `serial` (they measure time) alone. Fails if either part fails.
-XDIST       ?= -n 2 --dist loadgroup
 test: $(STAMP)
-	@$(BIN)/python -m pytest -q $(XDIST) -m "not serial" $(PYTEST_ARGS); a=$$?; \
-	$(BIN)/python -m pytest -q -m serial $(PYTEST_ARGS); b=$$?; \
-	if [ $$b -eq 5 ]; then b=0; fi; \
-	echo "make test: parallel part exited $$a, serial part $$b"; \
-	if [ $$a -ne 0 ]; then exit $$a; fi; exit $$b
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not cluster and not slow" $(PYTEST_ARGS)

@@ -62,19 +62,7 @@ def release_after_last_use(name: str, release) -> None:
     _RELEASE[name] = release
 
 
-# Under pytest-xdist (`make test`: -n 2 --dist loadgroup) each test file runs whole on one
-# worker (its module fixtures are made once), and the two files that share the session's
-# two-node cluster run on the same worker.
-SHARED_GROUPS = {"test_faults": "two_node", "test_multinode": "two_node"}
-
-
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session, config, items):
-    for item in items:
-        module = item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
-        if not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(module, module)))
-
     def rank(item):
         module = item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
         return CLUSTER_MODULES.index(module) if module in CLUSTER_MODULES else len(

@@ -255,7 +255,6 @@ def test_segments_cover_the_network_once_and_depend_on_their_positions():
 
 
 @pytest.mark.slow
-@pytest.mark.serial
 @pytest.mark.parametrize("runtime", ["eager", "onnxruntime"])
 def test_latency_table_ranks_20_random_subnetworks_like_measurements(runtime):
     """Entries and the 20 whole networks are timed side by side (medians of rounds), so
