@@ -141,12 +141,16 @@ def ship_teacher_weights(cfg: RunConfig, run: Store, cluster: ClusterInfo) -> st
     """``model.teacher_weights`` as every node can read it: a local file is copied into the
     run (``inputs/teacher/<sha1>-<name>``) when the cluster has more than one node."""
     src = cfg.model.teacher_weights
-    if not src or not cluster.multi_node or ("://" in src and not src.startswith("file://")):
+    if not src or ("://" in src and not src.startswith("file://")):
         return src
     path = src[len("file://"):] if src.startswith("file://") else \
         os.path.abspath(os.path.expanduser(src))
     if not os.path.isfile(path):
         raise ConfigError(f"model.teacher_weights {src!r}: file not found")
+    if not cluster.multi_node:
+        # Absolute, from the driver's working directory: Tune trials (pruning) and Train
+        # workers run in folders of their own, where a relative path names nothing.
+        return path
     h = hashlib.sha1()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):

@@ -180,3 +180,26 @@ def test_a_pruned_generator_with_its_card_is_a_teacher_and_a_supernet_is_not(tmp
     cfg.model.teacher = "super_mobile_resnet_9blocks"
     with pytest.raises(ConfigError, match="is a supernet, not one network"):
         teacher_spec(cfg.model)
+
+
+@needs_shared(WEIGHTS)
+def test_a_relative_teacher_path_reaches_stages_that_run_in_other_folders(tmp_path,
+                                                                          monkeypatch):
+    """The presets name the teacher relative to the repository; pruning trials run in
+    Tune's trial folders. On one node the run context hands every stage the file's
+    absolute path, resolved where the job was started."""
+    import os
+
+    from ganc.context import open_context
+    from ganc.train.supernet import resolve_teacher
+    home = tmp_path / "repo"
+    home.mkdir()
+    shutil.copy(WEIGHTS, home / "latest_net_G.pth")
+    monkeypatch.chdir(home)
+    ctx = open_context(_cfg(tmp_path / "store", weights="latest_net_G.pth",
+                            teacher_config=CONFIG))
+    assert ctx.cfg.model.teacher_weights == str(home / "latest_net_G.pth")
+    elsewhere = tmp_path / "trial"
+    elsewhere.mkdir()
+    os.chdir(elsewhere)                 # as a Tune trial does
+    assert resolve_teacher(ctx.cfg, ctx.run)["source"] == str(home / "latest_net_G.pth")
