@@ -29,12 +29,13 @@ from .isolated_cluster import IsolatedCluster, NotIsolatable, require_isolation
 
 # The demo pipeline, every stage, each a few steps on 12 images of 64px. Four search
 # generations, so that the first job is stopped while the search is still under way.
+GENERATIONS = 4
 TINY = ["teacher.steps=8", "teacher.checkpoint_every=4", "distill.steps=8",
-        "distill.checkpoint_every=4", "search.population=4", "search.generations=4",
+        "distill.checkpoint_every=4", "search.population=4",
+        f"search.generations={GENERATIONS}",
         "prune.steps=4", "prune.sample_every=4", "prune.samples=2", "prune.finetune_steps=2",
         "prune.targets=0.3", "finetune.steps=4", "finetune.checkpoint_every=2",
         "scale.workers=1", "pipeline.report_images=2"]
-GENERATIONS = 4
 RUN_ID = "tiny"
 STAGES = ("teacher", "supernet", "search", "prune", "finetune", "export", "report")
 

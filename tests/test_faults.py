@@ -25,13 +25,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 
 import pytest
 
 from .conftest import S3_BUCKET
-from .golden import tune_checkpoints
+from .golden import tune_checkpoints, wait_for
 from .helpers import REPO
 from .test_search import make_supernet_run
 
@@ -135,15 +134,11 @@ def _args(command: str, sets: list[str], url: str, run_id: str) -> list[str]:
 
 
 def _wait(cond, what: str, timeout: float = 300, driver: Driver | None = None, every=0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = cond()
-        if value:
-            return value
+    """golden.wait_for, failing also when the driver exits first (its output's tail)."""
+    def exited():
         if driver is not None and driver.proc.poll() is not None:
-            pytest.fail(f"the driver exited before {what}:\n{driver.tail()}")
-        time.sleep(every)
-    pytest.fail(f"timed out waiting for {what}" + (f":\n{driver.tail()}" if driver else ""))
+            return f"the driver exited:\n{driver.tail()}\n"
+    return wait_for(cond, what, timeout, alive=exited, every=every)
 
 
 def _progress(hooks, rank: int = 0):
