@@ -37,11 +37,11 @@ from .test_search import make_supernet_run
 OUTAGE_S = 10.0
 TINY_DATA = ["data.demo_n=16", "data.demo_size=32", "data.load_size=32", "data.crop_size=32",
              "data.search_split=0", "data.batch_size=1"]
-# 40 steps of batch 1 on the 16 training images: checkpoints at 10, 20, 30, 40
-TEACHER = TINY_DATA + ["model.teacher_ngf=8", "model.ndf=8", "teacher.steps=40",
+# 20 steps of batch 1 on the 16 training images: checkpoints at 10 and 20
+TEACHER = TINY_DATA + ["model.teacher_ngf=8", "model.ndf=8", "teacher.steps=20",
                        "teacher.checkpoint_every=10", "teacher.log_every=5",
                        "teacher.eval_every=-1", "scale.workers=1", "scale.max_failures=2"]
-TEACHER_STEPS, CKPT_EVERY = 40, 10
+TEACHER_STEPS, CKPT_EVERY = 20, 10
 SEARCH_POPULATION, GENERATIONS = 4, 4
 SEARCH = TINY_DATA + ["fid.num_actors=1", "fid.batch_size=8", "fid.kid=false",
                       f"search.population={SEARCH_POPULATION}",
@@ -202,7 +202,7 @@ def test_training_carries_an_s3_outage_then_resumes_a_sigkilled_worker(cluster, 
     during = _progress(hooks)
     # the worker waited at its checkpoint for the store (no step past it during the outage)
     assert during["step"] == CKPT_EVERY, (before, during)
-    # step 15: past the checkpoint at 10, mid-way through the second epoch (16 images)
+    # step 15: past the checkpoint at 10, before the last one at 20
     info = _wait(lambda: (p := _progress(hooks)) and p["step"] >= 15 and p, "step 15",
                  driver=d)
     # ... and the same worker process went on: the retries carried the outage

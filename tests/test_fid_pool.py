@@ -71,8 +71,8 @@ def _specs():
 # Runs before the tests that use the module's shared `pool` (2 actors holding the test
 # Ray's CPUs until the module ends): this test builds its own pool.
 # A tiny config scores in about a second here; the timeout counts from when the actor is
-# up (Inception loaded), so 15 s is generous, and the hang costs 15 s per queued task.
-HANG_TIMEOUT_S = 15
+# up (Inception loaded), so 8 s is generous, and the hang costs 8 s per queued task.
+HANG_TIMEOUT_S = 8
 
 
 @pytest.mark.slow
