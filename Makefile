@@ -1,6 +1,7 @@
 # Quick start:  make demo       (the whole pipeline on generated data -> runs/runs/demo/)
 #               make test       (the whole test suite: what CI runs)
 #               make test-fast  (the edit loop: deselects the `cluster` and `slow` tiers)
+#               make docs       (regenerates docs/reference.md from the CLI and config code)
 # Both create or refresh .venv (python3 -m venv + pip install -e ".[test]" -c constraints.txt).
 
 PYTHON      ?= python3
@@ -12,7 +13,7 @@ PYTEST_ARGS ?=
 
 export RAY_USAGE_STATS_ENABLED = 0
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast docs bench clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +31,9 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not cluster and not slow" $(PYTEST_ARGS)
+
+docs: $(STAMP)
+	$(BIN)/python -m ganc.docgen
 
 bench: $(STAMP)
 	$(BIN)/python bench/latency.py
