@@ -2,7 +2,7 @@
 #               make test       (the whole test suite: what CI runs)
 #               make test-fast  (the edit loop: deselects the `cluster` and `slow` tiers)
 #               make docs       (regenerates docs/reference.md from the CLI and config code)
-# Both create or refresh .venv (python3 -m venv + pip install -e ".[test]" -c constraints.txt).
+# Each creates or refreshes .venv (python3 -m venv + pip install -e ".[test]" -c constraints.txt).
 
 PYTHON      ?= python3
 VENV        ?= .venv

@@ -193,15 +193,15 @@ def _comments(cls) -> tuple:
     for i, f in enumerate(fields):
         name, text = f.target.id, []
         j = f.lineno - 1                         # leading comments, at body indent
-        while j >= 1 and lines[j - 1].strip().startswith("#") \
-                and comments.get(j, (0,))[0] == body_col:
+        while j >= 1 and comments.get(j, (-1,))[0] == body_col \
+                and lines[j - 1].strip().startswith("#"):
             text.insert(0, comments[j][1])
             j -= 1
         text += [comments[k][1] for k in range(f.lineno, f.end_lineno + 1) if k in comments]
         k = f.end_lineno + 1                     # continuation lines, indented deeper
         stop = fields[i + 1].lineno if i + 1 < len(fields) else len(lines) + 1
-        while k < stop and lines[k - 1].strip().startswith("#") \
-                and comments[k][0] > body_col:
+        while k < stop and comments.get(k, (-1,))[0] > body_col \
+                and lines[k - 1].strip().startswith("#"):
             text.append(comments[k][1])
             k += 1
         docs[name] = " ".join(text)
