@@ -1,7 +1,8 @@
 # Quick start:  make demo       (the whole pipeline on generated data -> runs/runs/demo/)
 #               make test       (the whole test suite: what CI runs)
 #               make test-fast  (the edit loop: deselects the `cluster` and `slow` tiers)
-# Both create or refresh .venv (python3 -m venv + pip install -e ".[test]" -c constraints.txt).
+#               make docs       (regenerates docs/reference.md from the CLI and config code)
+# Each creates or refreshes .venv (python3 -m venv + pip install -e ".[test]" -c constraints.txt).
 
 PYTHON      ?= python3
 VENV        ?= .venv
@@ -12,7 +13,7 @@ PYTEST_ARGS ?=
 
 export RAY_USAGE_STATS_ENABLED = 0
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast docs bench clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +31,9 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not cluster and not slow" $(PYTEST_ARGS)
+
+docs: $(STAMP)
+	$(BIN)/python -m ganc.docgen
 
 bench: $(STAMP)
 	$(BIN)/python bench/latency.py

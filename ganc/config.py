@@ -61,6 +61,7 @@ Budgets = Annotated[list, Range(0, lo_open=True)]  # MACs budgets: each positive
 
 @dataclass
 class DataConfig:
+    """The dataset: where it is, its layout, image sizes and the held-out splits."""
     kind: str = "aligned"          # aligned | unaligned | camvid (label map -> photo, SPADE)
     root: str = ""                 # dataset folder or fsspec URL (s3://bucket/prefix,
                                    # file:///abs); empty -> generated demo data
@@ -68,9 +69,9 @@ class DataConfig:
     direction: str = "AtoB"        # AtoB | BtoA
     load_size: PosInt = 286        # training: resize to this, then random crop
     crop_size: PosInt = 256        # training crop; test-time resize
-    flip: bool = True
+    flip: bool = True              # random horizontal flips in training
     serial: bool = False           # unaligned: pair A[i] with B[i mod |B|]
-    train_split: str = "train"
+    train_split: str = "train"     # training folder (unaligned: train -> trainA, trainB)
     eval_split: str = "val"        # aligned: folder; unaligned: 'test' -> testA/testB
     search_split: Weight = 0.0     # training images held out for the search, fine-tune
                                    # selection and export: a fraction (<1) or a count (>=1)
@@ -91,71 +92,75 @@ class DataConfig:
     batch_size: PosInt = 1         # the GLOBAL batch: split evenly over scale.workers
     demo_n: PosInt = 64            # generated data: images per training split
     demo_size: Annotated[int, Range(16)] = 64  # a multiple of 4 (checked when made)
-    demo_seed: Seed = 0
+    demo_seed: Seed = 0            # generated data: seed
     aspect_ratio: Positive = 0.75  # label-map data (camvid): height / width of the images
                                    # (width: crop_size); both sides multiples of 32 for SPADE
 
 
 @dataclass
 class ModelConfig:
-    teacher: str = "resnet_9blocks"
-    teacher_ngf: PosInt = 64
+    """The teacher, the supernet (student) and its search space, the discriminator."""
+    teacher: str = "resnet_9blocks"  # teacher architecture: a registered generator
+    teacher_ngf: PosInt = 64       # teacher's base width
     teacher_weights: str = ""      # released latest_net_G.pth, or '' to train one
     teacher_config: str = ""       # channel config of a sub-network teacher
                                    # (sub_mobile_resnet_9blocks / sub_mobile_spade), e.g.
                                    # 16_16_32_16_32_32_16_16; '': the config_str of the
                                    # model.json beside teacher_weights
-    student: str = "super_mobile_resnet_9blocks"
-    student_ngf: PosInt = 64
-    search_space: str = "channels-64-pix2pix"
-    norm: str = "instance"
-    dropout: Beta = 0.0
-    netD: str = "n_layers"
-    ndf: PosInt = 64
-    n_layers_D: PosInt = 3
-    norm_D: str = "batch"
+    student: str = "super_mobile_resnet_9blocks"  # the supernet's architecture
+    student_ngf: PosInt = 64       # the supernet's base (widest) width
+    search_space: str = "channels-64-pix2pix"  # named space (`ganc nets` lists them)
+    norm: str = "instance"         # generator normalization: instance | batch | none
+    dropout: Beta = 0.0            # generator dropout
+    netD: str = "n_layers"         # D of every stage: n_layers (PatchGAN) | multi_scale
+    ndf: PosInt = 64               # D's base width (pix2pix presets: 128)
+    n_layers_D: PosInt = 3         # D's conv layers (SPADE: 4)
+    norm_D: str = "batch"          # D's normalization (pix2pix presets: instance)
     gan_mode: str = "vanilla"      # vanilla | lsgan | hinge
 
 
 @dataclass
 class TeacherConfig:
+    """Training the teacher (pix2pix, CycleGAN or GauGAN recipe) on Ray Train."""
     epochs: Count = 100            # epochs at the constant LR (the reference's nepochs)
     epochs_decay: Count = 100      # then epochs of linear decay to 0 (nepochs_decay)
     steps: Count = 0               # >0: exactly this many steps instead (same LR shape)
-    lr: Positive = 2e-4
-    beta1: Beta = 0.5
+    lr: Positive = 2e-4            # Adam, G (used as given: never rescaled)
+    beta1: Beta = 0.5              # Adam beta1
     beta2: Beta = 0.999            # Adam beta2 (SPADE preset: 0.9)
     lr_D: Weight = 0.0             # the discriminator's LR (0: lr; SPADE's TTUR: 4e-4)
     lambda_feat: Weight = 10.0     # SPADE: discriminator feature matching
     lambda_perceptual: Weight = 10.0  # SPADE: Inception perceptual term (ganc.losses_spade)
     lambda_L1: Weight = 100.0      # pix2pix
     lambda_cycle: Weight = 10.0    # CycleGAN
-    lambda_identity: Weight = 0.5
-    pool_size: Count = 50
-    checkpoint_every: PosInt = 200
-    log_every: PosInt = 20
-    eval_every: Annotated[int, Range(-1)] = 0  # 0: only at the end
+    lambda_identity: Weight = 0.5  # CycleGAN identity term
+    pool_size: Count = 50          # CycleGAN image pool
+    checkpoint_every: PosInt = 200  # steps between checkpoints
+    log_every: PosInt = 20         # steps between progress lines
+    eval_every: Annotated[int, Range(-1)] = 0  # FID every n steps; 0: at the end; <0: never
 
 
 @dataclass
 class DistillConfig:
-    epochs: Count = 100
-    epochs_decay: Count = 100
+    """Distilling the once-for-all supernet from the teacher on Ray Train."""
+    epochs: Count = 100            # epochs at the constant LR
+    epochs_decay: Count = 100      # then epochs of linear decay to 0
     steps: Count = 0               # >0: exactly this many steps instead (same LR shape)
-    lr: Positive = 2e-4
-    beta1: Beta = 0.5
-    beta2: Beta = 0.999
+    lr: Positive = 2e-4            # Adam, G (used as given)
+    beta1: Beta = 0.5              # Adam beta1
+    beta2: Beta = 0.999            # Adam beta2 (SPADE: 0.9)
     lr_D: Weight = 0.0             # 0: lr
     lambda_feat: Weight = 10.0     # SPADE: feature matching
     lambda_perceptual: Weight = 10.0  # SPADE: perceptual term
-    sampler: str = "uniform"       # uniform | sandwich
+    sampler: str = "uniform"       # uniform | sandwich (largest + smallest + one random)
     lambda_recon: Weight = 100.0   # pix2pix 100, CycleGAN 10
     lambda_distill: Weight = 1.0   # pix2pix 1, CycleGAN 0.01
-    lambda_gan: Weight = 1.0
+    lambda_gan: Weight = 1.0       # GAN term
+    # named feature-distillation points (SPADE: fc, head_0, G_middle_0/1, up_0..up_3)
     distill_points: list = field(default_factory=lambda: ["down2", "block3", "block6", "block9"])
-    checkpoint_every: PosInt = 200
-    log_every: PosInt = 20
-    eval_every: Count = 500
+    checkpoint_every: PosInt = 200  # steps between checkpoints
+    log_every: PosInt = 20         # steps between progress lines
+    eval_every: Count = 500        # FID of the largest and smallest sub-net every n steps
     space_widths: Widths = field(default_factory=list)  # non-empty: these widths at every
                                    # position instead of model.search_space (small students)
     eval_n: Count = 0              # FID during distillation on the first n eval images (0: all)
@@ -163,20 +168,21 @@ class DistillConfig:
 
 @dataclass
 class SearchConfig:
+    """The search for the best sub-network under the budgets (Ray Tune, FID pool)."""
     method: str = "evolution"      # evolution | nsga2
-    budget_macs: Weight = 0.0      # 0: a tenth of the teacher's MACs
+    budget_macs: Weight = 0.0      # at data.crop_size; 0: a tenth of the teacher's
     budgets: Budgets = field(default_factory=list)  # several MACs budgets (at data.crop_size),
                                    # searched side by side on one pool; the first is primary
-    population: Annotated[int, Range(2)] = 100
-    parent_ratio: Ratio = 0.25
+    population: Annotated[int, Range(2)] = 100  # configs per generation
+    parent_ratio: Ratio = 0.25     # share of the population kept as parents
     mutation_prob: Prob = 0.2      # per position; the reference's presets: 0.4 horse2zebra,
                                    # 0.3 edges2shoes-r / map2sat / cityscapes
     mutation_ratio: Prob = 0.5     # share of the children made by mutation (rest: crossover);
                                    # each generation makes `population` children
     weighted_sample: Positive = 1.0  # first generation: narrowest width this many times as likely
                                    # as the widest (1: uniform; the reference's horse2zebra: 2)
-    generations: PosInt = 500
-    seed: Seed = 0
+    generations: PosInt = 500      # rounds of the evolution
+    seed: Seed = 0                 # the searcher's seed
     criterion: str = "fid"         # fid (minimised) | miou (ESPNet-CamVid mIoU, maximised;
                                    # label-map data only)
     calibration_images: Count = 256  # SPADE: training label maps that re-estimate a
@@ -192,45 +198,47 @@ class SearchConfig:
 
 @dataclass
 class FinetuneConfig:
+    """Fine-tuning the chosen sub-network; kept only when it scores better."""
     enabled: bool = True           # false: no fine-tune, the supernet's slice is exported
                                    # (the reference skips it where it hurts: horse2zebra)
-    epochs: Count = 5
-    epochs_decay: Count = 15
+    epochs: Count = 5              # epochs at the constant LR
+    epochs_decay: Count = 15       # then epochs of linear decay to 0
     steps: Count = 0               # >0: exactly this many steps instead (same LR shape)
-    lr: Positive = 2e-4
-    checkpoint_every: PosInt = 200
-    log_every: PosInt = 20
+    lr: Positive = 2e-4            # Adam, G
+    checkpoint_every: PosInt = 200  # steps between checkpoints
+    log_every: PosInt = 20         # steps between progress lines
 
 
 @dataclass
 class PruneConfig:
+    """Local-density pruning agents (genG, genD); one Ray Tune trial per target."""
     targets: Ratios = field(default_factory=list)  # G's MACs ratios; empty: the search budget
     base_model: str = "teacher"    # teacher | mobile (the supernet's largest sub-network)
-    d_target: Ratio = 0.5
-    steps: PosInt = 1000
-    lr_agent: Positive = 5e-3
+    d_target: Ratio = 0.5          # D's MACs-ratio target
+    steps: PosInt = 1000           # steps of the agents' search phase
+    lr_agent: Positive = 5e-3      # the agents' (gate logits') Adam LR
     temperature: Positive = 0.5    # P(open) = sigmoid(logit / T) for sampled gates
     base: float = 3.0              # logit offset: gates start open (P(open) >= 0.99)
     tolerance: Weight = 0.005      # dead zone of the two-sided resource loss (MACs ratio)
     min_width: Annotated[float, Range(0, 1, hi_open=True)] = 0.1  # every group keeps at
                                    # least this share of its channels
-    lambda_resource: Weight = 2.0
-    lambda_lds: Weight = 1.0
+    lambda_resource: Weight = 2.0  # two-sided resource loss
+    lambda_lds: Weight = 1.0       # local-density loss
     lds_k: Annotated[int, Range(2)] = 4  # neighbourhood size
-    lds_noise: Weight = 0.05
+    lds_noise: Weight = 0.05       # noise on each neighbourhood copy
     lds_bandwidth: Positive = 1.0  # x both kernel widths (medians: within the original's
                                    # neighbourhood; over pruned and original pooled)
     lds_features: str = "discriminator"  # discriminator | fixed
-    peer_feedback: bool = True
-    prune_d: bool = True
-    use_lds: bool = True
-    sample_every: PosInt = 200
-    samples: PosInt = 4
+    peer_feedback: bool = True     # each agent sees the other's state (--no-peer-feedback)
+    prune_d: bool = True           # prune D too (--no-prune-d)
+    use_lds: bool = True           # the local-density loss (--no-lds)
+    sample_every: PosInt = 200     # steps between FID scorings of sub-generators
+    samples: PosInt = 4            # scored each time: the deterministic one + samples-1
     lr: Weight = 0.0               # G's weights during the agents' search (0: frozen)
     lr_d: Weight = 2e-4            # D's weights during the search (D follows the pruned G)
     lambda_recon: Weight = 10.0    # L1 of the pruned G's output to the original's (search
                                    # phase; the fine-tune uses distill.lambda_recon)
-    lambda_gan: Weight = 1.0
+    lambda_gan: Weight = 1.0       # GAN term of the search phase
     lds_perturb: str = "augment"   # augment (flip + shift + noise per copy) | noise
     lds_adv: Weight = 0.1          # weight of the adversarial neighbourhood term inside LDS
     finetune_steps: Annotated[int, Range(-1)] = -1  # fine-tune of the exported generator
@@ -241,31 +249,34 @@ class PruneConfig:
 
 @dataclass
 class FidConfig:
+    """FID / KID scoring and the FID actor pool."""
     extractor: str = "auto"        # auto | inception-v3-compat | fid-helper
     weights: str = ""              # local Inception weights file (optional)
-    batch_size: PosInt = 16
+    batch_size: PosInt = 16        # images per Inception batch
     num_actors: Count = 0          # 0: auto (one per GPU; on CPU one per free CPU)
     kid: bool = True               # search: KID only for each budget's Pareto set
-    kid_subset_size: Annotated[int, Range(2)] = 1000
+    kid_subset_size: Annotated[int, Range(2)] = 1000  # KID: images per subset
     timeout_s: Positive = 600.0    # per scoring task: an actor past it is replaced
 
 
 @dataclass
 class ScaleConfig:
-    workers: PosInt = 1
+    """Ray resources: workers, GPU or CPU, custom resources, waits, restarts."""
+    workers: PosInt = 1            # Ray Train workers (--workers)
     use_gpu: str = "auto"          # auto | true | false (see ganc.placement)
     cpus_per_worker: PosInt = 1    # per Train worker; DataLoader processes get all but one
     resources: dict = field(default_factory=dict)  # custom resources every Train worker,
                                    # FID actor and pruning trial requests, e.g. {accel: 1}
     wait_s: Positive = 900.0       # how long a resource request may stay unmet
     amp: bool = False              # bf16 autocast on GPU (the reference trains in fp32)
-    max_failures: Count = 2
+    max_failures: Count = 2        # Ray Train worker restarts
     cpu_crop_size: Count = 0       # >0: without a GPU, train/eval at this size (load_size
                                    # scaled alike), e.g. 128 on CPU for a 256px recipe
 
 
 @dataclass
 class StoreConfig:
+    """The artifact store: a folder, file:// or s3://."""
     url: str = "./runs"            # file path / file:// or s3://bucket/prefix
     shared: bool = False           # a file:// store mounted on every node (NFS, FSx)
     run_id: str = ""               # empty: derived from the config name
@@ -277,6 +288,7 @@ PIPELINE_STAGES = ("teacher", "supernet", "search", "prune", "finetune", "export
 
 @dataclass
 class PipelineConfig:
+    """What `ganc compress` runs."""
     # Stages of `ganc compress`, in order; drop "prune" to skip the pruning variant.
     stages: list = field(default_factory=lambda: list(PIPELINE_STAGES))
     report_images: PosInt = 4      # rows of the input / teacher / compressed grid
@@ -284,8 +296,9 @@ class PipelineConfig:
 
 @dataclass
 class RunConfig:
-    name: str = "run"
-    seed: Seed = 0
+    """A run: its name and seed, and one section per stage."""
+    name: str = "run"              # run name: the run folder unless store.run_id
+    seed: Seed = 0                 # the run's seed (held-out splits, sampling)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)

@@ -1,5 +1,5 @@
-"""Every row of the README's *Bad input* table, run through the real CLI in-process: exit
-status 2, exactly the row's one line on stderr, no traceback, nothing written."""
+"""Every row of the *Bad input* table in docs/guide.md, run through the real CLI in-process:
+exit status 2, exactly the row's one line on stderr, no traceback, nothing written."""
 import os
 import re
 import shlex
@@ -18,7 +18,7 @@ FILES = {"notyaml.yaml": "data: [1, 2\n", "list.yaml": "- 1\n", "typo.yaml": "da
 
 
 def table_rows() -> list:
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "guide.md").read_text()
     block = text[text.index(BEGIN):text.index(END)]
     rows = [m.groupdict() for m in map(ROW.match, block.splitlines()) if m]
     return rows

@@ -9,11 +9,12 @@ def register(sub):
                        description="Label maps of random shapes (A) <-> shaded, textured "
                                    "renderings (B). paired: train/ and val/ with A|B side by "
                                    "side; unpaired: trainA, trainB, testA, testB.")
-    p.add_argument("--kind", choices=["paired", "unpaired"], default="paired")
+    p.add_argument("--kind", choices=["paired", "unpaired"], default="paired",
+                   help="paired: the pix2pix layout; unpaired: the CycleGAN layout")
     p.add_argument("--n", type=int, default=64, help="training images (default 64)")
     p.add_argument("--n-test", type=int, default=None, help="test/val images (default n/4, >=4)")
     p.add_argument("--size", type=int, default=64, help="image side (default 64)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same data")
     p.add_argument("--out", required=True, help="output folder (must be new or empty)")
     p.set_defaults(func=cmd_make_demo_data)
 
@@ -21,12 +22,14 @@ def register(sub):
                        description="Decode every image of a dataset and check its layout "
                                    "(aligned: A|B of even width; unaligned: <split>A and "
                                    "<split>B). Prints a summary or one error line.")
-    p.add_argument("--kind", choices=["aligned", "unaligned", "single"], default="aligned")
+    p.add_argument("--kind", choices=["aligned", "unaligned", "single"], default="aligned",
+                   help="layout: A|B side by side, <split>A + <split>B, or one folder")
     p.add_argument("--root", required=True, help="dataset folder")
     p.add_argument("--split", default="train", help="split (default train); single: '' uses "
                                                     "--root itself")
-    p.add_argument("--direction", choices=["AtoB", "BtoA"], default="AtoB")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--direction", choices=["AtoB", "BtoA"], default="AtoB",
+                   help="aligned: which half is the input")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_check_data)
 
 

@@ -16,7 +16,8 @@ def _add_extractor_args(p):
     p.add_argument("--weights", default="", metavar="PATH",
                    help="local Inception weights: torch-fidelity's "
                         "weights-inception-2015-12-05-6726825d.pth or fid-helper's default_1.pt")
-    p.add_argument("--batch-size", type=int, default=16, metavar="N")
+    p.add_argument("--batch-size", type=int, default=16, metavar="N",
+                   help="images per Inception batch")
     p.add_argument("--crop", default="full", choices=["full", "left", "right"],
                    help="use the left/right half of side-by-side aligned (A|B) real images")
     p.add_argument("--size", type=int, default=0, metavar="PX",
@@ -50,7 +51,8 @@ def register(subparsers) -> None:
         description="Compute the Inception mean, covariance and features of a folder of real "
                     "images and write them as .npz (a path or s3:// URL), for `ganc fid "
                     "--real PATH.npz` and the FID actor pool.")
-    s.add_argument("--real", required=True, nargs="+", metavar="DIR")
+    s.add_argument("--real", required=True, nargs="+", metavar="DIR",
+                   help="folder(s) of real images")
     s.add_argument("--out", required=True, metavar="PATH",
                    help="where to write the .npz (local path or s3://bucket/key.npz)")
     s.add_argument("--json", action="store_true", help="print one JSON object")

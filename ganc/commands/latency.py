@@ -23,7 +23,8 @@ def register(sub):
     p.add_argument("--threads", type=int, default=1,
                    help="intra-op threads (0: the runtime's default); default 1")
     p.add_argument("--rounds", type=int, default=5, help="timing rounds (medians)")
-    p.add_argument("--norm", choices=["instance", "batch", "none"], default="instance")
+    p.add_argument("--norm", choices=["instance", "batch", "none"], default="instance",
+                   help="the networks' normalization")
     p.add_argument("--store", help="store to cache the table in (folder, file:// or s3://)")
     p.add_argument("--validate", type=int, default=0, metavar="N",
                    help="also time N random sub-networks and compare with the table")

@@ -29,7 +29,8 @@ def register(subparsers) -> None:
                         "GANC_CACHE/espnet-camvid/, or ../shared/models/espnet-camvid/)")
     p.add_argument("--input-size", default="352x480", metavar="HxW",
                    help="segmenter input size (the protocol's 352x480)")
-    p.add_argument("--batch-size", type=int, default=8, metavar="N")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N",
+                   help="images per segmenter batch")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object: miou, pixel_acc, n, protocol, iou (per class)")

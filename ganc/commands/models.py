@@ -85,7 +85,7 @@ def register(sub):
     p.add_argument("--output", required=True, help="folder for the PNG outputs")
     p.add_argument("--size", type=int, default=256,
                    help="resize inputs to SIZE x SIZE (default 256; 0 keeps the size)")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.set_defaults(func=cmd_translate)
 
