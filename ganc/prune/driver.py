@@ -16,7 +16,7 @@
    FID so far;
 4. at the end of a trial slices the best sampled sub-generator (else the final hard gates)
    into plain G and D, fine-tunes a copy with the search winner's recipe
-   (:class:`~ganc.prune.pruner.FinetuneRecipe`: ``distill.*`` weights with feature
+   (:class:`~ganc.prune.finetuning.FinetuneRecipe`: ``distill.*`` weights with feature
    distillation, ``finetune.lr`` with its linear decay) for ``prune.finetune_steps``
    steps, scores both on the search split, keeps the better
    (:func:`ganc.search.finetune.choose_export`, as the search's fine-tune does) and
@@ -47,8 +47,9 @@ from ..errors import ConfigError, GancError
 from ..search.finetune import choose_export
 from ..search.report import RESULTS, append_results
 from ..store import MANIFEST, torch_bytes
-from .gated import hard_keep
-from .pruner import FinetuneRecipe, Pruner, check_prune_config, describe_gates, finetune
+from .slicing import hard_keep
+from .finetuning import FinetuneRecipe, finetune
+from .pruner import Pruner, check_prune_config, describe_gates
 
 STAGE = "prune"
 PRUNABLE = ("ResnetGenerator", "MobileResnetGenerator", "SubMobileResnetGenerator")
@@ -225,7 +226,7 @@ def load_pruned(run, prefix: str):
     """Rebuild an exported pruned generator (strict weights, ``weights_only``) from its
     committed unit (files checked against the manifest)."""
     from ..weights import read_state_dict
-    from .gated import PrunedResnetGenerator
+    from ..nn.pruned import PrunedResnetGenerator
     manifest = read_pruned_unit(run, prefix)
     card = json.loads(run.read_unit_file(prefix, "model.json", manifest))
     G = PrunedResnetGenerator.from_description(card)
@@ -422,7 +423,7 @@ def _float(v) -> float:
 
 
 def pr_slice_cpu(pr: Pruner, keep) -> torch.nn.Module:
-    from .gated import slice_network
+    from .slicing import slice_network
     return slice_network(pr.G, keep).cpu().eval()
 
 
