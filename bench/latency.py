@@ -40,8 +40,10 @@ import torch.nn as nn
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ganc import nn as gnn  # noqa: E402
 from ganc.profile import count_macs, count_params  # noqa: E402
-from ganc.runtime import (OnnxModule, default_threads, machine_info, onnx_bytes,  # noqa: E402
-                          runner, time_alternating, torch_threads)
+from ganc.deploy import onnx_bytes  # noqa: E402
+from ganc.onnxrun import OnnxModule  # noqa: E402
+from ganc.runtime import (default_threads, machine_info, runner,  # noqa: E402
+                          time_alternating, torch_threads)
 from ganc.weights import load_weights  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -11,7 +11,7 @@ and seed run on copies of that run (``<run>-bench-macs``, ``<run>-bench-ms``):
    with no MACs budget.
 
 Then both winners are measured on the runtime side by side (whole networks, alternating
-rounds, measured as the table measures: ``ganc.search.latency.measure_configs``) and
+rounds, measured as the table measures: ``ganc.search.latency_build.measure_configs``) and
 their search FIDs (same eval split, same supernet weights) compared.
 
     python bench/latency_search.py --config configs/demo.yaml [--store ./runs] [--run-id demo]
@@ -44,7 +44,7 @@ def _copy_run(root, src: str, dst: str) -> None:
 def main():
     from ganc.config import load_config
     from ganc.search.driver import cost_model, latency_table_for, load_supernet, run_search
-    from ganc.search.latency import measure_configs
+    from ganc.search.latency_build import measure_configs
     from ganc.context import run_id_of
     from _run import add_run_args, open_run
 

@@ -30,6 +30,7 @@ from .cluster import ClusterInfo, describe_now
 from .config import RunConfig, validate
 from .data.source import DataRef, demo_name, local_demo_data, local_path, upload_folder
 from .errors import ConfigError
+from .log import say
 from .store import Store, open_store, store_from_config
 
 JOB_STARTED = time.time()      # this process's start: temporary keys older than it are
@@ -281,10 +282,6 @@ def stage_context(cfg: RunConfig, store=None, *, ray: bool = True,
         return
     with ray_connection(num_cpus):
         yield open_context(cfg, store)
-
-
-def say(msg: str) -> None:
-    print(msg, flush=True)
 
 
 __all__ = ["RunContext", "open_context", "check_budgets", "stage_context", "ray_connection", "open_run",

@@ -15,3 +15,10 @@ class DataError(GancError):
 
 class WeightsError(GancError):
     """A checkpoint that cannot be read or does not fit the architecture."""
+
+
+def one_line(e: BaseException, *, last: bool = False, limit: int = 300) -> str:
+    """The first (``last``: the last) non-blank line of an error's text, or its type's
+    name when it has none, cut to ``limit`` characters."""
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    return (lines[-1 if last else 0] if lines else type(e).__name__)[:limit]

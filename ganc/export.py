@@ -4,7 +4,7 @@
 
 - ``model.pt``: a plain ``sub_mobile_resnet_9blocks`` state dict (loads strictly with
   ``ganc.weights`` / ``torch.load(weights_only=True)``);
-- ``model.onnx``: ONNX (opset :data:`ganc.runtime.OPSET`, dynamic batch, height and width),
+- ``model.onnx``: ONNX (opset :data:`ganc.deploy.OPSET`, dynamic batch, height and width),
   checked against the eager model through onnxruntime;
 - ``model.pt2``: the ``torch.export`` program (``torch.export.load``), which replaces the
   deprecated TorchScript export;
@@ -48,7 +48,8 @@ def write_deploy_files(run, prefix: str, net, input_nc: int, size: int,
     against the eager model, and its batch-1 latency on every runtime at 1 thread and
     the default thread count, with the machine; returns the model card's part. With
     ``files`` the bytes go there (for :meth:`Store.commit_unit`) instead of the store."""
-    from .runtime import RUNTIMES, deploy_artifacts, latency_by_runtime, machine_info
+    from .deploy import deploy_artifacts
+    from .runtime import RUNTIMES, latency_by_runtime, machine_info
     art = deploy_artifacts(net, input_nc, size)
     if files is not None:
         files.update({"model.onnx": art["onnx"], "model.pt2": art["pt2"]})

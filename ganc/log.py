@@ -25,3 +25,8 @@ class Progress:
         elif decile != self._last_decile or done >= self.total:
             print(line, file=self.stream, flush=True)
         self._last_decile = decile
+
+
+def say(msg: str) -> None:
+    """A progress line on stdout, flushed at once."""
+    print(msg, file=sys.stdout, flush=True)

@@ -1,4 +1,5 @@
-"""Reading checkpoints safely (``weights_only=True``) and fitting them to a model."""
+"""Reading checkpoints safely (``weights_only=True``) and fitting them to a model; the CPU
+copies of state dicts that checkpoints are written from."""
 from __future__ import annotations
 
 import io
@@ -130,3 +131,11 @@ def load_weights(model: nn.Module, source, arch: str | None = None,
     check_fit(model, state, label, arch)
     model.load_state_dict(state, strict=True)
     return model
+
+
+def cpu_state(state: Mapping[str, torch.Tensor], clone: bool = False) -> dict[str, torch.Tensor]:
+    """``state`` (a state dict) detached on the CPU, to be saved; ``clone``: copies even of
+    tensors already there (none shares storage with the live model)."""
+    if clone:
+        return {k: v.detach().cpu().clone() for k, v in state.items()}
+    return {k: v.detach().cpu() for k, v in state.items()}

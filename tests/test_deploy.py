@@ -14,11 +14,13 @@ import torch
 from ganc import nn as gnn
 from ganc.cli import main as ganc
 from ganc.errors import ConfigError
-from ganc.runtime import (OnnxError, OnnxModule, deploy_artifacts, load_onnx,
-                          module_onnx_bytes, retarget_onnx)
+from ganc.deploy import deploy_artifacts, module_onnx_bytes
+from ganc.onnxgraph import retarget_onnx
+from ganc.onnxrun import OnnxError, OnnxModule, load_onnx
 from ganc.search.cost import BudgetError, CostModel
-from ganc.search.latency import (LatencyBudget, LatencyTable, build_and_validate, build_table,
-                                 check_budget_ms, check_latency_budget, segments, table_key)
+from ganc.search.latency import (LatencyBudget, LatencyTable, check_budget_ms,
+                                 check_latency_budget, segments, table_key)
+from ganc.search.latency_build import build_and_validate, build_table
 from ganc.space import ChannelConfig, SearchSpace
 
 from .helpers import REPO
@@ -65,14 +67,14 @@ def test_onnx_and_pt2_equal_eager_for_every_exported_kind(kind):
 def test_retargeted_onnx_equals_a_fresh_export_without_exporting(monkeypatch):
     """The latency table's shortcut: one export per layer kind, other widths by replacing
     the initializers; must give the other network exactly, with no export call."""
-    import ganc.runtime as rt
+    import ganc.onnxgraph as og
     template = module_onnx_bytes(gnn.build("sub_mobile_resnet_9blocks",
                                            config="8_4_8_4_8_4_8_4").eval(),
                                  torch.zeros(1, 3, 32, 32))
 
     def no_export(*a, **k):
         raise AssertionError("retarget_onnx fell back to a full export")
-    monkeypatch.setattr(rt, "module_onnx_bytes", no_export)
+    monkeypatch.setattr(og, "module_onnx_bytes", no_export)
     for cfg in ("16_8_12_4_16_8_4_12", "4_4_4_4_4_4_4_4"):
         net = _randomize(gnn.build("sub_mobile_resnet_9blocks", config=cfg))
         x = torch.rand(1, 3, 48, 48) * 2 - 1

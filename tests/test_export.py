@@ -94,7 +94,7 @@ def test_export_writes_state_dict_onnx_pt2_and_card_that_agree(trained_run):
     net = gnn.build("sub_mobile_resnet_9blocks", config=CONFIG)
     net.load_state_dict(sd, strict=True)
     import io
-    from ganc.runtime import OnnxModule
+    from ganc.onnxrun import OnnxModule
     onnx = OnnxModule(run.read_bytes("export/model.onnx"), threads=1)
     program = torch.export.load(io.BytesIO(run.read_bytes("export/model.pt2"))).module()
     x = torch.randn(1, 3, 32, 32)
@@ -140,7 +140,7 @@ def test_pull_from_local_s3_loads_and_translates(trained_run, s3_url, tmp_path, 
     import numpy as np
     from PIL import Image
 
-    from ganc.runtime import load_onnx
+    from ganc.onnxrun import load_onnx
     from ganc.search.finetune import subnet_from
     _, url, run, _, card = trained_run
     # the exported generator, in-process, before anything is uploaded: the weights the

@@ -14,7 +14,7 @@ from ganc.prune import (Agent, LocalDensityLoss, Pruner, expected_gates, gated_d
                         gated_generator, gumbel_sigmoid, hard_keep, resource_loss,
                         slice_network)
 from ganc.prune.agents import floor_open, min_keep
-from ganc.prune.gated import PrunedResnetGenerator
+from ganc.nn.pruned import PrunedResnetGenerator
 from ganc.prune.lds import FixedFeatures, pooled
 
 SIZE = 32
@@ -382,7 +382,7 @@ def test_prune_config_errors():
 def test_project_keep_fits_budget_within_one_channel(start):
     """Under the budget, and no closed channel fits any more (at 32px one stem or up2
     channel is ~1.5-2.5% of the MACs, so that is as close as the channels allow)."""
-    from ganc.prune.gated import project_keep
+    from ganc.prune.slicing import project_keep
     torch.manual_seed(4)
     gated = gated_generator(gnn.build("resnet_6blocks", ngf=8))
     full = gated.full_macs(SIZE)
@@ -450,7 +450,7 @@ def test_pruned_finetune_follows_the_search_winners_recipe():
     weights through the 1x1 mappings; the LR is constant, then decays linearly to 0."""
     from ganc.config import RunConfig
     from ganc.nn.discriminator import NLayerDiscriminator
-    from ganc.prune.pruner import FinetuneRecipe, distill_points, finetune
+    from ganc.prune.finetuning import FinetuneRecipe, distill_points, finetune
     cfg = RunConfig(name="r")
     cfg.distill.lambda_recon, cfg.distill.lambda_distill = 100.0, 1.0
     cfg.finetune.epochs, cfg.finetune.epochs_decay, cfg.finetune.lr = 1, 3, 1e-3

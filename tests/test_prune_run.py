@@ -62,7 +62,7 @@ def test_prune_on_tune_writes_exports_and_results(tmp_path, ray_local):
         assert r["trial_id"] and r["wall_time"] > 0
         G, card = load_pruned(run, f"prune/p{t:g}")
         assert count_macs(G, (1, 3, 32, 32)) == r["macs"] == card["macs"]
-        from ganc.runtime import OnnxModule
+        from ganc.onnxrun import OnnxModule
         onnx = OnnxModule(run.read_bytes(f"prune/p{t:g}/model.onnx"), threads=1)
         x = torch.rand(2, 3, 32, 32) * 2 - 1
         with torch.no_grad():

@@ -9,7 +9,7 @@ from ganc import nn as gnn
 from ganc.config import PruneConfig
 from ganc.errors import ConfigError
 from ganc.prune import LocalDensityLoss, Pruner, gated_generator, kernel_terms
-from ganc.prune.gated import hard_keep
+from ganc.prune.slicing import hard_keep
 from ganc.prune.lds import bandwidths
 
 from .helpers import H2Z_DATA, H2Z_MODEL, needs_shared
@@ -150,7 +150,7 @@ def test_projection_cuts_by_importance_per_mac():
     the two stem channels together save more than it). The budget needs one trunk
     channel's MACs: ranked by raw logit both stem channels go (and the network lands
     109k MACs under the budget); per MAC the trunk channel goes, exactly at the budget."""
-    from ganc.prune.gated import project_keep
+    from ganc.prune.slicing import project_keep
     gated = gated_generator(gnn.build("resnet_6blocks", ngf=8))
     full = gated.full_macs(32)
     save = gated.channel_macs(None, 32)
@@ -196,7 +196,7 @@ def test_unpaired_discriminator_sees_real_target_images(tmp_path):
     generator's translations of A; the fine-tune's reconstruction target stays the
     original's output. Paired: D's real samples are (A, B) pairs."""
     from ganc.nn.discriminator import NLayerDiscriminator
-    from ganc.prune.pruner import FinetuneRecipe, finetune
+    from ganc.prune.finetuning import FinetuneRecipe, finetune
     torch.set_num_threads(1)
     batch = _unpaired_batch(tmp_path)
     A, B = batch["A"], batch["B"]

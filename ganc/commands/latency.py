@@ -38,7 +38,8 @@ def cmd_latency_table(args):
 
     from ..errors import ConfigError
     from ..runtime import check_runtime, check_threads
-    from ..search.latency import build_and_validate, build_table, table_key
+    from ..search.latency import table_key
+    from ..search.latency_build import build_and_validate, build_table
     from ..space import SearchSpace, get_space
     from ..store import open_store
 

@@ -166,7 +166,8 @@ def _translator(args):
     the weights."""
     from ..errors import ConfigError
     from ..modelio import load_generator, resolve_spec
-    from ..runtime import check_threads, load_onnx
+    from ..onnxrun import load_onnx
+    from ..runtime import check_threads
     check_threads(args.threads)
     if args.onnx and args.weights:
         raise ConfigError("give --weights or --onnx, not both")

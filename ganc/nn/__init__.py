@@ -12,6 +12,7 @@ from .multiscale import MultiscaleDiscriminator
 from .mobile import (MobileResnetGenerator, SubMobileResnetGenerator,
                      SuperMobileResnetGenerator)
 from .mobile import extract_subnet as _extract_resnet_subnet
+from .pruned import PrunedResnetGenerator
 from .resnet import ResnetGenerator
 from .spade import (LABEL_NC, MobileSPADEGenerator, SPADEGenerator, SubMobileSPADEGenerator,
                     SuperMobileSPADEGenerator, extract_spade_subnet)
@@ -80,7 +81,6 @@ def pruned_resnet(widths=None, kind="resnet", input_nc=3, output_nc=3, norm="ins
     """A generator sliced by the pruning agents (per-layer widths; see ganc.prune)."""
     if widths is None:
         raise ConfigError("pruned_resnet needs its widths (from the model card's 'widths')")
-    from ..prune.gated import PrunedResnetGenerator
     return PrunedResnetGenerator(widths, kind, input_nc, output_nc, norm, dropout)
 
 

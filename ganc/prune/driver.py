@@ -16,7 +16,7 @@
    FID so far;
 4. at the end of a trial slices the best sampled sub-generator (else the final hard gates)
    into plain G and D, fine-tunes a copy with the search winner's recipe
-   (:class:`~ganc.prune.pruner.FinetuneRecipe`: ``distill.*`` weights with feature
+   (:class:`~ganc.prune.finetuning.FinetuneRecipe`: ``distill.*`` weights with feature
    distillation, ``finetune.lr`` with its linear decay) for ``prune.finetune_steps``
    steps, scores both on the search split, keeps the better
    (:func:`ganc.search.finetune.choose_export`, as the search's fine-tune does) and
@@ -43,12 +43,14 @@ from typing import Optional
 import torch
 
 from ..config import RunConfig, from_dict
-from ..errors import ConfigError, GancError
+from ..errors import ConfigError, GancError, one_line
 from ..search.finetune import choose_export
 from ..search.report import RESULTS, append_results
 from ..store import MANIFEST, torch_bytes
-from .gated import hard_keep
-from .pruner import FinetuneRecipe, Pruner, check_prune_config, describe_gates, finetune
+from ..weights import cpu_state
+from .finetuning import FinetuneRecipe, finetune
+from .pruner import Pruner, check_prune_config, describe_gates
+from .slicing import hard_keep
 
 STAGE = "prune"
 PRUNABLE = ("ResnetGenerator", "MobileResnetGenerator", "SubMobileResnetGenerator")
@@ -181,10 +183,6 @@ def export_prefix(pc, target: float) -> str:
     return f"{STAGE}/p{float(target):g}{tag}"
 
 
-def _cpu_state(module) -> dict:
-    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-
-
 def export_pruned(run, prefix: str, G, D, card: dict, size: int,
                   files: Optional[dict] = None) -> dict:
     """State dicts, ONNX / torch.export files and the model card of a pruned generator
@@ -199,9 +197,9 @@ def export_pruned(run, prefix: str, G, D, card: dict, size: int,
             "macs_convention": "torchprofile", "input_size": size,
             "rebuild": "ganc.prune.PrunedResnetGenerator.from_description(model.json)"}
     unit = {} if files is None else files
-    unit["model.pt"] = torch_bytes(_cpu_state(G))
+    unit["model.pt"] = torch_bytes(cpu_state(G.state_dict(), clone=True))
     if D is not None:
-        unit["net_D.pt"] = torch_bytes(_cpu_state(D))
+        unit["net_D.pt"] = torch_bytes(cpu_state(D.state_dict(), clone=True))
         card["netD_widths"] = list(getattr(D, "widths", []))
     card.update(write_deploy_files(run, prefix, G, G.input_nc, size, latency_repeats=3,
                                    files=unit))
@@ -225,7 +223,7 @@ def load_pruned(run, prefix: str):
     """Rebuild an exported pruned generator (strict weights, ``weights_only``) from its
     committed unit (files checked against the manifest)."""
     from ..weights import read_state_dict
-    from .gated import PrunedResnetGenerator
+    from ..nn.pruned import PrunedResnetGenerator
     manifest = read_pruned_unit(run, prefix)
     card = json.loads(run.read_unit_file(prefix, "model.json", manifest))
     G = PrunedResnetGenerator.from_description(card)
@@ -422,7 +420,7 @@ def _float(v) -> float:
 
 
 def pr_slice_cpu(pr: Pruner, keep) -> torch.nn.Module:
-    from .gated import slice_network
+    from .slicing import slice_network
     return slice_network(pr.G, keep).cpu().eval()
 
 
@@ -506,7 +504,7 @@ def _prune(ctx, scorer: str) -> dict:
         results = tuner.fit()
         errors = [r.error for r in results if r.error]
         if errors:
-            raise PruneError(f"pruning trial failed: {_first_line(errors[0])}")
+            raise PruneError(f"pruning trial failed: {one_line(errors[0], last=True)}")
     finally:
         if scorer_actor is not None:
             try:
@@ -524,9 +522,3 @@ def _prune(ctx, scorer: str) -> dict:
                "results": run.url(RESULTS_KEY), "seconds": time.perf_counter() - t0}
     run.put_json(f"{STAGE}/summary.json", summary)
     return summary
-
-
-def _first_line(e) -> str:
-    text = str(e).strip()
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    return (lines[-1] if lines else type(e).__name__)[:300]

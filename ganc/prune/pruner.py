@@ -22,15 +22,13 @@ discriminator ``D``, the agents genG / genD and the LDS loss. Each :meth:`Pruner
 The MACs ratios r are those of the gated networks (``Gated.macs_ratio``) at the data's
 crop size, in the profiler's convention. :meth:`Pruner.hard_gates` are the
 deterministic gates (``logits > 0``); :meth:`Pruner.slice` turns them into plain
-networks. :func:`finetune` trains a sliced generator with the search winner's recipe
-(:class:`FinetuneRecipe`).
+networks, which :mod:`ganc.prune.finetuning` trains with the search winner's recipe.
 """
 from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
@@ -40,9 +38,9 @@ from ..errors import ConfigError
 from ..losses import GANLoss, discriminator_loss, recon_l1
 from .agents import (Agent, PeerState, expected_gates, floor_open, gate_probabilities,
                      min_keep, resource_loss)
-from .gated import (gated_discriminator, gated_generator, hard_keep, project_keep,
-                    slice_network)
+from .gated import gated_discriminator, gated_generator
 from .lds import FEATURE_SPACES, FixedFeatures, LocalDensityLoss, spatial
+from .slicing import hard_keep, project_keep, slice_network
 
 
 BASE_MODELS = ("teacher", "mobile")
@@ -353,114 +351,6 @@ class Pruner:
                 "genD": self.genD.state_dict() if self.genD is not None else {},
                 "G": self.G.net.state_dict(), "D": self.D.net.state_dict(),
                 "step": self.step_count}
-
-
-@dataclass(frozen=True)
-class FinetuneRecipe:
-    """How a pruned generator is fine-tuned: the search winner's recipe (the supernet
-    loop of :mod:`ganc.train.supernet` with one fixed network, as ``ganc finetune`` runs
-    it), read from the run's config by :meth:`of`."""
-    steps: int
-    lr: float = 2e-4
-    lr_D: float = 0.0             # 0: lr
-    beta1: float = 0.5
-    beta2: float = 0.999
-    decay_start: int = 0          # the LR is constant before this step, then linear to 0
-    lambda_recon: float = 100.0
-    lambda_gan: float = 1.0
-    lambda_distill: float = 1.0
-    points: tuple = ("down2", "block3", "block6", "block9")
-
-    @classmethod
-    def of(cls, cfg, steps: int) -> "FinetuneRecipe":
-        """``distill.*`` weights, betas and points with ``finetune.lr`` and the shape of
-        ``finetune.epochs`` (constant) + ``epochs_decay`` (linear decay) over ``steps``."""
-        from ..train.schedule import decay_start
-        d, f = cfg.distill, cfg.finetune
-        steps = int(steps)
-        return cls(steps=steps, lr=float(f.lr), lr_D=float(d.lr_D or 0.0),
-                   beta1=float(d.beta1), beta2=float(d.beta2),
-                   decay_start=decay_start(steps, int(f.epochs), int(f.epochs_decay)),
-                   lambda_recon=float(d.lambda_recon), lambda_gan=float(d.lambda_gan),
-                   lambda_distill=float(d.lambda_distill),
-                   points=tuple(str(p) for p in d.distill_points))
-
-    def lr_factor(self, step: int) -> float:
-        from ..train.schedule import linear_decay
-        return linear_decay(step, self.decay_start, self.steps)
-
-
-def distill_points(G: nn.Module, teacher: nn.Module, wanted) -> List[str]:
-    """The wanted named feature points both networks have (a 6-block network has no
-    ``block9``): the feature distillation's points."""
-    g = getattr(G, "feature_points", {}) or {}
-    t = getattr(teacher, "feature_points", {}) or {}
-    return [p for p in wanted if p in g and p in t]
-
-
-def finetune(G: nn.Module, D: nn.Module, teacher: nn.Module, batches: Iterable,
-             recipe: FinetuneRecipe, *, paired: bool = True, gan_mode: str = "vanilla",
-             device="cpu") -> List[dict]:
-    """Fine-tune a sliced generator (and its sliced D) in place with ``recipe``:
-
-        lambda_recon * L1(G(x), target) + lambda_distill * sum_p MSE(map_p(G_p(x)), T_p(x))
-        + lambda_gan * GAN(D(G(x)))
-
-    ``target`` the real B on paired data, else the original's output T(x); map_p are
-    learnable 1x1 convs from G's features to the original's at the named points (trained
-    with G, not exported); D sees (A, image) pairs on paired data. D's real samples are
-    the batches' real B either way (on unpaired data real target-domain images, as the
-    supernet's D sees them), never the original's outputs. Returns per-step losses."""
-    from ..losses import FeatureDistiller
-    from ..train.common import set_lr, set_requires_grad
-    from ..train.family import base_lrs, optimizers
-    dev = torch.device(device)
-    G, D, T = G.to(dev).train(), D.to(dev).train(), teacher.to(dev).eval()
-    points = distill_points(G, T, recipe.points) if recipe.lambda_distill > 0 else []
-    distiller = (FeatureDistiller.from_models(G, T, points, input_nc=G.input_nc, size=64)
-                 .to(dev).train() if points else None)
-    gan = GANLoss(gan_mode)
-    g_params = list(G.parameters()) + (list(distiller.parameters()) if distiller else [])
-    lrs = base_lrs(recipe)
-    opts = optimizers(recipe, g_params, D.parameters())
-    oG, oD = opts["G"], opts["D"]
-    cat = (lambda a, y: torch.cat([a, y], 1)) if paired else (lambda a, y: y)
-    hist: List[dict] = []
-    it = iter(batches)
-    with torch.enable_grad():
-        for step in range(recipe.steps):
-            for name, opt in opts.items():
-                set_lr([opt], lrs[name], recipe.lr_factor(step))
-            batch = next(it)
-            A = batch["A"].to(dev)
-            if "B" not in batch:
-                raise ConfigError("the pruned fine-tune needs real target images (a batch's "
-                                  "'B') for the discriminator; the batch has none")
-            B = batch["B"].to(dev)           # real targets (unpaired: real target domain)
-            with torch.no_grad():
-                t, t_feats = T.forward_features(A, points) if points else (T(A), {})
-            if points:
-                fake, s_feats = G.forward_features(A, points)
-                l_distill = distiller(s_feats, t_feats)
-            else:
-                fake, l_distill = G(A), torch.zeros((), device=dev)
-            set_requires_grad([D], False)
-            lg = gan(D(cat(A, fake)), True, for_discriminator=False)
-            lr_ = recon_l1(fake, B if paired else t)
-            oG.zero_grad(set_to_none=True)
-            (recipe.lambda_gan * lg + recipe.lambda_recon * lr_
-             + recipe.lambda_distill * l_distill).backward()
-            oG.step()
-            set_requires_grad([D], True)
-            ld = discriminator_loss(gan, D(cat(A, B)), D(cat(A, fake.detach())))
-            oD.zero_grad(set_to_none=True)
-            ld.backward()
-            oD.step()
-            hist.append({"G_gan": float(lg.detach()), "G_recon": float(lr_.detach()),
-                         "distill": float(l_distill.detach()), "D": float(ld.detach()),
-                         "lr": oG.param_groups[0]["lr"]})
-    G.eval()
-    return hist
 
 
 def describe_gates(keep: Dict[str, torch.Tensor], groups: Dict[str, int]) -> Dict[str, list]:

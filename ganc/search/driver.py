@@ -309,7 +309,7 @@ def latency_table_for(cfg: RunConfig, root, space: SearchSpace, cost: CostModel)
     """(table, key) of ``search.latency_runtime`` / ``latency_threads`` at the eval size:
     from the store's ``latency/`` cache, else measured on this machine and cached."""
     from ..runtime import check_runtime, check_threads
-    from .latency import load_or_build
+    from .latency_build import load_or_build
     sc = cfg.search
     check_runtime(sc.latency_runtime, "search.latency_runtime")
     check_threads(sc.latency_threads, "search.latency_threads")

@@ -11,7 +11,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 from typing import Optional
 
@@ -21,6 +20,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import validate
+from ..log import say  # noqa: F401  (re-exported: common.say, used by train/ and pipeline)
 
 # ---------------------------------------------------------------- data
 
@@ -230,10 +230,6 @@ def parse_lines(data: bytes, upto_step: Optional[int] = None) -> list:
             continue
         out.append(rec)
     return out
-
-
-def say(msg: str) -> None:
-    print(msg, file=sys.stdout, flush=True)
 
 
 def finite(x: float) -> bool:

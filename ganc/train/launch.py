@@ -26,7 +26,7 @@ import time
 from typing import Callable, Optional
 
 from ..config import RunConfig
-from ..errors import GancError
+from ..errors import GancError, one_line
 from ..store import Store
 from . import common
 from .schedule import Schedule, make_schedule
@@ -182,10 +182,10 @@ def _fit(stage, loop, spec, cfg: RunConfig, ctx) -> None:
     try:
         result = trainer.fit()
     except Exception as e:  # Ray raises TrainingFailedError after max_failures
-        raise TrainingError(f"{stage} training failed: {_first_line(root_cause(e))}") from None
+        raise TrainingError(f"{stage} training failed: {one_line(root_cause(e))}") from None
     if getattr(result, "error", None):
         raise TrainingError(f"{stage} training failed: "
-                            f"{_first_line(root_cause(result.error))}")
+                            f"{one_line(root_cause(result.error))}")
 
 
 # Ray Train's record of a run's checkpoints, in the stage's storage folder ("ray"). Ray
@@ -232,9 +232,3 @@ def root_cause(e: BaseException) -> BaseException:
                  *(getattr(err, "worker_failures", None) or {}).values(),
                  err.__cause__, err.__context__]
     return last
-
-
-def _first_line(e) -> str:
-    text = str(e).strip()
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    return (lines[0] if lines else type(e).__name__)[:300]

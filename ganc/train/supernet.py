@@ -31,7 +31,7 @@ from ..config import RunConfig, from_dict
 from ..errors import ConfigError, GancError
 from ..losses import FeatureDistiller
 from ..space import SearchSpace, get_space
-from ..weights import load_weights
+from ..weights import cpu_state, load_weights
 from . import common
 from .family import adversary, base_lrs, input_nc_of, optimizers
 from .loop import load_modules, run_steps, seed_all, snapshot, train_batches
@@ -262,13 +262,9 @@ def _distill(sess: Session, cfg: RunConfig, spec: dict) -> None:
             "netG": m.student, "ngf": m.student_ngf, "norm": m.norm, "dropout": m.dropout,
             "input_nc": input_nc, "output_nc": 3, "search_space": space.to_dict(),
             "teacher": spec["teacher"], "distill_points": points,
-            "state_dict": _cpu(student.state_dict()), "distiller": _cpu(distiller.state_dict()),
-            "netD": _cpu(D.state_dict()), "config": spec["config"], "step": int(last),
+            "state_dict": cpu_state(student.state_dict()), "distiller": cpu_state(distiller.state_dict()),
+            "netD": cpu_state(D.state_dict()), "config": spec["config"], "step": int(last),
             "schedule": schedule.to_dict()})
-
-
-def _cpu(sd: dict) -> dict:
-    return {k: v.detach().cpu() for k, v in sd.items()}
 
 
 # ---------------------------------------------------------------- the stage

@@ -23,6 +23,7 @@ from ..config import RunConfig, from_dict
 from ..data.splits import has_label_maps
 from ..store import torch_bytes
 from ..losses import GANLoss, ImagePool, discriminator_loss, recon_l1
+from ..weights import cpu_state
 from . import common
 from .family import adversary, base_lrs, input_nc_of, optimizers
 from .loop import load_modules, run_steps, seed_all, snapshot, train_batches
@@ -276,19 +277,15 @@ def _run(sess, cfg, spec, modules, opts, stream, step_fn, start, G, final_extra,
                      eval_every=every, evaluate=evaluate)
     if sess.is_chief:
         measured = final_metrics() if final_metrics is not None else {}
-        payload = {**teacher_metadata(cfg), "state_dict": _cpu(G.state_dict()),
-                   **{k: _cpu(f()) for k, f in final_extra.items()},
+        payload = {**teacher_metadata(cfg), "state_dict": cpu_state(G.state_dict()),
+                   **{k: cpu_state(f()) for k, f in final_extra.items()},
                    "config": spec["config"], "step": int(last),
                    "schedule": schedule.to_dict(), **measured}
         # the released layout (weights + card) as a unit first, final.pt (the stage's
         # "finished" mark) last: a crash in between leaves the stage unfinished, redone
-        sess.store.commit_unit(STAGE, {"latest_net_G.pth": torch_bytes(_cpu(G.state_dict())),
+        sess.store.commit_unit(STAGE, {"latest_net_G.pth": torch_bytes(cpu_state(G.state_dict())),
                                        "model.json": {**teacher_metadata(cfg), **measured}})
         sess.write_final(payload)
-
-
-def _cpu(sd: dict) -> dict:
-    return {k: v.detach().cpu() for k, v in sd.items()}
 
 
 def check_given_teacher(cfg: RunConfig) -> dict:

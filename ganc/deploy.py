@@ -1,0 +1,148 @@
+"""Deployed forms of a generator, checked against the eager module (no Ray).
+
+- :func:`export_program`: ``torch.export`` of a generator with a dynamic batch and image
+  size (height and width multiples of 4, as the two stride-2 downsamplings need);
+  :func:`pt2_bytes` saves it as ``.pt2`` (what torch recommends in place of TorchScript).
+- :func:`onnx_bytes`: the same program as ONNX (opset :data:`OPSET`), through
+  ``torch.onnx.export`` (the torch.export-based exporter).
+- :func:`deploy_artifacts`: both, checked against the eager module (max abs difference on
+  two input shapes, through onnxruntime for the ONNX file).
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import io
+import warnings
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+
+from .onnxrun import OnnxError, OnnxModule
+
+OPSET = 20                      # ONNX opset of every exported model
+ONNX_TOLERANCE = 1e-3           # an export whose outputs differ more from eager fails
+SIDE_MULTIPLE = 4               # image sides must be multiples of this
+
+
+def _example(input_nc: int, size: int) -> torch.Tensor:
+    # batch 2: an example batch of 1 makes torch.export specialise the batch dimension
+    return torch.zeros(2, int(input_nc), int(size), int(size))
+
+
+def _dynamic_shapes(model: nn.Module):
+    name = next(iter(inspect.signature(model.forward).parameters))
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    h = torch.export.Dim("h", min=2, max=4096)
+    w = torch.export.Dim("w", min=2, max=4096)
+    return {name: {0: batch, 2: SIDE_MULTIPLE * h, 3: SIDE_MULTIPLE * w}}
+
+
+def export_program(model: nn.Module, input_nc: int, size: int):
+    """``torch.export`` of ``model`` (eval mode, CPU) with dynamic batch, height and width."""
+    model = model.eval()
+    try:
+        with torch.no_grad():
+            return torch.export.export(model, (_example(input_nc, size),),
+                                       dynamic_shapes=_dynamic_shapes(model))
+    except Exception as e:  # pragma: no cover - an architecture torch.export cannot trace
+        raise OnnxError(f"torch.export of {type(model).__name__} failed: "
+                        f"{str(e).strip().splitlines()[0][:200]}") from None
+
+
+def pt2_bytes(program) -> bytes:
+    buf = io.BytesIO()
+    torch.export.save(program, buf)
+    return buf.getvalue()
+
+
+def onnx_bytes(model_or_program, input_nc: int, size: int, dynamic: bool = True) -> bytes:
+    """ONNX (opset :data:`OPSET`) of a module or an exported program; input ``input``,
+    output ``output``. ``dynamic``: batch, height and width dynamic (a module is exported
+    through :func:`export_program`); else the shape of batch 1 at ``size``."""
+    if isinstance(model_or_program, nn.Module):
+        model_or_program = model_or_program.eval()
+        if dynamic:
+            model_or_program = export_program(model_or_program, input_nc, size)
+    args = (_example(input_nc, size)[:1],)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        try:
+            prog = torch.onnx.export(model_or_program, args, dynamo=True, verbose=False,
+                                     opset_version=OPSET, input_names=["input"],
+                                     output_names=["output"], external_data=False)
+        except Exception as e:  # pragma: no cover
+            raise OnnxError(f"ONNX export failed: {str(e).strip().splitlines()[0][:200]}"
+                            ) from None
+    return prog.model_proto.SerializeToString()
+
+
+def module_onnx_bytes(module: nn.Module, example: torch.Tensor) -> bytes:
+    """ONNX of a module at one fixed input shape (the latency table's layers)."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(module.eval(), (example,), dynamo=True, verbose=False,
+                                 opset_version=OPSET, input_names=["input"],
+                                 output_names=["output"], external_data=False)
+    return prog.model_proto.SerializeToString()
+
+
+def check_shapes(input_nc: int, size: int) -> list:
+    """Input shapes an export is checked on: batch 1 at the eval size, and batch 2 at a
+    non-square size (proves the batch and the sides are dynamic)."""
+    half = max(2 * SIDE_MULTIPLE, (size // 2) // SIDE_MULTIPLE * SIDE_MULTIPLE)
+    return [(1, input_nc, size, size), (2, input_nc, half, size)]
+
+
+def max_abs_diff(run: Callable, model: nn.Module, shapes: Sequence[tuple], seed: int = 0
+                 ) -> float:
+    """Largest |run(x) - model(x)| over random inputs of ``shapes``."""
+    g = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    with torch.no_grad():
+        for shape in shapes:
+            x = torch.rand(*shape, generator=g) * 2 - 1
+            ref = model(x)
+            out = run(x)
+            if tuple(out.shape) != tuple(ref.shape):
+                raise OnnxError(f"exported model returns shape {tuple(out.shape)} for input "
+                                f"{tuple(shape)}; eager returns {tuple(ref.shape)}")
+            worst = max(worst, float((out - ref).abs().max()))
+    return worst
+
+
+def deploy_artifacts(model: nn.Module, input_nc: int, size: int) -> dict:
+    """``model.pt2`` and ``model.onnx`` bytes of a generator, each checked against eager.
+
+    Returns ``{"pt2": bytes, "onnx": bytes, "card": {...}}``; the card part states the
+    opset, the dynamic axes, the shapes checked and the max abs differences. Raises
+    :class:`OnnxError` when a difference exceeds :data:`ONNX_TOLERANCE`."""
+    import onnxruntime  # deferred: heavy, only its version
+    model = copy.deepcopy(model).cpu().eval()
+    program = export_program(model, input_nc, size)
+    shapes = check_shapes(input_nc, size)
+    pt2_diff = max_abs_diff(program.module(), model, shapes)
+    data = onnx_bytes(program, input_nc, size)
+    ort_diff = max_abs_diff(OnnxModule(data, threads=1), model, shapes)
+    for what, diff in (("model.pt2", pt2_diff), ("model.onnx", ort_diff)):
+        if not diff <= ONNX_TOLERANCE:
+            raise OnnxError(f"{what} differs from the eager model by {diff:.3g} "
+                            f"(> {ONNX_TOLERANCE:g}) on inputs {shapes}")
+    card = {"onnx": {"file": "model.onnx", "opset": OPSET, "input": "input",
+                     "output": "output",
+                     "dynamic_axes": {"0": "batch", "2": f"height ({SIDE_MULTIPLE}*k)",
+                                      "3": f"width ({SIDE_MULTIPLE}*k)"},
+                     "checked_shapes": [list(s) for s in shapes],
+                     "max_abs_diff_vs_eager": ort_diff,
+                     "checked_with": f"onnxruntime {onnxruntime.__version__}"},
+            "pt2": {"file": "model.pt2", "format": "torch.export (torch.export.load)",
+                    "checked_shapes": [list(s) for s in shapes],
+                    "max_abs_diff_vs_eager": pt2_diff, "torch": torch.__version__}}
+    return {"pt2": pt2_bytes(program), "onnx": data, "card": card}
+
+
+
+__all__ = ["OPSET", "ONNX_TOLERANCE", "SIDE_MULTIPLE", "export_program", "pt2_bytes",
+           "onnx_bytes", "module_onnx_bytes", "check_shapes", "max_abs_diff",
+           "deploy_artifacts"]
