@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from ganc import store as store_mod
 from ganc.config import StoreConfig
 from ganc.errors import GancError
 from ganc.store import StoreError, open_store, split_url, store_from_config
+from ganc.store import fs as store_fs
+from ganc.store import retry as store_retry
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -87,7 +88,7 @@ def test_crash_between_write_and_commit_leaves_no_visible_object(store, monkeypa
     def crash(tmp_path, final_path):
         raise SimulatedCrash()
 
-    monkeypatch.setattr(store_mod, "_before_commit", crash)
+    monkeypatch.setattr(store_fs, "_before_commit", crash)
     with pytest.raises(SimulatedCrash):
         store.put_json("runs/r/best.json", {"fid": 1.0})
     with pytest.raises(SimulatedCrash):
@@ -105,7 +106,7 @@ def test_crash_between_write_and_commit_leaves_no_visible_object(store, monkeypa
     def fail(tmp_path, final_path):
         raise OSError("disk full")
 
-    monkeypatch.setattr(store_mod, "_before_commit", fail)
+    monkeypatch.setattr(store_fs, "_before_commit", fail)
     with pytest.raises(StoreError, match="cannot write .*runs/r/best.json.*disk full"):
         store.put_json("runs/r/best.json", {"fid": 1.0})
     assert len(store.temp_keys()) == 2
@@ -137,7 +138,7 @@ def test_units_are_complete_only_with_their_manifest(store, monkeypatch, tmp_pat
         if len(calls) == 2:
             raise SimulatedCrash()
 
-    monkeypatch.setattr(store_mod, "_before_commit", crash_on_second_file)
+    monkeypatch.setattr(store_fs, "_before_commit", crash_on_second_file)
     with pytest.raises(SimulatedCrash):
         run.commit_unit("export", {"model.pt": b"new-weights", "model.json": {"v": 2}})
     monkeypatch.undo()
@@ -180,7 +181,7 @@ def test_leftover_temp_keys_cleaned_by_age_and_runs_holding_only_them_hidden(
     def crash(tmp, final):
         raise SimulatedCrash()
 
-    monkeypatch.setattr(store_mod, "_before_commit", crash)
+    monkeypatch.setattr(store_fs, "_before_commit", crash)
     with pytest.raises(SimulatedCrash):
         store.run("ghost").put_json("best.json", {})
     monkeypatch.undo()
@@ -322,17 +323,17 @@ def test_transient_errors_are_classified():
     def client_error(code, status):
         return ClientError({"Error": {"Code": code, "Message": "m"},
                             "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
-    assert store_mod.transient(client_error("SlowDown", 503))
-    assert store_mod.transient(client_error("ThrottlingException", 400))
-    assert store_mod.transient(client_error("InternalError", 500))
-    assert store_mod.transient(EndpointConnectionError(endpoint_url="http://127.0.0.1:1"))
+    assert store_retry.transient(client_error("SlowDown", 503))
+    assert store_retry.transient(client_error("ThrottlingException", 400))
+    assert store_retry.transient(client_error("InternalError", 500))
+    assert store_retry.transient(EndpointConnectionError(endpoint_url="http://127.0.0.1:1"))
     wrapped = OSError("failed")
     wrapped.__cause__ = client_error("ServiceUnavailable", 503)
-    assert store_mod.transient(wrapped)
-    assert not store_mod.transient(client_error("AccessDenied", 403))
-    assert not store_mod.transient(client_error("NoSuchKey", 404))
-    assert not store_mod.transient(FileNotFoundError("x"))
-    assert not store_mod.transient(ValueError("x"))
+    assert store_retry.transient(wrapped)
+    assert not store_retry.transient(client_error("AccessDenied", 403))
+    assert not store_retry.transient(client_error("NoSuchKey", 404))
+    assert not store_retry.transient(FileNotFoundError("x"))
+    assert not store_retry.transient(ValueError("x"))
 
 
 def test_s3_outage_is_carried_by_bounded_logged_retries(tmp_path, monkeypatch, caplog):
@@ -360,7 +361,7 @@ def test_s3_outage_is_carried_by_bounded_logged_retries(tmp_path, monkeypatch, c
         st = open_store("s3://outage/p", config_kwargs={"retries": {
             "max_attempts": 1}})
         st.put_json("before.json", {"n": 1})
-        monkeypatch.setattr(store_mod, "RETRY_DELAYS", (0.5, 1.0, 2.0, 2.0, 2.0))
+        monkeypatch.setattr(store_retry, "RETRY_DELAYS", (0.5, 1.0, 2.0, 2.0, 2.0))
         servers[0].stop()
         back = threading.Timer(3.0, lambda: (servers.append(ThreadedMotoServer(
             ip_address="127.0.0.1", port=port, verbose=False)), servers[-1].start()))
@@ -374,7 +375,7 @@ def test_s3_outage_is_carried_by_bounded_logged_retries(tmp_path, monkeypatch, c
                                for m in retries), retries
         assert secret not in caplog.text and "AKIDTEST" not in caplog.text
         servers[-1].stop()
-        monkeypatch.setattr(store_mod, "RETRY_DELAYS", (0.1, 0.1))
+        monkeypatch.setattr(store_retry, "RETRY_DELAYS", (0.1, 0.1))
         with pytest.raises(StoreError) as e:
             st.put_json("after.json", {"n": 3})
         assert "cannot write s3://outage/p/after.json" in str(e.value)
@@ -400,7 +401,7 @@ def test_the_next_job_cleans_leftover_temp_keys(tmp_path, monkeypatch):
     def crash(tmp, final):
         raise SimulatedCrash()
 
-    monkeypatch.setattr(store_mod, "_before_commit", crash)
+    monkeypatch.setattr(store_fs, "_before_commit", crash)
     for key in ("old.json", "new.json"):
         with pytest.raises(SimulatedCrash):
             run.put_json(key, {})

@@ -27,11 +27,12 @@ from typing import Optional
 
 from ..cache import cache_dir, file_lock
 from ..errors import ConfigError, DataError
+from ..store import open_store
+from ..store.keys import TEMP_RE
 from .images import is_image
 
 MANIFEST = ".ganc-manifest.json"
 _URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$")
-_TEMP_RE = re.compile(r"\.tmp-[0-9a-f]{32}$")
 
 
 def url_protocol(root: str) -> Optional[str]:
@@ -103,7 +104,6 @@ def _filesystem(url: str, endpoint_url: str = ""):
     """(fsspec filesystem, root path) of a dataset URL."""
     proto = url_protocol(url)
     if proto in ("s3", "s3a"):
-        from ..store import open_store
         st = open_store(url, endpoint_url=endpoint_url or None)
         return st.fs, st.root
     try:
@@ -128,7 +128,7 @@ def remote_listing(url: str, endpoint_url: str = "") -> dict:
     for path, info in found.items():
         path = str(path)
         rel = path[len(root):].lstrip("/") if path.startswith(root) else path
-        if not rel or rel.endswith("/") or _TEMP_RE.search(rel) or info.get("type") == "directory":
+        if not rel or rel.endswith("/") or TEMP_RE.search(rel) or info.get("type") == "directory":
             continue
         if rel.split("/")[-1] == MANIFEST:
             continue

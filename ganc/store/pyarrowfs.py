@@ -1,5 +1,7 @@
 """pyarrow's view of a store on S3 (Ray Train's and Tune's storage), retried like the
-store's own calls: see :meth:`ganc.store.Store.pyarrow_fs`."""
+store's own calls: see :meth:`ganc.store.Store.pyarrow_fs`.
+
+Imports pyarrow at load: only :meth:`~ganc.store.Store.pyarrow_fs` imports this module."""
 from __future__ import annotations
 
 import io
@@ -8,14 +10,14 @@ import tempfile
 import pyarrow.fs as pafs
 from pyarrow import PythonFile
 
-from .store import retrying
+from .retry import retrying
 
 SPOOL_BYTES = 64 << 20      # an upload larger than this is spooled to a local temp file
 
 
 class RetryingFSSpecHandler(pafs.FSSpecHandler):
     """pyarrow's bridge to an fsspec filesystem with every call through
-    :func:`ganc.store.retrying`. Files are read whole and written whole (spooled, uploaded
+    :func:`ganc.store.retry.retrying`. Files are read whole and written whole (spooled, uploaded
     when closed), so a retried call never resumes half a transfer."""
 
     def get_file_info(self, paths):
