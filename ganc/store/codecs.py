@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from .keys import StoreError, _first_line
+from ..errors import one_line
+from .keys import StoreError
 
 
 def json_default(o):
@@ -41,14 +42,14 @@ def encode_json(obj: Any, url: str) -> bytes:
     try:
         return json_bytes(obj)
     except (TypeError, ValueError) as e:
-        raise StoreError(f"cannot write {url} as JSON: {_first_line(e)}") from None
+        raise StoreError(f"cannot write {url} as JSON: {one_line(e, limit=200)}") from None
 
 
 def decode_json(data: bytes, url: str) -> Any:
     try:
         return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
-        raise StoreError(f"{url} is not valid JSON: {_first_line(e)}") from None
+        raise StoreError(f"{url} is not valid JSON: {one_line(e, limit=200)}") from None
 
 
 def encode_npz(arrays: Optional[Mapping[str, Any]], url: str) -> bytes:
@@ -66,7 +67,7 @@ def decode_npz(data: bytes, url: str) -> dict:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except Exception as e:
-        raise StoreError(f"{url} is not a readable .npz: {_first_line(e)}") from None
+        raise StoreError(f"{url} is not a readable .npz: {one_line(e, limit=200)}") from None
 
 
 def encode_parquet(rows, url: str) -> bytes:
@@ -84,7 +85,7 @@ def encode_parquet(rows, url: str) -> bytes:
                 raise StoreError(f"cannot write {url}: no rows given")
             table = pa.Table.from_pylist(rows)
     except (pa.ArrowException, TypeError, ValueError) as e:
-        raise StoreError(f"cannot write {url} as Parquet: {_first_line(e)}") from None
+        raise StoreError(f"cannot write {url} as Parquet: {one_line(e, limit=200)}") from None
     buf = io.BytesIO()
     pq.write_table(table, buf)
     return buf.getvalue()
@@ -97,7 +98,7 @@ def decode_parquet(data: bytes, url: str):
     try:
         return pq.read_table(pa.BufferReader(data))
     except Exception as e:
-        raise StoreError(f"{url} is not a readable Parquet file: {_first_line(e)}") from None
+        raise StoreError(f"{url} is not a readable Parquet file: {one_line(e, limit=200)}") from None
 
 
 def torch_bytes(obj: Any) -> bytes:
@@ -116,7 +117,7 @@ def torch_from_bytes(data: bytes, url: str) -> Any:
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:
-        raise StoreError(f"cannot read checkpoint {url}: {_first_line(e)}") from None
+        raise StoreError(f"cannot read checkpoint {url}: {one_line(e, limit=200)}") from None
 
 
 def decode_state_dict(data: bytes, url: str) -> dict:

@@ -12,7 +12,8 @@ import os
 import uuid
 from typing import Optional
 
-from .keys import TEMP_RE, StoreError, _first_line, check_key
+from ..errors import one_line
+from .keys import TEMP_RE, StoreError, check_key
 from .retry import retrying
 
 
@@ -106,7 +107,7 @@ class ObjectFS:
         if isinstance(e, FileNotFoundError):
             return StoreError(f"not found in store: {self.url(key)}")
         where = f" (endpoint {self.endpoint_url})" if self.endpoint_url else ""
-        return StoreError(f"cannot {action} {self.url(key)}{where}: {_first_line(e)}")
+        return StoreError(f"cannot {action} {self.url(key)}{where}: {one_line(e, limit=200)}")
 
     # ------------------------------------------------------------------ bytes
     def write_bytes(self, key: str, data: bytes) -> str:

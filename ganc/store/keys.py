@@ -14,11 +14,6 @@ class StoreError(GancError):
     """A missing object, an unreachable store or an invalid key, in one line."""
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:200]
-
-
 def split_url(url: str) -> tuple[str, str]:
     """``(protocol, path)`` of a store URL; plain paths are local (``file``)."""
     url = os.fspath(url).strip()

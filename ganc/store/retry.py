@@ -5,7 +5,6 @@ import logging
 import re
 import time
 
-from .keys import _first_line
 
 log = logging.getLogger("ganc.store")
 
@@ -57,5 +56,5 @@ def retrying(action: str, url: str, fn, *args):
             if delay is None or not transient(e):
                 raise
             log.warning("store: %s %s failed (%s); retry %d/%d in %.0fs", action, url,
-                        _first_line(e), attempt, len(RETRY_DELAYS), delay)
+                        one_line(e, limit=200), attempt, len(RETRY_DELAYS), delay)
             time.sleep(delay)
