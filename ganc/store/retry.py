@@ -5,6 +5,8 @@ import logging
 import re
 import time
 
+from ..errors import one_line
+
 
 log = logging.getLogger("ganc.store")
 
