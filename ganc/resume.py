@@ -57,11 +57,13 @@ def _fields(cfg: RunConfig, sections) -> dict:
 
 def stage_inputs(cfg: RunConfig, stage: str) -> dict:
     """``{field: value}`` of every config field ``stage``'s result depends on."""
-    sections, todo = set(), [stage]
+    sections, todo, seen = set(), [stage], set()
     while todo:
         s = declared(todo.pop())
-        sections.update(s.sections)
-        todo.extend(s.upstream)
+        if s.name not in seen:
+            seen.add(s.name)
+            sections.update(s.sections)
+            todo.extend(s.upstream)
     return _fields(cfg, sections)
 
 
