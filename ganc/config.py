@@ -16,6 +16,7 @@ from typing import Annotated, Any, Optional
 import yaml
 
 from .errors import ConfigError
+from .stages import STAGE_NAMES
 
 
 # ---------------------------------------------------------------- declared ranges
@@ -283,7 +284,7 @@ class StoreConfig:
     endpoint_url: str = ""         # S3-compatible server (else AWS_ENDPOINT_URL)
 
 
-PIPELINE_STAGES = ("teacher", "supernet", "search", "prune", "finetune", "export", "report")
+PIPELINE_STAGES = STAGE_NAMES       # the stages of `ganc compress`: ganc.stages
 
 
 @dataclass

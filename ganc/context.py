@@ -19,6 +19,8 @@ Then it reads the run's placement, or decides and records it at the first submis
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import hashlib
 import os
 import time
@@ -85,6 +87,10 @@ class RunContext:
                 "endpoint_url": self.endpoint_url, "data": self.data.to_spec(),
                 "use_gpu": self.use_gpu, "resources": self.resources,
                 "multi_node": self.cluster.multi_node}
+
+    def for_stage(self) -> "RunContext":
+        """This context with a config of the stage's own (a stage may change its copy)."""
+        return dataclasses.replace(self, cfg=copy.deepcopy(self.cfg))
 
 
 # ---------------------------------------------------------------- checks
@@ -272,11 +278,21 @@ def ray_connection(num_cpus: Optional[int] = None):
             ray.shutdown()
 
 
+def reuse_or_open(cfg: RunConfig, store=None, ctx: Optional[RunContext] = None
+                  ) -> RunContext:
+    """``ctx`` (the pipeline's, opened once per run) for a stage, else a new context."""
+    return ctx.for_stage() if ctx is not None else open_context(cfg, store)
+
+
 @contextlib.contextmanager
 def stage_context(cfg: RunConfig, store=None, *, ray: bool = True,
-                  num_cpus: Optional[int] = None):
+                  num_cpus: Optional[int] = None, ctx: Optional[RunContext] = None):
     """:func:`open_context` with Ray connected for the block (``ray=False``: no Ray; this
-    machine is the cluster)."""
+    machine is the cluster). With ``ctx`` (the pipeline's, which holds Ray already) that
+    context is the stage's, for a config of its own."""
+    if ctx is not None:
+        yield ctx.for_stage()
+        return
     if not ray:
         yield open_context(cfg, store)
         return
@@ -284,6 +300,6 @@ def stage_context(cfg: RunConfig, store=None, *, ray: bool = True,
         yield open_context(cfg, store)
 
 
-__all__ = ["RunContext", "open_context", "check_budgets", "stage_context", "ray_connection", "open_run",
-           "run_id_of", "check_paths", "resolve_data", "resolve_placement", "ray_storage",
-           "keep_credentials_out_of_tune"]
+__all__ = ["RunContext", "open_context", "check_budgets", "stage_context", "ray_connection",
+           "open_run", "reuse_or_open", "run_id_of", "check_paths", "resolve_data",
+           "resolve_placement", "ray_storage", "keep_credentials_out_of_tune"]

@@ -155,22 +155,43 @@ def grid_png(inputs, outputs: dict[str, list], input_name: str = "input") -> byt
     return buf.getvalue()
 
 
-def write_report(cfg: RunConfig, store=None) -> dict:
-    """The report of a run (``store``: the store, a URL, or None for ``store.url``)."""
-    import torch
+def write_report(cfg: RunConfig, store=None, *, ctx=None) -> dict:
+    """The report of a run (``store``: the store, a URL, or None for ``store.url``;
+    ``ctx``: the pipeline's run context, else one is opened)."""
+    from .context import reuse_or_open
+    from .data.splits import choice_split, eval_split  # deferred: torch
 
-    from .context import open_context
-    from .data.images import to_uint8
-    from .data.splits import (build_split, choice_split, eval_split, has_label_maps,
-                              has_search_split)
-    from .pipeline import format_table
-
-    ctx = open_context(cfg, store)
+    ctx = reuse_or_open(cfg, store, ctx)
     cfg, run = ctx.cfg, ctx.run
     size = int(cfg.data.crop_size)
     rows, models = collect_rows(cfg, run, size)
     if not rows:
         raise GancError(f"nothing to report in {run.url()}: no supernet, export or pruning")
+    split = eval_split(cfg.data)
+    score_rows(ctx, rows, models)
+    record_fid_by_split(run, rows, split, choice_split(cfg.data))
+    table = format_table(rows)
+    files = {}
+    if run.exists("search/fid_vs_macs.png"):
+        run.write_bytes(f"{REPORT}/pareto.png", run.read_bytes("search/fid_vs_macs.png"))
+        files["pareto"] = run.url(f"{REPORT}/pareto.png")
+    if models:
+        run.write_bytes(f"{REPORT}/grid.png", report_grid(ctx, models))
+        files["grid"] = run.url(f"{REPORT}/grid.png")
+    summary = {"rows": rows, "table": table, "size": size, "macs_convention": "torchprofile",
+               "fid_split": split, "files": files}
+    run.put_json(f"{REPORT}/summary.json", summary)
+    run.write_bytes(f"{REPORT}/summary.txt", (table + "\n").encode())
+    print("\n" + table + "\n", flush=True)
+    return summary
+
+
+def score_rows(ctx, rows: list[dict], models: dict) -> None:
+    """Each row's FID (mIoU, KID) on the eval split, and KID on the search split beside
+    the FID the search chose by, written into the rows."""
+    from .data.splits import (choice_split, eval_split, has_label_maps,
+                              has_search_split)  # deferred: torch
+    cfg = ctx.cfg
     split = eval_split(cfg.data)
     scored = score_on_eval_split(ctx, models)
     # KID (with its std) on the search split too, beside the FID the search chose by
@@ -190,35 +211,74 @@ def write_report(cfg: RunConfig, store=None) -> dict:
             if r.get("fid_search") is None:
                 r["fid_search"] = _finite(ss.fid)
         r["fid_split"], r["fid_search_split"] = split, choice_split(cfg.data)
-    record_fid_by_split(run, rows, split, choice_split(cfg.data))
-    table = format_table(rows)
-    files = {}
-    if run.exists("search/fid_vs_macs.png"):
-        run.write_bytes(f"{REPORT}/pareto.png", run.read_bytes("search/fid_vs_macs.png"))
-        files["pareto"] = run.url(f"{REPORT}/pareto.png")
-    if models:
-        ds = build_split(cfg, ctx.data_root(), eval_split(cfg.data), train=False)
-        n = min(int(cfg.pipeline.report_images), len(ds))
-        items = [ds[i] for i in range(n)]
-        xs = torch.stack([it["A"] for it in items])
-        if has_label_maps(cfg.data):          # the label map, coloured
-            from .data.camvid import colour_labels
-            inputs = [colour_labels(it["label"]) for it in items]
-        else:
-            inputs = [to_uint8(x) for x in xs]
-        outputs = {}
-        with torch.inference_mode():
-            for name, net in models.items():
-                outputs[name] = [to_uint8(y) for y in net.cpu().eval()(xs)]
-        run.write_bytes(f"{REPORT}/grid.png", grid_png(
-            inputs, outputs, "label map" if has_label_maps(cfg.data) else "input"))
-        files["grid"] = run.url(f"{REPORT}/grid.png")
-    summary = {"rows": rows, "table": table, "size": size, "macs_convention": "torchprofile",
-               "fid_split": split, "files": files}
-    run.put_json(f"{REPORT}/summary.json", summary)
-    run.write_bytes(f"{REPORT}/summary.txt", (table + "\n").encode())
-    print("\n" + table + "\n", flush=True)
-    return summary
 
 
-__all__ = ["write_report", "collect_rows", "grid_png"]
+def report_grid(ctx, models: dict) -> bytes:
+    """The grid PNG: ``pipeline.report_images`` inputs of the eval split (label maps
+    coloured) and each model's outputs."""
+    import torch
+
+    from .data.images import to_uint8
+    from .data.splits import build_split, eval_split, has_label_maps  # deferred: torch
+    cfg = ctx.cfg
+    ds = build_split(cfg, ctx.data_root(), eval_split(cfg.data), train=False)
+    n = min(int(cfg.pipeline.report_images), len(ds))
+    items = [ds[i] for i in range(n)]
+    xs = torch.stack([it["A"] for it in items])
+    if has_label_maps(cfg.data):          # the label map, coloured
+        from .data.camvid import colour_labels
+        inputs = [colour_labels(it["label"]) for it in items]
+    else:
+        inputs = [to_uint8(x) for x in xs]
+    outputs = {}
+    with torch.inference_mode():
+        for name, net in models.items():
+            outputs[name] = [to_uint8(y) for y in net.cpu().eval()(xs)]
+    return grid_png(inputs, outputs, "label map" if has_label_maps(cfg.data) else "input")
+
+
+# ---------------------------------------------------------------- the table
+def _kid(mean, std) -> str:
+    """``0.0123+-0.0021`` (KID mean +- its std over subsets), ``-`` when not scored."""
+    if not isinstance(mean, (int, float)) or mean != mean:
+        return "-"
+    return f"{mean:.4f}+-{std:.4f}" if isinstance(std, (int, float)) and std == std \
+        else f"{mean:.4f}"
+
+
+def format_table(rows: list[dict]) -> str:
+    """The summary table: teacher vs the best of each method, with the FID on the eval
+    split (``fid``) and on the split it was chosen by (``fid_search``)."""
+    split = next((r["fid_split"] for r in rows if r.get("fid_split")), "")
+    chosen = next((r["fid_search_split"] for r in rows if r.get("fid_search_split")), "search")
+    fid_head = f"FID {split}"[:8] if split else "FID"
+    miou = any(r.get("miou") is not None for r in rows)   # label-map data
+    # KID (mean +- std over subsets) of each split, where the report scored it
+    kids = [(k, f"KID {name}"[:15]) for k, name in (("kid", split), ("kid_search", chosen))
+            if any(r.get(k) is not None for r in rows)]
+    head = (f"{'model':34s} {'method':10s} {'GMACs':>8s} {'MACs x':>7s} {'params M':>9s} "
+            f"{fid_head:>8s} {('FID ' + chosen)[:10]:>10s} {'CPU ms':>8s}"
+            + (f" {'mIoU ' + split:>10s}" if miou else "")
+            + "".join(f" {title:>15s}" for _, title in kids))
+    lines = [head, "-" * len(head)]
+    t_macs = next((r["macs"] for r in rows if r["method"] == "teacher" and r.get("macs")), None)
+
+    def num(v, fmt):
+        return format(v, fmt) if isinstance(v, (int, float)) and v == v else "-"
+    for r in rows:
+        ratio = (t_macs / r["macs"]) if t_macs and r.get("macs") else None
+        lines.append(f"{r['model'][:34]:34s} {r['method']:10s} "
+                     f"{num(r.get('macs') and r['macs'] / 1e9, '8.3f'):>8s} "
+                     f"{num(ratio, '6.1f'):>6s}x "
+                     f"{num(r.get('params') and r['params'] / 1e6, '9.3f'):>9s} "
+                     f"{num(r.get('fid'), '8.2f'):>8s} {num(r.get('fid_search'), '10.2f'):>10s} "
+                     f"{num(r.get('latency_ms_cpu'), '8.1f'):>8s}"
+                     + (f" {num(r.get('miou'), '10.2f'):>10s}" if miou else "")
+                     + "".join(f" {_kid(r.get(k), r.get(k + '_std')):>15s}" for k, _ in kids))
+    if miou:
+        lines.append("mIoU: ESPNet-CamVid mIoU (ganc's stand-in for the paper's DRN-D-105 "
+                     "Cityscapes mIoU)")
+    return "\n".join(lines)
+
+
+__all__ = ["write_report", "collect_rows", "grid_png", "format_table"]

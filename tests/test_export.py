@@ -12,7 +12,8 @@ import torch
 from ganc import nn as gnn
 from ganc.cli import main as ganc
 from ganc.config import from_dict
-from ganc.export import PullError, export_best, list_runs, pull
+from ganc.export import export_best
+from ganc.runs import PullError, list_runs, pull
 from ganc.search.cost import CostModel
 from ganc.search.finetune import finetune
 from ganc.store import open_store

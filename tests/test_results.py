@@ -56,7 +56,7 @@ def test_a_stage_marker_without_its_artifacts_is_not_finished(tmp_path):
     """A run holding only pipeline/<stage>.json markers finishes nothing: every stage
     names what it lacks; export counts by its manifest only."""
     from ganc.config import PIPELINE_STAGES, RunConfig
-    from ganc.pipeline import MARKER, missing_artifacts
+    from ganc.resume import MARKER, missing_artifacts
     run = open_store(tmp_path / "store").run("markers")
     cfg = RunConfig()
     for stage in PIPELINE_STAGES:
@@ -79,7 +79,7 @@ def test_stage_inputs_refuse_a_changed_config_and_restart_resets(tmp_path):
 
     from ganc.config import PIPELINE_STAGES, load_config
     from ganc.errors import ConfigError
-    from ganc.pipeline import (INPUTS, MARKER, check_inputs, restart_from, stage_inputs)
+    from ganc.resume import INPUTS, MARKER, check_inputs, restart_from, stage_inputs
     run = open_store(tmp_path / "store").run("fp")
     stages = list(PIPELINE_STAGES)
     cfg = load_config(None, ["search.population=8"])
@@ -132,8 +132,9 @@ def test_fields_added_later_leave_old_fingerprints_unchanged_at_their_defaults(t
 
     from ganc.config import PIPELINE_STAGES, RunConfig, load_config
     from ganc.errors import ConfigError
-    from ganc.pipeline import (INPUTS, RESUME_SECTIONS, _flat, check_inputs, check_resume,
-                               resume_inputs, stage_inputs)
+    from ganc.resume import (INPUTS, _flat, check_inputs, check_resume, resume_inputs,
+                             stage_inputs)
+    from ganc.stages import STAGES
     added = ("data.val_split", "data.split_targets", "model.teacher_config")
     assert set(added) <= set(_flat(RunConfig().to_dict(), ""))          # real fields
     cfg = load_config(None, ["search.population=8"])
@@ -142,7 +143,7 @@ def test_fields_added_later_leave_old_fingerprints_unchanged_at_their_defaults(t
     old.to_dict = lambda: stripped                   # the config as it was before them
     for stage in PIPELINE_STAGES:
         assert stage_inputs(cfg, stage) == stage_inputs(old, stage), stage
-    for stage in RESUME_SECTIONS:
+    for stage in [s.name for s in STAGES if s.resume_sections]:
         assert resume_inputs(cfg, stage, x=1) == resume_inputs(old, stage, x=1), stage
 
     # an old run's records: resumed under the defaults, refused once a new field is set

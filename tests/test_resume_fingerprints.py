@@ -1,6 +1,6 @@
 """A standalone ``ganc search`` restores its Tune experiment, and a fine-tune continues its
 checkpoints, only under what they started with: otherwise one line names the stage and
-the changed fields (the compress path's fingerprint machinery, ganc.pipeline)."""
+the changed fields (the compress path's fingerprint machinery, ganc.resume)."""
 from __future__ import annotations
 
 import pytest

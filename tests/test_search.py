@@ -475,7 +475,7 @@ def test_two_budget_search_through_the_fid_pool(ray_local, tmp_path):
 
 
 def test_pull_budget_picks_a_best_json_entry_and_refuses_a_model_of_another(tmp_path):
-    from ganc.export import PullError, pull
+    from ganc.runs import PullError, pull
     from ganc.search.report import best_entry
     from ganc.store import open_store
     run = open_store(str(tmp_path / "store")).run("r")

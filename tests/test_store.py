@@ -123,7 +123,7 @@ def test_units_are_complete_only_with_their_manifest(store, monkeypatch, tmp_pat
     """commit_unit writes the files, then MANIFEST.json; while a unit is rewritten it reads
     as absent (the old manifest goes first), and a crash mid-rewrite never pairs a new
     file with the old unit; pull --best trusts the manifest only."""
-    from ganc.export import PullError, list_runs, pull
+    from ganc.runs import PullError, list_runs, pull
     run = store.run("u")
     assert run.read_unit("export") is None
     m = run.commit_unit("export", {"model.pt": b"old-weights", "model.json": {"v": 1}})
@@ -161,7 +161,7 @@ def test_units_are_complete_only_with_their_manifest(store, monkeypatch, tmp_pat
 def test_a_unit_file_updated_in_place_keeps_the_manifest_true(store, tmp_path):
     """The report adds figures to the committed model card: update_unit_file rewrites the
     file and its manifest entry, so pull --best still verifies every file."""
-    from ganc.export import pull
+    from ganc.runs import pull
     run = store.run("card")
     run.commit_unit("export", {"model.pt": b"weights", "model.json": {"fid": 1.0}})
     run.put_json("best.json", {"config": "8_8"})
@@ -176,7 +176,7 @@ def test_a_unit_file_updated_in_place_keeps_the_manifest_true(store, tmp_path):
 
 def test_leftover_temp_keys_cleaned_by_age_and_runs_holding_only_them_hidden(
         store, monkeypatch):
-    from ganc.export import list_runs
+    from ganc.runs import list_runs
 
     def crash(tmp, final):
         raise SimulatedCrash()

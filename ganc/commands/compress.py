@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from ..stages import STAGE_NAMES
 from ._runconfig import add_run_args, load_run_config
 
 
@@ -18,7 +19,8 @@ def register(sub):
     p.add_argument("--method", choices=["evolution", "nsga2"],
                    help="search method (default: search.method)")
     p.add_argument("--no-prune", action="store_true", help="skip the pruning-agent variant")
-    p.add_argument("--stages", help="comma-separated subset of the stages to run")
+    p.add_argument("--stages", help="comma-separated subset of the stages to run: "
+                                    + ",".join(STAGE_NAMES))
     p.add_argument("--restart-from", metavar="STAGE",
                    help="forget this stage and every later one (markers and outputs) and "
                         "run them again, e.g. after changing their config")

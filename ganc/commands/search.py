@@ -153,7 +153,7 @@ def cmd_export(args):
 
 
 def cmd_runs(args):
-    from ..export import list_runs
+    from ..runs import list_runs
     rows = list_runs(args.store)
     if args.json:
         for r in rows:
@@ -172,7 +172,7 @@ def cmd_runs(args):
 
 
 def cmd_pull(args):
-    from ..export import pull
+    from ..runs import pull
     paths = pull(args.run_url, args.out, best=not args.all, budget=args.budget)
     for p in paths:
         print(p)

@@ -102,7 +102,7 @@ def build_base(cfg: RunConfig, run, teacher):
     if cfg.prune.base_model == "teacher":
         return teacher, "teacher"
     from .. import nn as gnn
-    from ..search.driver import supernet_of
+    from ..subnets import supernet_of
     key = "supernet/final.pt"
     if run is None or not run.exists(key):
         raise ConfigError(f"prune.base_model: mobile needs the supernet; "
@@ -440,8 +440,9 @@ def _trial(config, spec=None, scorer=None):
 
 # ---------------------------------------------------------------------- driver
 def run_prune(cfg: RunConfig, store=None, *, targets=None, scorer: str = "pool",
-              num_cpus: Optional[int] = None) -> dict:
-    """Prune for every target on Ray Tune; returns the summary (also in the store)."""
+              num_cpus: Optional[int] = None, ctx=None) -> dict:
+    """Prune for every target on Ray Tune; returns the summary (also in the store)
+    (``ctx``: the pipeline's run context, else one is opened)."""
     from ..context import stage_context
     cfg = copy.deepcopy(cfg)
     if targets is not None:
@@ -449,7 +450,8 @@ def run_prune(cfg: RunConfig, store=None, *, targets=None, scorer: str = "pool",
     check_prune_config(cfg.prune)
     if scorer not in SCORERS:
         raise ConfigError(f"scorer {scorer!r} is not one of: {', '.join(SCORERS)}")
-    with stage_context(cfg, store, num_cpus=int(num_cpus or os.cpu_count() or 1)) as ctx:
+    with stage_context(cfg, store, num_cpus=int(num_cpus or os.cpu_count() or 1),
+                       ctx=ctx) as ctx:
         return _prune(ctx, scorer)
 
 

@@ -23,8 +23,10 @@ import time
 from typing import Optional
 
 from ..config import RunConfig
-from ..errors import ConfigError, GancError
+from ..errors import ConfigError
+from ..resume import check_resume, resume_inputs
 from ..space import SearchSpace
+from ..subnets import SearchError, cost_model, input_shape, load_supernet
 from .cost import CostModel, check_budget, size_label
 from .latency import LatencyBudget, check_budget_ms, check_latency_budget
 from .report import write_results
@@ -40,65 +42,7 @@ def _trial_resources():
 EXPERIMENT = "tune"
 
 
-class SearchError(GancError):
-    """A search that cannot start or did not produce results."""
-
-
 # ---------------------------------------------------------------- inputs
-def supernet_of(payload: dict):
-    """The supernet a checkpoint payload (``supernet/final.pt``, ``finetune/final.pt``)
-    describes, with its weights loaded strictly, in eval mode."""
-    from .. import nn as gnn
-    model = gnn.build(payload["netG"], ngf=int(payload["ngf"]),
-                      norm=payload.get("norm", "instance"),
-                      dropout=float(payload.get("dropout", 0.0)),
-                      input_nc=int(payload.get("input_nc", 3)),
-                      output_nc=int(payload.get("output_nc", 3)))
-    model.load_state_dict(payload["state_dict"], strict=True)
-    return model.eval()
-
-
-def load_supernet(run) -> dict:
-    """The supernet payload (``supernet/final.pt``) with ``model`` and ``space`` added."""
-    key = "supernet/final.pt"
-    if not run.exists(key):
-        raise SearchError(f"no supernet checkpoint at {run.url(key)}; "
-                          "train one first (ganc train-supernet)")
-    import hashlib
-    from ..store import torch_from_bytes
-    data = run.read_bytes(key)
-    payload = torch_from_bytes(data, run.url(key))
-    for field in ("state_dict", "netG", "ngf", "search_space"):
-        if field not in payload:
-            raise SearchError(f"{run.url(key)} has no {field!r} entry")
-    payload["model"] = supernet_of(payload)
-    payload["space"] = SearchSpace.from_dict(payload["search_space"])
-    payload["sha256"] = hashlib.sha256(data).hexdigest()     # what a resume must match
-    return payload
-
-
-def cost_model(payload: dict, size: int, height: Optional[int] = None):
-    """The closed-form cost of the supernet's sub-networks at ``size`` (SPADE: ``size``
-    wide, ``height`` high; default square)."""
-    from .. import nn as gnn
-    if gnn.family(payload["netG"]) == "spade":
-        from .spade_cost import SpadeCostModel
-        return SpadeCostModel(height=int(height or size), width=int(size),
-                              input_nc=int(payload.get("input_nc", 12)),
-                              output_nc=int(payload.get("output_nc", 3)),
-                              norm=payload.get("norm", "batch"))
-    return CostModel(size=int(size), input_nc=int(payload.get("input_nc", 3)),
-                     output_nc=int(payload.get("output_nc", 3)),
-                     norm=payload.get("norm", "instance"))
-
-
-def input_shape(cost) -> tuple:
-    """(1, C, H, W) of one input at a cost model's size."""
-    if hasattr(cost, "height"):
-        return (1, cost.input_nc, cost.height, cost.width)
-    return (1, cost.input_nc, cost.size, cost.size)
-
-
 def criterion_of(cfg: RunConfig) -> tuple[str, str]:
     """(metric, mode) of ``search.criterion``: ``("fid", "min")`` or ``("miou", "max")``."""
     from ..config import check_criterion
@@ -348,10 +292,11 @@ def make_searcher(method: str, space: SearchSpace, budget: float, cost: CostMode
 # ---------------------------------------------------------------- the stage
 def run_search(cfg: RunConfig, store=None, *, method: Optional[str] = None,
                budget_macs: Optional[float] = None, budget_ms: Optional[float] = None,
-               fresh: bool = False) -> dict:
-    """Run (or resume) the search of a run; returns the summary written to best.json."""
+               fresh: bool = False, ctx=None) -> dict:
+    """Run (or resume) the search of a run; returns the summary written to best.json
+    (``ctx``: the pipeline's run context, else one is opened)."""
     from ..context import stage_context
-    with stage_context(cfg, store) as ctx:
+    with stage_context(cfg, store, ctx=ctx) as ctx:
         return _search(ctx, method=method, budget_macs=budget_macs, budget_ms=budget_ms,
                        fresh=fresh)
 
@@ -431,7 +376,6 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
 
     from ray import tune
     from ..metrics.pool import FidPool, SubnetSpec
-    from ..pipeline import check_resume, resume_inputs
     storage_path, fs = ray_storage(run, "search")
     resuming = not fresh and tune.Tuner.can_restore(f"{storage_path}/{EXPERIMENT}",
                                                     storage_filesystem=fs)

@@ -29,19 +29,11 @@ from typing import Optional
 
 from ..config import RunConfig, from_dict, validate
 from ..errors import ConfigError
+from ..resume import check_resume, resume_inputs
 from ..space import ChannelConfig, SearchSpace
+from ..subnets import chosen_config, load_supernet, subnet_from
 
 STAGE = "finetune"
-
-
-def chosen_config(run, config: Optional[str] = None) -> str:
-    """``config``, or the best config of the run's search (``best.json``)."""
-    if config:
-        return str(ChannelConfig.parse(config))
-    if not run.exists("best.json"):
-        raise ConfigError(f"no best.json in {run.url()}; run `ganc search` first or give "
-                          "--subnet-config")
-    return str(ChannelConfig.parse(run.get_json("best.json")["config"]))
 
 
 def finetune_config(cfg: RunConfig, sup: dict) -> RunConfig:
@@ -101,16 +93,16 @@ def _seed_start(run, sup: dict) -> None:
 
 
 def finetune(cfg: RunConfig, store=None, *, config: Optional[str] = None,
-             runner: Optional[str] = None, score: bool = True) -> dict:
-    """Fine-tune the chosen sub-network; returns ``finetune/result.json``'s content."""
+             runner: Optional[str] = None, score: bool = True, ctx=None) -> dict:
+    """Fine-tune the chosen sub-network; returns ``finetune/result.json``'s content
+    (``ctx``: the pipeline's run context, else one is opened)."""
     from ..context import stage_context
-    from ..pipeline import check_resume, resume_inputs
     from ..train.launch import run_stage, schedule_of, train_cpus
     from ..train.supernet import supernet_loop
-    from .driver import load_supernet
 
     local = runner == "local"
-    with stage_context(cfg, store, ray=not local, num_cpus=train_cpus(cfg)) as ctx:
+    with stage_context(cfg, store, ray=not local, num_cpus=train_cpus(cfg),
+                       ctx=ctx) as ctx:
         run = ctx.run
         cfg_str = chosen_config(run, config)
         sup = load_supernet(run)
@@ -134,17 +126,9 @@ def finetune(cfg: RunConfig, store=None, *, config: Optional[str] = None,
             run.exists(f"{STAGE}/latest.json") or run.exists(f"{STAGE}/final.pt"),
             f"remove {run.url(STAGE)} (or rerun with --restart-from finetune, ganc compress) "
             "or use a new --run-id")
-        if run.exists(f"{STAGE}/result.json"):
-            done = run.get_json(f"{STAGE}/result.json")
-            if done.get("config") == cfg_str and done.get("enabled", True) and \
-                    int(done.get("steps", -1)) >= total:
-                return {**done, "skipped": True}
-        if run.exists(f"{STAGE}/final.pt"):
-            old = run.get_torch(f"{STAGE}/final.pt")
-            if old.get("search_space") != _one(cfg_str, space.family).to_dict() or \
-                    int(old.get("step", -1)) < total:
-                raise ConfigError(f"{run.url(STAGE + '/final.pt')} holds another fine-tune "
-                                  f"(config or steps differ); remove {run.url(STAGE)} first")
+        done = _finished(run, cfg_str, space, total)
+        if done is not None:
+            return done
         _seed_start(run, sup)
         summary = run_stage(STAGE, supernet_loop, ctx, ft_cfg, runner=runner,
                             section="finetune",
@@ -164,16 +148,26 @@ def finetune(cfg: RunConfig, store=None, *, config: Optional[str] = None,
         return result
 
 
+def _finished(run, cfg_str: str, space: SearchSpace, total: int) -> Optional[dict]:
+    """The recorded result when this fine-tune finished already (``skipped``), else None;
+    one line when ``finetune/final.pt`` holds another fine-tune."""
+    if run.exists(f"{STAGE}/result.json"):
+        done = run.get_json(f"{STAGE}/result.json")
+        if done.get("config") == cfg_str and done.get("enabled", True) and \
+                int(done.get("steps", -1)) >= total:
+            return {**done, "skipped": True}
+    if run.exists(f"{STAGE}/final.pt"):
+        old = run.get_torch(f"{STAGE}/final.pt")
+        if old.get("search_space") != _one(cfg_str, space.family).to_dict() or \
+                int(old.get("step", -1)) < total:
+            raise ConfigError(f"{run.url(STAGE + '/final.pt')} holds another fine-tune "
+                              f"(config or steps differ); remove {run.url(STAGE)} first")
+    return None
+
+
 def _one(cfg_str: str, family: str = "resnet") -> SearchSpace:
     return SearchSpace("finetune-" + cfg_str, tuple((w,) for w in ChannelConfig.parse(cfg_str)),
                        family)
-
-
-def subnet_from(run, key: str, config: str):
-    """The plain sub-network ``config`` sliced from the supernet weights at ``key``."""
-    from .. import nn as gnn
-    from .driver import supernet_of
-    return gnn.extract_subnet(supernet_of(run.get_torch(key)), config).eval()
 
 
 def score_before_after(ctx, cfg: RunConfig, sup: dict, cfg_str: str) -> dict:

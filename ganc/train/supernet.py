@@ -270,12 +270,15 @@ def _distill(sess: Session, cfg: RunConfig, spec: dict) -> None:
 # ---------------------------------------------------------------- the stage
 
 
-def train_supernet(cfg: RunConfig, store=None, *, runner: Optional[str] = None) -> dict:
-    """Distil the once-for-all supernet on Ray Train; returns what it wrote."""
+def train_supernet(cfg: RunConfig, store=None, *, runner: Optional[str] = None,
+                   ctx=None) -> dict:
+    """Distil the once-for-all supernet on Ray Train; returns what it wrote (``ctx``: the
+    pipeline's run context, else one is opened)."""
     from ..context import stage_context
     from .launch import run_stage, train_cpus
     space = search_space_of(cfg)
-    with stage_context(cfg, store, ray=runner != "local", num_cpus=train_cpus(cfg)) as ctx:
+    with stage_context(cfg, store, ray=runner != "local", num_cpus=train_cpus(cfg),
+                       ctx=ctx) as ctx:
         teacher = resolve_teacher(ctx.cfg, ctx.run)
         load_teacher(teacher, ctx.endpoint_url)  # fails here in one line, not in workers
         return run_stage(STAGE, supernet_loop, ctx, runner=runner,

@@ -300,26 +300,30 @@ def check_given_teacher(cfg: RunConfig) -> dict:
     return ref
 
 
-def given_teacher(cfg: RunConfig, store=None) -> dict:
+def given_teacher(cfg: RunConfig, store=None, *, ctx=None) -> dict:
     """The teacher stage when ``model.teacher_weights`` is set: the checkpoint is loaded
-    (:func:`check_given_teacher`) and the run opened; nothing is trained. Needs no Ray."""
-    from ..context import open_context
+    (:func:`check_given_teacher`) and the run opened (unless the pipeline's ``ctx`` is
+    given); nothing is trained. Needs no Ray."""
+    from ..context import reuse_or_open
     from .supernet import teacher_label
     ref = check_given_teacher(cfg)
-    open_context(cfg, store)
+    reuse_or_open(cfg, store, ctx)
     common.say(f"[{STAGE}] using {ref['source']} ({teacher_label(ref)}); not trained")
     return {"trained": False, "skipped": True, "source": ref["source"], "final": ref["source"],
             "netG": ref["netG"], "config_str": ref.get("config_str"), "step": 0,
             "metrics": {}}
 
 
-def train_teacher(cfg: RunConfig, store=None, *, runner: Optional[str] = None) -> dict:
-    """Train a teacher on Ray Train; returns what it wrote (see ``launch.run_stage``).
-    With ``model.teacher_weights`` set, that teacher is loaded instead and nothing is
-    trained (:func:`given_teacher`)."""
+def train_teacher(cfg: RunConfig, store=None, *, runner: Optional[str] = None,
+                  ctx=None) -> dict:
+    """Train a teacher on Ray Train; returns what it wrote (see ``launch.run_stage``;
+    ``ctx``: the pipeline's run context, else one is opened). With
+    ``model.teacher_weights`` set, that teacher is loaded instead and nothing is trained
+    (:func:`given_teacher`)."""
     if cfg.model.teacher_weights:
-        return given_teacher(cfg, store)
+        return given_teacher(cfg, store, ctx=ctx)
     from ..context import stage_context
     from .launch import run_stage, train_cpus
-    with stage_context(cfg, store, ray=runner != "local", num_cpus=train_cpus(cfg)) as ctx:
+    with stage_context(cfg, store, ray=runner != "local", num_cpus=train_cpus(cfg),
+                       ctx=ctx) as ctx:
         return run_stage(STAGE, teacher_loop, ctx, runner=runner)

@@ -1,0 +1,70 @@
+"""How ``ganc compress`` runs each stage: ``runner(cfg, ctx, method) -> summary``.
+
+A runner calls its stage's entry point with the run's context (opened once by
+:func:`ganc.pipeline.compress`) and returns what the stage's marker keeps. The stages
+declare their runner by name (:mod:`ganc.stages`); the training and pruning stages' code
+is imported when their runner runs (it imports torch).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from .config import RunConfig
+from .export import export_best
+from .report import write_report
+from .search.driver import run_search
+from .search.finetune import finetune as run_finetune
+
+
+def teacher(cfg: RunConfig, ctx, method: Optional[str]) -> dict:
+    if cfg.model.teacher_weights:
+        from .train.teacher import given_teacher  # deferred: torch
+        s = given_teacher(cfg, ctx.root, ctx=ctx)  # fails now, with one line, if it won't load
+        return {"source": s["source"], "trained": False, "netG": s["netG"],
+                "config_str": s["config_str"]}
+    from .train.teacher import train_teacher  # deferred: torch
+    s = train_teacher(cfg, ctx.root, ctx=ctx)
+    return {"trained": True, "step": s.get("step"), "final": s.get("final")}
+
+
+def supernet(cfg: RunConfig, ctx, method: Optional[str]) -> dict:
+    from .train.supernet import train_supernet  # deferred: torch
+    s = train_supernet(cfg, ctx.root, ctx=ctx)
+    return {"step": s.get("step"), "final": s.get("final")}
+
+
+def search(cfg: RunConfig, ctx, method: Optional[str]) -> dict:
+    best = run_search(cfg, ctx.root, method=method, ctx=ctx)
+    return {"config": best.get("config"), "macs": best.get("macs"), "fid": best.get("fid"),
+            "miou": best.get("miou"), "criterion": best.get("criterion"),
+            "method": (best.get("search") or {}).get("method", method)}
+
+
+def prune(cfg: RunConfig, ctx, method: Optional[str]) -> dict:
+    from .prune.driver import run_prune  # deferred: torch
+    # without prune.targets the prune matches the search's budget (run_prune reads it
+    # from the run's best.json: ganc.prune.driver.search_budgets)
+    s = run_prune(cfg, ctx.root, ctx=ctx)
+    return {"targets": ",".join(f"{r.get('target')}" for r in s.get("rows", [])),
+            "seconds_pruning": s.get("seconds")}
+
+
+def finetune(cfg: RunConfig, ctx, method: Optional[str]) -> dict:
+    r = run_finetune(cfg, ctx.root, ctx=ctx)
+    return {"config": r.get("config"), "steps": r.get("steps"),
+            "fid_before": r.get("fid_before"), "fid_after": r.get("fid_after"),
+            "export": r.get("export"), "why": r.get("why")}
+
+
+def export(cfg: RunConfig, ctx, method: Optional[str]) -> dict:
+    card = export_best(cfg, ctx.root, ctx=ctx)
+    return {"config": card["config_str"], "macs": card["macs"], "params": card["params"],
+            "latency_ms_cpu": card["latency_ms_cpu"]}
+
+
+def report(cfg: RunConfig, ctx, method: Optional[str]) -> dict:
+    rep = write_report(cfg, ctx.root, ctx=ctx)
+    return {"rows": len(rep["rows"]), "folder": ctx.run.url("report")}
+
+
+__all__ = ["teacher", "supernet", "search", "prune", "finetune", "export", "report"]
