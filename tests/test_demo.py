@@ -22,6 +22,15 @@ TEST_STEPS = 1000
 PSNR_FLOOR_DB = 20.0           # a constant image of the mean target: ~13 dB; the input: ~3 dB
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: the same work, without oversubscribing a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_psnr_of_identical_and_shifted_images():
     x = torch.rand(2, 3, 8, 8) * 2 - 1
     assert (psnr_db(x, x) > 90).all()
@@ -30,7 +39,7 @@ def test_psnr_of_identical_and_shifted_images():
 
 
 @pytest.mark.slow
-def test_demo_teacher_beats_a_psnr_floor(tmp_path, monkeypatch):
+def test_demo_teacher_beats_a_psnr_floor(tmp_path, monkeypatch, one_thread):
     monkeypatch.setenv("GANC_CACHE", str(tmp_path / "cache"))      # its own demo data
     cfg = load_config(str(REPO / "configs" / "demo.yaml"),
                       [f"teacher.steps={TEST_STEPS}", f"teacher.checkpoint_every={TEST_STEPS}",
