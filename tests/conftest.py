@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from . import lifecycle
+from .lifecycle import S3_BUCKET, release_after_last_use
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-S3_BUCKET = "ganc-test"
 # CI (CI=true, exported by .ci/run) runs every test: a missing prerequisite (../shared,
 # Inception weights, moto, Ray, root for the isolated cluster, a tmpfs) fails there
 # instead of skipping. A skip whose reason starts with NOT_APPLICABLE is a test that has
@@ -47,38 +49,25 @@ def pytest_runtest_makereport(item, call):
 
 
 # ---------------------------------------------------------------- order and early release
-# Tests that start Ray clusters of separate processes run first, module by module, so each
-# cluster lives only while its tests run: an idle cluster's processes (GCS, raylets,
-# dashboards, idle workers) take CPU from every test beside it on a 2-core machine.
-CLUSTER_MODULES = ("test_cluster_isolated", "test_autoscale", "test_faults", "test_multinode")
-# Session resources released after the last test that uses them (fixture -> release).
-_RELEASE: dict = {}
-_LAST_USER: dict = {}
-
-
-def release_after_last_use(name: str, release) -> None:
-    """Call ``release`` once the last collected test that uses fixture ``name`` is torn
-    down (the fixture's own finalizer must tolerate it having run)."""
-    _RELEASE[name] = release
-
-
 def pytest_collection_modifyitems(session, config, items):
-    def rank(item):
-        module = item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
-        return CLUSTER_MODULES.index(module) if module in CLUSTER_MODULES else len(
-            CLUSTER_MODULES)
-    items.sort(key=rank)              # stable: the order inside each module is kept
-    _LAST_USER.clear()
-    for item in items:
-        for name in getattr(item, "fixturenames", ()):
-            _LAST_USER[name] = item.nodeid
+    lifecycle.order(items)
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_teardown(item, nextitem):
     yield
-    for name in [n for n in _RELEASE if _LAST_USER.get(n) == item.nodeid]:
-        _RELEASE.pop(name)()
+    lifecycle.release_finished(item)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _golden_in_the_background(request):
+    """Start the golden run as the session's first test starts (tests/lifecycle.py); a
+    failure to start it is raised again to its readers, not to this first test."""
+    if lifecycle.uses(request.session.items, "golden"):
+        try:
+            request.getfixturevalue("golden_started")
+        except (Exception, pytest.skip.Exception, pytest.fail.Exception):
+            pass                        # cached by pytest and raised to golden's readers
 
 
 def _free_port() -> int:
@@ -159,5 +148,6 @@ def ray_local(s3_server):
 
 
 # The session's one pipeline run on the isolated two-node cluster (tests/golden.py).
-from .golden import golden, iso, iso_credentials, iso_data, iso_prefix  # noqa: E402,F401
+from .golden import (golden, golden_started, iso, iso_credentials,  # noqa: E402,F401
+                     iso_data, iso_prefix)
 from .local_cluster import s3_proxy, two_node  # noqa: E402,F401

@@ -15,15 +15,17 @@ it waited for.
 from __future__ import annotations
 
 import base64
+import os
 import secrets
 import string
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pytest
 
-from .conftest import S3_BUCKET
+from .lifecycle import S3_BUCKET
 from .helpers import REPO, demo_data_on_s3
 from .isolated_cluster import IsolatedCluster, NotIsolatable, require_isolation
 
@@ -37,6 +39,7 @@ TINY = ["teacher.steps=8", "teacher.checkpoint_every=4", "distill.steps=8",
         "prune.targets=0.3", "finetune.steps=4", "finetune.checkpoint_every=2",
         "scale.workers=1", "pipeline.report_images=2"]
 RUN_ID = "tiny"
+SECOND_JOB = "ganc-golden-2"
 STAGES = ("teacher", "supernet", "search", "prune", "finetune", "export", "report")
 
 
@@ -141,7 +144,7 @@ def iso(s3_server, iso_credentials):
             cluster.start()
         except NotIsolatable as e:
             pytest.skip(f"isolated cluster: {e}")
-        from .conftest import release_after_last_use
+        from .lifecycle import release_after_last_use
         release_after_last_use("iso", cluster.stop)      # stop() may run twice
         yield cluster
     finally:
@@ -153,8 +156,7 @@ def iso_data(s3_server, iso_prefix, tmp_path_factory):
     return demo_data_on_s3(f"s3://{iso_prefix}/data/demo", tmp_path_factory.mktemp("demo"))
 
 
-@pytest.fixture(scope="session")
-def golden(iso, iso_prefix, iso_data) -> GoldenRun:
+def run_golden(iso, iso_prefix: str, iso_data: str) -> GoldenRun:
     """Submit the pipeline, stop it once the search has checkpointed, submit it again."""
     import s3fs
     from ganc.store import open_store
@@ -162,6 +164,7 @@ def golden(iso, iso_prefix, iso_data) -> GoldenRun:
     run_key = f"{iso_prefix}/store/runs/{RUN_ID}"
     run = open_store(store).run(RUN_ID)
     fs = s3fs.S3FileSystem()
+    run.exists("pipeline")          # both file systems made now, with the session's settings
     args = job_args(store, iso_data)
 
     first = "ganc-golden-1"
@@ -192,11 +195,34 @@ def golden(iso, iso_prefix, iso_data) -> GoldenRun:
     first_logs = iso.logs(first)
 
     t_first = time.time()
-    status, logs = iso.submit(args, REPO, "ganc-golden-2", timeout=1200)
-    import os
+    status, logs = iso.submit(args, REPO, SECOND_JOB, timeout=1200)
     if os.environ.get("GANC_GOLDEN_LOG"):      # timing the golden run: both jobs' logs
         with open(os.environ["GANC_GOLDEN_LOG"], "w") as f:
             f.write(f"{first_logs}\n===== second job after {time.time() - t_first:.0f}s\n{logs}")
     return GoldenRun(store=store, run_key=run_key, status=status, first_logs=first_logs,
                      logs=logs, markers=markers, mtimes=mtimes, recorded=recorded,
                      actors=iso.state("actors"))
+
+
+@pytest.fixture(scope="session")
+def golden_started(iso, iso_prefix, iso_data):
+    """The golden run, started in a background thread (its jobs run on the isolated
+    cluster while other tests run here; tests/lifecycle.py); yields its future."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="golden")
+    future = pool.submit(run_golden, iso, iso_prefix, iso_data)
+    try:
+        yield future
+    finally:
+        if not future.done():           # the session ended before a reader waited for it
+            for job in ("ganc-golden-1", SECOND_JOB):
+                try:
+                    iso.stop_job(job)
+                except Exception:
+                    pass
+        pool.shutdown(wait=True)
+
+
+@pytest.fixture(scope="session")
+def golden(golden_started) -> GoldenRun:
+    """The golden run's outcome (waits for the background run; its failure fails here)."""
+    return golden_started.result()

@@ -92,7 +92,7 @@ def two_node(s3_proxy, tmp_path_factory):
     S3 through the proxy, with botocore's own retries off (a few seconds of them would
     hide a missing retry of ganc's: outages must be carried by ganc's bounded, logged
     retries)."""
-    from .conftest import release_after_last_use
+    from .lifecycle import release_after_last_use
     cache = tmp_path_factory.mktemp("cluster-cache")
     with local_cluster({"GANC_CACHE": str(cache), "AWS_ENDPOINT_URL": s3_proxy.endpoint,
                         "AWS_MAX_ATTEMPTS": "1"}) as c:

@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 from .autoscale_cluster import LoopbackAutoscalingCluster
-from .conftest import S3_BUCKET
+from .lifecycle import S3_BUCKET
 from .helpers import REPO, demo_data_on_s3
 
 NODE_TYPE = "accel_node"

@@ -29,7 +29,7 @@ import uuid
 
 import pytest
 
-from .conftest import S3_BUCKET
+from .lifecycle import S3_BUCKET
 from .golden import tune_checkpoints, wait_for
 from .helpers import REPO
 from .test_search import make_supernet_run
