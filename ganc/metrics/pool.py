@@ -51,7 +51,7 @@ from ..resources import reserve, worker_bundle
 from .dispatcher import (DISPATCHER_PREFIX, START_TIMEOUT_S, PoolDispatcher, dispatcher_class,
                          init_error, unwrap_error)
 from .fid import RealStats, cached_real_stats
-from .inception import ship_weights
+from .inception_weights import ship_weights
 from .models import CALIBRATION_BATCH, build_from_entry, model_entry, recalibrated
 from .scoring import (DEFAULT_TIMEOUT_S, MODEL_CACHE, LocalPool, ScoringState, fid_opts,
                       segmenter_opts)
