@@ -15,6 +15,7 @@ from typing import Annotated, Any, Optional
 
 import yaml
 
+from .criteria import check_criterion as _check_criterion
 from .errors import ConfigError
 from .stages import STAGE_NAMES
 
@@ -491,18 +492,15 @@ def validate(cfg, prefix: str = ""):
     return cfg
 
 
-CRITERIA = ("fid", "miou")
 LABEL_MAP_KINDS = ("camvid",)      # data kinds whose inputs are label maps (mIoU possible)
 
 
-def check_criterion(cfg: RunConfig) -> RunConfig:
-    """``search.criterion`` is fid or miou, and miou only on label-map data (one line)."""
-    crit = cfg.search.criterion
-    if crit not in CRITERIA:
-        raise ConfigError(f"search.criterion {crit!r} is not one of: {', '.join(CRITERIA)}")
-    if crit == "miou" and cfg.data.kind not in LABEL_MAP_KINDS:
-        raise ConfigError(f"search.criterion miou needs data with label maps (data.kind "
-                          f"{', '.join(LABEL_MAP_KINDS)}); data.kind is {cfg.data.kind!r}")
+def check_criterion(cfg: RunConfig, method: Optional[str] = None) -> RunConfig:
+    """``search.criterion`` is a searchable criterion, one needing label maps only on
+    label-map data and, with ``method``, one that search method can rank by (one line;
+    :func:`ganc.criteria.check_criterion`)."""
+    _check_criterion(cfg.search.criterion, data_kind=cfg.data.kind,
+                     label_map_kinds=LABEL_MAP_KINDS, method=method)
     return cfg
 
 

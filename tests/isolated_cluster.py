@@ -139,7 +139,7 @@ class IsolatedCluster(ClusterCLI):
         """The driver's copy of the FID Inception weights, from this machine's cache when it
         has them (else ganc fetches them from the package index, GUIDE §3). The worker node
         gets no copy: whatever it needs must come through the store or the object store."""
-        from ganc.metrics.inception import FID_HELPER_FILE
+        from ganc.metrics.inception_weights import FID_HELPER_FILE
         src = Path(os.environ.get("GANC_CACHE") or Path.home() / ".cache" / "ganc")
         src = src / "inception" / FID_HELPER_FILE
         if src.is_file():

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.cluster
 @pytest.fixture(scope="module")
 def cluster(s3_server, tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
-    from ganc.metrics.inception import fid_helper_cache_path
+    from ganc.metrics.inception_weights import fid_helper_cache_path
     weights = fid_helper_cache_path()      # this machine's copy, if any (GUIDE §3)
     if weights.is_file():
         (cache / "inception").mkdir()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -133,13 +134,13 @@ def test_multi_node_demo_data_and_local_teacher_go_through_the_store(s3_url, cac
 
 
 def test_inception_weights_reach_a_node_without_them_through_the_store(s3_url, cache):
-    from ganc.metrics import inception
+    from ganc.metrics import inception_weights as inception
     try:
         ref = inception.ship_weights("auto", "", open_store(s3_url))
     except inception.ExtractorError as e:
         pytest.skip(f"no Inception weights available: {e}")
     assert ref["url"] == open_store(s3_url).url(f"fid-weights/{ref['sha1']}.pt")
-    assert inception.shipped_weights_path(ref) == inception.Path(ref["path"])   # same node
+    assert inception.shipped_weights_path(ref) == Path(ref["path"])   # same node
     elsewhere = {**ref, "path": "/nonexistent/default_1.pt"}                  # another node
     got = inception.shipped_weights_path(elsewhere)
     assert str(got).startswith(str(cache)) and inception.sha1_of(got) == ref["sha1"]

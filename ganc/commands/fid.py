@@ -68,7 +68,7 @@ def _check_common(args):
 
 
 def _stats_store(args):
-    from ..metrics.inception import cache_root
+    from ..metrics.inception_weights import cache_root
     from ..store import open_store
     if getattr(args, "no_cache", False):
         return None

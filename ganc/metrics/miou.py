@@ -46,7 +46,7 @@ class SegmenterError(WeightsError):
 
 def default_weights_candidates() -> list[Path]:
     """Where the ESPNet weights are looked for when no path is given, in order."""
-    from .inception import cache_root
+    from .inception_weights import cache_root
     out = []
     if os.environ.get(ESPNET_ENV):
         out.append(Path(os.environ[ESPNET_ENV]).expanduser())

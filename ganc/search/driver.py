@@ -22,7 +22,8 @@ import math
 import time
 from typing import Optional
 
-from ..config import RunConfig
+from ..config import RunConfig, check_criterion as check_run_criterion
+from ..criteria import check_criterion, get_criterion
 from ..errors import ConfigError
 from ..resume import check_resume, resume_inputs
 from ..space import SearchSpace
@@ -43,16 +44,16 @@ EXPERIMENT = "tune"
 
 
 # ---------------------------------------------------------------- inputs
-def criterion_of(cfg: RunConfig) -> tuple[str, str]:
-    """(metric, mode) of ``search.criterion``: ``("fid", "min")`` or ``("miou", "max")``."""
-    from ..config import check_criterion
-    check_criterion(cfg)
+def criterion_of(cfg: RunConfig, method: Optional[str] = None) -> tuple[str, str]:
+    """(metric, mode) of ``search.criterion``, e.g. ``("fid", "min")`` or ``("miou",
+    "max")``, checked against the data and, with ``method``, the search method."""
+    check_run_criterion(cfg, method)
     return (cfg.search.criterion, criterion_mode(cfg.search.criterion))
 
 
 def criterion_mode(criterion: str) -> str:
-    """Tune's mode of a search criterion: mIoU is maximised, FID minimised."""
-    return "max" if criterion == "miou" else "min"
+    """Tune's mode of a search criterion (:attr:`ganc.criteria.Criterion.mode`)."""
+    return get_criterion(criterion).mode
 
 
 def eval_split_of(cfg: RunConfig, ctx):
@@ -94,6 +95,7 @@ def search_trial(trial_config: dict, client, space: SearchSpace, cost: CostModel
     budget = math.inf if spec["budget"] is None else float(spec["budget"])
     constraint = None if budget_ms is None else LatencyBudget(latency, budget_ms)
     criterion = getattr(settings, "criterion", "fid")
+    crit = get_criterion(criterion)
     searcher = make_searcher(spec["method"], space, budget, cost, settings,
                              latency=bool(settings.latency_objective), constraint=constraint,
                              criterion=criterion)
@@ -132,8 +134,8 @@ def search_trial(trial_config: dict, client, space: SearchSpace, cost: CostModel
         wall = time.time() - t0
         for (tid, c, gen), sc in zip(batch, scores):
             ok, error = sc.status == "ok", sc.error or None
-            if ok and criterion == "miou" and sc.miou is None:
-                ok, error = False, "scored without an ESPNet-CamVid mIoU"
+            if ok and getattr(sc, crit.score_field) is None:
+                ok, error = False, f"scored without an {crit.title}"
             row = {"method": spec["method"], "budget": spec["budget"], "config": c,
                    "macs": cost.macs(c), "params": cost.params(c),
                    "fid": float(sc.fid) if ok else None, "kid": None, "generation": gen,
@@ -155,14 +157,16 @@ def search_trial(trial_config: dict, client, space: SearchSpace, cost: CostModel
             good = [r["fid"] for r in rows if r["status"] == "ok"]
             good_miou = [r["miou"] for r in rows if r["status"] == "ok" and r.get("miou")
                          is not None]
+            ranked = [r[crit.name] for r in rows if r["status"] == "ok"
+                      and r.get(crit.name) is not None]
             n_failed = sum(r["status"] != "ok" for r in rows)
             tune.report({"batches": batches, "n_scored": len(rows), "n_failed": n_failed,
                          "best_fid": min(good) if good else None,
                          "best_miou": max(good_miou) if good_miou else None,
                          "generation": max(g for _, _, g in batch), "done": finished},
                         checkpoint=tune.Checkpoint.from_directory(d))
-        best = (f"best mIoU {max(good_miou):.2f}" if criterion == "miou" and good_miou
-                else f"best FID {min(good):.2f}" if good else "nothing scored yet")
+        best = (f"best {crit.label} {crit.format(crit.best_of(ranked))}" if ranked
+                else "nothing scored yet")
         print(f"[search {spec['method']} {tag}] batch {batches}: {len(batch)} configs in "
               f"{wall:.0f}s, {len(rows)} scored ({n_failed} failed), {best}", flush=True)
         if finished:
@@ -275,12 +279,10 @@ def make_searcher(method: str, space: SearchSpace, budget: float, cost: CostMode
                                                metric=criterion,
                                                mode=criterion_mode(criterion),
                                                constraint=constraint)
-    if criterion != "fid":
-        raise ConfigError(f"search.criterion {criterion!r} works with search.method "
-                          f"evolution; {method} minimises FID")
+    check_criterion(criterion, method=method)
     if method == "nsga2":
         from .nsga2 import NSGA2Searcher
-        objectives = ["fid", "macs"] + (["latency_ms"] if latency else [])
+        objectives = [criterion, "macs"] + (["latency_ms"] if latency else [])
         return NSGA2Searcher(space, budget, cost, objectives=objectives,
                              population=settings.population, generations=settings.generations,
                              mutation_prob=settings.mutation_prob,
@@ -336,10 +338,7 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
     method = method or sc.method
     if method not in METHODS:
         raise ConfigError(f"search.method {method!r} is not one of: {', '.join(METHODS)}")
-    criterion, _ = criterion_of(cfg)
-    if criterion != "fid" and method != "evolution":
-        raise ConfigError(f"search.criterion {criterion!r} works with search.method "
-                          f"evolution; {method} minimises FID")
+    criterion, _ = criterion_of(cfg, method)
     budget_ms = sc.budget_ms if budget_ms is None else budget_ms
     if budget_ms is not None:
         budget_ms = check_budget_ms(budget_ms)

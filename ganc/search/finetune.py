@@ -28,6 +28,7 @@ import math
 from typing import Optional
 
 from ..config import RunConfig, from_dict, validate
+from ..criteria import get_criterion
 from ..errors import ConfigError
 from ..resume import check_resume, resume_inputs
 from ..space import ChannelConfig, SearchSpace
@@ -63,14 +64,14 @@ def choose_export(fid_before: Optional[float], fid_after: Optional[float],
     two values are mIoUs and higher wins); a missing or NaN score never wins."""
     def ok(v):
         return isinstance(v, (int, float)) and math.isfinite(v)
-    name, verb = ("ESPNet-CamVid mIoU", "raise") if criterion == "miou" else ("FID", "lower")
+    crit = get_criterion(criterion)
+    name, verb = crit.title, crit.verb
     better = False
     if ok(fid_after) and ok(fid_before):
-        better = fid_after > fid_before if criterion == "miou" else fid_after < fid_before
+        better = crit.better(fid_after, fid_before)
     if ok(fid_after) and (not ok(fid_before) or better):
-        return "after", (f"fine-tuned {name} {fid_after:.2f} "
-                         f"{'>' if criterion == 'miou' else '<'} {fid_before:.2f} before"
-                         if ok(fid_before) else "only the fine-tuned weights scored")
+        return "after", (f"fine-tuned {name} {fid_after:.2f} {crit.symbol} {fid_before:.2f} "
+                         "before" if ok(fid_before) else "only the fine-tuned weights scored")
     if ok(fid_before):
         return "before", (f"fine-tuning did not {verb} {name} ({fid_before:.2f} before, "
                           f"{fid_after:.2f} after)" if ok(fid_after) else

@@ -23,11 +23,13 @@ import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from ..criteria import minimised
 from ..errors import ConfigError
 from ..space import ChannelConfig, SearchSpace
 from .cost import CostModel, check_budget
 
 OBJECTIVES = ("fid", "macs")
+COSTS = ("macs", "params", "latency_ms")     # objectives besides the minimised criteria
 
 
 def _params_of(cfg: str) -> dict:
@@ -57,11 +59,11 @@ class NSGA2Searcher(OptunaSearch):
         if int(population) < 2:
             raise ConfigError(f"search.population must be at least 2, got {population}")
         objectives = list(objectives)
-        unknown = [o for o in objectives if o not in ("fid", "kid", "macs", "params",
-                                                      "latency_ms")]
+        known = minimised() + list(COSTS)
+        unknown = [o for o in objectives if o not in known]
         if unknown:
-            raise ConfigError(f"unknown search objective {unknown[0]!r}; use fid, kid, macs, "
-                              "params, latency_ms")
+            raise ConfigError(f"unknown search objective {unknown[0]!r}; use "
+                              f"{', '.join(known)}")
         sampler = optuna.samplers.NSGAIISampler(
             population_size=int(population), mutation_prob=mutation_prob,
             crossover_prob=max(0.0, min(1.0, 1.0 - float(mutation_ratio))), seed=int(seed))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 from typing import Optional
 
+from ..criteria import criteria, get_criterion
 from .pareto import pareto_front
 
 RESULTS = "search/results.parquet"
@@ -18,7 +19,6 @@ COLUMNS = {"method": "string", "budget": "float64", "config": "string", "macs": 
            "attempts": "int64", "status": "string", "error": "string",
            "latency_ms": "float64", "miou": "float64", "pixel_acc": "float64"}
 OPTIONAL = ("latency_ms", "miou", "pixel_acc")     # columns only where rows carry them
-MIOU_NAME = "ESPNet-CamVid mIoU"                    # what "miou" is, wherever it appears
 
 
 def _table(rows: list[dict]):
@@ -35,19 +35,19 @@ def front_of(rows: list[dict], latency_objective: bool = False,
     (FID, or mIoU maximised), MACs and, with ``latency_objective``, the latency."""
     objectives = [criterion, "macs"] + (["latency_ms"] if latency_objective else [])
     ok = [r for r in rows if r.get("status", "ok") == "ok"]
-    if criterion != "miou":
+    if not get_criterion(criterion).higher_is_better:
         return pareto_front(ok, objectives)
     keyed = [{"i": i, **{o: r.get(o) for o in objectives}} for i, r in enumerate(ok)]
     for k in keyed:                      # pareto_front minimises
-        k["miou"] = None if k["miou"] is None else -float(k["miou"])
+        k[criterion] = None if k[criterion] is None else -float(k[criterion])
     return [ok[k["i"]] for k in pareto_front(keyed, objectives)]
 
 
 def best_of(rows: list[dict], criterion: str = "fid") -> dict:
     """The best scored row by the criterion (ties: fewer MACs, then the config)."""
-    if criterion == "miou":
-        return max(rows, key=lambda r: (r["miou"], -r["macs"], r["config"]))
-    return min(rows, key=lambda r: (r["fid"], r["macs"], r["config"]))
+    if get_criterion(criterion).higher_is_better:
+        return max(rows, key=lambda r: (r[criterion], -r["macs"], r["config"]))
+    return min(rows, key=lambda r: (r[criterion], r["macs"], r["config"]))
 
 
 LEGACY_METHOD = "evolution"    # rows of tables written before rows carried their method
@@ -104,8 +104,8 @@ def plot_png(rows: list[dict], front: list[dict], teacher: Optional[dict],
     if budget:                        # None: a latency budget alone
         ax.axvline(budget / 1e9, color="gray", ls="--", lw=1, label="MACs budget")
     ax.set_xlabel("GMACs (torchprofile convention)")
-    ax.set_ylabel(f"{MIOU_NAME} (higher is better)" if y == "miou" else
-                  "FID (lower is better)")
+    crit = get_criterion(criterion)
+    ax.set_ylabel(f"{crit.title} ({crit.direction})")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -160,8 +160,9 @@ def write_results(run, searches: list[dict], teacher: Optional[dict], settings: 
     for k in OPTIONAL:
         if k in primary:
             summary[k] = primary[k]
-    if "miou" in primary:
-        summary["miou_metric"] = MIOU_NAME
+    for c in criteria():                 # the protocol behind a criterion's value
+        if c.protocol and c.name in primary:
+            summary[f"{c.name}_metric"] = c.protocol
     summary.update({"teacher": teacher, "search": settings, "cost_model": cost.to_dict(),
                     "budgets": entries, "pool": dict(pool or {}),
                     "files": {"results": run.url(RESULTS), "pareto": run.url(PARETO),
@@ -189,5 +190,4 @@ def best_entry(summary: dict, budget: Optional[float] = None) -> dict:
 
 
 __all__ = ["write_results", "append_results", "result_key", "front_of", "best_of",
-           "best_entry", "MIOU_NAME",
-           "plot_key", "plot_png", "RESULTS", "PARETO", "PLOT", "BEST"]
+           "best_entry", "plot_key", "plot_png", "RESULTS", "PARETO", "PLOT", "BEST"]

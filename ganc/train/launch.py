@@ -95,7 +95,7 @@ def _fid_weights(ctx, cfg: RunConfig, stage: str) -> Optional[dict]:
     scores = cfg.teacher.eval_every >= 0 if stage == "teacher" else cfg.distill.eval_every > 0
     if not scores:
         return None
-    from ..metrics.inception import ship_weights
+    from ..metrics.inception_weights import ship_weights
     try:
         return ship_weights(cfg.fid.extractor, cfg.fid.weights,
                             ctx.root if ctx.cluster.multi_node else None)
