@@ -68,7 +68,7 @@ def export_best(cfg: RunConfig, store=None, *, config: Optional[str] = None,
     """Export the chosen sub-network: the fine-tuned weights when the fine-tune stage chose
     them (lower FID on the search split than the supernet's slice), else the supernet's
     slice; returns the card (``exported``, ``export_why``, ``fid`` on ``fid_split``)."""
-    from . import nn as gnn
+    from .families import family_of              # deferred: torch
     from .context import open_context
     from .profile import count_macs, count_params, measure_latency
     from .search.driver import cost_model, input_shape, load_supernet
@@ -91,17 +91,16 @@ def export_best(cfg: RunConfig, store=None, *, config: Optional[str] = None,
     why = (ft or {}).get("why") or "no fine-tune of this config: the supernet's slice"
     chosen_fid = (ft or {}).get("fid_after" if finetuned else "fid_before")
     net = subnet_from(run, key, cfg_str).cpu().eval()
-    family = gnn.family(sup["netG"])
+    fam = family_of(sup["netG"])
     size = int(cfg.data.crop_size)
     cost = cost_model(sup, size, image_hw(cfg.data)[0])
     shape = input_shape(cost)
     calibrated = None
-    if family == "spade" and int(cfg.search.calibration_images) > 0:
+    if fam.calibrates_bn and int(cfg.search.calibration_images) > 0:
         # exported with the batch-norm statistics it was scored with (ganc.metrics.pool)
-        from .data.camvid import LABEL_NC
         from .data.splits import calibration_labels
         from .metrics.pool import recalibrated
-        net = recalibrated(net, None, calibration_labels(cfg, ctx.data_root()), LABEL_NC)
+        net = recalibrated(net, None, calibration_labels(cfg, ctx.data_root()), fam.input_nc)
         calibrated = int(cfg.search.calibration_images)
     macs = count_macs(net, shape)
     if macs != cost.macs(cfg_str):     # closed form and profiler must agree
@@ -122,18 +121,15 @@ def export_best(cfg: RunConfig, store=None, *, config: Optional[str] = None,
 
     sd = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     files = {"model.pt": torch_bytes(sd)}
-    if family == "spade":   # ONNX / torch.export of label-map generators: not yet
-        deploy = {"deploy": "model.pt only: ONNX and torch.export are not exported for the "
-                            "SPADE family yet"}
+    if not fam.supports_onnx:
+        deploy = {"deploy": fam.deploy_note}
     else:
         deploy = write_deploy_files(run, EXPORT, net, cost.input_nc, size, latency_repeats,
                                     files=files)
 
     sup_cfg = sup.get("config") if isinstance(sup.get("config"), dict) else {}
     data = sup_cfg.get("data", {}) if sup_cfg else {}
-    arch = ({"netG": "sub_mobile_spade", "upsampling": "normal",
-             "bn_calibration_images": calibrated} if family == "spade" else
-            {"netG": "sub_mobile_resnet_9blocks", "n_blocks": 9})
+    arch = fam.export_arch(calibrated)
     card = {
         **arch, "config_str": cfg_str,
         "config": list(ChannelConfig.parse(cfg_str)), "ngf": int(sup["ngf"]),
@@ -158,8 +154,7 @@ def export_best(cfg: RunConfig, store=None, *, config: Optional[str] = None,
                     "search_split": data.get("search_split", cfg.data.search_split)},
         "source": run.url(key), "run": run.url(), "ganc_version": __version__,
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "files": ({"weights": "model.pt"} if family == "spade" else
-                  {"weights": "model.pt", "onnx": "model.onnx", "pt2": "model.pt2"}),
+        "files": fam.export_files(),
         **deploy,
     }
     files["model.json"] = card

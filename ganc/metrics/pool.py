@@ -222,16 +222,13 @@ def build_from_entry(entry: dict) -> torch.nn.Module:
 
 def _config_for(model: torch.nn.Module, spec: SubnetSpec):
     from .. import nn as gnn
-    from ..space import ChannelConfig
-    is_super = isinstance(model, (gnn.SuperMobileResnetGenerator,
-                                  gnn.SuperMobileSPADEGenerator))
+    is_super = isinstance(model, gnn.SUPERNETS)
     if spec.config is None:
         return None
     if not is_super:
         raise ConfigError(f"spec {spec}: model {spec.model!r} is not a supernet; "
                           "give no channel config")
-    return ChannelConfig.parse(spec.config,
-                               legacy=isinstance(model, gnn.SuperMobileResnetGenerator))
+    return model.parse_config(spec.config)
 
 
 CALIBRATION_BATCH = 16      # label maps per batch of the batch-norm recalibration

@@ -24,6 +24,7 @@ from typing import Optional
 
 from ..config import RunConfig
 from ..errors import ConfigError, GancError
+from ..families import family_of
 from ..space import SearchSpace
 from .cost import CostModel, check_budget, size_label
 from .latency import LatencyBudget, check_budget_ms, check_latency_budget
@@ -78,18 +79,10 @@ def load_supernet(run) -> dict:
 
 
 def cost_model(payload: dict, size: int, height: Optional[int] = None):
-    """The closed-form cost of the supernet's sub-networks at ``size`` (SPADE: ``size``
-    wide, ``height`` high; default square)."""
-    from .. import nn as gnn
-    if gnn.family(payload["netG"]) == "spade":
-        from .spade_cost import SpadeCostModel
-        return SpadeCostModel(height=int(height or size), width=int(size),
-                              input_nc=int(payload.get("input_nc", 12)),
-                              output_nc=int(payload.get("output_nc", 3)),
-                              norm=payload.get("norm", "batch"))
-    return CostModel(size=int(size), input_nc=int(payload.get("input_nc", 3)),
-                     output_nc=int(payload.get("output_nc", 3)),
-                     norm=payload.get("norm", "instance"))
+    """The closed-form cost of the supernet's sub-networks at ``size`` (its family's
+    :meth:`~ganc.families.Family.cost_model`; SPADE: ``size`` wide, ``height`` high; default
+    square)."""
+    return family_of(payload["netG"]).cost_model(payload, size, height)
 
 
 def input_shape(cost) -> tuple:
@@ -420,9 +413,10 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
         if math.isfinite(b):
             check_budget(space, b, cost)       # one line, before anything starts
     latency = bool(sc.latency_objective)
-    if gnn_family(sup) == "spade" and (budget_ms is not None or latency):
+    fam = family_of(sup["netG"])
+    if not fam.supports_latency and (budget_ms is not None or latency):
         raise ConfigError("search.budget_ms and search.latency_objective are not available "
-                          "for the SPADE family yet (no latency table for label-map inputs)")
+                          f"for the {fam.title} family yet (no latency table for its inputs)")
     table = table_key = None
     if budget_ms is not None or latency:
         table, table_key = latency_table_for(cfg, root, space, cost)
@@ -504,7 +498,7 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
                     "weighted_sample": sc.weighted_sample,
                     "seed": sc.seed, "latency_objective": latency, "criterion": criterion,
                     "calibration_images": (int(sc.calibration_images)
-                                           if gnn_family(sup) == "spade" else None),
+                                           if fam.calibrates_bn else None),
                     "latency_table": None if table is None else {
                         **table.describe(), "key": table_key},
                     "scoring": "one Tune trial per budget, a generation per pool call",
@@ -526,11 +520,6 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
     finally:
         if pool is not None:
             pool.close()
-
-
-def gnn_family(payload: dict) -> str:
-    from .. import nn as gnn
-    return gnn.family(payload["netG"])
 
 
 def _kid_for_fronts(pool, searches: list[dict], latency: bool, criterion: str = "fid") -> int:
