@@ -170,24 +170,14 @@ def ship_teacher_weights(cfg: RunConfig, run: Store, cluster: ClusterInfo) -> st
 
 # ---------------------------------------------------------------- placement
 def _teacher_macs(cfg: RunConfig):
-    """MACs of the config's teacher at a size: profiled at 32px and scaled by the pixel
-    count (exact for these fully convolutional generators at sizes divisible by 4)."""
+    """MACs of the config's teacher at a size, as its family measures them
+    (:meth:`ganc.families.Family.teacher_macs`)."""
     def at(size: int) -> float:
-        from . import nn as gnn
+        from .families import family_of                  # deferred: torch
         from .modelio import build_generator, teacher_spec
-        from .profile import count_macs
         m = cfg.model
         net = build_generator(teacher_spec(m))
-        if gnn.family(m.teacher) == "spade":      # label map of image_hw at that width
-            import copy
-
-            from .data.splits import image_hw
-            data = copy.deepcopy(cfg.data)
-            data.crop_size = size
-            h, w = image_hw(data)
-            return float(count_macs(net, (1, gnn.defaults(m.teacher)["input_nc"], h, w)))
-        probe = 32 if size % 4 == 0 else size
-        return float(count_macs(net, (1, 3, probe, probe))) * (size / probe) ** 2
+        return family_of(m.teacher).teacher_macs(net, cfg.data, size)
     return at
 
 

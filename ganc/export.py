@@ -115,17 +115,16 @@ def _chosen_weights(run, cfg_str: str) -> tuple[Optional[dict], str, bool]:
 
 def _exported_net(ctx, sup: dict, key: str, cfg_str: str):
     """(the sub-network to export, on CPU in eval mode; the calibration images or None)."""
-    from . import nn as gnn
+    from .families import family_of  # deferred: torch
     cfg = ctx.cfg
     net = subnet_from(ctx.run, key, cfg_str).cpu().eval()
-    family = gnn.family(sup["netG"])
+    fam = family_of(sup["netG"])
     calibrated = None
-    if family == "spade" and int(cfg.search.calibration_images) > 0:
+    if fam.calibrates_bn and int(cfg.search.calibration_images) > 0:
         # exported with the batch-norm statistics it was scored with (ganc.metrics.pool)
-        from .data.camvid import LABEL_NC
         from .data.splits import calibration_labels
         from .metrics.pool import recalibrated  # deferred: torch, ray
-        net = recalibrated(net, None, calibration_labels(cfg, ctx.data_root()), LABEL_NC)
+        net = recalibrated(net, None, calibration_labels(cfg, ctx.data_root()), fam.input_nc)
         calibrated = int(cfg.search.calibration_images)
     return net, calibrated
 
@@ -149,13 +148,12 @@ def _teacher_card(ctx, sup: dict, teacher: dict, shape, latency_repeats: int) ->
 def _model_files(run, net, sup: dict, cost, size: int, latency_repeats: int
                  ) -> tuple[dict, dict]:
     """(the export unit's files but the card, the card's deploy part)."""
-    from . import nn as gnn
-    family = gnn.family(sup["netG"])
+    from .families import family_of  # deferred: torch
+    fam = family_of(sup["netG"])
     sd = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     files = {"model.pt": torch_bytes(sd)}
-    if family == "spade":   # ONNX / torch.export of label-map generators: not yet
-        deploy = {"deploy": "model.pt only: ONNX and torch.export are not exported for the "
-                            "SPADE family yet"}
+    if not fam.supports_onnx:
+        deploy = {"deploy": fam.deploy_note}
     else:
         deploy = write_deploy_files(run, EXPORT, net, cost.input_nc, size, latency_repeats,
                                     files=files)
@@ -164,12 +162,9 @@ def _model_files(run, net, sup: dict, cost, size: int, latency_repeats: int
 
 def _model_card(sup: dict, cfg_str: str, cost, net, macs, shape, calibrated) -> dict:
     """The card's architecture part: what builds and feeds the exported generator."""
-    from . import nn as gnn
+    from .families import family_of  # deferred: torch
     from .profile import count_params  # deferred: torch
-    family = gnn.family(sup["netG"])
-    arch = ({"netG": "sub_mobile_spade", "upsampling": "normal",
-             "bn_calibration_images": calibrated} if family == "spade" else
-            {"netG": "sub_mobile_resnet_9blocks", "n_blocks": 9})
+    arch = family_of(sup["netG"]).export_arch(calibrated)
     return {
         **arch, "config_str": cfg_str,
         "config": list(ChannelConfig.parse(cfg_str)), "ngf": int(sup["ngf"]),
@@ -208,10 +203,8 @@ def _dataset(cfg: RunConfig, sup: dict) -> dict:
 
 def _files_entry(sup: dict) -> dict:
     """The card's ``files``: what the export unit holds."""
-    from . import nn as gnn
-    family = gnn.family(sup["netG"])
-    return {"files": ({"weights": "model.pt"} if family == "spade" else
-                      {"weights": "model.pt", "onnx": "model.onnx", "pt2": "model.pt2"})}
+    from .families import family_of  # deferred: torch
+    return {"files": family_of(sup["netG"]).export_files()}
 
 
 def _miou_fields(best: dict, ft: Optional[dict], finetuned: bool) -> dict:

@@ -14,7 +14,8 @@ import torch.nn as nn
 
 from . import nn as gnn
 from .errors import ConfigError, WeightsError
-from .space import ChannelConfig, get_space
+from .families import family_of
+from .space import get_space
 from .weights import load_weights
 
 
@@ -65,22 +66,19 @@ def resolve_spec(netG=None, config=None, ngf=None, norm=None, weights=None,
         raise ConfigError(f"--netG {netG!r} is not a generator; choose from: "
                           + ", ".join(gnn.GENERATORS))
     config = config or card.get("config_str") or card.get("config")
-    family = gnn.family(netG)
+    fam = family_of(netG)
     if config is not None:
-        config = str(ChannelConfig.parse(config, legacy=family == "resnet"))
+        config = str(fam.parse_config(config))
         if space:
             get_space(space).validate(config)
     if netG.startswith("sub_") and config is None:
-        raise ConfigError(f"--config is required for {netG} (e.g. "
-                          + ("32_32_32_32_32_24_24_24)" if family == "spade"
-                             else "16_16_32_16_32_32_16_16)"))
+        raise ConfigError(f"--config is required for {netG} (e.g. {fam.example_config})")
     arch = {k: card[k] for k in ("widths", "kind") if k in card}
     if netG == "pruned_resnet" and "widths" not in arch:
         raise ConfigError("pruned_resnet weights need the model.json written beside them "
                           "(it holds the pruned widths)")
-    default = gnn.defaults(netG)
-    if family == "spade" and "upsampling" in card:
-        arch["upsampling"] = card["upsampling"]
+    default = fam.defaults()
+    arch.update(fam.card_arch(card))
     return GeneratorSpec(netG, config, int(ngf or card.get("ngf", 64)),
                          norm or card.get("norm") or default["norm"],
                          int(card.get("input_nc") or default["input_nc"]),
@@ -109,7 +107,7 @@ def teacher_spec(m) -> GeneratorSpec:
     if netG.startswith("super_"):
         raise ConfigError(f"model.teacher {netG!r} is a supernet, not one network: export one "
                           "of its sub-networks (ganc export) and use that as the teacher")
-    family = gnn.family(netG)
+    fam = family_of(netG)
     config = (m.teacher_config or "").strip() or None
     takes_config = netG.startswith("sub_")
     local = _local_weights(m.teacher_weights)
@@ -139,12 +137,12 @@ def teacher_spec(m) -> GeneratorSpec:
         where = "model.teacher_config"
     if config is not None:
         try:
-            config = str(ChannelConfig.parse(config, legacy=family == "resnet"))
+            config = str(fam.parse_config(config))
         except ConfigError as e:
             hint = (" (YAML reads an unquoted 16_16_32_... as one integer: quote it)"
                     if config.isdigit() else "")
             raise ConfigError(f"{where}: {e}{hint}") from None
-    default = gnn.defaults(netG)
+    default = fam.defaults()
     return GeneratorSpec(netG, config, int(m.teacher_ngf), m.norm or default["norm"],
                          default["input_nc"], 3, float(m.dropout), arch)
 

@@ -25,10 +25,8 @@ def _latency(net, shape) -> float:
 
 def input_shape(cfg: RunConfig, netG: str) -> tuple:
     """(1, C, H, W) of one input of generator ``netG`` at the run's size."""
-    from . import nn as gnn
-    from .data.splits import image_hw
-    h, w = image_hw(cfg.data) if gnn.family(netG) == "spade" else (cfg.data.crop_size,) * 2
-    return (1, int(gnn.defaults(netG)["input_nc"]), int(h), int(w))
+    from .families import family_of       # deferred: torch
+    return family_of(netG).input_shape(cfg.data)
 
 
 def _load_export(run, prefix: str):

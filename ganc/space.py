@@ -35,7 +35,11 @@ POSITION_NAMES = (
 SPADE_POSITION_NAMES = (
     "fc", "head_0", "G_middle_0", "G_middle_1", "up_0", "up_1", "up_2", "up_3",
 )
+# Channel-config layout of each model family (``ganc.families``): its position names and
+# whether the legacy 6-number form is accepted. A space without a family is a resnet one.
 FAMILIES = {"resnet": POSITION_NAMES, "spade": SPADE_POSITION_NAMES}
+LEGACY_FORM = {"resnet": True, "spade": False}
+DEFAULT_FAMILY = "resnet"
 
 
 @dataclass(frozen=True, order=True)
@@ -146,7 +150,7 @@ class SearchSpace:
         return ChannelConfig(tuple(rng.choice(c) for c in self.choices))
 
     def validate(self, config) -> ChannelConfig:
-        cfg = ChannelConfig.parse(config, legacy=self.family == "resnet")
+        cfg = ChannelConfig.parse(config, legacy=LEGACY_FORM[self.family])
         for i, (c, allowed) in enumerate(zip(cfg, self.choices)):
             if c not in allowed:
                 raise ConfigError(
@@ -164,13 +168,13 @@ class SearchSpace:
 
     def to_dict(self) -> dict:
         d = {"name": self.name, "choices": [list(c) for c in self.choices]}
-        if self.family != "resnet":            # resnet dicts stay as older runs wrote them
+        if self.family != DEFAULT_FAMILY:      # resnet dicts stay as older runs wrote them
             d["family"] = self.family
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "SearchSpace":
-        return cls(d["name"], tuple(tuple(c) for c in d["choices"]), d.get("family", "resnet"))
+        return cls(d["name"], tuple(tuple(c) for c in d["choices"]), d.get("family", DEFAULT_FAMILY))
 
 
 # The search spaces of the released GAN Compression recipes. GauGAN's (its

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Optional
 
 from .errors import ConfigError, GancError
-from .search.cost import CostModel
+from .families import family_of
 from .space import ChannelConfig, SearchSpace
 
 
@@ -52,18 +52,10 @@ def load_supernet(run) -> dict:
 
 
 def cost_model(payload: dict, size: int, height: Optional[int] = None):
-    """The closed-form cost of the supernet's sub-networks at ``size`` (SPADE: ``size``
-    wide, ``height`` high; default square)."""
-    from . import nn as gnn
-    if gnn.family(payload["netG"]) == "spade":
-        from .search.spade_cost import SpadeCostModel
-        return SpadeCostModel(height=int(height or size), width=int(size),
-                              input_nc=int(payload.get("input_nc", 12)),
-                              output_nc=int(payload.get("output_nc", 3)),
-                              norm=payload.get("norm", "batch"))
-    return CostModel(size=int(size), input_nc=int(payload.get("input_nc", 3)),
-                     output_nc=int(payload.get("output_nc", 3)),
-                     norm=payload.get("norm", "instance"))
+    """The closed-form cost of the supernet's sub-networks at ``size`` (its family's
+    :meth:`~ganc.families.Family.cost_model`; SPADE: ``size`` wide, ``height`` high; default
+    square)."""
+    return family_of(payload["netG"]).cost_model(payload, size, height)
 
 
 def input_shape(cost) -> tuple:

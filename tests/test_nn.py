@@ -6,6 +6,7 @@ import torch
 from ganc import nn as gnn
 from ganc.data.camvid import one_hot
 from ganc.errors import ConfigError, WeightsError
+from ganc.families import SPADE
 from ganc.space import PRESETS
 from ganc.weights import load_weights, read_state_dict
 
@@ -21,13 +22,13 @@ def test_every_registered_model_builds_and_runs(name):
         kw["config"] = "8_8_8_8_8_8_8_8"
     if name == "sub_mobile_spade":
         kw["config"] = "4_4_4_4_4_4_4_4"
-    if name in gnn.SPADE_FAMILY:
+    if name in SPADE.generators:
         kw["ngf"] = 4
     if name == "pruned_resnet":
         kw["widths"] = {"stem": 4, "down1": 8, "trunk": 12, "blocks": [3] * 9, "up1": 6,
                         "up2": 5}
     m = gnn.build(name, **kw).eval()
-    if name in gnn.SPADE_FAMILY:          # one-hot label maps, sides divisible by 32
+    if name in SPADE.generators:          # one-hot label maps, sides divisible by 32
         x = one_hot(torch.randint(0, gnn.LABEL_NC, (1, 32, 64)))
     elif name == "multi_scale":            # (one-hot label map, image) pairs
         x = torch.randn(1, gnn.LABEL_NC + 3, 64, 64)

@@ -11,7 +11,7 @@ from ganc.errors import ConfigError
 from ganc.nn.calibrate import recalibrate_bn
 from ganc.nn.spade import layout
 from ganc.profile import count_macs, count_params
-from ganc.search.spade_cost import SpadeCostModel
+from ganc.families.spade_cost import SpadeCostModel
 from ganc.space import PRESETS, SearchSpace
 
 from .helpers import ESPNET_WEIGHTS, needs_shared

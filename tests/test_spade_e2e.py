@@ -33,7 +33,7 @@ def camvid_few(shared_dir, tmp_path_factory):
 
 
 def _cfg(root, store) -> object:
-    from ganc.search.spade_cost import SpadeCostModel
+    from ganc.families.spade_cost import SpadeCostModel
     from ganc.space import SearchSpace
     widths = [4, 2]
     cost = SpadeCostModel(height=64, width=64)

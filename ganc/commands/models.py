@@ -124,8 +124,8 @@ def cmd_profile(args):
             raise ConfigError(f"--input-nc must be >= 1, got {args.input_nc}")
         spec.input_nc = args.input_nc
     if args.upsampling:
-        from .. import nn as gnn
-        if gnn.family(spec.netG) != "spade":
+        from ..families import family_of        # deferred: torch
+        if "upsampling" not in family_of(spec.netG).options:
             raise ConfigError(f"--upsampling applies to SPADE generators, not {spec.netG}")
         spec.arch["upsampling"] = args.upsampling
     model = as_runnable(build_generator(spec), spec).to(device)

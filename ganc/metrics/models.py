@@ -13,7 +13,6 @@ from .. import nn as gnn
 from ..data.camvid import one_hot
 from ..errors import ConfigError
 from ..nn.calibrate import recalibrate_bn
-from ..space import ChannelConfig
 from ..weights import check_fit
 from .specs import SubnetSpec
 
@@ -51,15 +50,13 @@ def build_from_entry(entry: dict) -> torch.nn.Module:
 
 def config_for(model: torch.nn.Module, spec: SubnetSpec):
     """The channel config ``spec`` selects in ``model`` (None: the model as it is)."""
-    is_super = isinstance(model, (gnn.SuperMobileResnetGenerator,
-                                  gnn.SuperMobileSPADEGenerator))
+    is_super = isinstance(model, gnn.SUPERNETS)
     if spec.config is None:
         return None
     if not is_super:
         raise ConfigError(f"spec {spec}: model {spec.model!r} is not a supernet; "
                           "give no channel config")
-    return ChannelConfig.parse(spec.config,
-                               legacy=isinstance(model, gnn.SuperMobileResnetGenerator))
+    return model.parse_config(spec.config)
 
 
 def recalibrated(model: torch.nn.Module, config, calib: np.ndarray, classes: int):

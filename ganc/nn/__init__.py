@@ -127,20 +127,9 @@ GENERATORS = ("resnet_9blocks", "resnet_6blocks", "mobile_resnet_9blocks",
               "spade", "mobile_spade", "super_mobile_spade", "sub_mobile_spade")
 DISCRIMINATORS = ("n_layers", "multi_scale")
 
-# Generator families: what their inputs are and how they normalize by default.
-SPADE_FAMILY = ("spade", "mobile_spade", "super_mobile_spade", "sub_mobile_spade")
-_FAMILY_DEFAULTS = {"resnet": {"input_nc": 3, "norm": "instance"},
-                    "spade": {"input_nc": LABEL_NC, "norm": "batch"}}
-
-
-def family(name: str) -> str:
-    """``spade`` for the SPADE generators (label-map input), ``resnet`` for the others."""
-    return "spade" if name in SPADE_FAMILY else "resnet"
-
-
-def defaults(name: str) -> dict:
-    """Default ``input_nc`` and ``norm`` of a generator by name."""
-    return dict(_FAMILY_DEFAULTS[family(name)])
+# Supernets: the generators that hold sub-networks (``forward(x, config)``; each parses its
+# family's channel configs with ``parse_config``). Families: ``ganc.families``.
+SUPERNETS = (SuperMobileResnetGenerator, SuperMobileSPADEGenerator)
 
 
 def extract_subnet(supernet: nn.Module, config) -> nn.Module:
@@ -150,8 +139,9 @@ def extract_subnet(supernet: nn.Module, config) -> nn.Module:
         return extract_spade_subnet(supernet, config)
     return _extract_resnet_subnet(supernet, config)
 
-__all__ = ["build", "build_for_training", "init_weights", "register", "names", "extract_subnet", "family", "defaults", "GENERATORS",
-           "DISCRIMINATORS", "SPADE_FAMILY", "ResnetGenerator", "MobileResnetGenerator",
-           "SuperMobileResnetGenerator", "SubMobileResnetGenerator", "NLayerDiscriminator",
+
+__all__ = ["build", "build_for_training", "init_weights", "register", "names",
+           "extract_subnet", "GENERATORS", "DISCRIMINATORS", "SUPERNETS", "ResnetGenerator",
+           "MobileResnetGenerator", "SuperMobileResnetGenerator", "SubMobileResnetGenerator", "NLayerDiscriminator",
            "SPADEGenerator", "MobileSPADEGenerator", "SuperMobileSPADEGenerator",
            "SubMobileSPADEGenerator", "MultiscaleDiscriminator"]

@@ -199,8 +199,13 @@ class SuperMobileResnetGenerator(SequentialGenerator):
     def largest(self) -> ChannelConfig:
         return ChannelConfig.uniform(self.ngf)
 
+    @staticmethod
+    def parse_config(config) -> ChannelConfig:
+        """An 8-number channel config, or the legacy 6-number form."""
+        return ChannelConfig.parse(config)
+
     def _check(self, config) -> ChannelConfig:
-        cfg = self.largest if config is None else ChannelConfig.parse(config)
+        cfg = self.largest if config is None else self.parse_config(config)
         too_wide = [i for i, c in enumerate(cfg) if c > self.ngf]
         if too_wide:
             i = too_wide[0]

@@ -299,8 +299,10 @@ class SuperMobileSPADEGenerator(_SPADEGeneratorBase):
     def largest(self) -> ChannelConfig:
         return ChannelConfig.uniform(self.ngf)
 
+    parse_config = staticmethod(parse_config)
+
     def _check(self, config) -> ChannelConfig:
-        cfg = self.largest if config is None else parse_config(config)
+        cfg = self.largest if config is None else self.parse_config(config)
         too_wide = [i for i, c in enumerate(cfg) if c > self.ngf]
         if too_wide:
             i = too_wide[0]

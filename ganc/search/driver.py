@@ -25,6 +25,7 @@ from typing import Optional
 from ..config import RunConfig, check_criterion as check_run_criterion
 from ..criteria import check_criterion, get_criterion
 from ..errors import ConfigError
+from ..families import family_of
 from ..resume import check_resume, resume_inputs
 from ..space import SearchSpace
 from ..subnets import SearchError, cost_model, input_shape, load_supernet
@@ -364,9 +365,10 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
         if math.isfinite(b):
             check_budget(space, b, cost)       # one line, before anything starts
     latency = bool(sc.latency_objective)
-    if gnn_family(sup) == "spade" and (budget_ms is not None or latency):
+    fam = family_of(sup["netG"])
+    if not fam.supports_latency and (budget_ms is not None or latency):
         raise ConfigError("search.budget_ms and search.latency_objective are not available "
-                          "for the SPADE family yet (no latency table for label-map inputs)")
+                          f"for the {fam.title} family yet (no latency table for its inputs)")
     table = table_key = None
     if budget_ms is not None or latency:
         table, table_key = latency_table_for(cfg, root, space, cost)
@@ -447,7 +449,7 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
                     "weighted_sample": sc.weighted_sample,
                     "seed": sc.seed, "latency_objective": latency, "criterion": criterion,
                     "calibration_images": (int(sc.calibration_images)
-                                           if gnn_family(sup) == "spade" else None),
+                                           if fam.calibrates_bn else None),
                     "latency_table": None if table is None else {
                         **table.describe(), "key": table_key},
                     "scoring": "one Tune trial per budget, a generation per pool call",
@@ -469,11 +471,6 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
     finally:
         if pool is not None:
             pool.close()
-
-
-def gnn_family(payload: dict) -> str:
-    from .. import nn as gnn
-    return gnn.family(payload["netG"])
 
 
 def _kid_for_fronts(pool, searches: list[dict], latency: bool, criterion: str = "fid") -> int:

@@ -29,6 +29,7 @@ import torch.nn as nn
 from .. import nn as gnn
 from ..config import RunConfig, from_dict
 from ..errors import ConfigError, GancError
+from ..families import family_of, supernet_names
 from ..losses import FeatureDistiller
 from ..space import SearchSpace, get_space
 from ..weights import cpu_state, load_weights
@@ -45,7 +46,7 @@ def search_space_of(cfg: RunConfig) -> SearchSpace:
     """``distill.space_widths`` (uniform) or the preset ``model.search_space``; checked
     against the student's width."""
     widths = [int(w) for w in cfg.distill.space_widths]
-    fam = gnn.family(cfg.model.student)
+    fam = family_of(cfg.model.student).name
     if widths:
         if any(w <= 0 for w in widths):
             raise ConfigError(f"distill.space_widths {widths} must be positive")
@@ -186,10 +187,9 @@ def _distill(sess: Session, cfg: RunConfig, spec: dict) -> None:
     common.set_requires_grad([teacher], False)
     student = gnn.build_for_training(m.student, ngf=m.student_ngf, norm=m.norm,
                                      dropout=m.dropout).to(dev)
-    if not isinstance(student, (gnn.SuperMobileResnetGenerator,
-                                gnn.SuperMobileSPADEGenerator)):
+    if not isinstance(student, gnn.SUPERNETS):
         raise ConfigError(f"model.student {m.student!r} is not a supernet "
-                          "(use super_mobile_resnet_9blocks or super_mobile_spade)")
+                          f"(use {' or '.join(supernet_names())})")
     input_nc = input_nc_of(m.student)
     distiller = FeatureDistiller.from_models(student, teacher, dc.distill_points,
                                              input_nc=input_nc, size=64).to(dev)

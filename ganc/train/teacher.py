@@ -20,7 +20,8 @@ import torch.nn as nn
 
 from .. import nn as gnn
 from ..config import RunConfig, from_dict
-from ..data.splits import has_label_maps
+from ..families import family_for_data, family_of, teacher_names
+from ..families.resnet import build_discriminator   # also ganc.prune.driver's, from here
 from ..store import torch_bytes
 from ..losses import GANLoss, ImagePool, discriminator_loss, recon_l1
 from ..weights import cpu_state
@@ -35,21 +36,13 @@ VAL_PSNR_IMAGES = 200          # paired data: PSNR on at most this many eval ima
 
 def build_generator(cfg: RunConfig) -> nn.Module:
     m = cfg.model
-    if not (m.teacher.startswith("resnet_") or m.teacher == "spade"):
-        raise common.ConfigError(f"model.teacher {m.teacher!r}: teacher training builds ResNet "
-                                 "generators (resnet_9blocks, resnet_6blocks) and spade")
-    if (gnn.family(m.teacher) == "spade") != has_label_maps(cfg.data):
+    if m.teacher not in teacher_names():
+        raise common.ConfigError(f"model.teacher {m.teacher!r}: teacher training builds "
+                                 f"{', '.join(teacher_names())}")
+    if not family_of(m.teacher).reads(cfg.data):
         raise common.ConfigError(f"model.teacher {m.teacher!r} does not fit data.kind "
                                  f"{cfg.data.kind!r} (spade: label-map data, camvid)")
     return gnn.build_for_training(m.teacher, ngf=m.teacher_ngf, norm=m.norm, dropout=m.dropout)
-
-
-def build_discriminator(cfg: RunConfig, input_nc: int) -> nn.Module:
-    """The PatchGAN of every training stage (teacher, supernet, fine-tune, pruning), freshly
-    initialised; its input is (A, B) stacked for paired data, B alone for unpaired."""
-    m = cfg.model
-    return gnn.build_for_training(m.netD, input_nc=input_nc, ndf=m.ndf, n_layers=m.n_layers_D,
-                                  norm=m.norm_D)
 
 
 class CycleGenerators(nn.Module):
@@ -71,8 +64,7 @@ class CycleGenerators(nn.Module):
 
 def teacher_metadata(cfg: RunConfig) -> dict:
     m = cfg.model
-    recipe = ("spade" if has_label_maps(cfg.data) else
-              "pix2pix" if cfg.data.kind == "aligned" else "cyclegan")
+    recipe = family_for_data(cfg.data).teacher_recipe(cfg.data)
     return {"netG": m.teacher, "ngf": m.teacher_ngf, "norm": m.norm, "dropout": m.dropout,
             "input_nc": input_nc_of(m.teacher), "output_nc": 3, "recipe": recipe,
             "direction": cfg.data.direction}
@@ -82,12 +74,7 @@ def teacher_loop(spec: dict) -> None:
     """Per-worker entry point (Ray Train ``train_loop_per_worker``)."""
     sess = open_session(spec)
     cfg = from_dict(spec["config"])
-    if has_label_maps(cfg.data):
-        _spade(sess, cfg, spec)
-    elif cfg.data.kind == "aligned":
-        _pix2pix(sess, cfg, spec)
-    else:
-        _cyclegan(sess, cfg, spec)
+    _RECIPES[family_for_data(cfg.data).teacher_recipe(cfg.data)](sess, cfg, spec)
 
 
 def _adam(params, tc):
@@ -134,7 +121,7 @@ def _pix2pix(sess: Session, cfg: RunConfig, spec: dict) -> None:
 
 
 def _spade(sess: Session, cfg: RunConfig, spec: dict) -> None:
-    """GauGAN: label map -> photo with the SPADE family's terms (:mod:`ganc.train.family`):
+    """GauGAN: label map -> photo with the SPADE family's terms (:mod:`ganc.families.spade`):
     multiscale hinge GAN, feature matching, perceptual; TTUR through ``teacher.lr`` /
     ``lr_D`` and ``beta1`` / ``beta2``."""
     tc, dev = cfg.teacher, sess.device
@@ -224,6 +211,9 @@ def _cyclegan(sess: Session, cfg: RunConfig, spec: dict) -> None:
     _run(sess, cfg, spec, modules, opts, stream, step_fn, start, G_A,
          {"netD": lambda: D_A.state_dict(), "netG_B": lambda: G_B.state_dict()},
          extra_state=lambda: {"pool_A": pools["A"].state(), "pool_B": pools["B"].state()})
+
+
+_RECIPES = {"pix2pix": _pix2pix, "cyclegan": _cyclegan, "spade": _spade}
 
 
 def _val_psnr(cfg: RunConfig, spec: dict, G: nn.Module, dev) -> dict:
