@@ -24,13 +24,18 @@ scores on it (``eval_split`` returns ``val``) and the supernet and fine-tune nev
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 import random
 
+import numpy as np
+import torch
 from torch.utils.data import Dataset
 
+from ..config import LABEL_MAP_KINDS
 from ..errors import ConfigError, DataError
+from .camvid import LABEL_NC, CamVidDataset, load_label_map
 from .datasets import build_dataset, rel_name
 from .images import list_images
 
@@ -61,9 +66,6 @@ def choice_split(data) -> str:
     """The split whose FID picks the architecture and the exported weights: ``search``,
     or the eval split when ``data.search_split`` is 0."""
     return SEARCH if has_search_split(data) else eval_split(data)
-
-
-LABEL_MAP_KINDS = ("camvid",)     # label map -> photo data (SPADE; the mIoU needs its maps)
 
 
 def has_label_maps(data) -> bool:
@@ -208,7 +210,6 @@ def build_split(cfg, root: str, split: str, train: bool, holdout: bool = False) 
     if has_val_split(d) and split == VAL:    # the val split: its training images only
         split, exclude = d.train_split, _all_but(root, val_names(cfg, root))
     if has_label_maps(d):
-        from .camvid import CamVidDataset
         return CamVidDataset(root, split, size=image_hw(d), flip=bool(d.flip and train),
                              exclude=exclude)
     return build_dataset(d.kind, root, split, d.direction, d.load_size if train else d.crop_size,
@@ -241,10 +242,8 @@ def scoring_split(cfg, root: str, name: str = "", report: bool = False):
     """The :class:`ganc.metrics.pool.EvalSplit` FID is scored on: the search split (inputs
     and real targets of the held-out training images), or, with ``report`` or without a
     search split, the eval split. ``root``: the dataset's local folder on this node."""
-    import copy
-
-    from ..metrics.pool import EvalSplit
-    from ..metrics.sources import FolderSource
+    from ..metrics.pool import EvalSplit          # deferred: torchvision, torch_fidelity
+    from ..metrics.sources import FolderSource    # (ganc.metrics)
     d = copy.deepcopy(cfg.data)
     d.root = root
     if has_label_maps(d):
@@ -289,12 +288,8 @@ def label_map_split(cfg, root: str, name: str = "", report: bool = False):
     :func:`image_hw` (uint8 class indices, one-hot in the scorer), the real set the photos,
     ``gt`` the label maps at their own size (the mIoU's ground truth); the search split held
     out of ``train_split``, or, with ``report`` or without one, the eval split."""
-    import numpy as np
-    import torch
-
-    from ..metrics.pool import EvalSplit
-    from ..metrics.sources import FolderSource
-    from .camvid import LABEL_NC, CamVidDataset, load_label_map
+    from ..metrics.pool import EvalSplit          # deferred: torchvision, torch_fidelity
+    from ..metrics.sources import FolderSource    # (ganc.metrics)
     d = cfg.data
     search = has_search_split(d) and not report
     split = d.train_split if search else eval_split(d)
@@ -321,7 +316,6 @@ def calibration_labels(cfg, root: str):
     training split less the search split), uint8 (n, 1, h, w) class indices at
     :func:`image_hw`, drawn without replacement with the run's seed: the input of the
     batch-norm recalibration before a SPADE sub-network is scored."""
-    import torch
     ds = build_split(cfg, root, cfg.data.train_split, train=False, holdout=True)
     order = list(range(len(ds)))
     random.Random(f"ganc-calibration/{int(cfg.seed)}").shuffle(order)
