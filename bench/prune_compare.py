@@ -50,7 +50,7 @@ def collect(ctx):
     """(rows, models): what the run exported, with what the store recorded of each."""
     from ganc.profile import count_macs, count_params
     from ganc.report import _load_export
-    from ganc.prune.driver import build_teacher
+    from ganc.prune.models import build_teacher
     cfg, run = ctx.cfg, ctx.run
     size = int(cfg.data.crop_size)
     rows, models = [], {}

@@ -43,7 +43,7 @@ def search(cfg: RunConfig, ctx, method: Optional[str]) -> dict:
 def prune(cfg: RunConfig, ctx, method: Optional[str]) -> dict:
     from .prune.driver import run_prune  # deferred: torch
     # without prune.targets the prune matches the search's budget (run_prune reads it
-    # from the run's best.json: ganc.prune.driver.search_budgets)
+    # from the run's best.json: ganc.prune.targets.search_budgets)
     s = run_prune(cfg, ctx.root, ctx=ctx)
     return {"targets": ",".join(f"{r.get('target')}" for r in s.get("rows", [])),
             "seconds_pruning": s.get("seconds")}

@@ -200,7 +200,7 @@ def test_models_trained_from_scratch_get_the_reference_init():
     generator and discriminator ganc trains from scratch and the 1x1 distillation maps."""
     from ganc.config import from_dict
     from ganc.losses import FeatureDistiller
-    from ganc.prune.driver import build_teacher
+    from ganc.prune.models import build_teacher
     from ganc.train.teacher import build_discriminator, build_generator
     torch.manual_seed(0)
     cfg = from_dict({"model": {"teacher_ngf": 8, "ndf": 8, "norm_D": "batch"}})

@@ -410,7 +410,8 @@ def test_project_keep_fits_budget_within_one_channel(start):
 
 def test_targets_default_to_the_search_budget(tmp_path):
     from ganc.config import RunConfig
-    from ganc.prune.driver import build_base, resolve_targets, search_budgets
+    from ganc.prune.models import build_base
+    from ganc.prune.targets import resolve_targets, search_budgets
     from ganc.store import open_store
     run = open_store(str(tmp_path / "store")).run("r")
     cfg = RunConfig(name="r")

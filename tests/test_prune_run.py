@@ -29,7 +29,8 @@ def _tiny_config(store: str) -> RunConfig:
 
 @pytest.mark.slow
 def test_prune_on_tune_writes_exports_and_results(tmp_path, ray_local):
-    from ganc.prune.driver import RESULTS_KEY, load_pruned, run_prune
+    from ganc.prune.artifacts import load_pruned
+    from ganc.prune.driver import RESULTS_KEY, run_prune
     store = str(tmp_path / "store")
     cfg = _tiny_config(store)
     run = open_store(store).run("prune-e2e")

@@ -2,7 +2,7 @@
 keeping its label; re-runs and retries add no duplicate and drop no other method's rows."""
 import pyarrow as pa
 
-from ganc.search.report import RESULTS, append_results, result_key
+from ganc.results import RESULTS, append_results, result_key
 from ganc.store import open_store
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from ganc.config import check_criterion, from_dict
 from ganc.errors import ConfigError
-from ganc.search.finetune import choose_export
+from ganc.results import choose_export
 from ganc.search.report import best_of, front_of
 
 

@@ -95,6 +95,39 @@ def generator_kind(net: nn.Module) -> str:
     raise ConfigError(f"cannot prune residual blocks of type {type(blocks[0]).__name__}")
 
 
+def _gate_norm(entries: List[Entry], gates: List[tuple], path: str, module: nn.Module,
+               group: str) -> None:
+    """A norm (or identity) entry that is also a gate point of ``group``."""
+    entries.append(_norm_entry(path, module, group))
+    gates.append((path, group))
+
+
+def _block_entries(kind: str, cb, p: str, g: str, entries: List[Entry],
+                   gates: List[tuple]) -> int:
+    """Entries and gate points of the residual block ``p`` (its ``conv_block`` ``cb``):
+    its inner width is group ``g``, its input and output the trunk. Returns the full
+    inner width."""
+    if kind == "resnet":
+        c1, c2 = cb[1], cb[len(cb) - 2]
+        entries.append(_conv_entry(f"{p}.1", c1, "trunk", g))
+        _gate_norm(entries, gates, f"{p}.2", cb[2], g)
+        entries.append(_conv_entry(f"{p}.{len(cb) - 2}", c2, g, "trunk"))
+        _gate_norm(entries, gates, f"{p}.{len(cb) - 1}", cb[len(cb) - 1], "trunk")
+        return c1.out_channels
+    s1, s2 = cb[1], cb[6]
+    if not (isinstance(s1, SeparableConv2d) and isinstance(s2, SeparableConv2d)):
+        raise ConfigError(f"{p}: expected separable convs at 1 and 6")
+    entries.append(_conv_entry(f"{p}.1.conv.0", s1.conv[0], "trunk", "trunk"))
+    _gate_norm(entries, gates, f"{p}.1.conv.1", s1.conv[1], "trunk")
+    entries.append(_conv_entry(f"{p}.1.conv.2", s1.conv[2], "trunk", g))
+    _gate_norm(entries, gates, f"{p}.2", cb[2], g)
+    entries.append(_conv_entry(f"{p}.6.conv.0", s2.conv[0], g, g))
+    _gate_norm(entries, gates, f"{p}.6.conv.1", s2.conv[1], g)
+    entries.append(_conv_entry(f"{p}.6.conv.2", s2.conv[2], g, "trunk"))
+    _gate_norm(entries, gates, f"{p}.7", cb[7], "trunk")
+    return s1.conv[2].out_channels
+
+
 def generator_plan(net: nn.Module) -> Plan:
     """The plan of a resnet / mobile ResNet generator (``model.<i>`` layout)."""
     kind = generator_kind(net)
@@ -108,54 +141,38 @@ def generator_plan(net: nn.Module) -> Plan:
     def conv(i, gin, gout):
         entries.append(_conv_entry(f"model.{i}", m[i], gin, gout))
 
-    def norm(path, module, group):
-        entries.append(_norm_entry(path, module, group))
-        gates.append((path, group))
+    def norm(i, group):
+        _gate_norm(entries, gates, f"model.{i}", m[i], group)
 
-    conv(1, "in", "stem"); norm("model.2", m[2], "stem")
-    conv(4, "stem", "down1"); norm("model.5", m[5], "down1")
-    conv(7, "down1", "trunk"); norm("model.8", m[8], "trunk")
+    conv(1, "in", "stem"); norm(2, "stem")
+    conv(4, "stem", "down1"); norm(5, "down1")
+    conv(7, "down1", "trunk"); norm(8, "trunk")
     groups = {"stem": m[1].out_channels, "down1": m[4].out_channels,
               "trunk": m[7].out_channels}
     for b in range(n_blocks):
         i = 10 + b
-        cb = m[i].conv_block
-        p = f"model.{i}.conv_block"
-        g = f"block{b + 1}"
-        if kind == "resnet":
-            c1, c2 = cb[1], cb[len(cb) - 2]
-            entries.append(_conv_entry(f"{p}.1", c1, "trunk", g))
-            norm(f"{p}.2", cb[2], g)
-            entries.append(_conv_entry(f"{p}.{len(cb) - 2}", c2, g, "trunk"))
-            norm(f"{p}.{len(cb) - 1}", cb[len(cb) - 1], "trunk")
-            groups[g] = c1.out_channels
-        else:
-            s1, s2 = cb[1], cb[6]
-            if not (isinstance(s1, SeparableConv2d) and isinstance(s2, SeparableConv2d)):
-                raise ConfigError(f"{p}: expected separable convs at 1 and 6")
-            entries.append(_conv_entry(f"{p}.1.conv.0", s1.conv[0], "trunk", "trunk"))
-            norm(f"{p}.1.conv.1", s1.conv[1], "trunk")
-            entries.append(_conv_entry(f"{p}.1.conv.2", s1.conv[2], "trunk", g))
-            norm(f"{p}.2", cb[2], g)
-            entries.append(_conv_entry(f"{p}.6.conv.0", s2.conv[0], g, g))
-            norm(f"{p}.6.conv.1", s2.conv[1], g)
-            entries.append(_conv_entry(f"{p}.6.conv.2", s2.conv[2], g, "trunk"))
-            norm(f"{p}.7", cb[7], "trunk")
-            groups[g] = s1.conv[2].out_channels
+        groups[f"block{b + 1}"] = _block_entries(kind, m[i].conv_block, f"model.{i}.conv_block",
+                                                 f"block{b + 1}", entries, gates)
     u = 10 + n_blocks
-    conv(u, "trunk", "up1"); norm(f"model.{u + 1}", m[u + 1], "up1")
-    conv(u + 3, "up1", "up2"); norm(f"model.{u + 4}", m[u + 4], "up2")
+    conv(u, "trunk", "up1"); norm(u + 1, "up1")
+    conv(u + 3, "up1", "up2"); norm(u + 4, "up2")
     conv(u + 7, "up2", "out")
     groups["up1"] = m[u].out_channels
     groups["up2"] = m[u + 3].out_channels
-    first = m[1]
-    fixed = {"in": first.in_channels, "out": m[u + 7].out_channels}
-    norm_name = ("batch" if isinstance(m[2], nn.BatchNorm2d) else
-                 "instance" if isinstance(m[2], nn.InstanceNorm2d) else "none")
+    fixed = {"in": m[1].in_channels, "out": m[u + 7].out_channels}
+    return Plan("generator", groups, entries, gates, fixed,
+                _generator_meta(net, kind, n_blocks, fixed))
+
+
+def _generator_meta(net: nn.Module, kind: str, n_blocks: int, fixed: Dict[str, int]) -> dict:
+    """What rebuilds a sliced generator besides its widths: kind, blocks, norm, dropout
+    and the image channels."""
+    first_norm = net.model[2]
+    norm_name = ("batch" if isinstance(first_norm, nn.BatchNorm2d) else
+                 "instance" if isinstance(first_norm, nn.InstanceNorm2d) else "none")
     dropout = next((x.p for x in net.modules() if isinstance(x, nn.Dropout)), 0.0)
-    meta = {"kind": kind, "n_blocks": n_blocks, "norm": norm_name, "dropout": float(dropout),
+    return {"kind": kind, "n_blocks": n_blocks, "norm": norm_name, "dropout": float(dropout),
             "input_nc": fixed["in"], "output_nc": fixed["out"]}
-    return Plan("generator", groups, entries, gates, fixed, meta)
 
 
 def discriminator_plan(net: NLayerDiscriminator) -> Plan:

@@ -250,8 +250,21 @@ class Pruner:
         self.G.train(), self.D.train()
         lG, lD = self.logits()
         gG, gD, eG, eD = self.gates(training=True, with_expected=True, logits=(lG, lD))
+        terms, fake, feats, loss_G, ratio_G = self._update_G(A, gG, gD, eG)
+        loss_D, ratio_D = self._update_D(A, B, fake, gD, eD, terms, feats)
+        task_G = float((loss_G - pc.lambda_resource * terms["res_G"]).detach())
+        self._update_peers(task_G, float(terms["D"].detach()))
+        self.step_count += 1
+        out = {k: float(v.detach()) for k, v in terms.items()}
+        out.update(loss_G=float(loss_G.detach()), task_G=task_G, loss_D=float(loss_D.detach()),
+                   ratio_G=float(ratio_G.detach()), ratio_D=float(ratio_D.detach()),
+                   sampled_ratio_G=float(self.G.macs_ratio(gG, self.size).detach()))
+        return out
 
-        # ---- G side
+    def _update_G(self, A: torch.Tensor, gG, gD, eG):
+        """The G side (G's weights and genG, D frozen): task terms + resource loss.
+        Returns (terms, fake images, LDS features for the critic, loss_G, ratio_G)."""
+        pc = self.pc
         for p in self.D.parameters():
             p.requires_grad_(False)
         terms, fake, _, feats = self.task_terms_G(A, gG, gD)
@@ -270,8 +283,14 @@ class Pruner:
             self.opt_G.step()
         for p in self.D.parameters():
             p.requires_grad_(True)
+        return terms, fake, feats, loss_G, ratio_G
 
-        # ---- D side: real target images (paired: A's own B; unpaired: any real B)
+    def _update_D(self, A: torch.Tensor, B: torch.Tensor, fake: torch.Tensor, gD, eD,
+                  terms: Dict[str, torch.Tensor], feats):
+        """The D side (D's weights, genD, the neighbourhood critic) on real target images
+        (paired: A's own B; unpaired: any real B); adds its terms to ``terms``. Returns
+        (loss_D, ratio_D)."""
+        pc = self.pc
         pred_real = self.D(self._d_input(A, B), gD)
         pred_fake = self.D(self._d_input(A, fake.detach()), gD)
         terms["D"] = discriminator_loss(self.gan, pred_real, pred_fake)
@@ -293,15 +312,7 @@ class Pruner:
         self.opt_D.step()
         if self.opt_agentD is not None:
             self.opt_agentD.step()
-
-        task_G = float((loss_G - pc.lambda_resource * terms["res_G"]).detach())
-        self._update_peers(task_G, float(terms["D"].detach()))
-        self.step_count += 1
-        out = {k: float(v.detach()) for k, v in terms.items()}
-        out.update(loss_G=float(loss_G.detach()), task_G=task_G, loss_D=float(loss_D.detach()),
-                   ratio_G=float(ratio_G.detach()), ratio_D=float(ratio_D.detach()),
-                   sampled_ratio_G=float(self.G.macs_ratio(gG, self.size).detach()))
-        return out
+        return loss_D, ratio_D
 
     # ------------------------------------------------------------------ results
     @torch.no_grad()

@@ -123,62 +123,88 @@ def project_keep(gated: Gated, keep: Mapping[str, torch.Tensor],
     with slightly lower logits are closed one after another where one expensive channel
     would have met the budget at a smaller loss of importance."""
     floor = {g: max(1, int((min_count or {}).get(g, 1))) for g in gated.groups}
-    is_open = {g: torch.zeros(c, dtype=torch.bool) for g, c in gated.groups.items()}
-    for g, idx in keep.items():
-        is_open[g][torch.as_tensor(idx).long().cpu()] = True
-    score = {g: logits[g].detach().double().reshape(-1).cpu() for g in gated.groups}
-    # log importance (float64 log-sigmoid: no tie between large logits)
-    log_imp = {g: torch.nn.functional.logsigmoid(v / float(temperature)) for g, v in score.items()}
+    proj = _Projection(gated, keep, logits, budget_macs, size, floor, temperature)
+    proj.close_over_budget()
+    proj.restore_floors()
+    proj.open_while_fits()
+    return proj.kept()
 
-    def macs(counts):
-        return gated.macs(counts, size)
 
-    def by_logit(g, mask, descending):
+class _Projection:
+    """One projection's state (:func:`project_keep`): the open channels of each group,
+    their logits and log importance, and the open counts the MACs are taken at."""
+
+    def __init__(self, gated: Gated, keep: Mapping[str, torch.Tensor],
+                 logits: Mapping[str, torch.Tensor], budget_macs: float, size,
+                 floor: Dict[str, int], temperature: float):
+        self.gated, self.budget, self.size, self.floor = gated, budget_macs, size, floor
+        self.is_open = {g: torch.zeros(c, dtype=torch.bool) for g, c in gated.groups.items()}
+        for g, idx in keep.items():
+            self.is_open[g][torch.as_tensor(idx).long().cpu()] = True
+        self.score = {g: logits[g].detach().double().reshape(-1).cpu() for g in gated.groups}
+        # log importance (float64 log-sigmoid: no tie between large logits)
+        self.log_imp = {g: torch.nn.functional.logsigmoid(v / float(temperature))
+                        for g, v in self.score.items()}
+        self.counts = {g: int(v.sum()) for g, v in self.is_open.items()}
+
+    def macs(self) -> float:
+        return self.gated.macs(self.counts, self.size)
+
+    def by_logit(self, g: str, mask: torch.Tensor, descending: bool) -> deque:
         idx = torch.nonzero(mask).reshape(-1)
-        order = torch.argsort(score[g][idx], descending=descending, stable=True)
+        order = torch.argsort(self.score[g][idx], descending=descending, stable=True)
         return deque(int(i) for i in idx[order])
 
-    counts = {g: int(v.sum()) for g, v in is_open.items()}
-    # close: lowest importance per MAC saved first (each group's lowest logit is its candidate)
-    open_q = {g: by_logit(g, v, False) for g, v in is_open.items()}
-    while macs(counts) > budget_macs:
-        save = gated.channel_macs(counts, size)
-        best = None
-        for g, q in open_q.items():
-            if not q or counts[g] <= floor[g] or save[g] <= 0:
-                continue
-            key = float(log_imp[g][q[0]]) - math.log(save[g])
-            if best is None or key < best[0]:
-                best = (key, g)
-        if best is None:
-            break
-        g = best[1]
-        is_open[g][open_q[g].popleft()] = False
-        counts[g] -= 1
-    for g in gated.groups:  # a group under its floor (too few kept): its best channels
-        if counts[g] < floor[g]:
-            order = torch.argsort(score[g], descending=True)
-            for i in order[: floor[g]]:
-                is_open[g][i] = True
-            counts[g] = int(is_open[g].sum())
-    # open: highest importance per MAC added first, while one still fits
-    closed_q = {g: by_logit(g, ~v, True) for g, v in is_open.items()}
-    while True:
-        now = macs(counts)
-        cost = gated.channel_macs(counts, size, add=True)
-        best = None
-        for g, q in closed_q.items():
-            if not q or now + cost[g] > budget_macs:
-                continue
-            key = float(log_imp[g][q[0]]) - math.log(max(cost[g], 1))
-            if best is None or key > best[0]:
-                best = (key, g)
-        if best is None:
-            break
-        g = best[1]
-        is_open[g][closed_q[g].popleft()] = True
-        counts[g] += 1
-    return {g: torch.nonzero(v).reshape(-1) for g, v in is_open.items()}
+    def close_over_budget(self) -> None:
+        """While over the budget, close the open channel with the lowest importance per
+        MAC saved (each group's lowest logit is its candidate; no group under its floor)."""
+        open_q = {g: self.by_logit(g, v, False) for g, v in self.is_open.items()}
+        while self.macs() > self.budget:
+            save = self.gated.channel_macs(self.counts, self.size)
+            best = None
+            for g, q in open_q.items():
+                if not q or self.counts[g] <= self.floor[g] or save[g] <= 0:
+                    continue
+                key = float(self.log_imp[g][q[0]]) - math.log(save[g])
+                if best is None or key < best[0]:
+                    best = (key, g)
+            if best is None:
+                break
+            g = best[1]
+            self.is_open[g][open_q[g].popleft()] = False
+            self.counts[g] -= 1
+
+    def restore_floors(self) -> None:
+        """A group under its floor (too few kept): its best channels by logit."""
+        for g in self.gated.groups:
+            if self.counts[g] < self.floor[g]:
+                order = torch.argsort(self.score[g], descending=True)
+                for i in order[: self.floor[g]]:
+                    self.is_open[g][i] = True
+                self.counts[g] = int(self.is_open[g].sum())
+
+    def open_while_fits(self) -> None:
+        """Open the closed channel with the highest importance per MAC added first, while
+        one still fits the budget."""
+        closed_q = {g: self.by_logit(g, ~v, True) for g, v in self.is_open.items()}
+        while True:
+            now = self.macs()
+            cost = self.gated.channel_macs(self.counts, self.size, add=True)
+            best = None
+            for g, q in closed_q.items():
+                if not q or now + cost[g] > self.budget:
+                    continue
+                key = float(self.log_imp[g][q[0]]) - math.log(max(cost[g], 1))
+                if best is None or key > best[0]:
+                    best = (key, g)
+            if best is None:
+                break
+            g = best[1]
+            self.is_open[g][closed_q[g].popleft()] = True
+            self.counts[g] += 1
+
+    def kept(self) -> Dict[str, torch.Tensor]:
+        return {g: torch.nonzero(v).reshape(-1) for g, v in self.is_open.items()}
 
 
 __all__ = ["hard_keep", "sliced_state_dict", "slice_network", "project_keep"]

@@ -22,10 +22,10 @@ import math
 import time
 from typing import Optional
 
+from ..budgets import recipe_budgets
 from ..config import RunConfig
 from ..context import keep_credentials_out_of_tune, ray_storage, stage_context
 from ..data.splits import choice_split
-from ..errors import ConfigError
 from ..profile import count_params
 # also re-exported here for the benches and tests: load_supernet, cost_model, SearchError,
 # search_trial, make_searcher, METHODS, _trial_resources, fit_searches, rows_of, ...
@@ -47,27 +47,6 @@ def run_search(cfg: RunConfig, store=None, *, method: Optional[str] = None,
     with stage_context(cfg, store, ctx=ctx) as ctx:
         return _search(ctx, method=method, budget_macs=budget_macs, budget_ms=budget_ms,
                        fresh=fresh)
-
-
-def recipe_budgets(sc, budget_macs: Optional[float] = None) -> list[float]:
-    """The budgets asked for, at the recipe's size: ``--budget-macs``, else
-    ``search.budgets``, else ``[search.budget_macs]`` (0: a tenth of the teacher's MACs)."""
-    if budget_macs:
-        return [float(budget_macs)]
-    if sc.budgets:
-        out = []
-        for b in sc.budgets:
-            try:
-                v = float(b)
-            except (TypeError, ValueError):
-                raise ConfigError(f"search.budgets: {b!r} is not a number of MACs") from None
-            if not v > 0:
-                raise ConfigError(f"search.budgets: {b!r} must be positive")
-            out.append(v)
-        if len(set(out)) != len(out):
-            raise ConfigError(f"search.budgets {list(sc.budgets)} repeats a budget")
-        return out
-    return [float(sc.budget_macs or 0)]
 
 
 def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],

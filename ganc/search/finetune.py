@@ -24,12 +24,11 @@ exported.
 from __future__ import annotations
 
 import copy
-import math
 from typing import Optional
 
 from ..config import RunConfig, from_dict, validate
-from ..criteria import get_criterion
 from ..errors import ConfigError
+from ..results import choose_export
 from ..resume import check_resume, resume_inputs
 from ..space import ChannelConfig, SearchSpace
 from ..subnets import chosen_config, load_supernet, subnet_from
@@ -55,28 +54,6 @@ def finetune_config(cfg: RunConfig, sup: dict) -> RunConfig:
     base.model.student = sup.get("netG", base.model.student)
     base.model.student_ngf = int(sup.get("ngf", base.model.student_ngf))
     return base
-
-
-def choose_export(fid_before: Optional[float], fid_after: Optional[float],
-                  criterion: str = "fid") -> tuple[str, str]:
-    """``("after" | "before", why)``: the fine-tuned weights only when they score better
-    than the supernet's slice by the criterion (a lower FID; with ``criterion="miou"`` the
-    two values are mIoUs and higher wins); a missing or NaN score never wins."""
-    def ok(v):
-        return isinstance(v, (int, float)) and math.isfinite(v)
-    crit = get_criterion(criterion)
-    name, verb = crit.title, crit.verb
-    better = False
-    if ok(fid_after) and ok(fid_before):
-        better = crit.better(fid_after, fid_before)
-    if ok(fid_after) and (not ok(fid_before) or better):
-        return "after", (f"fine-tuned {name} {fid_after:.2f} {crit.symbol} {fid_before:.2f} "
-                         "before" if ok(fid_before) else "only the fine-tuned weights scored")
-    if ok(fid_before):
-        return "before", (f"fine-tuning did not {verb} {name} ({fid_before:.2f} before, "
-                          f"{fid_after:.2f} after)" if ok(fid_after) else
-                          "the fine-tuned weights did not score")
-    return "before", "neither scored: the searched weights are kept"
 
 
 def _seed_start(run, sup: dict) -> None:

@@ -5,9 +5,9 @@ import io
 from typing import Optional
 
 from ..criteria import criteria, get_criterion
+from ..results import RESULTS, append_results, result_key
 from .pareto import pareto_front
 
-RESULTS = "search/results.parquet"
 PARETO = "search/pareto.parquet"
 PLOT = "search/fid_vs_macs.png"
 BEST = "best.json"
@@ -48,39 +48,6 @@ def best_of(rows: list[dict], criterion: str = "fid") -> dict:
     if get_criterion(criterion).higher_is_better:
         return max(rows, key=lambda r: (r[criterion], -r["macs"], r["config"]))
     return min(rows, key=lambda r: (r[criterion], r["macs"], r["config"]))
-
-
-LEGACY_METHOD = "evolution"    # rows of tables written before rows carried their method
-
-
-def result_key(row: dict) -> tuple:
-    """What makes a result row unique: (method, budget or target, config). A search row's
-    budget is its MACs budget (None: a latency budget alone); a pruning row's is its
-    target ratio."""
-    budget = row.get("budget")
-    if budget is None:
-        budget = row.get("target")
-    return (row.get("method") or LEGACY_METHOD, None if budget is None else float(budget),
-            str(row.get("config")))
-
-
-def append_results(run, rows: list[dict], key=result_key) -> str:
-    """Merge ``rows`` into ``search/results.parquet``: a row replaces the stored row with
-    the same ``key`` (in place), new keys are appended, every other row is kept. Running
-    it again with the same rows (a re-run, a retry after a crash) leaves the same table.
-    Each row keeps its own ``method`` (evolution, nsga2, prune-lds); columns are the union
-    of all rows' (missing values null). Written atomically (temporary key, then commit)."""
-    import pyarrow as pa
-    merged: dict = {}
-    if run.exists(RESULTS):
-        for r in run.get_parquet(RESULTS).to_pylist():
-            r["method"] = r.get("method") or LEGACY_METHOD
-            merged[key(r)] = r
-    for r in rows:
-        merged[key(r)] = dict(r)
-    out = list(merged.values())
-    columns = list(dict.fromkeys(c for r in out for c in r))
-    return run.put_parquet(RESULTS, pa.table({c: [r.get(c) for r in out] for c in columns}))
 
 
 def plot_png(rows: list[dict], front: list[dict], teacher: Optional[dict],

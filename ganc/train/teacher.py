@@ -21,7 +21,7 @@ import torch.nn as nn
 from .. import nn as gnn
 from ..config import RunConfig, from_dict
 from ..families import family_for_data, family_of, teacher_names
-from ..families.resnet import build_discriminator   # also ganc.prune.driver's, from here
+from ..families.resnet import build_discriminator   # also ganc.prune.models', from here
 from ..store import torch_bytes
 from ..losses import GANLoss, ImagePool, discriminator_loss, recon_l1
 from ..weights import cpu_state
