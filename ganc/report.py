@@ -102,7 +102,7 @@ def score_on_eval_split(ctx, models: dict, report: bool = True) -> dict:
     on the search split), in-process: FID, KID (mean and std, with ``fid.kid``), and on
     label-map data the ESPNet-CamVid mIoU."""
     from .metrics.pool import LocalPool, SubnetSpec
-    from .data.splits import scoring_split
+    from .metrics.splits import scoring_split
     if not models:
         return {}
     pool = LocalPool(scoring_split(ctx.cfg, ctx.data_root(), ctx.data.name, report=report),

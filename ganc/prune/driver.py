@@ -237,7 +237,7 @@ def _eval_split(cfg: RunConfig, data_spec: dict):
     """The split pruning choices are scored on: the search split held out of the training
     data (``data.search_split``), else the eval split."""
     from ..data.source import DataRef
-    from ..data.splits import scoring_split
+    from ..metrics.splits import scoring_split
     from ..metrics.pool import EvalSplit
     ref = DataRef.from_spec(data_spec)
     split = scoring_split(cfg, ref.local(), name=ref.name)

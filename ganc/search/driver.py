@@ -62,7 +62,7 @@ def eval_split_of(cfg: RunConfig, ctx):
     (``data.search_split``), else the eval split, read from the run's dataset on this node
     (``ctx``: the run's :class:`ganc.context.RunContext`). Val / test are otherwise read
     only by the report."""
-    from ..data.splits import scoring_split
+    from ..metrics.splits import scoring_split
     return scoring_split(cfg, ctx.data_root(), name=ctx.data.name)
 
 

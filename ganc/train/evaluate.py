@@ -1,6 +1,6 @@
 """FID of generators during training (rank 0, in-process), on the split choices are made
 on: the search split held out of the training data (``data.search_split``), else the eval
-split (:func:`ganc.data.splits.scoring_split`).
+split (:func:`ganc.metrics.splits.scoring_split`).
 
 Uses ``ganc.metrics`` (the Inception weights the driver shipped, real statistics cached in
 the store under the store root, the in-process :class:`ganc.metrics.Scorer`). The training process keeps its
@@ -23,7 +23,7 @@ class GeneratorScorer:
 
     def __init__(self, cfg: RunConfig, spec: dict, device: torch.device):
         from ..data.source import DataRef
-        from ..data.splits import scoring_split
+        from ..metrics.splits import scoring_split
         from ..metrics import Scorer, load_extractor, real_stats
         from ..metrics.inception import load_shipped_extractor
         from ..store import open_store
