@@ -28,9 +28,11 @@ import math
 import os
 import random
 
+import torch
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError
+from .camvid import CamVidDataset
 from .datasets import build_dataset, rel_name
 from .images import list_images
 
@@ -208,7 +210,6 @@ def build_split(cfg, root: str, split: str, train: bool, holdout: bool = False) 
     if has_val_split(d) and split == VAL:    # the val split: its training images only
         split, exclude = d.train_split, _all_but(root, val_names(cfg, root))
     if has_label_maps(d):
-        from .camvid import CamVidDataset
         return CamVidDataset(root, split, size=image_hw(d), flip=bool(d.flip and train),
                              exclude=exclude)
     return build_dataset(d.kind, root, split, d.direction, d.load_size if train else d.crop_size,
@@ -242,7 +243,6 @@ def calibration_labels(cfg, root: str):
     training split less the search split), uint8 (n, 1, h, w) class indices at
     :func:`image_hw`, drawn without replacement with the run's seed: the input of the
     batch-norm recalibration before a SPADE sub-network is scored."""
-    import torch
     ds = build_split(cfg, root, cfg.data.train_split, train=False, holdout=True)
     order = list(range(len(ds)))
     random.Random(f"ganc-calibration/{int(cfg.seed)}").shuffle(order)

@@ -14,7 +14,9 @@ from typing import Optional
 import torch
 
 from ..config import RunConfig
+from ..data.source import DataRef
 from ..errors import GancError
+from ..store import open_store
 from . import common
 
 
@@ -22,11 +24,9 @@ class GeneratorScorer:
     """``score(model, {name: config or None}) -> {fid_<name>: value}``."""
 
     def __init__(self, cfg: RunConfig, spec: dict, device: torch.device):
-        from ..data.source import DataRef
-        from ..metrics.splits import scoring_split
-        from ..metrics import Scorer, load_extractor, real_stats
-        from ..metrics.inception import load_shipped_extractor
-        from ..store import open_store
+        from ..metrics.splits import scoring_split  # deferred: torch_fidelity
+        from ..metrics import Scorer, load_extractor, real_stats  # deferred: torch_fidelity
+        from ..metrics.inception import load_shipped_extractor  # deferred: torch_fidelity
 
         ref = DataRef.from_spec(spec["data"])
         split = scoring_split(cfg, ref.local(), name=ref.name)
