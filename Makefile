@@ -1,5 +1,5 @@
 # Quick start:  make demo       (the whole pipeline on generated data -> runs/runs/demo/)
-#               make test       (the whole test suite: what CI runs)
+#               make test       (lint-imports, then the whole test suite: what CI runs)
 #               make test-fast  (the edit loop: deselects the `cluster` and `slow` tiers)
 #               make docs       (regenerates docs/reference.md from the CLI and config code)
 # Each creates or refreshes .venv (python3 -m venv + pip install -e ".[test]" -c constraints.txt).
@@ -10,6 +10,8 @@ CONSTRAINTS ?= constraints.txt
 BIN          = $(VENV)/bin
 STAMP        = $(VENV)/.ganc-installed
 PYTEST_ARGS ?=
+# the import contracts ([tool.importlinter] in pyproject.toml): a broken one fails the target
+LINT_IMPORTS = $(BIN)/lint-imports --no-logo --no-cache
 
 export RAY_USAGE_STATS_ENABLED = 0
 
@@ -27,9 +29,11 @@ demo: $(STAMP)
 	$(BIN)/ganc compress --config configs/demo.yaml
 
 test: $(STAMP)
+	$(LINT_IMPORTS)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
+	$(LINT_IMPORTS)
 	$(BIN)/python -m pytest -q -m "not cluster and not slow" $(PYTEST_ARGS)
 
 docs: $(STAMP)

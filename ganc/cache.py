@@ -5,6 +5,7 @@ live here, one cache per node (never shared between nodes)."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 
 ENV = "GANC_CACHE"
@@ -17,7 +18,6 @@ def cache_dir() -> str:
 @contextlib.contextmanager
 def file_lock(path: str):
     """An exclusive lock on ``path`` (created if needed) for processes of this node."""
-    import fcntl
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "a+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)

@@ -9,7 +9,7 @@ import os
 import pkgutil
 import sys
 
-from . import __version__
+from . import __version__, commands
 from .errors import GancError
 
 
@@ -20,7 +20,6 @@ def build_parser() -> argparse.ArgumentParser:
                     "local-density pruning agents, on Ray.")
     parser.add_argument("--version", action="version", version=f"ganc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from . import commands
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         mod = importlib.import_module(f"{commands.__name__}.{info.name}")
         if hasattr(mod, "register"):

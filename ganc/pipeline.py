@@ -12,14 +12,18 @@ stage.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from typing import Callable, Optional
 
 from .config import RunConfig
+from .context import check_budgets, open_context, ray_connection
 from .errors import ConfigError
 from .resume import MARKER, check_inputs, missing_artifacts, record_inputs, restart_from
 from .stages import STAGE_NAMES, stage as declared
 from .train.common import say
+from .train.launch import train_cpus
+from .train.teacher import check_given_teacher
 
 
 def _stages(cfg: RunConfig) -> list[str]:
@@ -53,7 +57,6 @@ def _return_to(home: Optional[str]) -> None:
     in a deleted directory (``os.getcwd()`` then fails deep inside torch)."""
     if _cwd_or_none() is not None:
         return
-    import tempfile
     for d in (home, tempfile.gettempdir()):
         if d and os.path.isdir(d):
             os.chdir(d)
@@ -70,9 +73,7 @@ def _import_stages(stages) -> None:
 def _check_early(cfg: RunConfig) -> None:
     """A given teacher that does not fit its architecture, or a budget at or above the
     teacher's MACs: one line, before Ray starts or anything is written."""
-    from .context import check_budgets  # deferred: torch
     if cfg.model.teacher_weights:
-        from .train.teacher import check_given_teacher  # deferred: torch
         check_given_teacher(cfg)
     check_budgets(cfg)
 
@@ -82,9 +83,6 @@ def compress(cfg: RunConfig, store=None, *, method: Optional[str] = None,
              restart: Optional[str] = None) -> dict:
     """Run every stage of ``cfg.pipeline.stages`` that has not finished; returns a summary
     with each stage's marker and the report."""
-    from .context import open_context, ray_connection  # deferred: torch
-    from .train.launch import train_cpus  # deferred: torch
-
     stages = _stages(cfg)
     home = _cwd_or_none()
     _import_stages(stages)

@@ -90,6 +90,7 @@ def count_macs(model: nn.Module, input_size=(1, 3, 256, 256), convention: str = 
                 with counter:
                     _call(model, x, forward_kw)
                 return int(counter.macs)
+            # deferred: torch.utils.flop_counter (0.2 s)
             from torch.utils.flop_counter import FlopCounterMode
             fc = FlopCounterMode(display=False)
             with fc:

@@ -47,7 +47,7 @@ def private_requested() -> bool:
 
 def recorded_address(temp_dir: str | None = None) -> str | None:
     """The GCS address ``ray start --head`` recorded on this host (None if none)."""
-    from ray._common.utils import get_ray_address_file
+    from ray._common.utils import get_ray_address_file  # deferred: ray
     path = get_ray_address_file(temp_dir)
     try:
         with open(path) as f:
@@ -80,7 +80,7 @@ def init_local(num_cpus: int | None = None, num_gpus: int | None = None, *,
     connected (the caller disconnects with ``ray.shutdown()``), False when Ray was already
     initialised in this process."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    import ray
+    import ray  # deferred: ray
     if ray.is_initialized():
         return False
     address = os.environ.get("RAY_ADDRESS")
@@ -109,9 +109,9 @@ def init_local(num_cpus: int | None = None, num_gpus: int | None = None, *,
 
 
 def _start_private(num_cpus, num_gpus, temp_dir, **kw) -> None:
-    import ray
+    import ray  # deferred: ray
     os.environ.update(loopback_env())
-    import ray._private.ray_constants as ray_constants
+    import ray._private.ray_constants as ray_constants  # deferred: ray
     ray_constants.ENABLE_RAY_CLUSTER = False
     kw.setdefault("include_dashboard", True)
     env = {}
@@ -138,7 +138,7 @@ def _start_private(num_cpus, num_gpus, temp_dir, **kw) -> None:
 
 
 def _describe() -> str:
-    import ray
+    import ray  # deferred: ray
     try:
         res = ray.cluster_resources()
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))

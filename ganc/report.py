@@ -18,7 +18,7 @@ REPORT = "report"
 
 
 def _latency(net, shape) -> float:
-    from .profile import measure_latency
+    from .profile import measure_latency  # deferred: torch
     return measure_latency(net.cpu().eval(), tuple(shape), warmup=2, repeats=5,
                            device="cpu")["median_ms"]
 
@@ -31,8 +31,8 @@ def input_shape(cfg: RunConfig, netG: str) -> tuple:
 
 def _load_export(run, prefix: str):
     """(card, generator) of an exported model folder in the run."""
-    from .modelio import as_runnable, build_generator, spec_from_card
-    from .weights import load_weights
+    from .modelio import as_runnable, build_generator, spec_from_card  # deferred: torch
+    from .weights import load_weights  # deferred: torch
     card = run.get_json(f"{prefix}/model.json")
     spec = spec_from_card(card)
     net = build_generator(spec)
@@ -48,12 +48,12 @@ def _finite(v):
 
 def collect_rows(cfg: RunConfig, run, size: int) -> tuple[list[dict], dict]:
     """Summary rows and the models behind them (for the grid)."""
-    from .profile import count_macs, count_params
+    from .profile import count_macs, count_params  # deferred: torch
     rows, models = [], {}
     best = run.get_json("best.json") if run.exists("best.json") else {}
     card = run.get_json("export/model.json") if run.exists("export/model.json") else {}
     if run.exists("supernet/final.pt"):
-        from .train.supernet import load_teacher
+        from .train.supernet import load_teacher  # deferred: torch
         ref = run.get_torch("supernet/final.pt").get("teacher")  # no need to build the supernet
         if ref:
             teacher = load_teacher(ref, run.endpoint_url or cfg.store.endpoint_url).cpu().eval()
@@ -101,8 +101,8 @@ def score_on_eval_split(ctx, models: dict, report: bool = True) -> dict:
     """``{method: Score}`` of each model on the eval split (val / test; ``report=False``:
     on the search split), in-process: FID, KID (mean and std, with ``fid.kid``), and on
     label-map data the ESPNet-CamVid mIoU."""
-    from .metrics.pool import LocalPool, SubnetSpec
-    from .data.splits import scoring_split
+    from .metrics.pool import LocalPool, SubnetSpec  # deferred: torch, torch_fidelity
+    from .metrics.splits import scoring_split  # deferred: torch, torch_fidelity
     if not models:
         return {}
     pool = LocalPool(scoring_split(ctx.cfg, ctx.data_root(), ctx.data.name, report=report),
@@ -134,7 +134,7 @@ def record_fid_by_split(run, rows: list[dict], split: str, search_split: str) ->
 
 def grid_png(inputs, outputs: dict[str, list], input_name: str = "input") -> bytes:
     """Rows: images; columns: input, then each model's output (uint8 HWC arrays)."""
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw  # deferred: PIL
     cols = [input_name, *outputs]
     n = len(inputs)
     h, w = inputs[0].shape[:2]
@@ -156,7 +156,7 @@ def grid_png(inputs, outputs: dict[str, list], input_name: str = "input") -> byt
 def write_report(cfg: RunConfig, store=None, *, ctx=None) -> dict:
     """The report of a run (``store``: the store, a URL, or None for ``store.url``;
     ``ctx``: the pipeline's run context, else one is opened)."""
-    from .context import reuse_or_open
+    from .context import reuse_or_open  # deferred: torch
     from .data.splits import choice_split, eval_split  # deferred: torch
 
     ctx = reuse_or_open(cfg, store, ctx)
@@ -187,6 +187,7 @@ def write_report(cfg: RunConfig, store=None, *, ctx=None) -> dict:
 def score_rows(ctx, rows: list[dict], models: dict) -> None:
     """Each row's FID (mIoU, KID) on the eval split, and KID on the search split beside
     the FID the search chose by, written into the rows."""
+    # deferred: torch
     from .data.splits import (choice_split, eval_split, has_label_maps,
                               has_search_split)  # deferred: torch
     cfg = ctx.cfg
@@ -214,9 +215,9 @@ def score_rows(ctx, rows: list[dict], models: dict) -> None:
 def report_grid(ctx, models: dict) -> bytes:
     """The grid PNG: ``pipeline.report_images`` inputs of the eval split (label maps
     coloured) and each model's outputs."""
-    import torch
+    import torch  # deferred: torch
 
-    from .data.images import to_uint8
+    from .data.images import to_uint8  # deferred: torch
     from .data.splits import build_split, eval_split, has_label_maps  # deferred: torch
     cfg = ctx.cfg
     ds = build_split(cfg, ctx.data_root(), eval_split(cfg.data), train=False)
@@ -224,7 +225,7 @@ def report_grid(ctx, models: dict) -> bytes:
     items = [ds[i] for i in range(n)]
     xs = torch.stack([it["A"] for it in items])
     if has_label_maps(cfg.data):          # the label map, coloured
-        from .data.camvid import colour_labels
+        from .data.camvid import colour_labels  # deferred: torch
         inputs = [colour_labels(it["label"]) for it in items]
     else:
         inputs = [to_uint8(x) for x in xs]

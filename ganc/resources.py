@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import Optional
 
+from . import cluster as clusters
 from .errors import GancError
 
 
@@ -62,9 +63,8 @@ def reserve(bundles: list, wait_s: float, what: str, cluster=None, strategy: str
     bundles = [b for b in bundles if b]
     if not bundles:
         return None
-    import ray
-    from ray.util.placement_group import placement_group, remove_placement_group
-    from . import cluster as clusters
+    import ray  # deferred: ray
+    from ray.util.placement_group import placement_group, remove_placement_group  # deferred: ray
     cluster = cluster or clusters.current()
     missing = shortfall(bundles, cluster)
     if missing and cluster.autoscaler_known:

@@ -2,8 +2,8 @@
 
 A runner calls its stage's entry point with the run's context (opened once by
 :func:`ganc.pipeline.compress`) and returns what the stage's marker keeps. The stages
-declare their runner by name (:mod:`ganc.stages`); the training and pruning stages' code
-is imported when their runner runs (it imports torch).
+declare their runner by name (:mod:`ganc.stages`), which imports this module, and with it
+every stage's code, when a stage runs.
 """
 from __future__ import annotations
 
@@ -11,24 +11,24 @@ from typing import Optional
 
 from .config import RunConfig
 from .export import export_best
+from .prune.driver import run_prune
 from .report import write_report
 from .search.driver import run_search
 from .search.finetune import finetune as run_finetune
+from .train.supernet import train_supernet
+from .train.teacher import given_teacher, train_teacher
 
 
 def teacher(cfg: RunConfig, ctx, method: Optional[str]) -> dict:
     if cfg.model.teacher_weights:
-        from .train.teacher import given_teacher  # deferred: torch
         s = given_teacher(cfg, ctx.root, ctx=ctx)  # fails now, with one line, if it won't load
         return {"source": s["source"], "trained": False, "netG": s["netG"],
                 "config_str": s["config_str"]}
-    from .train.teacher import train_teacher  # deferred: torch
     s = train_teacher(cfg, ctx.root, ctx=ctx)
     return {"trained": True, "step": s.get("step"), "final": s.get("final")}
 
 
 def supernet(cfg: RunConfig, ctx, method: Optional[str]) -> dict:
-    from .train.supernet import train_supernet  # deferred: torch
     s = train_supernet(cfg, ctx.root, ctx=ctx)
     return {"step": s.get("step"), "final": s.get("final")}
 
@@ -41,7 +41,6 @@ def search(cfg: RunConfig, ctx, method: Optional[str]) -> dict:
 
 
 def prune(cfg: RunConfig, ctx, method: Optional[str]) -> dict:
-    from .prune.driver import run_prune  # deferred: torch
     # without prune.targets the prune matches the search's budget (run_prune reads it
     # from the run's best.json: ganc.prune.targets.search_budgets)
     s = run_prune(cfg, ctx.root, ctx=ctx)

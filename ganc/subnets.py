@@ -8,11 +8,14 @@ config the run chose (:func:`chosen_config`).
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Optional
 
+from . import nn as gnn
 from .errors import ConfigError, GancError
 from .families import family_of
 from .space import ChannelConfig, SearchSpace
+from .store import torch_from_bytes
 
 
 class SearchError(GancError):
@@ -22,7 +25,6 @@ class SearchError(GancError):
 def supernet_of(payload: dict):
     """The supernet a checkpoint payload (``supernet/final.pt``, ``finetune/final.pt``)
     describes, with its weights loaded strictly, in eval mode."""
-    from . import nn as gnn
     model = gnn.build(payload["netG"], ngf=int(payload["ngf"]),
                       norm=payload.get("norm", "instance"),
                       dropout=float(payload.get("dropout", 0.0)),
@@ -38,8 +40,6 @@ def load_supernet(run) -> dict:
     if not run.exists(key):
         raise SearchError(f"no supernet checkpoint at {run.url(key)}; "
                           "train one first (ganc train-supernet)")
-    import hashlib
-    from .store import torch_from_bytes
     data = run.read_bytes(key)
     payload = torch_from_bytes(data, run.url(key))
     for field in ("state_dict", "netG", "ngf", "search_space"):
@@ -77,7 +77,6 @@ def chosen_config(run, config: Optional[str] = None) -> str:
 
 def subnet_from(run, key: str, config: str):
     """The plain sub-network ``config`` sliced from the supernet weights at ``key``."""
-    from . import nn as gnn
     return gnn.extract_subnet(supernet_of(run.get_torch(key)), config).eval()
 
 

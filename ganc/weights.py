@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from .errors import WeightsError
+from .nn.resnet import DROPOUT_SLOT, ResnetBlock
 
 # Wrappers other tools put around a state dict.
 _WRAPPER_KEYS = ("state_dict", "model", "netG", "generator", "weights")
@@ -54,7 +55,6 @@ def _block_renames(prefix: str, state_keys, model_keys) -> dict[str, str] | None
     The two layouts differ only by the dropout slot at ``conv_block.<DROPOUT_SLOT>``:
     every entry after it sits one index later in the layout that has the slot.
     """
-    from .nn.resnet import DROPOUT_SLOT
     head = prefix + "conv_block."
 
     def index_and_rest(key):
@@ -87,7 +87,6 @@ def fit_layout(model: nn.Module, state: Mapping[str, torch.Tensor]) -> dict[str,
     Running statistics that old torch versions saved for instance norm layers (which
     track none) are dropped. Anything else is left for :func:`check_fit` to report.
     """
-    from .nn.resnet import ResnetBlock
     out = dict(state)
     model_keys = list(model.state_dict())
     for name, module in model.named_modules():

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from ganc import nn as gnn
 from ganc.data.camvid import (LABEL_NC, NATIVE_SIZE, VOID, CamVidDataset,
                               calibration_batches, load_label_map, make_camvid_like, one_hot)
 from ganc.errors import ConfigError, DataError
@@ -21,6 +22,10 @@ def root(tmp_path_factory):
     info = make_camvid_like(r, n_train=6, n_val=2, size=(96, 128), seed=0)
     assert info["n_train"] == 6
     return r
+
+
+def test_the_spade_nets_default_input_is_a_camvid_label_map():
+    assert gnn.LABEL_NC == LABEL_NC     # ganc.nn keeps its own copy: nn sits below data
 
 
 def test_generated_data_has_the_camvid_format(root):

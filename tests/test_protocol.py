@@ -17,9 +17,10 @@ from PIL import Image
 from ganc.config import from_dict
 from ganc.data.datasets import rel_name
 from ganc.data.source import DataRef, upload_folder
-from ganc.data.splits import (SEARCH, build_split, eval_split, held_out, scoring_split,
-                              search_names, split_size, val_names)
+from ganc.data.splits import (SEARCH, build_split, eval_split, held_out, search_names,
+                              split_size, val_names)
 from ganc.errors import ConfigError, DataError
+from ganc.metrics.splits import scoring_split
 
 from .helpers import H2Z_FULL, REPO, needs_shared
 

@@ -53,7 +53,7 @@ def test_pool_scores_miou_beside_fid_and_recalibrates_spade_subnets(shared_dir, 
 
     from ganc import nn as gnn
     from ganc.data.camvid import make_camvid_like
-    from ganc.data.splits import scoring_split
+    from ganc.metrics.splits import scoring_split
     from ganc.metrics.pool import LocalPool, SubnetSpec
     weights = shared_dir / "models" / "espnet-camvid" / "espnet_p_2_q_8_camvid.pth"
     if not weights.is_file():

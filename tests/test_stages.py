@@ -69,7 +69,7 @@ def test_no_module_below_the_pipeline_imports_it():
 
 def test_compress_opens_the_run_context_once_and_hands_it_to_every_stage(
         tmp_path, monkeypatch):
-    from ganc import context, pipeline
+    from ganc import pipeline
     from ganc.resume import MARKER
     from ganc.store import open_store
 
@@ -86,9 +86,9 @@ def test_compress_opens_the_run_context_once_and_hands_it_to_every_stage(
             seen.append((self.name, got))
             return {"n": len(seen)}
         return run
-    monkeypatch.setattr(context, "open_context", open_context)
-    monkeypatch.setattr(context, "ray_connection", lambda num_cpus=None: contextlib.nullcontext())
-    monkeypatch.setattr(context, "check_budgets", lambda cfg: None)
+    monkeypatch.setattr(pipeline, "open_context", open_context)
+    monkeypatch.setattr(pipeline, "ray_connection", lambda num_cpus=None: contextlib.nullcontext())
+    monkeypatch.setattr(pipeline, "check_budgets", lambda cfg: None)
     monkeypatch.setattr(Stage, "import_code", lambda self: None)
     monkeypatch.setattr(Stage, "load_runner", runner_of)
     cfg = RunConfig()

@@ -1,6 +1,8 @@
 """Arguments shared by every command that runs a stage on a run config."""
 from __future__ import annotations
 
+from ..config import load_config, set_field
+
 
 def add_run_args(p, workers: bool = True) -> None:
     p.add_argument("--config", help="YAML config (configs/demo.yaml, configs/facades.yaml, ...); "
@@ -17,8 +19,6 @@ def add_run_args(p, workers: bool = True) -> None:
 
 def load_run_config(args):
     """The RunConfig of ``--config``, ``--set``, ``--store``, ``--run-id``, ``--workers``."""
-    from ..config import load_config
-
     cfg = load_config(args.config, args.overrides, args.store)
     if getattr(args, "run_id", None):
         cfg.store.run_id = args.run_id
@@ -29,7 +29,6 @@ def load_run_config(args):
 def set_flags(cfg, args, **fields) -> None:
     """Copy the flags given (``--budget-macs`` for ``budget_macs="search.budget_macs"``)
     into their config fields, checked against the ranges the config declares."""
-    from ..config import set_field
     for attr, path in fields.items():
         value = getattr(args, attr, None)
         if value is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from ..errors import ConfigError
 from ..stages import STAGE_NAMES
 from ._runconfig import add_run_args, load_run_config
 
@@ -28,7 +29,7 @@ def register(sub):
 
 
 def cmd_compress(args):
-    from ..pipeline import compress
+    from ..pipeline import compress  # deferred: torch
 
     cfg = load_run_config(args)
     if args.stages:
@@ -36,7 +37,6 @@ def cmd_compress(args):
     if args.no_prune:
         cfg.pipeline.stages = [s for s in cfg.pipeline.stages if s != "prune"]
     if args.restart_from is not None and args.restart_from not in cfg.pipeline.stages:
-        from ..errors import ConfigError
         raise ConfigError(f"--restart-from {args.restart_from!r} is not one of this job's "
                           f"stages: {', '.join(cfg.pipeline.stages)}")
     result = compress(cfg, method=args.method, restart=args.restart_from)

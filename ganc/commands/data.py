@@ -34,7 +34,7 @@ def register(sub):
 
 
 def cmd_make_demo_data(args):
-    from ..data.demo import make_demo_data
+    from ..data.demo import make_demo_data  # deferred: torch
     info = make_demo_data(args.kind, args.n, args.size, args.out, args.seed, args.n_test)
     print(f"wrote {args.kind} demo data to {args.out}: {info['n']} train + {info['n_test']} "
           f"test images of {info['size']}x{info['size']} (seed {info['seed']})")
@@ -42,8 +42,8 @@ def cmd_make_demo_data(args):
 
 
 def cmd_check_data(args):
-    from ..data.datasets import build_dataset
-    from ..data.images import load_rgb
+    from ..data.datasets import build_dataset  # deferred: torch
+    from ..data.images import load_rgb  # deferred: torch
     ds = build_dataset(args.kind, args.root, args.split, args.direction, train_aug=False)
     sizes = set()
     if args.kind == "aligned":

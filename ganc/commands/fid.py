@@ -5,6 +5,7 @@ import json
 import os
 
 from ..errors import ConfigError, DataError
+from ..store import open_store, split_url
 
 
 def _add_extractor_args(p):
@@ -68,14 +69,14 @@ def _check_common(args):
 
 
 def _stats_store(args):
-    from ..metrics.inception_weights import cache_root
-    from ..store import open_store
+    from ..metrics.inception_weights import cache_root  # deferred: torch, torch_fidelity
     if getattr(args, "no_cache", False):
         return None
     return open_store(args.store or str(cache_root()))
 
 
 def run_fid(args) -> int:
+    # deferred: torch, torch_fidelity
     from ..metrics import FolderSource, compute_fid, load_extractor, load_stats_file
     _check_common(args)
     if args.kid_subset_size < 2:
@@ -104,9 +105,8 @@ def run_fid(args) -> int:
 
 
 def run_stats(args) -> int:
-    from ..metrics import FolderSource, load_extractor
-    from ..metrics.fid import real_stats
-    from ..store import open_store, split_url
+    from ..metrics import FolderSource, load_extractor  # deferred: torch, torch_fidelity
+    from ..metrics.fid import real_stats  # deferred: torch, torch_fidelity
     _check_common(args)
     if not args.out.endswith(".npz"):
         raise ConfigError(f"--out {args.out!r} must end in .npz")

@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import json
+import random
+
+from ..errors import ConfigError
+from ..space import SearchSpace, get_space
+from ..store import open_store
 
 
 def register(sub):
@@ -34,14 +39,9 @@ def register(sub):
 
 
 def cmd_latency_table(args):
-    import random
-
-    from ..errors import ConfigError
-    from ..runtime import check_runtime, check_threads
-    from ..search.latency import table_key
-    from ..search.latency_build import build_and_validate, build_table
-    from ..space import SearchSpace, get_space
-    from ..store import open_store
+    from ..runtime import check_runtime, check_threads  # deferred: torch
+    from ..search.latency import table_key  # deferred: torch
+    from ..search.latency_build import build_and_validate, build_table  # deferred: torch
 
     check_runtime(args.runtime)
     check_threads(args.threads)

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import json
 
+from ..errors import ConfigError
+
 
 def _size(text: str):
-    from ..errors import ConfigError
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -38,11 +39,10 @@ def register(subparsers) -> None:
 
 
 def run_miou(args) -> int:
-    import torch
+    import torch  # deferred: torch
 
-    from ..data.camvid import CLASSES
-    from ..errors import ConfigError
-    from ..metrics.miou import score_folders
+    from ..data.camvid import CLASSES  # deferred: torch
+    from ..metrics.miou import score_folders  # deferred: torch, torch_fidelity
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     size = _size(args.input_size)

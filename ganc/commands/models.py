@@ -6,6 +6,10 @@ import os
 import shutil
 import tempfile
 
+from ..errors import ConfigError
+from ..log import Progress
+from ..space import PRESETS
+
 GEN_HELP = ("generator: resnet_9blocks, resnet_6blocks, mobile_resnet_9blocks, "
             "super_mobile_resnet_9blocks, sub_mobile_resnet_9blocks, spade, mobile_spade, "
             "super_mobile_spade, sub_mobile_spade")
@@ -13,7 +17,6 @@ GEN_HELP = ("generator: resnet_9blocks, resnet_6blocks, mobile_resnet_9blocks, "
 
 def _hw(text: str, flag: str = "--size") -> tuple[int, int]:
     """'256' -> (256, 256); '256x512' -> (256, 512) (height x width)."""
-    from ..errors import ConfigError
     try:
         parts = [int(v) for v in str(text).lower().split("x")]
     except ValueError:
@@ -94,16 +97,16 @@ def register(sub):
 
 
 def _device(name):
-    import torch
+    import torch  # deferred: torch
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
 def cmd_profile(args):
-    from ..errors import ConfigError
-    from ..modelio import as_runnable, build_generator, resolve_spec
-    from ..profile import profile
+    from ..modelio import as_runnable, build_generator, resolve_spec  # deferred: torch
+    from ..profile import profile  # deferred: torch
+    # deferred: torch
     from ..runtime import (PROFILE_RUNTIMES, check_runtime, check_threads, runner,
                            time_alternating)
 
@@ -135,11 +138,11 @@ def cmd_profile(args):
         res["config"] = spec.config
     latency = args.latency or args.runtime != "eager" or args.threads
     if latency:
-        import torch
-        from ..runtime import default_threads
+        import torch  # deferred: torch
+        from ..runtime import default_threads  # deferred: torch
         shape = tuple(res["input_size"])
         if device.type == "cuda":
-            from ..profile import measure_latency
+            from ..profile import measure_latency  # deferred: torch
             res["latency"] = {**measure_latency(model, shape, repeats=args.repeats),
                               "runtime": "eager"}
         else:
@@ -164,10 +167,9 @@ def cmd_profile(args):
 def _translator(args):
     """(model, label, device) from --onnx / an .onnx --weights (onnxruntime, CPU), else
     the weights."""
-    from ..errors import ConfigError
-    from ..modelio import load_generator, resolve_spec
-    from ..onnxrun import load_onnx
-    from ..runtime import check_threads
+    from ..modelio import load_generator, resolve_spec  # deferred: torch
+    from ..onnxrun import load_onnx  # deferred: torch
+    from ..runtime import check_threads  # deferred: torch
     check_threads(args.threads)
     if args.onnx and args.weights:
         raise ConfigError("give --weights or --onnx, not both")
@@ -186,11 +188,10 @@ def _translator(args):
 
 
 def cmd_translate(args):
-    import torch
+    import torch  # deferred: torch
 
+    # deferred: torch
     from ..data.images import check_images, list_images, load_rgb, save_png, stem, to_tensor, to_uint8
-    from ..errors import ConfigError
-    from ..log import Progress
 
     if args.size and (args.size < 8 or args.size % 4):
         raise ConfigError(f"--size must be a positive multiple of 4 (or 0), got {args.size}")
@@ -239,8 +240,7 @@ def cmd_translate(args):
 
 
 def cmd_nets(args):
-    from .. import nn as gnn
-    from ..space import PRESETS
+    from .. import nn as gnn  # deferred: torch
     print("generators:     " + ", ".join(gnn.GENERATORS))
     print("discriminators: " + ", ".join(gnn.DISCRIMINATORS))
     for name, sp in PRESETS.items():

@@ -36,7 +36,7 @@ def register(sub):
 
 
 def cmd_prune(args):
-    from ..prune.driver import run_prune
+    from ..prune.driver import run_prune  # deferred: torch
 
     cfg = load_run_config(args)
     set_flags(cfg, args, targets="prune.targets", d_target="prune.d_target")

@@ -100,7 +100,7 @@ def _f(x):
 
 
 def cmd_search(args):
-    from ..search.driver import run_search
+    from ..search.driver import run_search  # deferred: torch
     cfg = _cfg(args)
     set_flags(cfg, args, budget_macs="search.budget_macs", budget_ms="search.budget_ms")
     with _quiet(args):
@@ -121,7 +121,7 @@ def cmd_search(args):
 
 
 def cmd_finetune(args):
-    from ..search.finetune import finetune
+    from ..search.finetune import finetune  # deferred: torch
     cfg = _cfg(args)
     with _quiet(args):
         out = finetune(cfg, config=args.subnet_config, runner="local" if args.local else None)
@@ -136,7 +136,7 @@ def cmd_finetune(args):
 
 
 def cmd_export(args):
-    from ..export import export_best
+    from ..export import export_best  # deferred: torch
     cfg = _cfg(args)
     with _quiet(args):
         card = export_best(cfg, config=args.subnet_config)
@@ -153,7 +153,7 @@ def cmd_export(args):
 
 
 def cmd_runs(args):
-    from ..runs import list_runs
+    from ..runs import list_runs  # deferred: torch
     rows = list_runs(args.store)
     if args.json:
         for r in rows:
@@ -172,7 +172,7 @@ def cmd_runs(args):
 
 
 def cmd_pull(args):
-    from ..runs import pull
+    from ..runs import pull  # deferred: torch
     paths = pull(args.run_url, args.out, best=not args.all, budget=args.budget)
     for p in paths:
         print(p)

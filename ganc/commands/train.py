@@ -28,9 +28,9 @@ def register(sub):
 def cmd_train(args):
     cfg = load_run_config(args)
     if args.stage == "teacher":
-        from ..train.teacher import train_teacher as stage
+        from ..train.teacher import train_teacher as stage  # deferred: torch
     else:
-        from ..train.supernet import train_supernet as stage
+        from ..train.supernet import train_supernet as stage  # deferred: torch
     summary = stage(cfg)
     summary.pop("history", None)
     if args.json:

@@ -15,11 +15,14 @@ import random
 from typing import Optional
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError
+from .datasets import rel_name
 from .images import list_images, load_rgb, stem, to_tensor
+from .staging import check_empty_target, staged_folder
 
 CLASSES = ("sky", "building", "pole", "road", "pavement", "tree", "sign", "fence", "car",
            "pedestrian", "bicyclist")
@@ -88,7 +91,6 @@ def pair_by_name(images_dir, labels_dir, images_what="--images", labels_what="--
 
 def one_hot(labels, n: int = LABEL_NC):
     """Integer label maps (..., H, W) -> float one-hot (..., n, H, W)."""
-    import torch
     labels = torch.as_tensor(labels, dtype=torch.long)
     out = torch.nn.functional.one_hot(labels, n).movedim(-1, -3)
     return out.float()
@@ -122,7 +124,6 @@ class CamVidDataset(Dataset):
         self.pairs = pair_by_name(os.path.join(self.root, split), annot_folder(self.root, split),
                                   f"CamVid split {split!r}", f"CamVid split {split!r} labels")
         if exclude:                   # photos named relative to root (a held-out search split)
-            from .datasets import rel_name
             self.pairs = [p for p in self.pairs if rel_name(p[0], self.root) not in exclude]
             if not self.pairs:
                 raise DataError(f"CamVid split {split!r}: every image is held out "
@@ -136,7 +137,6 @@ class CamVidDataset(Dataset):
 
     def labels(self, i: int):
         """Class indices (h, w) at the dataset's size, without loading the photo."""
-        import torch
         lab = load_label_map(self.pairs[i][1])
         if self.size and lab.shape != self.size:
             lab = np.asarray(Image.fromarray(lab.astype(np.uint8)).resize(
@@ -144,7 +144,6 @@ class CamVidDataset(Dataset):
         return torch.from_numpy(lab)
 
     def __getitem__(self, i):
-        import torch
         photo_path, label_path = self.pairs[i]
         photo = load_rgb(photo_path)
         native = load_label_map(label_path)
@@ -243,7 +242,6 @@ def make_camvid_like(out, n_train: int = 8, n_val: int = 4, size=(96, 128),
     h, w = _check_size(size)
     if n_train < 1 or n_val < 1:
         raise ConfigError(f"need at least one image per split, got {n_train} and {n_val}")
-    from .staging import check_empty_target, staged_folder
     out = check_empty_target(out)
     info = {"kind": "camvid-like", "n_train": n_train, "n_val": n_val, "size": [h, w],
             "seed": seed}
@@ -278,7 +276,6 @@ def calibration_batches(dataset: CamVidDataset, n: int = 256, batch_size: int = 
     """``n`` one-hot label maps of ``dataset`` (drawn without replacement, deterministic for
     ``seed``; all of them when it has fewer) in batches: the input of batch-norm
     recalibration (:func:`ganc.nn.calibrate.recalibrate_bn`)."""
-    import torch
     if n < 1 or batch_size < 1:
         raise ConfigError(f"calibration needs n >= 1 and batch_size >= 1, got {n}, {batch_size}")
     order = list(range(len(dataset)))

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ConfigError
+from .staging import check_empty_target, staged_folder
 
 # Label colours (background + 4 classes) and the rendering's base colours.
 LABEL_COLOURS = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0]],
@@ -109,7 +110,6 @@ def make_demo_data(kind: str, n: int, size: int, out, seed: int = 0,
         raise ConfigError(f"--n must be at least 1, got {n}")
     if size < 16 or size % 4:
         raise ConfigError(f"--size must be a multiple of 4 and at least 16, got {size}")
-    from .staging import check_empty_target, staged_folder
     out = check_empty_target(out, "--out")
     n_test = n_test if n_test is not None else max(4, n // 4)
     info = {"kind": kind, "n": n, "n_test": n_test, "size": size, "seed": seed,

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
@@ -48,7 +49,6 @@ def check_images(paths) -> None:
 
 def to_tensor(im: Image.Image):
     """HWC uint8 RGB -> CHW float in [-1, 1] (ToTensor + Normalize(0.5, 0.5))."""
-    import torch
     a = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(a.transpose(2, 0, 1).copy())
 

@@ -29,6 +29,7 @@ from ..cache import cache_dir, file_lock
 from ..errors import ConfigError, DataError
 from ..store import open_store
 from ..store.keys import TEMP_RE
+from .demo import demo_folder_name, make_demo_data
 from .images import is_image
 
 MANIFEST = ".ganc-manifest.json"
@@ -107,7 +108,7 @@ def _filesystem(url: str, endpoint_url: str = ""):
         st = open_store(url, endpoint_url=endpoint_url or None)
         return st.fs, st.root
     try:
-        import fsspec
+        import fsspec  # deferred: fsspec
         fs, path = fsspec.core.url_to_fs(url)
     except (ImportError, ValueError) as e:
         raise ConfigError(f"data.root {url!r}: no filesystem for {proto}:// "
@@ -200,13 +201,11 @@ def demo_kind(kind: str) -> str:
 
 def demo_name(data) -> str:
     """The folder name of the generated dataset a DataConfig describes."""
-    from .demo import demo_folder_name
     return demo_folder_name(demo_kind(data.kind), data.demo_n, data.demo_size, data.demo_seed)
 
 
 def local_demo_data(data) -> str:
     """Generated demo data for a DataConfig, made once into ``<GANC_CACHE>/demo/<name>``."""
-    from .demo import make_demo_data
     out = os.path.join(cache_dir(), "demo", demo_name(data))
     if not os.path.isfile(os.path.join(out, "demo.json")):
         try:

@@ -12,7 +12,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
-from ..nn.spade import LABEL_NC, BlockSpec, latent_size, layout, parse_config
+import torch
+
+from ..nn.spade import (LABEL_NC, BlockSpec, SubMobileSPADEGenerator, latent_size, layout,
+                        parse_config)
+from ..profile import count_params
 from ..space import SearchSpace
 
 KERNEL = 9        # every SPADE conv but conv_s is 3x3
@@ -85,10 +89,6 @@ def _macs(model: SpadeCostModel, config: str) -> int:
 @lru_cache(maxsize=65536)
 def _params(model: SpadeCostModel, config: str) -> int:
     """Counted on a network built on the meta device (shapes only, no memory)."""
-    import torch
-
-    from ..nn.spade import SubMobileSPADEGenerator
-    from ..profile import count_params
     with torch.device("meta"):
         net = SubMobileSPADEGenerator(config, model.input_nc, model.output_nc, model.norm,
                                       model.upsampling, model.separable)

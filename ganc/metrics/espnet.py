@@ -29,6 +29,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..weights import check_fit, read_state_dict
+
 BN_EPS = 1e-3
 LEVEL1_WIDTH = 16
 LEVEL2_WIDTH = 64
@@ -197,7 +199,6 @@ def load_espnet(source, classes=12, p=2, q=8, name=None) -> ESPNet:
     Checkpoints of old torch versions carry no ``num_batches_tracked`` buffers; those (and
     only those) may be absent: they do not take part in an eval-mode forward.
     """
-    from ..weights import check_fit, read_state_dict
     net = ESPNet(classes, p, q)
     label = name or (str(source) if not isinstance(source, (bytes, bytearray)) else "<bytes>")
     state = read_state_dict(source, label)

@@ -28,9 +28,12 @@ from torch_fidelity.metric_fid import (KEY_METRIC_FID, fid_features_to_statistic
 from torch_fidelity.metric_kid import (KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD,
                                        kid_features_to_metric)
 
+from ..data.camvid import one_hot
 from ..errors import DataError, GancError
+from ..store import open_store, split_url
 from .inception import Extractor, load_extractor
-from .sources import FolderSource, Source, as_source, iter_batches
+from .miou import MiouMeter
+from .sources import FolderSource, Source, as_source, iter_batches, quantize
 
 STATS_PREFIX = "fid-stats"
 KID_SUBSETS = 100
@@ -214,7 +217,6 @@ def cached_real_stats(source: FolderSource, extractor_id: str, store, label: str
 
 def load_stats_file(path: str) -> RealStats:
     """Statistics written by ``ganc stats --out`` (a local path or store URL of an .npz)."""
-    from ..store import open_store, split_url
     proto, p = split_url(path)
     parent, _, name = p.rpartition("/")
     if not name:
@@ -292,7 +294,6 @@ class Scorer:
         for i in range(0, self.inputs.shape[0], self.batch_size):
             x = self.inputs[i:i + self.batch_size]
             if self.input_classes:
-                from ..data.camvid import one_hot
                 x = one_hot(x[:, 0].long(), self.input_classes)
             elif x.dtype == torch.uint8:
                 x = x.float() / 127.5 - 1.0
@@ -304,7 +305,6 @@ class Scorer:
         (``on_output`` sees each float output batch first).
 
         The model runs in eval mode; its training mode is restored afterwards."""
-        from .sources import quantize
         param = next(iter(model.parameters()), None)
         device = param.device if param is not None else self.device
         was_training = model.training
@@ -326,7 +326,6 @@ class Scorer:
         broken = []
         meter = None
         if self.miou is not None:
-            from .miou import MiouMeter
             segmenter, gt = self.miou
             meter, done = MiouMeter(segmenter), [0]
 

@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 import torch
+from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
 from ..cache import cache_dir, file_lock
 from ..errors import ConfigError, GancError, WeightsError
@@ -178,8 +179,6 @@ def resolve_weights(kind: str = "auto", weights: str = "", fetch: bool = True
     if kind == COMPAT_NAME:
         try:
             with contextlib.redirect_stdout(sys.stderr):
-                # deferred: torch_fidelity (and torchvision) only to download
-                from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
                 torch.hub.load_state_dict_from_url(URL_INCEPTION_V3, progress=False,
                                                    check_hash=True, weights_only=True)
         except Exception as e:

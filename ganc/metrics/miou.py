@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from ..data.camvid import N_CLASSES, VOID, load_label_map, pair_by_name
 from ..data.images import load_rgb
 from ..errors import ConfigError, DataError, WeightsError
+from .espnet import load_espnet
+from .inception_weights import cache_root
 from .sources import quantize
 
 BGR_MEAN = (110.33, 108.41, 105.03)   # CamVid train split, BGR order, 0-255 scale
@@ -46,7 +48,6 @@ class SegmenterError(WeightsError):
 
 def default_weights_candidates() -> list[Path]:
     """Where the ESPNet weights are looked for when no path is given, in order."""
-    from .inception_weights import cache_root
     out = []
     if os.environ.get(ESPNET_ENV):
         out.append(Path(os.environ[ESPNET_ENV]).expanduser())
@@ -87,7 +88,6 @@ class Segmenter:
 
     @classmethod
     def load(cls, weights=None, input_size=INPUT_SIZE, device=None) -> "Segmenter":
-        from .espnet import load_espnet
         path = find_weights(weights)
         return cls(load_espnet(path), input_size, device)
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..cache import cache_dir, file_lock
 from ..data.images import list_images, load_rgb
 from ..errors import ConfigError, DataError
 
@@ -137,7 +138,6 @@ def content_digests(folder: str, paths: Sequence[str]) -> list[str]:
     """sha256 of each file's bytes. A node-local record per folder
     (``GANC_CACHE/content-digests/``) keeps each digest with the file's mtime and size, so
     a file is read again only when one of them changed."""
-    from ..cache import cache_dir, file_lock
     folder = os.path.abspath(folder)
     record_path = os.path.join(cache_dir(), DIGESTS,
                                hashlib.sha256(folder.encode()).hexdigest()[:24] + ".json")

@@ -64,7 +64,7 @@ class EvalSplit:
     float (N, 3, H, W). ``real``: a FolderSource of real target images, or precomputed
     RealStats. ``label`` names it in the statistics cache (e.g. ``facades/val/B``).
 
-    Label-map data (SPADE, ``ganc.data.splits.label_map_split``): ``inputs`` are uint8 class
+    Label-map data (SPADE, ``ganc.metrics.splits.label_map_split``): ``inputs`` are uint8 class
     indices (N, 1, H, W), one-hot with ``input_classes`` channels when scored; ``gt`` the
     label maps at their own size, for the ESPNet-CamVid mIoU of every score; ``calib``
     uint8 (n, 1, H, W) training label maps that re-estimate the batch-norm statistics of a

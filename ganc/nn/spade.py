@@ -43,11 +43,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data.camvid import LABEL_NC                # CamVid: 11 classes + void, one-hot
 from ..errors import ConfigError
 from ..space import SPADE_POSITION_NAMES, ChannelConfig
 from .mobile import (SeparableConv2d, SuperConv2d, SuperSeparableConv2d, _norm,
                      slice_state_dict)
+
+# The nets' default input: a one-hot CamVid label map, 11 classes + void. The same number as
+# ganc.data.camvid.LABEL_NC (tests/test_camvid.py holds them equal); nn sits below data.
+LABEL_NC = 12
 
 POINTS = SPADE_POSITION_NAMES                     # fc, head_0, ..., up_3
 WIDTH_MULTIPLIER = dict(zip(POINTS, (16, 16, 16, 16, 8, 4, 2, 1)))

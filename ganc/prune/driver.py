@@ -45,7 +45,6 @@ import torch
 from ..config import RunConfig, from_dict
 from ..context import keep_credentials_out_of_tune, ray_storage, stage_context
 from ..data.source import DataRef
-from ..data.splits import scoring_split
 from ..errors import ConfigError, one_line
 from ..resources import worker_bundle
 from ..results import RESULTS, append_results
@@ -65,6 +64,7 @@ def _eval_split(cfg: RunConfig, data_spec: dict):
     """The split pruning choices are scored on: the search split held out of the training
     data (``data.search_split``), else the eval split."""
     from ..metrics.pool import EvalSplit  # deferred: torchvision, torch_fidelity
+    from ..metrics.splits import scoring_split  # deferred: (ganc.metrics)
     ref = DataRef.from_spec(data_spec)
     split = scoring_split(cfg, ref.local(), name=ref.name)
     n = int(cfg.prune.eval_n)

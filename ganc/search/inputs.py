@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from ..config import RunConfig, check_criterion as check_run_criterion
-from ..data.splits import image_hw, scoring_split
+from ..data.splits import image_hw
 from ..errors import ConfigError
 from ..families import family_of
 from ..placement import check_below_teacher, search_budgets
@@ -38,6 +38,7 @@ def eval_split_of(cfg: RunConfig, ctx):
     (``data.search_split``), else the eval split, read from the run's dataset on this node
     (``ctx``: the run's :class:`ganc.context.RunContext`). Val / test are otherwise read
     only by the report."""
+    from ..metrics.splits import scoring_split  # deferred: torchvision, torch_fidelity
     return scoring_split(cfg, ctx.data_root(), name=ctx.data.name)
 
 

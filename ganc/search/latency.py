@@ -41,6 +41,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
 from ..errors import ConfigError
+from ..nn.base import FIRST_BLOCK
+from ..nn.mobile import block_group
+from ..runtime import device_id
 from ..space import ChannelConfig, SearchSpace
 from .cost import BudgetError
 
@@ -59,8 +62,6 @@ class Segment:
 
 def segments(n_blocks: int = 9) -> List[Segment]:
     """The segments of ``sub_mobile_resnet_9blocks`` (layout: ``ganc.nn.mobile``)."""
-    from ..nn.base import FIRST_BLOCK  # deferred: ganc.nn imports torch
-    from ..nn.mobile import block_group
     stem, down1, down2 = 0, 4, 7                      # pad+conv+norm+relu, conv+norm+relu x2
     up1 = FIRST_BLOCK + n_blocks
     up2, head, end = up1 + 3, up1 + 6, up1 + 9
@@ -145,7 +146,6 @@ def table_digest(choices, size, runtime, threads, input_nc, output_nc, norm, n_b
 
 def table_key(space: SearchSpace, size: int, runtime: str, threads: int, input_nc=3,
               output_nc=3, norm="instance", n_blocks=9, device: Optional[str] = None) -> str:
-    from ..runtime import device_id  # deferred: imports torch
     digest = table_digest(space.choices, size, runtime, threads, input_nc, output_nc, norm,
                           n_blocks)
     return (f"{TABLE_PREFIX}/{device or device_id()}/{runtime}-t{int(threads)}-{int(size)}px-"

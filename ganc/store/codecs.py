@@ -73,7 +73,7 @@ def decode_npz(data: bytes, url: str) -> dict:
 def encode_parquet(rows, url: str) -> bytes:
     """Parquet of a pyarrow Table, a list of row dicts or a dict of columns."""
     import pyarrow as pa  # deferred: pyarrow
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # deferred: pyarrow
     try:
         if isinstance(rows, pa.Table):
             table = rows
@@ -94,7 +94,7 @@ def encode_parquet(rows, url: str) -> bytes:
 def decode_parquet(data: bytes, url: str):
     """The pyarrow Table in ``data``."""
     import pyarrow as pa  # deferred: pyarrow
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # deferred: pyarrow
     try:
         return pq.read_table(pa.BufferReader(data))
     except Exception as e:

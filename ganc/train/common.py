@@ -19,14 +19,15 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..cache import cache_dir as _cache_dir
 from ..config import validate
 from ..log import say  # noqa: F401  (re-exported: common.say, used by train/ and pipeline)
+from .schedule import GlobalBatchSampler
 
 # ---------------------------------------------------------------- data
 
 
 def cache_dir() -> str:
-    from ..cache import cache_dir as _cache_dir
     return _cache_dir()
 
 
@@ -61,7 +62,6 @@ def batch_loader(dataset: Dataset, global_batch: int, rank: int, world: int, see
                  pin_memory: bool = False) -> DataLoader:
     """One DataLoader for a whole stage: this rank's part of every global batch from step
     ``start`` to ``stop`` (None: for ever); see :class:`ganc.train.schedule.GlobalBatchSampler`."""
-    from .schedule import GlobalBatchSampler
     sampler = GlobalBatchSampler(len(dataset), global_batch, rank, world, seed, start, stop)
     return DataLoader(SeededItems(dataset), batch_sampler=sampler, num_workers=num_workers,
                       persistent_workers=num_workers > 0, pin_memory=pin_memory)
@@ -189,7 +189,7 @@ class ScalarLog:
         self.tb_dir = tb_dir
         if tb_dir:
             try:
-                from tensorboardX import SummaryWriter
+                from tensorboardX import SummaryWriter  # deferred: tensorboardX
                 os.makedirs(tb_dir, exist_ok=True)
                 self.tb = SummaryWriter(tb_dir, flush_secs=30)
             except ImportError:  # pragma: no cover - tensorboardX ships with ray[tune]

@@ -1,6 +1,6 @@
 """FID of generators during training (rank 0, in-process), on the split choices are made
 on: the search split held out of the training data (``data.search_split``), else the eval
-split (:func:`ganc.data.splits.scoring_split`).
+split (:func:`ganc.metrics.splits.scoring_split`).
 
 Uses ``ganc.metrics`` (the Inception weights the driver shipped, real statistics cached in
 the store under the store root, the in-process :class:`ganc.metrics.Scorer`). The training process keeps its
@@ -14,7 +14,9 @@ from typing import Optional
 import torch
 
 from ..config import RunConfig
+from ..data.source import DataRef
 from ..errors import GancError
+from ..store import open_store
 from . import common
 
 
@@ -22,11 +24,9 @@ class GeneratorScorer:
     """``score(model, {name: config or None}) -> {fid_<name>: value}``."""
 
     def __init__(self, cfg: RunConfig, spec: dict, device: torch.device):
-        from ..data.source import DataRef
-        from ..data.splits import scoring_split
-        from ..metrics import Scorer, load_extractor, real_stats
-        from ..metrics.inception import load_shipped_extractor
-        from ..store import open_store
+        from ..metrics.splits import scoring_split  # deferred: torch_fidelity
+        from ..metrics import Scorer, load_extractor, real_stats  # deferred: torch_fidelity
+        from ..metrics.inception import load_shipped_extractor  # deferred: torch_fidelity
 
         ref = DataRef.from_spec(spec["data"])
         split = scoring_split(cfg, ref.local(), name=ref.name)

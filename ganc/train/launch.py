@@ -21,12 +21,16 @@
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Callable, Optional
 
 from ..config import RunConfig
+from ..context import ray_storage
+from ..data.splits import split_size
 from ..errors import GancError, one_line
+from ..resources import reserve, worker_bundle
 from ..store import Store
 from . import common
 from .schedule import Schedule, make_schedule
@@ -52,7 +56,6 @@ def section_of(cfg: RunConfig, stage: str):
 
 def schedule_of(ctx, cfg: RunConfig, stage: str, workers: int,
                 section: Optional[str] = None) -> Schedule:
-    from ..data.splits import split_size
     # the teacher trains on the whole training split, the supernet and the fine-tune
     # without the search split (ganc.data.splits)
     size = split_size(cfg.data, ctx.data, cfg.data.train_split, holdout=stage != "teacher")
@@ -95,7 +98,7 @@ def _fid_weights(ctx, cfg: RunConfig, stage: str) -> Optional[dict]:
     scores = cfg.teacher.eval_every >= 0 if stage == "teacher" else cfg.distill.eval_every > 0
     if not scores:
         return None
-    from ..metrics.inception_weights import ship_weights
+    from ..metrics.inception_weights import ship_weights  # deferred: torch_fidelity
     try:
         return ship_weights(cfg.fid.extractor, cfg.fid.weights,
                             ctx.root if ctx.cluster.multi_node else None)
@@ -152,11 +155,8 @@ def train_cpus(cfg: RunConfig) -> int:
 
 
 def _fit(stage, loop, spec, cfg: RunConfig, ctx) -> None:
-    import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    from ..context import ray_storage
-    from ..resources import reserve, worker_bundle
+    import ray.train  # deferred: ray
+    from ray.train.torch import TorchConfig, TorchTrainer  # deferred: ray
 
     sc = cfg.scale
     common.check_section(cfg, "scale")
@@ -198,7 +198,6 @@ def drop_unreadable_snapshot(run: Store, stage: str) -> bool:
     """Remove Ray Train's checkpoint record of ``stage`` when it is not readable JSON (one
     line says so); the stage then continues from ``<stage>/latest.json``, which ganc
     writes atomically after each checkpoint. Returns whether it was removed."""
-    import json
     key = f"{stage}/{RAY_SNAPSHOT}"
     if not run.exists(key):
         return False

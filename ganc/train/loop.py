@@ -3,12 +3,15 @@
 ``checkpoint_every`` steps, resume."""
 from __future__ import annotations
 
+import random
 import time
 from typing import Callable, Optional
 
 import torch
 
 from ..config import RunConfig
+from ..data.source import DataRef
+from ..data.splits import build_split
 from . import common
 from .schedule import Schedule
 from .session import Session
@@ -87,8 +90,6 @@ def run_steps(sess: Session, *, schedule: Schedule, start: int, checkpoint_every
 
 def train_batches(sess: Session, cfg: RunConfig, spec: dict, start: int):
     """(schedule, this rank's DataLoader from step ``start``) of a training stage."""
-    from ..data.source import DataRef
-    from ..data.splits import build_split
     schedule = Schedule.from_dict(spec["schedule"])
     ds = build_split(cfg, DataRef.from_spec(spec["data"]).local(), cfg.data.train_split,
                      train=True, holdout=spec["stage"] != "teacher")
@@ -103,6 +104,5 @@ def train_batches(sess: Session, cfg: RunConfig, spec: dict, start: int):
 
 
 def seed_all(seed: int) -> None:
-    import random
     random.seed(seed)
     torch.manual_seed(seed)

@@ -14,6 +14,7 @@ to the store. Both keep the stage's bookkeeping in the run folder of the store:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -129,8 +130,8 @@ class RaySession(Session):
     runner = "ray"
 
     def __init__(self, spec: dict):
-        import ray.train
-        import ray.train.torch
+        import ray.train  # deferred: ray
+        import ray.train.torch  # deferred: ray
         _quiet_ray_train_reports()
         ctx = ray.train.get_context()
         rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -140,7 +141,7 @@ class RaySession(Session):
         super().__init__(spec, rank, world, device)
 
     def resume_state(self) -> Optional[dict]:
-        import ray.train
+        import ray.train  # deferred: ray
         ckpt = ray.train.get_checkpoint()
         state = None
         if ckpt is not None:
@@ -160,7 +161,7 @@ class RaySession(Session):
 
     def report(self, step: int, metrics: dict, checkpoint: bool = False,
                state: Optional[dict] = None) -> None:
-        import ray.train
+        import ray.train  # deferred: ray
         metrics = {"step": int(step), **metrics}
         if not checkpoint:
             # Metric-only reports are a round trip to the controller each; progress lines,
@@ -211,9 +212,8 @@ def _quiet_ray_train_reports() -> None:
     """Ray Train logs every ``report`` of a worker at INFO ("Reporting training result
     ...") from a logger named by its file path, which ``LoggingConfig`` does not reach;
     ganc's progress lines already say the same."""
-    import logging
     try:
-        from ray.train.v2._internal.execution import context as train_context
+        from ray.train.v2._internal.execution import context as train_context  # deferred: ray
         logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
     except ImportError:  # pragma: no cover - other Ray versions
         pass

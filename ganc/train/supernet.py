@@ -28,13 +28,18 @@ import torch.nn as nn
 
 from .. import nn as gnn
 from ..config import RunConfig, from_dict
-from ..errors import ConfigError, GancError
+from ..context import stage_context
+from ..errors import ConfigError, GancError, WeightsError
 from ..families import family_of, supernet_names
 from ..losses import FeatureDistiller
+from ..modelio import read_model_json, teacher_spec
 from ..space import SearchSpace, get_space
+from ..store import open_store
 from ..weights import cpu_state, load_weights
 from . import common
+from .evaluate import make_scorer
 from .family import adversary, base_lrs, input_nc_of, optimizers
+from .launch import run_stage, train_cpus
 from .loop import load_modules, run_steps, seed_all, snapshot, train_batches
 from .sampling import ConfigSampler
 from .session import Session, open_session
@@ -86,7 +91,6 @@ def resolve_teacher(cfg: RunConfig, run) -> dict:
     model.json beside the weights, see :func:`ganc.modelio.teacher_spec`) or this run's
     ``teacher/final.pt``. The reference holds ``config_str`` (None: no channel config) and
     ``arch`` (a pruned teacher's widths, from its model card)."""
-    from ..modelio import teacher_spec
     m = cfg.model
     spec = teacher_spec(m)
     meta = {"netG": spec.netG, "ngf": spec.ngf, "norm": spec.norm, "dropout": spec.dropout,
@@ -122,7 +126,6 @@ def _read_source(source: str, endpoint_url: str) -> bytes:
         path = source[len("file://"):] if source.startswith("file://") else source
         with open(path, "rb") as f:
             return f.read()
-    from ..store import open_store
     parent, name = source.rsplit("/", 1)
     return open_store(parent, endpoint_url=endpoint_url or None).read_bytes(name)
 
@@ -138,7 +141,6 @@ def load_teacher(ref: dict, endpoint_url: str = "") -> nn.Module:
     """The teacher with its weights, read with ``weights_only=True`` and loaded with strict
     key and shape matching; a checkpoint that does not fit gets one line naming the file
     and the first mismatch (and what a model.json beside it describes, when it differs)."""
-    from ..errors import WeightsError
     net = build_teacher(ref)
     try:
         return load_weights(net, io.BytesIO(_read_source(ref["source"], endpoint_url)),
@@ -150,7 +152,6 @@ def load_teacher(ref: dict, endpoint_url: str = "") -> nn.Module:
 def _card_hint(ref: dict) -> str:
     """``; the model.json beside it describes ...`` when a local weights file has a card
     whose architecture differs from the reference's."""
-    from ..modelio import read_model_json
     src = ref.get("source", "")
     if "://" in src and not src.startswith("file://"):
         return ""
@@ -241,7 +242,6 @@ def _distill(sess: Session, cfg: RunConfig, spec: dict) -> None:
 
     evaluate = None
     if dc.eval_every > 0 and sess.is_chief:
-        from .evaluate import make_scorer
         scorer = make_scorer(cfg, spec, dev)
         if scorer is not None:
             def evaluate(step):
@@ -274,8 +274,6 @@ def train_supernet(cfg: RunConfig, store=None, *, runner: Optional[str] = None,
                    ctx=None) -> dict:
     """Distil the once-for-all supernet on Ray Train; returns what it wrote (``ctx``: the
     pipeline's run context, else one is opened)."""
-    from ..context import stage_context
-    from .launch import run_stage, train_cpus
     space = search_space_of(cfg)
     with stage_context(cfg, store, ray=runner != "local", num_cpus=train_cpus(cfg),
                        ctx=ctx) as ctx:

@@ -17,18 +17,26 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
+from torch.utils.data import Subset
 
 from .. import nn as gnn
 from ..config import RunConfig, from_dict
+from ..context import reuse_or_open, stage_context
+from ..data.source import DataRef
+from ..data.splits import build_split, eval_split
+from ..errors import GancError
 from ..families import family_for_data, family_of, teacher_names
 from ..families.resnet import build_discriminator   # also ganc.prune.models', from here
 from ..store import torch_bytes
 from ..losses import GANLoss, ImagePool, discriminator_loss, recon_l1
 from ..weights import cpu_state
 from . import common
+from .evaluate import make_scorer
 from .family import adversary, base_lrs, input_nc_of, optimizers
+from .launch import run_stage, train_cpus
 from .loop import load_modules, run_steps, seed_all, snapshot, train_batches
 from .session import Session, open_session
+from .supernet import load_teacher, resolve_teacher, teacher_label
 
 STAGE = "teacher"
 VAL_PSNR_IMAGES = 200          # paired data: PSNR on at most this many eval images at the end
@@ -219,11 +227,7 @@ _RECIPES = {"pix2pix": _pix2pix, "cyclegan": _cyclegan, "spade": _spade}
 def _val_psnr(cfg: RunConfig, spec: dict, G: nn.Module, dev) -> dict:
     """PSNR of the trained pix2pix teacher on (the first images of) the eval split: a
     check, in the log and the model card, that it learned its task. {} if unreadable."""
-    from torch.utils.data import Subset
-    from ..errors import GancError
-    from ..metrics.psnr import split_psnr
-    from ..data.source import DataRef
-    from ..data.splits import build_split, eval_split
+    from ..metrics.psnr import split_psnr  # deferred: torch_fidelity
     try:
         ds = build_split(cfg, DataRef.from_spec(spec["data"]).local(), eval_split(cfg.data),
                          train=False)
@@ -252,7 +256,6 @@ def _run(sess, cfg, spec, modules, opts, stream, step_fn, start, G, final_extra,
     every = tc.eval_every if tc.eval_every > 0 else \
         (schedule.total_steps if tc.eval_every == 0 else 0)
     if tc.eval_every >= 0 and sess.is_chief:
-        from .evaluate import make_scorer
         scorer = make_scorer(cfg, spec, sess.device)
         if scorer is not None:
             def evaluate(step):
@@ -284,7 +287,6 @@ def check_given_teacher(cfg: RunConfig) -> dict:
     ``weights_only=True`` and strict keys, from the file as given, before a run writes
     anything: a file that does not fit fails in one line naming it and the first
     mismatch. Returns the teacher's reference (:func:`ganc.train.supernet.resolve_teacher`)."""
-    from .supernet import load_teacher, resolve_teacher
     ref = resolve_teacher(cfg, None)
     load_teacher(ref, cfg.store.endpoint_url)
     return ref
@@ -294,8 +296,6 @@ def given_teacher(cfg: RunConfig, store=None, *, ctx=None) -> dict:
     """The teacher stage when ``model.teacher_weights`` is set: the checkpoint is loaded
     (:func:`check_given_teacher`) and the run opened (unless the pipeline's ``ctx`` is
     given); nothing is trained. Needs no Ray."""
-    from ..context import reuse_or_open
-    from .supernet import teacher_label
     ref = check_given_teacher(cfg)
     reuse_or_open(cfg, store, ctx)
     common.say(f"[{STAGE}] using {ref['source']} ({teacher_label(ref)}); not trained")
@@ -312,8 +312,6 @@ def train_teacher(cfg: RunConfig, store=None, *, runner: Optional[str] = None,
     (:func:`given_teacher`)."""
     if cfg.model.teacher_weights:
         return given_teacher(cfg, store, ctx=ctx)
-    from ..context import stage_context
-    from .launch import run_stage, train_cpus
     with stage_context(cfg, store, ray=runner != "local", num_cpus=train_cpus(cfg),
                        ctx=ctx) as ctx:
         return run_stage(STAGE, teacher_loop, ctx, runner=runner)
