@@ -23,11 +23,16 @@ from typing import Optional
 
 from . import __version__
 from .config import RunConfig
+from .context import reuse_or_open
+from .data.splits import calibration_labels, choice_split, image_hw
 from .deployfiles import write_deploy_files
 from .errors import GancError
+from .families import family_of
+from .profile import count_macs, count_params, measure_latency
 from .space import ChannelConfig
 from .store import torch_bytes
 from .subnets import chosen_config, cost_model, input_shape, load_supernet, subnet_from
+from .train.supernet import load_teacher
 
 EXPORT = "export"
 EXPORT_FILES = ("model.pt", "model.onnx", "model.pt2", "model.json")
@@ -40,9 +45,6 @@ def export_best(cfg: RunConfig, store=None, *, config: Optional[str] = None,
     them (lower FID on the search split than the supernet's slice), else the supernet's
     slice; returns the card (``exported``, ``export_why``, ``fid`` on ``fid_split``).
     ``ctx``: the pipeline's run context, else one is opened."""
-    from .context import reuse_or_open
-    from .data.splits import image_hw
-    from .profile import count_macs, measure_latency  # deferred: torch
 
     ctx = reuse_or_open(cfg, store, ctx)     # the run's placement: same eval size as search
     cfg, run = ctx.cfg, ctx.run
@@ -92,15 +94,13 @@ def _chosen_weights(run, cfg_str: str) -> tuple[Optional[dict], str, bool]:
 
 def _exported_net(ctx, sup: dict, key: str, cfg_str: str):
     """(the sub-network to export, on CPU in eval mode; the calibration images or None)."""
-    from .families import family_of  # deferred: torch
     cfg = ctx.cfg
     net = subnet_from(ctx.run, key, cfg_str).cpu().eval()
     fam = family_of(sup["netG"])
     calibrated = None
     if fam.calibrates_bn and int(cfg.search.calibration_images) > 0:
         # exported with the batch-norm statistics it was scored with (ganc.metrics.pool)
-        from .data.splits import calibration_labels
-        from .metrics.pool import recalibrated  # deferred: torch, ray
+        from .metrics.pool import recalibrated  # deferred: torchvision, torch_fidelity
         net = recalibrated(net, None, calibration_labels(cfg, ctx.data_root()), fam.input_nc)
         calibrated = int(cfg.search.calibration_images)
     return net, calibrated
@@ -110,8 +110,6 @@ def _teacher_card(ctx, sup: dict, teacher: dict, shape, latency_repeats: int) ->
     """The search's teacher entry, with its MACs, params and CPU latency at ``shape``."""
     if not sup.get("teacher"):
         return teacher
-    from .profile import count_macs, count_params, measure_latency
-    from .train.supernet import load_teacher  # deferred: torch
     t = load_teacher(sup["teacher"], ctx.endpoint_url).cpu().eval()
     teacher.update({"netG": sup["teacher"].get("netG"), "ngf": sup["teacher"].get("ngf"),
                     "config_str": sup["teacher"].get("config_str"),
@@ -125,7 +123,6 @@ def _teacher_card(ctx, sup: dict, teacher: dict, shape, latency_repeats: int) ->
 def _model_files(run, net, sup: dict, cost, size: int, latency_repeats: int
                  ) -> tuple[dict, dict]:
     """(the export unit's files but the card, the card's deploy part)."""
-    from .families import family_of  # deferred: torch
     fam = family_of(sup["netG"])
     sd = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     files = {"model.pt": torch_bytes(sd)}
@@ -139,8 +136,6 @@ def _model_files(run, net, sup: dict, cost, size: int, latency_repeats: int
 
 def _model_card(sup: dict, cfg_str: str, cost, net, macs, shape, calibrated) -> dict:
     """The card's architecture part: what builds and feeds the exported generator."""
-    from .families import family_of  # deferred: torch
-    from .profile import count_params  # deferred: torch
     arch = family_of(sup["netG"]).export_arch(calibrated)
     return {
         **arch, "config_str": cfg_str,
@@ -153,7 +148,6 @@ def _model_card(sup: dict, cfg_str: str, cost, net, macs, shape, calibrated) -> 
 
 def _scores(cfg: RunConfig, best: dict, ft: Optional[dict], finetuned: bool) -> dict:
     """The card's scores: FID (and mIoU) before / after fine-tune, and which was exported."""
-    from .data.splits import choice_split
     why = (ft or {}).get("why") or "no fine-tune of this config: the supernet's slice"
     chosen_fid = (ft or {}).get("fid_after" if finetuned else "fid_before")
     return {
@@ -180,7 +174,6 @@ def _dataset(cfg: RunConfig, sup: dict) -> dict:
 
 def _files_entry(sup: dict) -> dict:
     """The card's ``files``: what the export unit holds."""
-    from .families import family_of  # deferred: torch
     return {"files": family_of(sup["netG"]).export_files()}
 
 

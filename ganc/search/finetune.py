@@ -27,7 +27,12 @@ import copy
 from typing import Optional
 
 from ..config import RunConfig, from_dict, validate
+from ..context import stage_context
+from ..data.splits import choice_split
 from ..errors import ConfigError
+from ..train.launch import run_stage, schedule_of, train_cpus
+from ..train.supernet import supernet_loop
+from .inputs import eval_split_of
 from ..results import choose_export
 from ..resume import check_resume, resume_inputs
 from ..space import ChannelConfig, SearchSpace
@@ -74,9 +79,6 @@ def finetune(cfg: RunConfig, store=None, *, config: Optional[str] = None,
              runner: Optional[str] = None, score: bool = True, ctx=None) -> dict:
     """Fine-tune the chosen sub-network; returns ``finetune/result.json``'s content
     (``ctx``: the pipeline's run context, else one is opened)."""
-    from ..context import stage_context
-    from ..train.launch import run_stage, schedule_of, train_cpus
-    from ..train.supernet import supernet_loop
 
     local = runner == "local"
     with stage_context(cfg, store, ray=not local, num_cpus=train_cpus(cfg),
@@ -151,9 +153,7 @@ def _one(cfg_str: str, family: str = "resnet") -> SearchSpace:
 def score_before_after(ctx, cfg: RunConfig, sup: dict, cfg_str: str) -> dict:
     """FID/KID of the sub-network sliced from the supernet and from the fine-tuned one, on
     the split choices are made on (``fid_split``: ``search``, or the eval split)."""
-    from ..data.splits import choice_split
-    from ..metrics.pool import LocalPool, SubnetSpec
-    from .driver import eval_split_of
+    from ..metrics.pool import LocalPool, SubnetSpec  # deferred: torchvision, torch_fidelity
     run = ctx.run
     pool = LocalPool(eval_split_of(cfg, ctx), store=ctx.root, fid=cfg.fid)
     # both batch-norm recalibrated as the search scored them (SPADE; a no-op without BN)

@@ -5,6 +5,7 @@ import io
 from typing import Optional
 
 from ..criteria import criteria, get_criterion
+from ..errors import GancError
 from ..results import RESULTS, append_results, result_key
 from .pareto import pareto_front
 
@@ -22,7 +23,7 @@ OPTIONAL = ("latency_ms", "miou", "pixel_acc")     # columns only where rows car
 
 
 def _table(rows: list[dict]):
-    import pyarrow as pa
+    import pyarrow as pa  # deferred: pyarrow (only where a table is written)
     cols = [c for c in COLUMNS if c not in OPTIONAL]
     cols += [c for c in OPTIONAL if any(c in r for r in rows)]
     return pa.table({c: pa.array([r.get(c) for r in rows], type=getattr(pa, COLUMNS[c])())
@@ -52,9 +53,9 @@ def best_of(rows: list[dict], criterion: str = "fid") -> dict:
 
 def plot_png(rows: list[dict], front: list[dict], teacher: Optional[dict],
              budget: Optional[float], best: dict, criterion: str = "fid") -> bytes:
-    import matplotlib
+    import matplotlib  # deferred: matplotlib (only for the plot)
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: matplotlib
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=100)
     y = criterion
     ax.scatter([r["macs"] / 1e9 for r in rows], [r[y] for r in rows], s=12, alpha=0.5,
@@ -142,7 +143,6 @@ def best_entry(summary: dict, budget: Optional[float] = None) -> dict:
     """The best.json entry of ``budget`` (MACs at the eval size or as asked at
     ``data.crop_size``, matched to 0.1%; None: the primary); raises GancError naming the
     budgets there are."""
-    from ..errors import GancError
     entries = summary.get("budgets") or [dict(summary, budget_macs=(summary.get("search") or
                                                                     {}).get("budget_macs"))]
     if budget is None:
