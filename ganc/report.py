@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import io
 import math
+from typing import Optional
 
 from .config import RunConfig
 from .errors import GancError
+from .paretoplot import Panel, Series, figure, png, tick_text, value_label
+from .results import LEGACY_METHOD, PARETO, RESULTS, result_key
 
 REPORT = "report"
+PLOT = f"{REPORT}/pareto.png"
 
 
 def _latency(net, shape) -> float:
@@ -165,23 +169,48 @@ def write_report(cfg: RunConfig, store=None, *, ctx=None) -> dict:
     rows, models = collect_rows(cfg, run, size)
     if not rows:
         raise GancError(f"nothing to report in {run.url()}: no supernet, export or pruning")
-    split = eval_split(cfg.data)
     score_rows(ctx, rows, models)
-    record_fid_by_split(run, rows, split, choice_split(cfg.data))
-    table = format_table(rows)
+    record_fid_by_split(run, rows, eval_split(cfg.data), choice_split(cfg.data))
     files = {}
-    if run.exists("search/fid_vs_macs.png"):
-        run.write_bytes(f"{REPORT}/pareto.png", run.read_bytes("search/fid_vs_macs.png"))
-        files["pareto"] = run.url(f"{REPORT}/pareto.png")
     if models:
         run.write_bytes(f"{REPORT}/grid.png", report_grid(ctx, models))
         files["grid"] = run.url(f"{REPORT}/grid.png")
+    summary = publish(run, rows, images=split_images(ctx), size=size, files=files,
+                      criterion=cfg.search.criterion or "fid", prune_n=int(cfg.prune.eval_n))
+    print("\n" + summary["table"] + "\n", flush=True)
+    return summary
+
+
+def publish(run, rows: list[dict], *, images: dict, size: int, criterion: str = "fid",
+            prune_n: int = 0, files: Optional[dict] = None) -> dict:
+    """The report's table (``summary.txt``), its plot (``pareto.png``) and
+    ``summary.json`` from the scored ``rows``; ``images``: {split: images its FID is
+    computed on}; ``prune_n``: ``prune.eval_n`` (the prune stage's FIDs use the first n
+    inputs of the split; 0: all)."""
+    split, chosen = _splits(rows)
+    files = dict(files or {})
+    run.write_bytes(PLOT, png(pareto_figure(run, rows, criterion, images, prune_n)))
+    files["pareto"] = run.url(PLOT)
+    table = format_table(rows)
     summary = {"rows": rows, "table": table, "size": size, "macs_convention": "torchprofile",
-               "fid_split": split, "files": files}
+               "fid_split": split, "fid_search_split": chosen,
+               "fid_images": {k: v for k, v in images.items() if v}, "files": files}
     run.put_json(f"{REPORT}/summary.json", summary)
     run.write_bytes(f"{REPORT}/summary.txt", (table + "\n").encode())
-    print("\n" + table + "\n", flush=True)
     return summary
+
+
+def split_images(ctx) -> dict:
+    """``{split: inputs its FID is computed on}`` for the eval split and the split the
+    choices were made on (as the scorers build them)."""
+    from .data.splits import choice_split, eval_split  # deferred: torch
+    from .metrics.splits import scoring_split  # deferred: torch, torch_fidelity
+    cfg, root = ctx.cfg, ctx.data_root()
+    out: dict = {}
+    for split, report in ((eval_split(cfg.data), True), (choice_split(cfg.data), False)):
+        if split not in out:
+            out[split] = len(scoring_split(cfg, root, ctx.data.name, report=report).inputs)
+    return out
 
 
 def score_rows(ctx, rows: list[dict], models: dict) -> None:
@@ -236,6 +265,102 @@ def report_grid(ctx, models: dict) -> bytes:
     return grid_png(inputs, outputs, "label map" if has_label_maps(cfg.data) else "input")
 
 
+# ---------------------------------------------------------------- the plot
+def _splits(rows: list[dict]) -> tuple[str, str]:
+    """(eval split, the split the choices were made on) the rows were scored on."""
+    split = next((r["fid_split"] for r in rows if r.get("fid_split")), "")
+    return split, next((r["fid_search_split"] for r in rows if r.get("fid_search_split")),
+                       "search")
+
+
+def _stored_rows(run, key: str) -> list[dict]:
+    """The scored rows of a results-type table (``status`` ok or absent)."""
+    rows = run.get_parquet(key).to_pylist() if run.exists(key) else []
+    return [r for r in rows if (r.get("status") or "ok") == "ok"]
+
+
+def _groups(rows: list[dict]) -> dict:
+    """Rows by (method, budget): each search's, and the prune stage's (no budget)."""
+    out: dict = {}
+    for r in rows:
+        out.setdefault((r.get("method") or LEGACY_METHOD, r.get("budget")), []).append(r)
+    return out
+
+
+def stage_series(run, criterion: str, prune_n: int = 0) -> tuple[list[Series], list]:
+    """Every model the stages scored on the choice split (the results table, with the
+    prune stage's ``prune/summary.json`` rows it lacks): each search's candidates and
+    Pareto front per method and budget, the pruned models; and the searches' budgets."""
+    rows = _stored_rows(run, RESULTS)
+    have = {result_key(r) for r in rows}
+    if run.exists("prune/summary.json"):
+        rows += [r for r in run.get_json("prune/summary.json").get("rows", [])
+                 if r and result_key(r) not in have]
+    fronts = _groups(_stored_rows(run, PARETO))
+    series, budgets = [], []
+    for i, ((method, budget), group) in enumerate(_groups(rows).items()):
+        color = f"C{(i + 4) % 10}"
+        values = [r.get(criterion) for r in group]
+        macs = [r.get("macs") for r in group]
+        if all(r.get("target") is not None for r in group):     # the prune stage's models
+            targets = ", ".join(f"{float(r['target']):g}" for r in group)
+            n = f", first {prune_n} inputs" if prune_n else ""
+            series.append(Series(f"{method}: pruned models (p={targets}{n})", macs, values,
+                                 method, "model", color))
+            continue
+        at = f", budget {tick_text(budget / 1e9)}" if budget is not None else ""
+        series.append(Series(f"{method}{at}: scored ({len(group)})", macs, values, method,
+                             color=color))
+        front = fronts.get((method, budget), [])
+        if front:
+            series.append(Series(f"{method}{at}: Pareto front", [r.get("macs") for r in front],
+                                 [r.get(criterion) for r in front], method, "front", color))
+        if budget is not None:
+            budgets.append(budget)
+    return series, budgets
+
+
+def _table_series(rows: list[dict], key: str, search: bool,
+                  colors: Optional[dict] = None) -> list[Series]:
+    """The table's models (the teacher, the exported model; on the eval split the pruned
+    one too) at their ``key`` values (``colors``: the stage series' colour of a method)."""
+    out, colors = [], {"teacher": "k", "exported": "C3", **(colors or {})}
+    for r in rows:
+        role = "teacher" if r["method"] == "teacher" else "exported" if "exported" in r \
+            else r["method"]
+        if search and role not in ("teacher", "exported"):
+            continue             # the pruned models are in the prune stage's series
+        label = ("teacher" if role == "teacher" else f"{r['method']}: {r['model']}"
+                 if role == r["method"] else f"{role}: {r['method']} {r['model']}")
+        if role == "exported" and r.get("exported"):
+            label += f" ({r['exported']})"
+        out.append(Series(label[:60], [r.get("macs")], [r.get(key)], role, "model",
+                          colors.get(role, "C2")))
+    return out
+
+
+def pareto_figure(run, rows: list[dict], criterion: str = "fid", images: Optional[dict] = None,
+                  prune_n: int = 0):
+    """The report's figure, one panel a split: on the split the choices were made on,
+    every model the stages scored (:func:`stage_series`), the exported model and the
+    teacher; on the eval split, the table's models as the report scored them. Each
+    y axis names its split and image count."""
+    split, chosen = _splits(rows)
+    images = images or {}
+    if prune_n and prune_n >= (images.get(chosen) or float("inf")):
+        prune_n = 0                     # the first n inputs are all of them
+    series, budgets = stage_series(run, criterion, prune_n)
+    colors: dict = {}
+    for s in series:
+        colors.setdefault(s.method, s.color)
+    search = Panel(value_label(criterion, chosen, images.get(chosen)),
+                   series + _table_series(rows, f"{criterion}_search", True), budgets)
+    if split == chosen:                 # data.search_split 0: the choices were made on it
+        return figure([search])
+    return figure([search, Panel(value_label(criterion, split, images.get(split)),
+                                 _table_series(rows, criterion, False, colors))])
+
+
 # ---------------------------------------------------------------- the table
 def _kid(mean, std) -> str:
     """``0.0123+-0.0021`` (KID mean +- its std over subsets), ``-`` when not scored."""
@@ -245,39 +370,52 @@ def _kid(mean, std) -> str:
         else f"{mean:.4f}"
 
 
-def format_table(rows: list[dict]) -> str:
-    """The summary table: teacher vs the best of each method, with the FID on the eval
-    split (``fid``) and on the split it was chosen by (``fid_search``)."""
-    split = next((r["fid_split"] for r in rows if r.get("fid_split")), "")
-    chosen = next((r["fid_search_split"] for r in rows if r.get("fid_search_split")), "search")
-    fid_head = f"FID {split}"[:8] if split else "FID"
-    miou = any(r.get("miou") is not None for r in rows)   # label-map data
-    # KID (mean +- std over subsets) of each split, where the report scored it
-    kids = [(k, f"KID {name}"[:15]) for k, name in (("kid", split), ("kid_search", chosen))
-            if any(r.get(k) is not None for r in rows)]
-    head = (f"{'model':34s} {'method':10s} {'GMACs':>8s} {'MACs x':>7s} {'params M':>9s} "
-            f"{fid_head:>8s} {('FID ' + chosen)[:10]:>10s} {'CPU ms':>8s}"
-            + (f" {'mIoU ' + split:>10s}" if miou else "")
-            + "".join(f" {title:>15s}" for _, title in kids))
-    lines = [head, "-" * len(head)]
+def _num(v, fmt: str) -> str:
+    return format(v, fmt) if isinstance(v, (int, float)) and v == v else "-"
+
+
+def table_columns(rows: list[dict]) -> list[tuple]:
+    """The table's columns: (title, least width, the cell of a row; a negative width
+    left-aligns). Every score's title names its split: ``FID val``, ``FID search``, ..."""
+    split, chosen = _splits(rows)
     t_macs = next((r["macs"] for r in rows if r["method"] == "teacher" and r.get("macs")), None)
 
-    def num(v, fmt):
-        return format(v, fmt) if isinstance(v, (int, float)) and v == v else "-"
-    for r in rows:
-        ratio = (t_macs / r["macs"]) if t_macs and r.get("macs") else None
-        lines.append(f"{r['model'][:34]:34s} {r['method']:10s} "
-                     f"{num(r.get('macs') and r['macs'] / 1e9, '8.3f'):>8s} "
-                     f"{num(ratio, '6.1f'):>6s}x "
-                     f"{num(r.get('params') and r['params'] / 1e6, '9.3f'):>9s} "
-                     f"{num(r.get('fid'), '8.2f'):>8s} {num(r.get('fid_search'), '10.2f'):>10s} "
-                     f"{num(r.get('latency_ms_cpu'), '8.1f'):>8s}"
-                     + (f" {num(r.get('miou'), '10.2f'):>10s}" if miou else "")
-                     + "".join(f" {_kid(r.get(k), r.get(k + '_std')):>15s}" for k, _ in kids))
-    if miou:
+    def ratio(r):
+        x = (t_macs / r["macs"]) if t_macs and r.get("macs") else None
+        return _num(x, ".1f") + ("x" if x is not None else "")
+    cols = [("model", -34, lambda r: r["model"][:34]), ("method", -10, lambda r: r["method"]),
+            ("GMACs", 8, lambda r: _num(r.get("macs") and r["macs"] / 1e9, ".3f")),
+            ("MACs x", 7, ratio),
+            ("params M", 9, lambda r: _num(r.get("params") and r["params"] / 1e6, ".3f")),
+            (f"FID {split}" if split else "FID", 8, lambda r: _num(r.get("fid"), ".2f")),
+            (f"FID {chosen}", 10, lambda r: _num(r.get("fid_search"), ".2f")),
+            ("CPU ms", 8, lambda r: _num(r.get("latency_ms_cpu"), ".1f"))]
+    if any(r.get("miou") is not None for r in rows):                  # label-map data
+        cols.append((f"mIoU {split}", 10, lambda r: _num(r.get("miou"), ".2f")))
+    # KID (mean +- std over subsets) of each split, where the report scored it
+    for k, name in (("kid", split), ("kid_search", chosen)):
+        if any(r.get(k) is not None for r in rows):
+            cols.append((f"KID {name}", 15, lambda r, k=k: _kid(r.get(k), r.get(k + "_std"))))
+    return cols
+
+
+def format_table(rows: list[dict]) -> str:
+    """The summary table: teacher vs the best of each method, with the FID on the eval
+    split (``fid``) and on the split it was chosen by (``fid_search``), each column
+    titled with its split (never cut short)."""
+    cols = table_columns(rows)
+
+    def line(cells):
+        return " ".join(f"{c:<{-w}s}" if w < 0 else f"{c:>{w}s}"
+                        for c, w in zip(cells, widths))
+    widths = [-max(-w, len(t)) if w < 0 else max(w, len(t)) for t, w, _ in cols]
+    head = line([t for t, _, _ in cols])
+    lines = [head, "-" * len(head)] + [line([cell(r) for _, _, cell in cols]) for r in rows]
+    if any(t.startswith("mIoU") for t, _, _ in cols):
         lines.append("mIoU: ESPNet-CamVid mIoU (ganc's stand-in for the paper's DRN-D-105 "
                      "Cityscapes mIoU)")
     return "\n".join(lines)
 
 
-__all__ = ["write_report", "collect_rows", "grid_png", "format_table"]
+__all__ = ["write_report", "collect_rows", "grid_png", "format_table", "publish",
+           "pareto_figure", "stage_series", "split_images", "table_columns", "PLOT"]

@@ -14,6 +14,7 @@ from typing import Optional
 from .criteria import get_criterion
 
 RESULTS = "search/results.parquet"
+PARETO = "search/pareto.parquet"   # the Pareto front of each search (method, budget)
 LEGACY_METHOD = "evolution"    # rows of tables written before rows carried their method
 
 
@@ -69,4 +70,4 @@ def choose_export(fid_before: Optional[float], fid_after: Optional[float],
     return "before", "neither scored: the searched weights are kept"
 
 
-__all__ = ["RESULTS", "LEGACY_METHOD", "result_key", "append_results", "choose_export"]
+__all__ = ["RESULTS", "PARETO", "LEGACY_METHOD", "result_key", "append_results", "choose_export"]

@@ -1,15 +1,14 @@
 """Search results in the store: the table, the Pareto front, best.json and the plot."""
 from __future__ import annotations
 
-import io
 from typing import Optional
 
 from ..criteria import criteria, get_criterion
 from ..errors import GancError
-from ..results import RESULTS, append_results, result_key
+from ..paretoplot import Panel, Series, figure, png, value_label
+from ..results import PARETO, RESULTS, append_results, result_key
 from .pareto import pareto_front
 
-PARETO = "search/pareto.parquet"
 PLOT = "search/fid_vs_macs.png"
 BEST = "best.json"
 
@@ -51,36 +50,31 @@ def best_of(rows: list[dict], criterion: str = "fid") -> dict:
     return min(rows, key=lambda r: (r[criterion], r["macs"], r["config"]))
 
 
-def plot_png(rows: list[dict], front: list[dict], teacher: Optional[dict],
-             budget: Optional[float], best: dict, criterion: str = "fid") -> bytes:
-    import matplotlib  # deferred: matplotlib (only for the plot)
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # deferred: matplotlib
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=100)
-    y = criterion
-    ax.scatter([r["macs"] / 1e9 for r in rows], [r[y] for r in rows], s=12, alpha=0.5,
-               label=f"scored sub-networks ({len(rows)})")
-    ax.plot([r["macs"] / 1e9 for r in sorted(front, key=lambda r: r["macs"])],
-            [r[y] for r in sorted(front, key=lambda r: r["macs"])], "o-", color="C1",
-            ms=4, label="Pareto front")
-    ax.scatter([best["macs"] / 1e9], [best[y]], marker="*", s=160, color="C3",
-               label=f"best {best['config']}", zorder=5)
+def search_figure(rows: list[dict], front: list[dict], teacher: Optional[dict],
+                  budget: Optional[float], best: dict, criterion: str = "fid",
+                  split: Optional[str] = None, method: str = ""):
+    """The figure of one search: its scored sub-networks, their Pareto front, the best
+    and the teacher, all scored on ``split`` (the y axis says which; the MACs and the
+    markers as in the report's, see :mod:`ganc.paretoplot`)."""
+    y, method = criterion, method or best.get("method") or "evolution"
+    series = [Series(f"{method}: scored sub-networks ({len(rows)})",
+                     [r["macs"] for r in rows], [r[y] for r in rows], method, color="C0"),
+              Series(f"{method}: Pareto front", [r["macs"] for r in front],
+                     [r[y] for r in front], method, "front", "C1"),
+              Series(f"best {best['config']}", [best["macs"]], [best[y]], "best",
+                     "model", "C3")]
     if teacher and teacher.get(y) is not None:
-        ax.scatter([teacher["macs"] / 1e9], [teacher[y]], marker="s", s=60, color="k",
-                   label="teacher", zorder=5)
-        ax.set_xscale("log")
-    if budget:                        # None: a latency budget alone
-        ax.axvline(budget / 1e9, color="gray", ls="--", lw=1, label="MACs budget")
-    ax.set_xlabel("GMACs (torchprofile convention)")
-    crit = get_criterion(criterion)
-    ax.set_ylabel(f"{crit.title} ({crit.direction})")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+        series.append(Series("teacher", [teacher["macs"]], [teacher[y]], "teacher",
+                             "model", "k"))
+    panel = Panel(value_label(criterion, split), series, [budget] if budget else [])
+    return figure([panel])
+
+
+def plot_png(rows: list[dict], front: list[dict], teacher: Optional[dict],
+             budget: Optional[float], best: dict, criterion: str = "fid",
+             split: Optional[str] = None) -> bytes:
+    """:func:`search_figure` as PNG bytes."""
+    return png(search_figure(rows, front, teacher, budget, best, criterion, split))
 
 
 def plot_key(index: int) -> str:
@@ -103,8 +97,9 @@ def write_results(run, searches: list[dict], teacher: Optional[dict], settings: 
         ok = [r for r in rows if r.get("status", "ok") == "ok"]
         front = front_of(rows, latency, criterion)
         best = best_of(ok, criterion)
-        run.write_bytes(plot_key(i), plot_png(ok, front, teacher, s["budget_macs"], best,
-                                              criterion))
+        run.write_bytes(plot_key(i), png(search_figure(
+            ok, front, teacher, s["budget_macs"], best, criterion,
+            settings.get("fid_split"), s["method"])))
         entry = {"method": s["method"], "budget_macs": s["budget_macs"],
                  "budget_recipe_macs": s.get("budget_recipe_macs"),
                  "config": best["config"], "macs": best["macs"], "params": best["params"],
@@ -157,4 +152,5 @@ def best_entry(summary: dict, budget: Optional[float] = None) -> dict:
 
 
 __all__ = ["write_results", "append_results", "result_key", "front_of", "best_of",
-           "best_entry", "plot_key", "plot_png", "RESULTS", "PARETO", "PLOT", "BEST"]
+           "best_entry", "plot_key", "plot_png", "search_figure", "RESULTS", "PARETO",
+           "PLOT", "BEST"]
