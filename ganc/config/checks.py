@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import reprlib
 import typing
@@ -32,9 +33,16 @@ def show(value) -> str:
         return f"<a {type(value).__name__}>"
 
 
+@functools.lru_cache(maxsize=None)
+def hints(cls, extras: bool = False) -> dict:
+    """The field types of the dataclass ``cls`` (``extras``: with their ``Annotated``
+    ranges), evaluated once per class (they are strings under ``from __future__``)."""
+    return typing.get_type_hints(cls, include_extras=extras)
+
+
 def _declared(cls, name: str):
     """(base type, Range or None) of a field, from its annotation."""
-    hint = typing.get_type_hints(cls, include_extras=True)[name]
+    hint = hints(cls, True)[name]
     if typing.get_origin(hint) is typing.Union:
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
     if typing.get_origin(hint) is Annotated:

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import yaml
 
 from ..errors import ConfigError, one_line
-from .checks import _declared, check_criterion, check_value, show, validate
+from .checks import _declared, check_criterion, check_value, hints, show, validate
 from .run import RunConfig
 
 
@@ -112,7 +112,7 @@ def _number_or_text(item):
 
 def _coerce_field(cls, name: str, value: Any, where: str):
     """``value`` for field ``name`` of the dataclass ``cls``, coerced to its type."""
-    typ = typing.get_type_hints(cls)[name]
+    typ = hints(cls)[name]
     if typ is list or typing.get_origin(typ) is list:
         return _coerce_list(value, where, numeric=_declared(cls, name)[1] is not None)
     return _coerce(value, typ, where)
@@ -180,7 +180,7 @@ def apply_override(cfg: RunConfig, assignment: str, where: str = "--set") -> Run
         value = yaml.safe_load(raw) if raw.strip() else ""
     except _YAML_ERRORS:
         value = raw
-    if typing.get_type_hints(type(obj))[name] is str and isinstance(value, _SCALARS) \
+    if hints(type(obj))[name] is str and isinstance(value, _SCALARS) \
             and not isinstance(value, str):
         value = raw.strip()     # as typed: YAML reads 16_16_32_16_32_32_16_16 as one int
     setattr(obj, name, check_value(obj, name, _coerce_field(type(obj), name, value, key), key))
