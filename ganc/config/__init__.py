@@ -4,21 +4,23 @@ Loaded from YAML (``configs/*.yaml``) with overrides such as ``--set distill.ste
 Unknown fields and ill-typed values fail with one line naming the file and field.
 The resolved config is saved beside every artifact of a run.
 
-A light leaf: imports nothing of ganc but errors, criteria and stages (no torch, no Ray).
+A light leaf: imports nothing of ganc but errors, criteria, stages and space (no torch, no
+Ray).
 
 - :mod:`.ranges`: :class:`Range` and the ranged field types (``PosInt``, ``Ratio``...)
 - :mod:`.inputs`: ``data`` and ``model``
 - :mod:`.stage_sections`: ``teacher``, ``distill``, ``search``, ``finetune``, ``prune``
 - :mod:`.run`: ``fid``, ``scale``, ``store``, ``pipeline`` and :class:`RunConfig`
 - :mod:`.checks`: ranges and the criterion checked (:func:`validate`, :func:`check_value`,
-  :func:`check_criterion`)
+  :func:`check_criterion`), and the fields checked against each other or a registry
+  (``data.direction``, ``data.crop_size``, ``model.search_space``)
 - :mod:`.load`: :func:`load_config`, :func:`from_dict`, ``--set`` (:func:`apply_override`)
   and flags (:func:`set_field`)
 """
 from __future__ import annotations
 
-from .checks import LABEL_MAP_KINDS, _declared, check_criterion, check_value, validate
-from .inputs import DataConfig, ModelConfig
+from .checks import LABEL_MAP_KINDS, _declared, check_criterion, check_value, show, validate
+from .inputs import DIRECTIONS, DataConfig, ModelConfig
 from .load import RESERVED_RESOURCES, apply_override, from_dict, load_config, set_field
 from .ranges import (MAX_SEED, Beta, Budgets, Count, PosInt, Positive, Prob, Range, Ratio,
                      Ratios, Seed, Weight, Widths)
@@ -30,9 +32,9 @@ from .stage_sections import (DistillConfig, FinetuneConfig, PruneConfig, SearchC
 __all__ = [
     "Range", "MAX_SEED", "PosInt", "Count", "Seed", "Positive", "Weight", "Prob", "Ratio",
     "Beta", "Ratios", "Widths", "Budgets",
-    "DataConfig", "ModelConfig", "TeacherConfig", "DistillConfig", "SearchConfig",
+    "DataConfig", "ModelConfig", "DIRECTIONS", "TeacherConfig", "DistillConfig", "SearchConfig",
     "FinetuneConfig", "PruneConfig", "FidConfig", "ScaleConfig", "StoreConfig",
     "PipelineConfig", "RunConfig", "PIPELINE_STAGES",
     "from_dict", "load_config", "apply_override", "set_field", "RESERVED_RESOURCES",
-    "validate", "check_value", "check_criterion", "LABEL_MAP_KINDS",
+    "validate", "check_value", "show", "check_criterion", "LABEL_MAP_KINDS",
 ]

@@ -6,6 +6,8 @@ from typing import Annotated
 
 from .ranges import Beta, PosInt, Positive, Range, Seed, Weight
 
+DIRECTIONS = ("AtoB", "BtoA")      # data.direction: which side of a pair is the input
+
 
 @dataclass
 class DataConfig:

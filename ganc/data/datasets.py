@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..config import DIRECTIONS
 from ..errors import ConfigError, DataError
 from .images import list_images, load_rgb, to_tensor
-
-DIRECTIONS = ("AtoB", "BtoA")
 
 
 @dataclass
