@@ -66,7 +66,7 @@ def export_best(cfg: RunConfig, store=None, *, config: Optional[str] = None,
                             latency_repeats)
     files, deploy = _model_files(run, net, sup, cost, size, latency_repeats)
     card = {**_model_card(sup, cfg_str, cost, net, macs, shape, calibrated),
-            **_scores(cfg, best, ft, finetuned),
+            **_scores(cfg, best, ft, finetuned, cfg_str),
             "latency_ms_cpu": lat["median_ms"], "latency_threads": lat["threads"],
             "teacher": teacher, "search_space": sup["space"].to_dict(),
             "dataset": _dataset(cfg, sup),
@@ -146,19 +146,47 @@ def _model_card(sup: dict, cfg_str: str, cost, net, macs, shape, calibrated) -> 
         "input_size": list(shape)}
 
 
-def _scores(cfg: RunConfig, best: dict, ft: Optional[dict], finetuned: bool) -> dict:
-    """The card's scores: FID (and mIoU) before / after fine-tune, and which was exported."""
+def _scores(cfg: RunConfig, best: dict, ft: Optional[dict], finetuned: bool,
+            cfg_str: str) -> dict:
+    """The card's scores: FID (and mIoU) before / after fine-tune, and which was exported,
+    each only where it was measured for ``cfg_str`` (else None, and ``scores_note`` says
+    why): best.json's values are those of the configs the search chose, never another's."""
     why = (ft or {}).get("why") or "no fine-tune of this config: the supernet's slice"
+    entry = _search_entry(best, cfg_str)
+    searched = (entry or {}).get("fid")
     chosen_fid = (ft or {}).get("fid_after" if finetuned else "fid_before")
+    note = None
+    if entry is None:
+        note = (f"fid_search not measured for this config: best.json scored "
+                f"{best.get('config') or 'no config'}")
+        if ft is None or chosen_fid is None:
+            note = (f"not measured for this config: best.json scored "
+                    f"{best.get('config') or 'no config'} and no fine-tune scored "
+                    f"{cfg_str}")
     return {
-        "fid_search": best.get("fid"),
+        "fid_search": searched,
         "fid_split": best.get("fid_split") or choice_split(cfg.data),
-        "fid_before_finetune": ft.get("fid_before") if ft else best.get("fid"),
+        "fid_before_finetune": ft.get("fid_before") if ft else searched,
         "fid_after_finetune": ft.get("fid_after") if ft else None,
         "finetune_steps": ft.get("steps") if ft else 0, "finetuned": finetuned,
         "exported": "fine-tuned" if finetuned else "supernet slice", "export_why": why,
-        "fid": chosen_fid if chosen_fid is not None else best.get("fid"),
-        **_miou_fields(best, ft, finetuned)}
+        "fid": chosen_fid if chosen_fid is not None else searched,
+        "scores_note": note,
+        **_miou_fields(best, entry, ft, finetuned)}
+
+
+def _search_entry(best: dict, cfg_str: str) -> Optional[dict]:
+    """The entry of best.json (the primary's, at the top, or one of ``budgets``) whose
+    config is ``cfg_str``, or None: the search scored no config of that name as a best."""
+    def same(c) -> bool:
+        try:
+            return c is not None and str(ChannelConfig.parse(c)) == cfg_str
+        except (GancError, TypeError, ValueError):
+            return False
+    if same(best.get("config")):
+        return best
+    return next((e for e in best.get("budgets") or [] if isinstance(e, dict)
+                 and same(e.get("config"))), None)
 
 
 def _dataset(cfg: RunConfig, sup: dict) -> dict:
@@ -177,13 +205,16 @@ def _files_entry(sup: dict) -> dict:
     return {"files": family_of(sup["netG"]).export_files()}
 
 
-def _miou_fields(best: dict, ft: Optional[dict], finetuned: bool) -> dict:
-    """The ESPNet-CamVid mIoU of the exported weights on the choice split (label-map data)."""
+def _miou_fields(best: dict, entry: Optional[dict], ft: Optional[dict],
+                 finetuned: bool) -> dict:
+    """The ESPNet-CamVid mIoU of the exported weights on the choice split (label-map data);
+    ``entry``: best.json's entry of the exported config (None: not measured by the search)."""
     if best.get("miou") is None and not (ft or {}).get("miou_before"):
         return {}
+    searched = (entry or {}).get("miou")
     chosen = (ft or {}).get("miou_after" if finetuned else "miou_before")
-    return {"miou": chosen if chosen is not None else best.get("miou"),
-            "miou_search": best.get("miou"), "miou_metric": "ESPNet-CamVid mIoU",
+    return {"miou": chosen if chosen is not None else searched,
+            "miou_search": searched, "miou_metric": "ESPNet-CamVid mIoU",
             "criterion": best.get("criterion", "fid")}
 
 

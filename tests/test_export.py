@@ -211,3 +211,33 @@ def test_pull_refuses_keys_escaping_the_target_folder(s3_url, s3_server, tmp_pat
     # --best on a run without an export: one line naming what is missing
     with pytest.raises(PullError, match="export/MANIFEST.json"):
         pull(run_url, out, best=True)
+
+
+OTHER = "4_8_4_8_8_4_4_8"
+
+
+def test_a_card_states_only_the_scores_of_its_own_config(trained_run, tmp_path):
+    """`export --subnet-config` of a config that neither best.json nor the fine-tune scored:
+    its card leaves the scores null and says why, never best.json's FID (the search's best,
+    another model); of a budget's best that best.json scored: that entry's FID."""
+    import shutil
+    _, url, _, _, _ = trained_run
+    copy = str(tmp_path / "store")                 # the module's run stays as it is
+    shutil.copytree(url, copy, symlinks=True)
+    cfg, run = tiny_cfg(copy), open_store(copy).run("ex")
+    card = export_best(cfg, copy, config=OTHER, latency_repeats=1)
+    assert card["config_str"] == OTHER and not card["finetuned"]
+    for k in ("fid", "fid_search", "fid_before_finetune", "fid_after_finetune"):
+        assert card[k] is None, (k, card[k])
+    assert card["scores_note"] == (f"not measured for this config: best.json scored {CONFIG} "
+                                   f"and no fine-tune scored {OTHER}")
+    assert run.get_json("export/model.json") == card
+    # a config best.json scored as the best of a second budget: that entry's own FID (the
+    # card's scores part, as export_best calls it: a second export costs half a minute)
+    from ganc.export import _scores
+    best = run.get_json("best.json")
+    best["budgets"] = [{"config": CONFIG, "fid": 123.0}, {"config": OTHER, "fid": 150.0}]
+    scores = _scores(cfg, best, None, False, OTHER)
+    assert scores["fid"] == scores["fid_search"] == scores["fid_before_finetune"] == 150.0
+    assert scores["scores_note"] is None and scores["fid_after_finetune"] is None
+    assert _scores(cfg, best, None, False, CONFIG)["fid"] == 123.0

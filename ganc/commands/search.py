@@ -144,8 +144,9 @@ def cmd_export(args):
                     for rt, per in card["latency_ms"].items())
     _print(args, card, [
         f"exported {card['config_str']} ({card['exported']}: {card['export_why']}): "
-        f"MACs {_g(card['macs'])}, params {card['params']:,}, FID {_f(card.get('fid'))} on "
-        f"{card['fid_split']}",
+        f"MACs {_g(card['macs'])}, params {card['params']:,}, " + (
+            f"FID {_f(card['fid'])} on {card['fid_split']}" if card.get("fid") is not None
+            else "FID not measured for this config"),
         f"latency (batch 1, threads): {lat}",
         f"ONNX opset {card['onnx']['opset']}, max abs diff vs eager "
         f"{card['onnx']['max_abs_diff_vs_eager']:.2g}",
@@ -165,6 +166,9 @@ def cmd_runs(args):
     print(f"{'run':24} {'best config':26} {'FID':>8} {'MACs':>9} {'teacher FID':>11} "
           f"{'teacher MACs':>12} exported")
     for r in rows:
+        if r.get("unreadable"):
+            print(f"{r['run']:24} unreadable: {r['unreadable']}")
+            continue
         print(f"{r['run']:24} {r['best'] or '-':26} {_f(r['fid']):>8} {_g(r['macs']):>9} "
               f"{_f(r['teacher_fid']):>11} {_g(r['teacher_macs']):>12} "
               f"{'yes' if r['exported'] else 'no'}")

@@ -74,17 +74,48 @@ def read_unit(objects: ObjectFS, prefix: str) -> Optional[dict]:
     key = f"{check_key(prefix)}/{MANIFEST}"
     if not objects.exists(key):
         return None
-    return decode_json(objects.read_bytes(key), objects.url(key))
+    return check_manifest(decode_json(objects.read_bytes(key), objects.url(key)),
+                          objects.url(key))
+
+
+def check_manifest(manifest, url: str) -> dict:
+    """``manifest`` when it is one :func:`commit_unit` could have written: ``files`` maps
+    plain names (store keys, never '..', never the manifest) to their size and sha256;
+    else one line naming ``url`` and what is wrong (a manifest is not trusted)."""
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict):
+        raise StoreError(f"{url}: not a unit manifest (expected an object with 'files')")
+    for name, entry in files.items():
+        try:
+            ok = check_key(name) == name and name != MANIFEST
+        except StoreError:
+            ok = False
+        if not ok:
+            raise StoreError(f"{url}: file name {name[:80]!r} is not a plain key of the unit")
+        size = entry.get("size") if isinstance(entry, dict) else None
+        digest = entry.get("sha256") if isinstance(entry, dict) else None
+        if not (type(size) is int and size >= 0 and isinstance(digest, str)
+                and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+            raise StoreError(f"{url}: the entry of {name!r} needs a size and a sha256")
+    return manifest
+
+
+def check_unit_file(url: str, name: str, data: bytes, manifest: dict) -> bytes:
+    """``data`` (the unit file ``name``, read from ``url``) when it matches the manifest's
+    size and hash."""
+    entry = manifest.get("files", {}).get(name)
+    if entry is None:
+        raise StoreError(f"the manifest of {url} does not list {name!r}")
+    if len(data) != entry.get("size") or \
+            hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+        raise StoreError(f"{url} does not match "
+                         f"{MANIFEST} (rewritten after the unit was committed?)")
+    return data
 
 
 def read_unit_file(objects: ObjectFS, prefix: str, name: str, manifest: dict) -> bytes:
     """A file of a committed unit, checked against the manifest's size and hash."""
-    entry = manifest.get("files", {}).get(name)
-    if entry is None:
+    if name not in manifest.get("files", {}):
         raise StoreError(f"{objects.url(prefix + '/' + MANIFEST)} does not list {name!r}")
-    data = objects.read_bytes(f"{prefix}/{name}")
-    if len(data) != entry.get("size") or \
-            hashlib.sha256(data).hexdigest() != entry.get("sha256"):
-        raise StoreError(f"{objects.url(prefix + '/' + name)} does not match "
-                         f"{MANIFEST} (rewritten after the unit was committed?)")
-    return data
+    return check_unit_file(objects.url(f"{prefix}/{name}"),
+                           name, objects.read_bytes(f"{prefix}/{name}"), manifest)
