@@ -216,6 +216,7 @@ def test_pull_refuses_keys_escaping_the_target_folder(s3_url, s3_server, tmp_pat
 OTHER = "4_8_4_8_8_4_4_8"
 
 
+@pytest.mark.slow                # two real exports, ~70 s here
 def test_a_card_states_only_the_scores_of_its_own_config(trained_run, tmp_path):
     """`export --subnet-config` of a config that neither best.json nor the fine-tune scored:
     its card leaves the scores null and says why, never best.json's FID (the search's best,
