@@ -19,8 +19,8 @@ export RAY_USAGE_STATS_ENABLED = 0
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --no-compile --upgrade pip
-	$(BIN)/python -m pip install -q --no-compile -e ".[test]" -c $(CONSTRAINTS)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[test]" -c $(CONSTRAINTS)
 	touch $(STAMP)
 
 install: $(STAMP)
