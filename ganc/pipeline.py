@@ -21,7 +21,7 @@ from .context import check_budgets, open_context, ray_connection
 from .errors import ConfigError
 from .resume import MARKER, check_inputs, missing_artifacts, record_inputs, restart_from
 from .stages import STAGE_NAMES, stage as declared
-from .train.common import say
+from .log import say
 from .train.launch import train_cpus
 from .train.teacher import check_given_teacher
 

@@ -27,7 +27,6 @@ networks, which :mod:`ganc.prune.finetuning` trains with the search winner's rec
 from __future__ import annotations
 
 import copy
-import math
 from typing import Dict, List, Optional
 
 import torch
@@ -368,6 +367,3 @@ def describe_gates(keep: Dict[str, torch.Tensor], groups: Dict[str, int]) -> Dic
     """{group: [kept, full]} for logs and the model card."""
     return {g: [int(keep[g].numel()), int(groups[g])] for g in groups}
 
-
-def is_finite(x) -> bool:
-    return math.isfinite(float(x))
