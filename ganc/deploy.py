@@ -7,6 +7,10 @@
   ``torch.onnx.export`` (the torch.export-based exporter).
 - :func:`deploy_artifacts`: both, checked against the eager module (max abs difference on
   two input shapes, through onnxruntime for the ONNX file).
+
+A generator that takes inputs beside the image (:mod:`ganc.extras`: a MUNIT style code) is
+exported with them as further graph inputs named by their keyword (``style``), batch
+dynamic, and checked on values drawn from a seed.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn as nn
 
+from .extras import draw_for, extra_shapes
 from .onnxrun import OnnxError, OnnxModule
 
 OPSET = 20                      # ONNX opset of every exported model
@@ -31,20 +36,28 @@ def _example(input_nc: int, size: int) -> torch.Tensor:
     return torch.zeros(2, int(input_nc), int(size), int(size))
 
 
+def _extras(model, batch: int) -> dict:
+    """The model's extra inputs (:mod:`ganc.extras`) for an example batch."""
+    return draw_for(model, batch, seed=0)
+
+
 def _dynamic_shapes(model: nn.Module):
     name = next(iter(inspect.signature(model.forward).parameters))
     batch = torch.export.Dim("batch", min=1, max=4096)
     h = torch.export.Dim("h", min=2, max=4096)
     w = torch.export.Dim("w", min=2, max=4096)
-    return {name: {0: batch, 2: SIDE_MULTIPLE * h, 3: SIDE_MULTIPLE * w}}
+    shapes = {name: {0: batch, 2: SIDE_MULTIPLE * h, 3: SIDE_MULTIPLE * w}}
+    return {**shapes, **{k: {0: batch} for k in extra_shapes(model)}}
 
 
 def export_program(model: nn.Module, input_nc: int, size: int):
-    """``torch.export`` of ``model`` (eval mode, CPU) with dynamic batch, height and width."""
+    """``torch.export`` of ``model`` (eval mode, CPU) with dynamic batch, height and width
+    (and its extra inputs, by keyword, with the same dynamic batch)."""
     model = model.eval()
     try:
         with torch.no_grad():
             return torch.export.export(model, (_example(input_nc, size),),
+                                       kwargs=_extras(model, 2),
                                        dynamic_shapes=_dynamic_shapes(model))
     except Exception as e:  # pragma: no cover - an architecture torch.export cannot trace
         raise OnnxError(f"torch.export of {type(model).__name__} failed: "
@@ -61,21 +74,32 @@ def onnx_bytes(model_or_program, input_nc: int, size: int, dynamic: bool = True)
     """ONNX (opset :data:`OPSET`) of a module or an exported program; input ``input``,
     output ``output``. ``dynamic``: batch, height and width dynamic (a module is exported
     through :func:`export_program`); else the shape of batch 1 at ``size``."""
+    extra = {}
     if isinstance(model_or_program, nn.Module):
         model_or_program = model_or_program.eval()
+        extra = _extras(model_or_program, 1)
         if dynamic:
             model_or_program = export_program(model_or_program, input_nc, size)
+    else:
+        extra = {k: v[:1] for k, v in _program_extras(model_or_program).items()}
     args = (_example(input_nc, size)[:1],)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         try:
-            prog = torch.onnx.export(model_or_program, args, dynamo=True, verbose=False,
-                                     opset_version=OPSET, input_names=["input"],
+            prog = torch.onnx.export(model_or_program, args, kwargs=extra, dynamo=True,
+                                     verbose=False, opset_version=OPSET,
+                                     input_names=["input", *extra],
                                      output_names=["output"], external_data=False)
         except Exception as e:  # pragma: no cover
             raise OnnxError(f"ONNX export failed: {str(e).strip().splitlines()[0][:200]}"
                             ) from None
     return prog.model_proto.SerializeToString()
+
+
+def _program_extras(program) -> dict:
+    """Example values of an exported program's keyword inputs (its extra inputs)."""
+    kwargs = program.example_inputs[1] if program.example_inputs else {}
+    return dict(kwargs or {})
 
 
 def module_onnx_bytes(module: nn.Module, example: torch.Tensor) -> bytes:
@@ -97,14 +121,16 @@ def check_shapes(input_nc: int, size: int) -> list:
 
 def max_abs_diff(run: Callable, model: nn.Module, shapes: Sequence[tuple], seed: int = 0
                  ) -> float:
-    """Largest |run(x) - model(x)| over random inputs of ``shapes``."""
+    """Largest |run(x, **extra) - model(x, **extra)| over random inputs of ``shapes``
+    (``extra``: the model's extra inputs drawn from ``seed``, :mod:`ganc.extras`)."""
     g = torch.Generator().manual_seed(seed)
     worst = 0.0
     with torch.no_grad():
-        for shape in shapes:
+        for i, shape in enumerate(shapes):
             x = torch.rand(*shape, generator=g) * 2 - 1
-            ref = model(x)
-            out = run(x)
+            extra = draw_for(model, shape[0], seed, first=100 * i)
+            ref = model(x, **extra)
+            out = run(x, **extra)
             if tuple(out.shape) != tuple(ref.shape):
                 raise OnnxError(f"exported model returns shape {tuple(out.shape)} for input "
                                 f"{tuple(shape)}; eager returns {tuple(ref.shape)}")
@@ -129,8 +155,9 @@ def deploy_artifacts(model: nn.Module, input_nc: int, size: int) -> dict:
         if not diff <= ONNX_TOLERANCE:
             raise OnnxError(f"{what} differs from the eager model by {diff:.3g} "
                             f"(> {ONNX_TOLERANCE:g}) on inputs {shapes}")
+    extras = {k: list(v) for k, v in extra_shapes(model).items()}
     card = {"onnx": {"file": "model.onnx", "opset": OPSET, "input": "input",
-                     "output": "output",
+                     "output": "output", **({"extra_inputs": extras} if extras else {}),
                      "dynamic_axes": {"0": "batch", "2": f"height ({SIDE_MULTIPLE}*k)",
                                       "3": f"width ({SIDE_MULTIPLE}*k)"},
                      "checked_shapes": [list(s) for s in shapes],

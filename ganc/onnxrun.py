@@ -50,26 +50,47 @@ def ort_session(model, threads: int = 0, level: str = "all", where: str = "ONNX 
 
 class OnnxModule:
     """An ONNX generator run by onnxruntime, called like a torch module: ``m(x) -> y``
-    on CPU float32 tensors."""
+    on CPU float32 tensors. Inputs after the first (the image) are extra inputs given by
+    keyword, ``m(x, style=s)`` (a MUNIT export's style code); ``extra_inputs`` lists them
+    with one image's shape (:mod:`ganc.extras`)."""
 
     def __init__(self, model, threads: int = 0, level: str = "all", where: str = "ONNX model"):
         self.session = ort_session(model, threads, level, where)
         inputs = self.session.get_inputs()
-        if len(inputs) != 1 or len(self.session.get_outputs()) < 1:
-            raise OnnxError(f"{where} must take one image tensor; it has {len(inputs)} inputs")
+        if not inputs or len(self.session.get_outputs()) < 1:
+            raise OnnxError(f"{where} must take an image tensor; it has no inputs")
         self.input_name = inputs[0].name
+        self.input_names = [i.name for i in inputs]
         shape = inputs[0].shape
         if len(shape) != 4:
             raise OnnxError(f"{where} takes a rank-{len(shape)} input; a generator takes "
                             "NCHW images")
+        bad = [i.name for i in inputs[1:] if not all(isinstance(d, int) for d in i.shape[1:])]
+        if bad:
+            raise OnnxError(f"{where}: input {bad[0]!r} has no fixed per-image shape")
+        self.extra_inputs = {i.name: tuple(i.shape[1:]) for i in inputs[1:]}
         self.input_nc = shape[1] if isinstance(shape[1], int) else None
         self.threads = int(threads)
         self.where = where
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, **extra) -> torch.Tensor:
+        missing = [n for n in self.extra_inputs if n not in extra]
+        unknown = [n for n in extra if n not in self.extra_inputs]
+        if missing or unknown:
+            raise ConfigError(f"{self.where} takes inputs {', '.join(self.input_names)}; "
+                              + (f"{missing[0]!r} not given" if missing
+                                 else f"{unknown[0]!r} is not one of them"))
+        for k, v in extra.items():
+            if tuple(v.shape[1:]) != self.extra_inputs[k] or v.shape[0] != x.shape[0]:
+                raise ConfigError(f"{self.where}: input {k!r} of shape {tuple(v.shape)}; it "
+                                  f"takes ({x.shape[0]}, "
+                                  f"{', '.join(map(str, self.extra_inputs[k]))})")
         arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        feed = {self.input_name: arr}
+        feed.update({k: v.detach().to("cpu", torch.float32).contiguous().numpy()
+                     for k, v in extra.items()})
         try:
-            out = self.session.run(None, {self.input_name: arr})[0]
+            out = self.session.run(None, feed)[0]
         except Exception as e:
             raise OnnxError(f"{self.where} failed on an input of shape {tuple(arr.shape)}: "
                             f"{str(e).strip().splitlines()[0][:200]}") from None

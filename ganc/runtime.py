@@ -26,6 +26,7 @@ import torch.nn as nn
 
 from .deploy import onnx_bytes
 from .errors import ConfigError, GancError, one_line
+from .extras import draw_for
 from .onnxrun import OnnxModule
 
 RUNTIMES = ("eager", "onnxruntime")   # what latency tables, the card and the search time
@@ -83,15 +84,15 @@ def inductor_runner(model: nn.Module, example: torch.Tensor, threads: int = 0) -
     try:
         with inductor_config.patch(freezing=True), torch_threads(threads), \
                 torch.inference_mode():
-            compiled(example.cpu())
+            compiled(example.cpu(), **draw_for(model, example.shape[0], seed=0))
     except Exception as e:
         raise GancError(f"--runtime inductor: torch.compile failed ({type(e).__name__}: "
                         f"{one_line(e)}); it needs a C++ compiler on the PATH") from None
 
-    def run(x):
+    def run(x, **extra):
         with inductor_config.patch(freezing=True), torch_threads(threads), \
                 torch.inference_mode():
-            return compiled(x)
+            return compiled(x, **extra)
     return run
 
 
@@ -109,9 +110,9 @@ def runner(model: nn.Module, runtime: str, threads: int = 0, input_nc: int = 3,
         return inductor_runner(model, torch.zeros(1, int(input_nc), int(h), int(w)), threads)
     net = deploy_eager(model)
 
-    def run(x):
+    def run(x, **extra):
         with torch_threads(threads), torch.inference_mode():
-            return net(x)
+            return net(x, **extra)
     return run
 
 
@@ -163,7 +164,9 @@ def latency_by_runtime(model: nn.Module, input_nc: int, size: int,
             fns[key] = runner(model, rt, n, input_nc, size, onnx=onnx)
             names[key] = (rt, str(n))
     x = torch.randn(1, input_nc, size, size)
-    res = time_alternating({k: (lambda f=f: f(x)) for k, f in fns.items()}, rounds=rounds)
+    extra = draw_for(model, 1, seed=0)        # a MUNIT style code (ganc.extras), or none
+    res = time_alternating({k: (lambda f=f: f(x, **extra)) for k, f in fns.items()},
+                           rounds=rounds)
     out: dict = {}
     for key, (rt, n) in names.items():
         out.setdefault(rt, {})[n] = res[key]["median_ms"]

@@ -1,7 +1,7 @@
 """Channel configurations and search spaces: the one source of truth for both.
 
-Every family's channel configuration has 8 numbers; a search space names its family, which
-names the positions.
+A search space names its family, which names the positions: 8 for ``resnet`` and ``spade``,
+10 for ``munit``.
 
 A channel configuration of a mobile ResNet generator (family ``resnet``) has 8 numbers
 (GUIDE §3):
@@ -19,6 +19,12 @@ GauGAN layout) gives one number c per block: ``fc`` (the trunk width is 16 c), `
 ``G_middle_0``, ``G_middle_1`` (inner width 16 c), ``up_0``, ``up_1``, ``up_2``, ``up_3``
 (output width 8 c, 4 c, 2 c, c); every SPADE modulation of a block has 2 c hidden channels
 (see ``ganc.nn.spade``). It has no legacy form.
+
+A channel configuration of a mobile MUNIT generator (family ``munit``, GAN Compression's
+``channels-64`` order) has 10 numbers: [0] style encoder base width; [1] stem; [2], [3] the
+two downsamplings (outputs 2x and 4x; the second is the trunk); [4], [5] inner width / 4 of
+the content encoder's residual blocks 1-2 and 3-4; [6], [7] the same for the decoder's AdaIN
+blocks; [8], [9] the two upsampling convs (outputs 2x and 1x) (see ``ganc.nn.munit``).
 """
 from __future__ import annotations
 
@@ -35,36 +41,49 @@ POSITION_NAMES = (
 SPADE_POSITION_NAMES = (
     "fc", "head_0", "G_middle_0", "G_middle_1", "up_0", "up_1", "up_2", "up_3",
 )
+MUNIT_POSITION_NAMES = (
+    "style", "stem", "down1", "down2", "enc_res1-2", "enc_res3-4", "dec_res1-2", "dec_res3-4",
+    "up1", "up2",
+)
 # Channel-config layout of each model family (``ganc.families``): its position names and
 # whether the legacy 6-number form is accepted. A space without a family is a resnet one.
-FAMILIES = {"resnet": POSITION_NAMES, "spade": SPADE_POSITION_NAMES}
-LEGACY_FORM = {"resnet": True, "spade": False}
+FAMILIES = {"resnet": POSITION_NAMES, "spade": SPADE_POSITION_NAMES,
+            "munit": MUNIT_POSITION_NAMES}
+LEGACY_FORM = {"resnet": True, "spade": False, "munit": False}
 DEFAULT_FAMILY = "resnet"
+# The lengths a channel config may have (a family's parser asks for its own).
+LENGTHS = tuple(sorted({len(p) for p in FAMILIES.values()}))
 
 
 @dataclass(frozen=True, order=True)
 class ChannelConfig:
-    """An immutable 8-number channel configuration."""
+    """An immutable channel configuration (8 numbers; 10 for MUNIT)."""
 
     channels: tuple[int, ...]
 
     def __post_init__(self):
         chans = tuple(int(c) for c in self.channels)
-        if len(chans) != N_POSITIONS:
+        if len(chans) not in LENGTHS:
             raise ConfigError(
-                f"channel config needs {N_POSITIONS} numbers, got {len(chans)}: {chans}")
+                f"channel config needs {' or '.join(map(str, LENGTHS))} numbers, got "
+                f"{len(chans)}: {chans}")
         for i, c in enumerate(chans):
             if c <= 0:
+                name = POSITION_NAMES[i] if len(chans) == N_POSITIONS else f"of {len(chans)}"
                 raise ConfigError(
-                    f"channel config position {i} ({POSITION_NAMES[i]}) must be positive, got {c}")
+                    f"channel config position {i} ({name}) must be positive, got {c}")
         object.__setattr__(self, "channels", chans)
 
     @classmethod
     def parse(cls, value: "str | Sequence[int] | ChannelConfig",
-              legacy: bool = True) -> "ChannelConfig":
+              legacy: bool = True, positions: "int | None" = None) -> "ChannelConfig":
         """Parse ``"16_16_32_16_32_32_16_16"``, a list, or (with ``legacy``, the ResNet
-        family) a 6-number legacy string."""
+        family) a 6-number legacy string. ``positions``: the length the caller's family
+        needs (default: any family's, so code above the families handles all)."""
         if isinstance(value, ChannelConfig):
+            if positions is not None and len(value) != positions:
+                raise ConfigError(f"channel config {value} has {len(value)} numbers; "
+                                  f"expected {positions}")
             return value
         if isinstance(value, str):
             parts = [p for p in value.strip().replace(",", "_").split("_") if p != ""]
@@ -76,11 +95,13 @@ class ChannelConfig:
                     "e.g. 16_16_32_16_32_32_16_16") from None
         else:
             nums = [int(v) for v in value]
+        allowed = LENGTHS if positions is None else (positions,)
         if len(nums) == 6 and legacy:
             nums = nums[:4] + [nums[3], nums[3]] + nums[4:]
-        elif len(nums) != N_POSITIONS:
+        elif len(nums) not in allowed:
             raise ConfigError(
-                f"channel config {value!r} has {len(nums)} numbers; expected 8"
+                f"channel config {value!r} has {len(nums)} numbers; expected "
+                + " or ".join(map(str, allowed))
                 + (" (or the legacy 6-number form)" if legacy else ""))
         return cls(tuple(nums))
 
@@ -94,11 +115,11 @@ class ChannelConfig:
         return self.channels[i]
 
     def __len__(self):
-        return N_POSITIONS
+        return len(self.channels)
 
     @classmethod
-    def uniform(cls, width: int) -> "ChannelConfig":
-        return cls((width,) * N_POSITIONS)
+    def uniform(cls, width: int, positions: int = N_POSITIONS) -> "ChannelConfig":
+        return cls((width,) * positions)
 
 
 @dataclass(frozen=True)
@@ -112,21 +133,22 @@ class SearchSpace:
 
     def __post_init__(self):
         ch = tuple(tuple(sorted(set(int(w) for w in c), reverse=True)) for c in self.choices)
-        if len(ch) != N_POSITIONS or any(len(c) == 0 for c in ch):
-            raise ConfigError(f"search space {self.name!r} needs {N_POSITIONS} non-empty positions")
         if self.family not in FAMILIES:
             raise ConfigError(f"search space {self.name!r}: family {self.family!r} is not one "
                               f"of: {', '.join(FAMILIES)}")
+        n = len(FAMILIES[self.family])
+        if len(ch) != n or any(len(c) == 0 for c in ch):
+            raise ConfigError(f"search space {self.name!r} needs {n} non-empty positions")
         object.__setattr__(self, "choices", ch)
 
     @classmethod
     def uniform(cls, name: str, widths: Iterable[int], family: str = "resnet") -> "SearchSpace":
         widths = tuple(widths)
-        return cls(name, (widths,) * N_POSITIONS, family)
+        return cls(name, (widths,) * len(FAMILIES.get(family, POSITION_NAMES)), family)
 
     @property
     def positions(self) -> tuple[str, ...]:
-        """Names of the 8 positions in this family."""
+        """Names of the positions (8, or 10 for MUNIT) in this family."""
         return FAMILIES[self.family]
 
     @property
@@ -150,7 +172,8 @@ class SearchSpace:
         return ChannelConfig(tuple(rng.choice(c) for c in self.choices))
 
     def validate(self, config) -> ChannelConfig:
-        cfg = ChannelConfig.parse(config, legacy=LEGACY_FORM[self.family])
+        cfg = ChannelConfig.parse(config, legacy=LEGACY_FORM[self.family],
+                                  positions=len(self.positions))
         for i, (c, allowed) in enumerate(zip(cfg, self.choices)):
             if c not in allowed:
                 raise ConfigError(
@@ -194,6 +217,9 @@ PRESETS = {
     "channels-64-pix2pix": SearchSpace.uniform("channels-64-pix2pix", [64, 56, 48, 40, 32, 24, 16]),
     "spade-channels-48": SearchSpace("spade-channels-48", _SPADE_48, "spade"),
     "spade-channels-64": SearchSpace("spade-channels-64", _SPADE_64, "spade"),
+    # the reference's MUNIT space (configs/munit_configs ``channels-64``)
+    "munit-channels-64": SearchSpace.uniform("munit-channels-64",
+                                             [64, 56, 48, 40, 32, 24, 16], "munit"),
 }
 
 

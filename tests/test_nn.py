@@ -24,6 +24,8 @@ def test_every_registered_model_builds_and_runs(name):
         kw["config"] = "4_4_4_4_4_4_4_4"
     if name in SPADE.generators:
         kw["ngf"] = 4
+    if name == "sub_mobile_munit":
+        kw["config"] = "8_8_8_8_8_8_8_8_8_8"
     if name == "pruned_resnet":
         kw["widths"] = {"stem": 4, "down1": 8, "trunk": 12, "blocks": [3] * 9, "up1": 6,
                         "up2": 5}
@@ -32,6 +34,8 @@ def test_every_registered_model_builds_and_runs(name):
         x = one_hot(torch.randint(0, gnn.LABEL_NC, (1, 32, 64)))
     elif name == "multi_scale":            # (one-hot label map, image) pairs
         x = torch.randn(1, gnn.LABEL_NC + 3, 64, 64)
+    elif name == "ms_image":               # 3 scales of 4 stride-2 convs: 64 px at least
+        x = torch.randn(1, 3, 64, 64)
     else:
         x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
@@ -41,6 +45,8 @@ def test_every_registered_model_builds_and_runs(name):
     elif name == "multi_scale":
         assert len(y) == 2 and all(len(scale) == 5 for scale in y)
         assert y[0][-1].shape[1] == 1 and y[1][-1].shape[-1] < y[0][-1].shape[-1]
+    elif name == "ms_image":
+        assert [o.shape[-1] for o in y] == [4, 2, 1]
     else:
         assert y.shape[1] == 1
 

@@ -12,7 +12,8 @@ from ..space import PRESETS
 
 GEN_HELP = ("generator: resnet_9blocks, resnet_6blocks, mobile_resnet_9blocks, "
             "super_mobile_resnet_9blocks, sub_mobile_resnet_9blocks, spade, mobile_spade, "
-            "super_mobile_spade, sub_mobile_spade")
+            "super_mobile_spade, sub_mobile_spade, munit, mobile_munit, super_munit, "
+            "super_mobile_munit, sub_mobile_munit")
 
 
 def _hw(text: str, flag: str = "--size") -> tuple[int, int]:
@@ -33,10 +34,10 @@ def _arch_args(p, weights_optional=False):
                                               if weights_optional else ""))
     p.add_argument("--config", help="channel config for sub/super nets, e.g. "
                                     "16_16_32_16_32_32_16_16 (8 numbers, or the legacy 6 "
-                                    "for ResNets)")
+                                    "for ResNets; 10 for MUNIT)")
     p.add_argument("--space", help="validate --config against a search space "
                                    "(channels-64-cycleGAN, channels-64-pix2pix, "
-                                   "spade-channels-48, spade-channels-64)")
+                                   "spade-channels-48, spade-channels-64, munit-channels-64)")
     p.add_argument("--ngf", type=int, help="base width of resnet/mobile/super nets (default 64)")
     p.add_argument("--norm", choices=["instance", "batch", "none"],
                    help="normalization (default instance; SPADE: batch, its modulations' "
@@ -90,6 +91,9 @@ def register(sub):
                    help="resize inputs to SIZE x SIZE (default 256; 0 keeps the size)")
     p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--style-seed", type=int, metavar="SEED",
+                   help="MUNIT generators: translate every image with the one style code "
+                        "drawn from SEED (default 0); other generators take no style code")
     p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("nets", help="list registered networks and search spaces")
@@ -134,6 +138,7 @@ def cmd_profile(args):
     model = as_runnable(build_generator(spec), spec).to(device)
     res = profile(model, (h, w), spec.input_nc, args.convention)
     res["netG"] = spec.netG
+    given = _given_extra_macs(model, res, args.convention)
     if spec.config:
         res["config"] = spec.config
     latency = args.latency or args.runtime != "eager" or args.threads
@@ -155,13 +160,32 @@ def cmd_profile(args):
         print(json.dumps(res))
         return 0
     print(f"{spec.label()} at {h}x{w}")
-    print(f"  MACs:   {res['macs'] / 1e9:.3f} G  ({res['macs']:,}; {args.convention} convention)")
+    print(f"  MACs:   {res['macs'] / 1e9:.3f} G  ({res['macs']:,}; {args.convention} convention"
+          + ("; style code encoded from the input, as the reference counts" if given else "")
+          + ")")
+    if given:
+        print(f"  MACs with a given {given} (translation, no style encoder): "
+              f"{res['macs_given_extra'] / 1e9:.3f} G  ({res['macs_given_extra']:,})")
     print(f"  params: {res['params'] / 1e6:.3f} M  ({res['params']:,})")
     if latency:
         lat = res["latency"]
         print(f"  latency: {lat['median_ms']:.2f} ms median of {lat['repeats']} "
               f"({lat['runtime']}, {lat['device']}, {lat['threads']} threads)")
     return 0
+
+
+def _given_extra_macs(model, res: dict, convention: str) -> str:
+    """For a generator that takes inputs beside the image (a MUNIT style code): its MACs
+    when they are given (``res['macs_given_extra']``); returns their names ('' if none)."""
+    from ..extras import draw_for  # deferred: torch
+    from ..profile import count_macs  # deferred: torch
+    p = next(model.parameters())
+    extra = draw_for(model, 1, 0, device=p.device)
+    if not extra:
+        return ""
+    res["macs_given_extra"] = count_macs(model, tuple(res["input_size"]), convention,
+                                         **extra)
+    return " and ".join(f"{k} code" for k in extra)
 
 
 def _translator(args):
@@ -192,10 +216,13 @@ def cmd_translate(args):
 
     # deferred: torch
     from ..data.images import check_images, list_images, load_rgb, save_png, stem, to_tensor, to_uint8
+    from ..extras import check_seed, draw_for, same_for_all  # deferred: torch
 
     if args.size and (args.size < 8 or args.size % 4):
         raise ConfigError(f"--size must be a positive multiple of 4 (or 0), got {args.size}")
     model, label, device = _translator(args)
+    check_seed(args.style_seed, model)
+    style = draw_for(model, 1, args.style_seed or 0, device=device)   # {} without one
     paths = list_images(args.input, "--input folder")
     stems = [stem(p) for p in paths]
     dup = {s for s in stems if stems.count(s) > 1}
@@ -223,8 +250,9 @@ def cmd_translate(args):
                 batch.append(to_tensor(im))
             sizes = {tuple(t.shape) for t in batch}
             with torch.inference_mode():
-                outs = ([model(torch.stack(batch).to(device))] if len(sizes) == 1 else
-                        [model(t[None].to(device)) for t in batch])
+                outs = ([model(torch.stack(batch).to(device), **same_for_all(style, len(batch)))]
+                        if len(sizes) == 1 else
+                        [model(t[None].to(device), **style) for t in batch])
             outs = torch.cat(outs)
             for j, o in enumerate(outs):
                 save_png(to_uint8(o), os.path.join(tmp, stems[i + j] + ".png"))
@@ -235,7 +263,8 @@ def cmd_translate(args):
             os.replace(os.path.join(tmp, name), os.path.join(out, name))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"wrote {len(paths)} images to {out} with {label}")
+    seed = f" (style seed {args.style_seed or 0})" if style else ""
+    print(f"wrote {len(paths)} images to {out} with {label}{seed}")
     return 0
 
 

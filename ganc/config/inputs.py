@@ -21,6 +21,9 @@ class DataConfig:
     crop_size: PosInt = 256        # training crop; test-time resize
     flip: bool = True              # random horizontal flips in training
     serial: bool = False           # unaligned: pair A[i] with B[i mod |B|]
+    unpaired: bool = False         # aligned: read the A and B halves as two unpaired pools
+                                   # (a training image's A with a random file's B; MUNIT on
+                                   # sketch/photo AB files, the input half must be the sketch)
     train_split: str = "train"     # training folder (unaligned: train -> trainA, trainB)
     eval_split: str = "val"        # aligned: folder; unaligned: 'test' -> testA/testB
     search_split: Weight = 0.0     # training images held out for the search, fine-tune

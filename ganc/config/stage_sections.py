@@ -11,7 +11,7 @@ from .ranges import (Beta, Budgets, Count, PosInt, Positive, Prob, Range, Ratio,
 
 @dataclass
 class TeacherConfig:
-    """Training the teacher (pix2pix, CycleGAN or GauGAN recipe) on Ray Train."""
+    """Training the teacher (pix2pix, CycleGAN, GauGAN or MUNIT recipe) on Ray Train."""
     epochs: Count = 100            # epochs at the constant LR (the reference's nepochs)
     epochs_decay: Count = 100      # then epochs of linear decay to 0 (nepochs_decay)
     steps: Count = 0               # >0: exactly this many steps instead (same LR shape)
@@ -25,6 +25,9 @@ class TeacherConfig:
     lambda_cycle: Weight = 10.0    # CycleGAN
     lambda_identity: Weight = 0.5  # CycleGAN identity term
     pool_size: Count = 50          # CycleGAN image pool
+    lambda_rec_x: Weight = 10.0    # MUNIT: image reconstruction (within each domain)
+    lambda_rec_s: Weight = 1.0     # MUNIT: style-code reconstruction
+    lambda_rec_c: Weight = 1.0     # MUNIT: content-code reconstruction
     checkpoint_every: PosInt = 200  # steps between checkpoints
     log_every: PosInt = 20         # steps between progress lines
     eval_every: Annotated[int, Range(-1)] = 0  # FID every n steps; 0: at the end; <0: never

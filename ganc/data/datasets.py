@@ -64,12 +64,48 @@ def _check_direction(direction):
         raise ConfigError(f"direction {direction!r} is not one of: {', '.join(DIRECTIONS)}")
 
 
+LAYOUT_PROBE = 8        # unpaired AB files: images whose layout is checked
+GREY_RATIO = 0.5        # the sketch half's colourfulness must be under this x the photo's
+
+
+def _colourfulness(im: Image.Image) -> float:
+    """Mean |R - G| + |G - B| of an RGB image (0 for a grey sketch)."""
+    r, g, b = (list(c.getdata()) for c in im.split())
+    return sum(abs(x - y) + abs(y - z) for x, y, z in zip(r, g, b)) / max(1, len(r))
+
+
+def check_sketch_layout(paths, direction: str, where: str) -> None:
+    """Unpaired sketch / photo AB files: each twice as wide as high, and the input half
+    (B for BtoA) the grey sketch; a wrong layout is one line naming the file or folder."""
+    probe = paths[:LAYOUT_PROBE]
+    grey = colour = 0.0
+    for path in probe:
+        ab = load_rgb(path)
+        w, h = ab.size
+        if w != 2 * h:
+            raise DataError(f"{where}: {path} is {w}x{h}; unpaired sketch/photo data needs "
+                            "AB files twice as wide as high (two square halves side by side)")
+        a, b = ab.crop((0, 0, w // 2, h)), ab.crop((w // 2, 0, w, h))
+        inp, out = (a, b) if direction == "AtoB" else (b, a)
+        grey += _colourfulness(inp.resize((32, 32)))
+        colour += _colourfulness(out.resize((32, 32)))
+    if probe and not grey < GREY_RATIO * colour:
+        side = "left" if direction == "AtoB" else "right"
+        raise DataError(f"{where}: the input half ({side}, data.direction {direction}) is "
+                        f"not the grey sketch in its first {len(probe)} files (colourfulness "
+                        f"{grey / len(probe):.1f} vs {colour / len(probe):.1f} of the other "
+                        "half): the photo must be the other half (shoes-sketch: photo LEFT, "
+                        "sketch RIGHT, data.direction BtoA)")
+
+
 class AlignedDataset(Dataset):
     """Folder of images holding A and B side by side (``<root>/<split>/*.jpg``); the files
-    named in ``exclude`` (relative to ``root``, e.g. ``train/12.jpg``) are left out."""
+    named in ``exclude`` (relative to ``root``, e.g. ``train/12.jpg``) are left out.
+    ``unpaired``: in training an image's A goes with the B of a random file (two unpaired
+    pools, MUNIT's reading of sketch / photo files; their layout is checked)."""
 
     def __init__(self, root, split="train", direction="AtoB", transform: Transform = None,
-                 seed: int = 0, exclude=frozenset()):
+                 seed: int = 0, exclude=frozenset(), unpaired: bool = False):
         _check_direction(direction)
         self.folder = os.path.join(os.fspath(root), split)
         what = f"aligned dataset split {split!r}"
@@ -77,6 +113,9 @@ class AlignedDataset(Dataset):
         self.direction = direction
         self.transform = transform or Transform(train=split == "train")
         self.seed = seed
+        self.unpaired = bool(unpaired)
+        if self.unpaired:
+            check_sketch_layout(self.paths, direction, f"data.root {self.folder}")
 
     def __len__(self):
         return len(self.paths)
@@ -94,6 +133,11 @@ class AlignedDataset(Dataset):
     def __getitem__(self, i):
         a, b = self.load_pair(i)
         p = self.transform.params(random)
+        if self.unpaired and self.transform.train:     # seeded per worker by the DataLoader
+            j = random.randrange(len(self.paths))
+            b = self.load_pair(j)[1]
+            return {"A": self.transform(a, p), "B": self.transform(b, self.transform.params(random)),
+                    "path": self.paths[i], "path_B": self.paths[j]}
         return {"A": self.transform(a, p), "B": self.transform(b, p), "path": self.paths[i]}
 
 
@@ -144,13 +188,14 @@ class SingleFolderDataset(Dataset):
 
 def build_dataset(kind: str, root, split="train", direction="AtoB", load_size=286,
                   crop_size=256, flip=True, serial=False, seed=0,
-                  train_aug: bool | None = None, exclude=frozenset()) -> Dataset:
+                  train_aug: bool | None = None, exclude=frozenset(),
+                  unpaired: bool = False) -> Dataset:
     """A dataset by kind; training augmentation defaults to on for the 'train' split;
     ``exclude``: files relative to ``root`` left out (a held-out search split)."""
     train = (split == "train") if train_aug is None else train_aug
     tf = Transform(load_size, crop_size, flip and train, train)
     if kind == "aligned":
-        return AlignedDataset(root, split, direction, tf, seed, exclude)
+        return AlignedDataset(root, split, direction, tf, seed, exclude, unpaired)
     if kind == "unaligned":
         return UnalignedDataset(root, split, direction, tf, serial, seed, exclude)
     if kind == "single":

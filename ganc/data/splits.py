@@ -212,7 +212,7 @@ def build_split(cfg, root: str, split: str, train: bool, holdout: bool = False) 
                              exclude=exclude)
     return build_dataset(d.kind, root, split, d.direction, d.load_size if train else d.crop_size,
                          d.crop_size, d.flip if train else False, d.serial, cfg.seed,
-                         exclude=exclude)
+                         exclude=exclude, unpaired=bool(getattr(d, "unpaired", False)))
 
 
 def split_size(data, ref, split: str, holdout: bool = False) -> int:

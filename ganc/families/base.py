@@ -13,7 +13,8 @@ from typing import Optional
 
 from ..data.splits import has_label_maps, image_hw
 from ..errors import ConfigError
-from ..space import PRESETS, ChannelConfig
+from ..extras import draw_for
+from ..space import FAMILIES, PRESETS, ChannelConfig
 
 
 class Family:
@@ -35,6 +36,7 @@ class Family:
     supports_onnx: bool = True          # export writes model.onnx and model.pt2
     supports_latency: bool = True       # a latency table / budget can be measured
     calibrates_bn: bool = False         # sub-networks are scored after a batch-norm recalibration
+    supports_pruning: bool = True       # the pruning agents (``ganc prune``) handle its nets
     options: tuple[str, ...] = ()       # extra builder arguments a model card may hold
     deploy_note: str = ""               # the export card's ``deploy`` without ONNX
 
@@ -43,8 +45,17 @@ class Family:
         return {"input_nc": self.input_nc, "norm": self.norm}
 
     def parse_config(self, value) -> ChannelConfig:
-        """A channel config of this family's sub-networks."""
-        return ChannelConfig.parse(value, legacy=self.legacy_config)
+        """A channel config of this family's sub-networks (as many numbers as its
+        positions in :data:`ganc.space.FAMILIES`)."""
+        return ChannelConfig.parse(value, legacy=self.legacy_config,
+                                   positions=len(FAMILIES[self.name]))
+
+    def draw_inputs(self, net, batch: int, seed: int, first: int = 0, device=None) -> dict:
+        """The inputs ``net`` takes beside the image (a MUNIT style code), for images
+        ``first`` .. ``first + batch - 1``, drawn from ``seed`` (:mod:`ganc.extras`): call
+        ``net(x, **inputs)``. The same seed gives teacher and student the same values; {}
+        for a net that takes the image alone."""
+        return draw_for(net, batch, seed, first, device)
 
     def reads(self, data) -> bool:
         """Whether the family's generators read ``data`` (a :class:`ganc.config.DataConfig`)."""

@@ -30,6 +30,7 @@ from torch_fidelity.metric_kid import (KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD,
 
 from ..data.camvid import one_hot
 from ..errors import DataError, GancError
+from ..extras import draw_for
 from ..store import open_store, split_url
 from .inception import Extractor, load_extractor
 from .miou import MiouMeter
@@ -262,6 +263,9 @@ def compute_fid(real, fake, *, kid: bool = False, extractor: Any = "auto", weigh
     return out
 
 
+EXTRA_SEED = 0      # seed of the style codes (ganc.extras) every scored model gets
+
+
 class Scorer:
     """Scores generators on one eval split against cached real statistics, in-process.
 
@@ -291,27 +295,32 @@ class Scorer:
         self.miou = miou
 
     def _input_batches(self, device):
+        """(index of the batch's first input, the batch on ``device``)."""
         for i in range(0, self.inputs.shape[0], self.batch_size):
             x = self.inputs[i:i + self.batch_size]
             if self.input_classes:
                 x = one_hot(x[:, 0].long(), self.input_classes)
             elif x.dtype == torch.uint8:
                 x = x.float() / 127.5 - 1.0
-            yield x.to(device)
+            yield i, x.to(device)
 
     @torch.inference_mode()
     def generate(self, model: torch.nn.Module, config=None, on_output=None):
         """uint8 output batches of ``model`` on the eval inputs, on the model's device
         (``on_output`` sees each float output batch first).
 
-        The model runs in eval mode; its training mode is restored afterwards."""
+        The model runs in eval mode; its training mode is restored afterwards. A model
+        that takes inputs beside the image (a MUNIT style code, :mod:`ganc.extras`) gets
+        values drawn per input from the fixed seed :data:`EXTRA_SEED`, so every model
+        scored on a split sees the same style codes."""
         param = next(iter(model.parameters()), None)
         device = param.device if param is not None else self.device
         was_training = model.training
         model.eval()
         try:
-            for x in self._input_batches(device):
-                y = model(x) if config is None else model(x, config)
+            for i, x in self._input_batches(device):
+                extra = draw_for(model, x.shape[0], EXTRA_SEED, first=i, device=device)
+                y = model(x, **extra) if config is None else model(x, config, **extra)
                 if on_output is not None:
                     on_output(y)
                 yield quantize(y)

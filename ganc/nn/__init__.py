@@ -8,10 +8,14 @@ import torch.nn as nn
 from ..errors import ConfigError
 from .discriminator import NLayerDiscriminator
 from .init import init_weights
+from .msimage import MsImageDiscriminator
 from .multiscale import MultiscaleDiscriminator
 from .mobile import (MobileResnetGenerator, SubMobileResnetGenerator,
                      SuperMobileResnetGenerator)
 from .mobile import extract_subnet as _extract_resnet_subnet
+from .munit import STYLE_DIM, MobileMunitGenerator, MunitGenerator, SubMobileMunitGenerator
+from .munit_super import (SuperMobileMunitGenerator, SuperMunitGenerator,
+                          extract_munit_subnet)
 from .pruned import PrunedResnetGenerator
 from .resnet import ResnetGenerator
 from .spade import (LABEL_NC, MobileSPADEGenerator, SPADEGenerator, SubMobileSPADEGenerator,
@@ -110,6 +114,35 @@ def sub_mobile_spade(config=None, input_nc=LABEL_NC, output_nc=3, norm="batch",
     return SubMobileSPADEGenerator(config, input_nc, output_nc, norm, upsampling)
 
 
+@register("munit")
+def munit_generator(input_nc=3, output_nc=3, ngf=64, style_dim=STYLE_DIM, **_):
+    """MUNIT's AdaIN generator (the teacher): content and style encoders, MLP, decoder."""
+    return MunitGenerator(input_nc, output_nc, ngf, style_dim)
+
+
+@register("mobile_munit")
+def mobile_munit(input_nc=3, output_nc=3, ngf=64, style_dim=STYLE_DIM, **_):
+    return MobileMunitGenerator(input_nc, output_nc, ngf, style_dim)
+
+
+@register("super_munit")
+def super_munit(input_nc=3, output_nc=3, ngf=64, style_dim=STYLE_DIM, **_):
+    return SuperMunitGenerator(input_nc, output_nc, ngf, style_dim)
+
+
+@register("super_mobile_munit")
+def super_mobile_munit(input_nc=3, output_nc=3, ngf=64, style_dim=STYLE_DIM, **_):
+    return SuperMobileMunitGenerator(input_nc, output_nc, ngf, style_dim)
+
+
+@register("sub_mobile_munit")
+def sub_mobile_munit(config=None, input_nc=3, output_nc=3, style_dim=STYLE_DIM, **_):
+    if config is None:
+        raise ConfigError("sub_mobile_munit needs a channel config "
+                          "(e.g. --config 16_16_16_24_56_16_40_40_32_24)")
+    return SubMobileMunitGenerator(config, input_nc, output_nc, style_dim)
+
+
 @register("n_layers")
 def n_layers_discriminator(input_nc=3, ndf=64, n_layers=3, norm="batch", widths=None, **_):
     return NLayerDiscriminator(input_nc, ndf, n_layers, norm, widths)
@@ -122,14 +155,22 @@ def multi_scale_discriminator(input_nc=LABEL_NC + 3, ndf=64, n_layers=4, num_D=2
     return MultiscaleDiscriminator(input_nc, ndf, n_layers, num_D, spectral)
 
 
+@register("ms_image")
+def ms_image_discriminator(input_nc=3, ndf=64, n_layers=4, num_scales=3, **_):
+    """MUNIT's multiscale image discriminator: 3 scales of 4 stride-2 convs, no norm."""
+    return MsImageDiscriminator(input_nc, ndf, n_layers, num_scales)
+
+
 GENERATORS = ("resnet_9blocks", "resnet_6blocks", "mobile_resnet_9blocks",
               "super_mobile_resnet_9blocks", "sub_mobile_resnet_9blocks", "pruned_resnet",
-              "spade", "mobile_spade", "super_mobile_spade", "sub_mobile_spade")
-DISCRIMINATORS = ("n_layers", "multi_scale")
+              "spade", "mobile_spade", "super_mobile_spade", "sub_mobile_spade",
+              "munit", "mobile_munit", "super_munit", "super_mobile_munit", "sub_mobile_munit")
+DISCRIMINATORS = ("n_layers", "multi_scale", "ms_image")
 
 # Supernets: the generators that hold sub-networks (``forward(x, config)``; each parses its
 # family's channel configs with ``parse_config``). Families: ``ganc.families``.
-SUPERNETS = (SuperMobileResnetGenerator, SuperMobileSPADEGenerator)
+SUPERNETS = (SuperMobileResnetGenerator, SuperMobileSPADEGenerator, SuperMunitGenerator,
+             SuperMobileMunitGenerator)
 
 
 def extract_subnet(supernet: nn.Module, config) -> nn.Module:
@@ -137,6 +178,8 @@ def extract_subnet(supernet: nn.Module, config) -> nn.Module:
     equals ``supernet(x, config)``."""
     if isinstance(supernet, SuperMobileSPADEGenerator):
         return extract_spade_subnet(supernet, config)
+    if isinstance(supernet, (SuperMunitGenerator, SuperMobileMunitGenerator)):
+        return extract_munit_subnet(supernet, config)
     return _extract_resnet_subnet(supernet, config)
 
 
@@ -144,4 +187,6 @@ __all__ = ["build", "build_for_training", "init_weights", "register", "names",
            "extract_subnet", "GENERATORS", "DISCRIMINATORS", "SUPERNETS", "ResnetGenerator",
            "MobileResnetGenerator", "SuperMobileResnetGenerator", "SubMobileResnetGenerator", "NLayerDiscriminator",
            "SPADEGenerator", "MobileSPADEGenerator", "SuperMobileSPADEGenerator",
-           "SubMobileSPADEGenerator", "MultiscaleDiscriminator"]
+           "SubMobileSPADEGenerator", "MultiscaleDiscriminator", "MunitGenerator",
+           "MobileMunitGenerator", "SuperMunitGenerator", "SuperMobileMunitGenerator",
+           "SubMobileMunitGenerator"]

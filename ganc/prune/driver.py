@@ -46,6 +46,7 @@ from ..config import RunConfig, from_dict
 from ..context import keep_credentials_out_of_tune, ray_storage, stage_context
 from ..data.source import DataRef
 from ..errors import ConfigError, one_line
+from ..families import family_of
 from ..resources import worker_bundle
 from ..results import RESULTS, append_results
 from ..store import open_store
@@ -161,6 +162,11 @@ def run_prune(cfg: RunConfig, store=None, *, targets=None, scorer: str = "pool",
     """Prune for every target on Ray Tune; returns the summary (also in the store)
     (``ctx``: the pipeline's run context, else one is opened)."""
     cfg = copy.deepcopy(cfg)
+    fam = family_of(cfg.model.teacher)
+    if not fam.supports_pruning:
+        raise ConfigError(f"prune: the pruning agents do not handle {fam.title} generators "
+                          f"(model.teacher {cfg.model.teacher!r}); compress it with the search "
+                          "instead (leave prune out of pipeline.stages)")
     if targets is not None:
         cfg.prune.targets = [float(t) for t in targets]
     check_prune_config(cfg.prune)

@@ -76,8 +76,11 @@ class DistillNet(nn.Module):
         super().__init__()
         self.student, self.distiller = student, distiller
 
-    def forward(self, x, config, teacher_feats: dict):
-        out, feats = self.student.forward_features(x, config, self.distiller.points)
+    def forward(self, x, config, teacher_feats: dict, extra: Optional[dict] = None):
+        """``extra``: the inputs beside the image (a MUNIT style code; ``ganc.extras``),
+        the same the teacher was given."""
+        out, feats = self.student.forward_features(x, config, self.distiller.points,
+                                                   **(extra or {}))
         return out, self.distiller(feats, teacher_feats)
 
 
@@ -181,7 +184,8 @@ def supernet_loop(spec: dict) -> None:
 def _distill(sess: Session, cfg: RunConfig, spec: dict) -> None:
     dc, m, dev = cfg.distill, cfg.model, sess.device
     common.check_section(cfg, "distill")
-    paired = cfg.data.kind != "unaligned"      # aligned, or label map -> photo pairs
+    # aligned (unless read as unpaired pools), or label map -> photo pairs
+    paired = cfg.data.kind != "unaligned" and not cfg.data.unpaired
     space = SearchSpace.from_dict(spec["search_space"])
     seed_all(cfg.seed)
     teacher = load_teacher(spec["teacher"], spec.get("endpoint_url", "")).to(dev).eval()
@@ -208,12 +212,16 @@ def _distill(sess: Session, cfg: RunConfig, spec: dict) -> None:
     sampler = ConfigSampler(space, dc.sampler, cfg.seed)
     amp = cfg.scale.amp
     points = list(dc.distill_points)
+    fam = family_of(m.student)
 
     def step_fn(step, batch):
         A, B = batch["A"].to(dev, non_blocking=True), batch["B"].to(dev, non_blocking=True)
         configs = sampler.configs(step)
+        # inputs beside the image (a style code), drawn per step: teacher and student alike
+        extra = fam.draw_inputs(student, A.shape[0], cfg.seed, first=step * A.shape[0],
+                                device=dev)
         with torch.no_grad(), common.autocast(dev, amp):
-            t_out, t_feats = teacher.forward_features(A, points)
+            t_out, t_feats = teacher.forward_features(A, points, **extra)
         target = B if paired else t_out.detach()
         common.set_requires_grad([D], False)
         loss_G = 0.0
@@ -222,7 +230,7 @@ def _distill(sess: Session, cfg: RunConfig, spec: dict) -> None:
         n = len(configs)
         with common.autocast(dev, amp):
             for c in configs:
-                out, l_distill = gen_p(A, c, t_feats)
+                out, l_distill = gen_p(A, c, t_feats, extra)
                 l_task, terms = adv.g_loss(A, B, out, target)
                 loss_G = loss_G + (l_task + dc.lambda_distill * l_distill) / n
                 parts["distill"] += l_distill.item() / n
