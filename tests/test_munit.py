@@ -122,6 +122,26 @@ def test_extract_subnet_equals_supernet(name, space):
         sup(x, "16_16_16_16_16_16_16_16", style=style)
 
 
+def test_adain_parameters_are_the_first_k_of_each_norm():
+    """As the reference's SuperAdaptiveInstanceNorm2d: each AdaIN of a sub-network takes the
+    first k shifts and the first k scales of its full-width MLP outputs (checked against
+    offsets written out here, not the code's index)."""
+    sup = _non_trivial(gnn.build("super_mobile_munit", ngf=8)).eval()
+    cfg = "8_8_8_4_8_8_6_2_8_8"          # trunk 16 of 32; AdaIN blocks inner 24, 24, 8, 8
+    sub = gnn.extract_subnet(sup, cfg)
+    style = torch.randn(3, 8)
+    with torch.no_grad():
+        full, part = sup._mlp(style), sub._mlp(style)
+    at_full = at_sub = 0
+    for inner in (24, 24, 8, 8):
+        for f, c in ((32, inner), (32, 16)):           # (full, sub) width of each AdaIN
+            assert torch.equal(part[:, at_sub:at_sub + c], full[:, at_full:at_full + c])
+            assert torch.equal(part[:, at_sub + c:at_sub + 2 * c],
+                               full[:, at_full + f:at_full + f + c])
+            at_full, at_sub = at_full + 2 * f, at_sub + 2 * c
+    assert (at_full, at_sub) == (full.shape[1], part.shape[1])
+
+
 def test_feature_points():
     sup = gnn.build("super_mobile_munit", ngf=16)
     out, feats = sup.forward_features(_x(1), "8_8_8_12_8_8_8_8_8_8", ["content", "adain"],
