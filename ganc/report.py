@@ -243,7 +243,7 @@ def score_rows(ctx, rows: list[dict], models: dict) -> None:
 
 def report_grid(ctx, models: dict) -> bytes:
     """The grid PNG: ``pipeline.report_images`` inputs of the eval split (label maps
-    coloured) and each model's outputs."""
+    coloured) and each model's outputs (3 styles each for a MUNIT generator)."""
     import torch  # deferred: torch
 
     from .data.images import to_uint8  # deferred: torch
@@ -261,8 +261,23 @@ def report_grid(ctx, models: dict) -> bytes:
     outputs = {}
     with torch.inference_mode():
         for name, net in models.items():
-            outputs[name] = [to_uint8(y) for y in net.cpu().eval()(xs)]
+            outputs.update(_grid_columns(name, net.cpu().eval(), xs))
     return grid_png(inputs, outputs, "label map" if has_label_maps(cfg.data) else "input")
+
+
+GRID_STYLE_SEEDS = (0, 1, 2)      # a net with a style code: one column per seed
+
+
+def _grid_columns(name: str, net, xs) -> dict:
+    """``{column: outputs}`` of one model: one column, or for a net that takes a style
+    code (``ganc.extras``) one per style seed, each seed one code for every input."""
+    from .data.images import to_uint8  # deferred: torch
+    from .extras import draw_for, same_for_all  # deferred: torch
+    if not draw_for(net, 1, 0):
+        return {name: [to_uint8(y) for y in net(xs)]}
+    return {f"{name} s{seed}": [to_uint8(y) for y in
+                                net(xs, **same_for_all(draw_for(net, 1, seed), len(xs)))]
+            for seed in GRID_STYLE_SEEDS}
 
 
 # ---------------------------------------------------------------- the plot

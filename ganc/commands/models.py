@@ -159,19 +159,23 @@ def cmd_profile(args):
     if args.json:
         print(json.dumps(res))
         return 0
-    print(f"{spec.label()} at {h}x{w}")
-    print(f"  MACs:   {res['macs'] / 1e9:.3f} G  ({res['macs']:,}; {args.convention} convention"
+    _print_profile(f"{spec.label()} at {h}x{w}", res, args.convention, given)
+    return 0
+
+
+def _print_profile(title: str, res: dict, convention: str, given: str) -> None:
+    print(title)
+    print(f"  MACs:   {res['macs'] / 1e9:.3f} G  ({res['macs']:,}; {convention} convention"
           + ("; style code encoded from the input, as the reference counts" if given else "")
           + ")")
     if given:
         print(f"  MACs with a given {given} (translation, no style encoder): "
               f"{res['macs_given_extra'] / 1e9:.3f} G  ({res['macs_given_extra']:,})")
     print(f"  params: {res['params'] / 1e6:.3f} M  ({res['params']:,})")
-    if latency:
+    if "latency" in res:
         lat = res["latency"]
         print(f"  latency: {lat['median_ms']:.2f} ms median of {lat['repeats']} "
               f"({lat['runtime']}, {lat['device']}, {lat['threads']} threads)")
-    return 0
 
 
 def _given_extra_macs(model, res: dict, convention: str) -> str:

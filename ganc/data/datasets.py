@@ -10,6 +10,7 @@ import os
 import random
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -70,8 +71,8 @@ GREY_RATIO = 0.5        # the sketch half's colourfulness must be under this x t
 
 def _colourfulness(im: Image.Image) -> float:
     """Mean |R - G| + |G - B| of an RGB image (0 for a grey sketch)."""
-    r, g, b = (list(c.getdata()) for c in im.split())
-    return sum(abs(x - y) + abs(y - z) for x, y, z in zip(r, g, b)) / max(1, len(r))
+    a = np.asarray(im.convert("RGB"), dtype=np.int16)
+    return float(np.abs(a[..., 0] - a[..., 1]).mean() + np.abs(a[..., 1] - a[..., 2]).mean())
 
 
 def check_sketch_layout(paths, direction: str, where: str) -> None:

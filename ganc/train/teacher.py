@@ -5,6 +5,13 @@
 - unaligned data: CycleGAN. Two generators (A->B kept as the teacher, B->A), two
   discriminators, cycle loss ``lambda_cycle`` and identity ``lambda_identity *
   lambda_cycle``, an image pool per discriminator (``teacher.pool_size``).
+- MUNIT (``model.teacher: munit``, unpaired pools): one auto-encoder per domain and an
+  ``ms_image`` discriminator each; LSGAN on the cross-domain translations with random style
+  codes, ``lambda_rec_x`` x image, ``lambda_rec_s`` x style-code and ``lambda_rec_c`` x
+  content-code reconstruction (the reference's ``MunitModel``). The teacher kept is the
+  A->B translator: A's content encoder with B's style encoder, MLP and decoder.
+
+The recipe is the teacher's family's (:meth:`ganc.families.Family.teacher_recipe`).
 
 Adam (lr, beta1 0.5), LR constant for ``teacher.epochs`` then linearly to 0 over
 ``teacher.epochs_decay`` (:mod:`ganc.train.schedule`).
@@ -25,7 +32,7 @@ from ..context import reuse_or_open, stage_context
 from ..data.source import DataRef
 from ..data.splits import build_split, eval_split
 from ..errors import GancError
-from ..families import family_for_data, family_of, teacher_names
+from ..families import family_of, teacher_names
 from ..families.resnet import build_discriminator   # also ganc.prune.models', from here
 from ..store import torch_bytes
 from ..losses import GANLoss, ImagePool, discriminator_loss, recon_l1
@@ -72,7 +79,7 @@ class CycleGenerators(nn.Module):
 
 def teacher_metadata(cfg: RunConfig) -> dict:
     m = cfg.model
-    recipe = family_for_data(cfg.data).teacher_recipe(cfg.data)
+    recipe = family_of(m.teacher).teacher_recipe(cfg.data)
     return {"netG": m.teacher, "ngf": m.teacher_ngf, "norm": m.norm, "dropout": m.dropout,
             "input_nc": input_nc_of(m.teacher), "output_nc": 3, "recipe": recipe,
             "direction": cfg.data.direction}
@@ -82,7 +89,7 @@ def teacher_loop(spec: dict) -> None:
     """Per-worker entry point (Ray Train ``train_loop_per_worker``)."""
     sess = open_session(spec)
     cfg = from_dict(spec["config"])
-    _RECIPES[family_for_data(cfg.data).teacher_recipe(cfg.data)](sess, cfg, spec)
+    _RECIPES[family_of(cfg.model.teacher).teacher_recipe(cfg.data)](sess, cfg, spec)
 
 
 def _adam(params, tc):
@@ -221,7 +228,84 @@ def _cyclegan(sess: Session, cfg: RunConfig, spec: dict) -> None:
          extra_state=lambda: {"pool_A": pools["A"].state(), "pool_B": pools["B"].state()})
 
 
-_RECIPES = {"pix2pix": _pix2pix, "cyclegan": _cyclegan, "spade": _spade}
+def munit_translator(G_A: nn.Module, G_B: nn.Module) -> nn.Module:
+    """The A->B MUNIT teacher: a generator of G_B's kind whose content encoder is G_A's
+    (shared modules, not copies: it follows the training)."""
+    T = type(G_B)(G_B.input_nc, G_B.output_nc, G_B.ngf, G_B.style_dim, G_B.mlp_dim)
+    T.enc_content, T.enc_style, T.mlp, T.dec = G_A.enc_content, G_B.enc_style, G_B.mlp, G_B.dec
+    return T
+
+
+class _MunitPair(nn.Module):
+    """Both MUNIT auto-encoders in one module (one DDP wrapper): the reference's forward."""
+
+    def __init__(self, G_A: nn.Module, G_B: nn.Module):
+        super().__init__()
+        self.G_A, self.G_B = G_A, G_B
+
+    def forward(self, x_a, x_b, s_a, s_b):
+        c_a, c_b = self.G_A.encode_content(x_a), self.G_B.encode_content(x_b)
+        out = {"c_a": c_a, "c_b": c_b,
+               "rec_a": self.G_A.decode(c_a, self.G_A.encode_style(x_a)),
+               "rec_b": self.G_B.decode(c_b, self.G_B.encode_style(x_b)),
+               "x_ba": self.G_A.decode(c_b, s_a), "x_ab": self.G_B.decode(c_a, s_b)}
+        out.update(c_b_rec=self.G_A.encode_content(out["x_ba"]),
+                   s_a_rec=self.G_A.encode_style(out["x_ba"]),
+                   c_a_rec=self.G_B.encode_content(out["x_ab"]),
+                   s_b_rec=self.G_B.encode_style(out["x_ab"]))
+        return out
+
+
+def _munit(sess: Session, cfg: RunConfig, spec: dict) -> None:
+    tc, dev = cfg.teacher, sess.device
+    seed_all(cfg.seed)
+    G_A, G_B = build_generator(cfg).to(dev), build_generator(cfg).to(dev)
+    advs = [adversary(cfg, cfg.model.teacher, {"gan": 1.0, "recon": 0.0}, False, dev)
+            for _ in range(2)]
+    D_A, D_B = advs[0].D.to(dev), advs[1].D.to(dev)
+    gens = _MunitPair(G_A, G_B)
+    modules = {"G_A": G_A, "G_B": G_B, "D_A": D_A, "D_B": D_B}
+    opts = optimizers(tc, gens.parameters(), list(D_A.parameters()) + list(D_B.parameters()))
+    start = load_modules(modules, opts, sess.resume_state())
+    sess.open_log(start)
+    stream = train_batches(sess, cfg, spec, start)
+    gens_p = common.wrap_ddp(gens, dev)
+    D_Ap, D_Bp = common.wrap_ddp(D_A, dev), common.wrap_ddp(D_B, dev)
+    amp, style_dim = cfg.scale.amp, G_A.style_dim
+
+    def step_fn(step, batch):
+        x_a, x_b = batch["A"].to(dev, non_blocking=True), batch["B"].to(dev, non_blocking=True)
+        s_a = torch.randn(x_a.shape[0], style_dim, device=dev)
+        s_b = torch.randn(x_b.shape[0], style_dim, device=dev)
+        common.set_requires_grad([D_A, D_B], False)
+        with common.autocast(dev, amp):
+            o = gens_p(x_a, x_b, s_a, s_b)
+            g_gan = advs[0].g_gan(o["x_ba"]) + advs[1].g_gan(o["x_ab"])
+            rec_x = recon_l1(o["rec_a"], x_a) + recon_l1(o["rec_b"], x_b)
+            rec_s = recon_l1(o["s_a_rec"], s_a) + recon_l1(o["s_b_rec"], s_b)
+            rec_c = (recon_l1(o["c_a_rec"], o["c_a"].detach())
+                     + recon_l1(o["c_b_rec"], o["c_b"].detach()))
+            loss_G = (g_gan + tc.lambda_rec_x * rec_x + tc.lambda_rec_s * rec_s
+                      + tc.lambda_rec_c * rec_c)
+        opts["G"].zero_grad(set_to_none=True)
+        loss_G.backward()
+        opts["G"].step()
+        common.set_requires_grad([D_A, D_B], True)
+        with common.autocast(dev, amp):
+            loss_D = (advs[0].d_loss(D_Ap, None, x_a, [o["x_ba"].detach()])
+                      + advs[1].d_loss(D_Bp, None, x_b, [o["x_ab"].detach()]))
+        opts["D"].zero_grad(set_to_none=True)
+        loss_D.backward()
+        opts["D"].step()
+        return {"G_GAN": g_gan.item(), "rec_x": rec_x.item(), "rec_s": rec_s.item(),
+                "rec_c": rec_c.item(), "D": loss_D.item()}
+
+    _run(sess, cfg, spec, modules, opts, stream, step_fn, start, munit_translator(G_A, G_B),
+         {"netD": lambda: D_B.state_dict(), "netG_A": lambda: G_A.state_dict(),
+          "netG_B": lambda: G_B.state_dict()})
+
+
+_RECIPES = {"pix2pix": _pix2pix, "cyclegan": _cyclegan, "spade": _spade, "munit": _munit}
 
 
 def _val_psnr(cfg: RunConfig, spec: dict, G: nn.Module, dev) -> dict:
