@@ -275,3 +275,32 @@ def test_prune_refused_in_one_line():
     with pytest.raises(ConfigError, match="pruning agents do not handle MUNIT") as e:
         run_prune(cfg)
     assert "\n" not in str(e.value)
+
+
+def test_translate_with_style_seeds(tmp_path, capsys):
+    """``ganc translate --style-seed``: one style per folder from the seed; another seed,
+    another style; a generator without a style code refuses the flag in one line."""
+    import numpy as np
+    from PIL import Image
+    from ganc.cli import main
+    net = _non_trivial(gnn.build("sub_mobile_munit", config="8_8_8_8_8_8_8_8_8_8"), 5)
+    weights = tmp_path / "g.pt"
+    torch.save(net.state_dict(), weights)
+    (tmp_path / "in").mkdir()
+    for i in range(2):
+        Image.fromarray((np.random.RandomState(i).rand(32, 32, 3) * 255).astype("uint8")).save(
+            tmp_path / "in" / f"{i}.png")
+    base = ["translate", "--netG", "sub_mobile_munit", "--config", "8_8_8_8_8_8_8_8_8_8",
+            "--weights", str(weights), "--input", str(tmp_path / "in"), "--size", "32"]
+    outs = {}
+    for run, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        assert main(base + ["--output", str(tmp_path / run), "--style-seed", seed]) == 0
+        outs[run] = np.asarray(Image.open(tmp_path / run / "0.png"), dtype=int)
+    assert "style seed 1" in capsys.readouterr().out
+    assert (outs["a"] == outs["b"]).all() and np.abs(outs["a"] - outs["c"]).max() > 0
+    torch.save(gnn.build("resnet_9blocks", ngf=4).state_dict(), tmp_path / "r.pt")
+    code = main(["translate", "--netG", "resnet_9blocks", "--ngf", "4", "--weights",
+                 str(tmp_path / "r.pt"), "--input", str(tmp_path / "in"), "--output",
+                 str(tmp_path / "r"), "--style-seed", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "takes no style code" in err and len(err.strip().splitlines()) == 1
