@@ -69,7 +69,12 @@ def test_preset_loads_and_names_the_munit_family():
 def test_wrong_layout_is_refused_in_one_line(shoes_few, tmp_path):
     from ganc.data.datasets import AlignedDataset
     from ganc.errors import DataError
-    AlignedDataset(shoes_few, "train", "BtoA", unpaired=True)        # the right layout
+    ds = AlignedDataset(shoes_few, "train", "BtoA", unpaired=True)   # the right layout
+    import random
+    random.seed(0)
+    items = [ds[i % len(ds)] for i in range(12)]     # unpaired pools: B of another file
+    assert any(it["path_B"] != it["path"] for it in items)
+    assert items[0]["A"].shape == items[0]["B"].shape       # default transform: 256 crops
     with pytest.raises(DataError, match="not the grey sketch") as e:
         AlignedDataset(shoes_few, "train", "AtoB", unpaired=True)    # photo as the input
     assert "\n" not in str(e.value)

@@ -137,7 +137,8 @@ class AlignedDataset(Dataset):
         if self.unpaired and self.transform.train:     # seeded per worker by the DataLoader
             j = random.randrange(len(self.paths))
             b = self.load_pair(j)[1]
-            return {"A": self.transform(a, p), "B": self.transform(b, self.transform.params(random)),
+            q = self.transform.params(random)
+            return {"A": self.transform(a, p), "B": self.transform(b, q),
                     "path": self.paths[i], "path_B": self.paths[j]}
         return {"A": self.transform(a, p), "B": self.transform(b, p), "path": self.paths[i]}
 
