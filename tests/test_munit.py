@@ -39,19 +39,21 @@ def test_every_variant_registered_built_and_in_the_family():
     fam = get_family("munit")
     assert set(NAMES) <= set(gnn.GENERATORS) and set(fam.generators) == set(NAMES)
     assert "ms_image" in gnn.DISCRIMINATORS
-    x, style = _x(2), torch.randn(2, 8)
+    x, style = _x(2, 32), torch.randn(2, 8)
     for name in NAMES:
         kw = {"config": "8_8_8_8_8_8_8_8_8_8"} if name.startswith("sub_") else {"ngf": 8}
         net = gnn.build(name, **kw).eval()
         assert family_of(name) is fam
         assert extra_shapes(net) == {"style": (8,)}
         with torch.no_grad():
-            assert net(x, style=style).shape == (2, 3, 64, 64)
-            assert net(x).shape == (2, 3, 64, 64)             # style encoded from x
+            assert net(x, style=style).shape == (2, 3, 32, 32)
+            assert net(x).shape == (2, 3, 32, 32)             # style encoded from x
     for name in fam.supernets:
         assert isinstance(gnn.build(name, ngf=8), gnn.SUPERNETS)
     D = gnn.build("ms_image", ndf=8)
-    assert [o.shape[-1] for o in D(x)] == [4, 2, 1]
+    assert [o.shape[-1] for o in D(_x(1, 64))] == [4, 2, 1]
+    with pytest.raises(ConfigError, match="too small"):
+        D(x)
     with pytest.raises(ConfigError, match="needs a channel config"):
         gnn.build("sub_mobile_munit")
 
