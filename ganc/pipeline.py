@@ -5,19 +5,20 @@ teacher (train, or load ``model.teacher_weights``) -> supernet distillation -> s
 report: the stages :mod:`ganc.stages` declares, in that order. Every stage writes into the
 run folder of the store, and a finished stage leaves ``pipeline/<stage>.json``; a
 re-submitted job skips those stages and resumes the one that was interrupted (training
-from its latest checkpoint, the search through ``Tuner.restore``). Markers, fingerprints
+from its latest checkpoint, the search from its trials' checkpoints). Markers, fingerprints
 and restarts: :mod:`ganc.resume`. The run's context is opened once and handed to every
 stage.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
 from typing import Callable, Optional
 
 from .config import RunConfig
-from .context import check_budgets, open_context, ray_connection
+from .context import check_budgets, open_context, ray_connection, run_lease
 from .errors import ConfigError
 from .resume import MARKER, check_inputs, missing_artifacts, record_inputs, restart_from
 from .stages import STAGE_NAMES, stage as declared
@@ -89,24 +90,26 @@ def compress(cfg: RunConfig, store=None, *, method: Optional[str] = None,
     _check_early(cfg)
     done = {}
     t_all = time.perf_counter()
-    with ray_connection(num_cpus=train_cpus(cfg)):
+    # one writer per run: the lease is taken before Ray starts (a second command is
+    # refused at once) and held until the last stage ends
+    with contextlib.closing(run_lease(cfg, store)), ray_connection(num_cpus=train_cpus(cfg)):
         _return_to(home)
         # Checks what the run needs against the cluster (one line, before any stage runs)
         # and records the run's placement at its first submission; the one context of the
         # run, handed to every stage.
-        ctx = open_context(cfg, store)
-        run = ctx.run
-        if restart:
-            reset = restart_from(run, stages, restart)
-            say(f"[compress] restarting from {restart}: {', '.join(reset)} reset")
-        check_inputs(cfg, run, stages)       # before anything is written
-        run.write_bytes("config.yaml", cfg.to_yaml().encode())
-        say(f"[compress] run {run.url()}: stages {' -> '.join(stages)}")
-        for i, stage in enumerate(stages, 1):
-            tag = f"[compress] {i}/{len(stages)} {stage}"
-            done[stage], ran = _run_stage(cfg, ctx, stage, method, home, tag)
-            if on_stage and ran:
-                on_stage(stage, done[stage])
+        with contextlib.closing(open_context(cfg, store)) as ctx:
+            run = ctx.run
+            if restart:
+                reset = restart_from(run, stages, restart)
+                say(f"[compress] restarting from {restart}: {', '.join(reset)} reset")
+            check_inputs(cfg, run, stages)       # before anything is written
+            run.write_bytes("config.yaml", cfg.to_yaml().encode())
+            say(f"[compress] run {run.url()}: stages {' -> '.join(stages)}")
+            for i, stage in enumerate(stages, 1):
+                tag = f"[compress] {i}/{len(stages)} {stage}"
+                done[stage], ran = _run_stage(cfg, ctx, stage, method, home, tag)
+                if on_stage and ran:
+                    on_stage(stage, done[stage])
     result = {"run": run.url(), "stages": done,
               "seconds": round(time.perf_counter() - t_all, 1)}
     if run.exists("report/summary.json"):

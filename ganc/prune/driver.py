@@ -43,7 +43,8 @@ from typing import Optional
 import torch
 
 from ..config import RunConfig, from_dict
-from ..context import keep_credentials_out_of_tune, ray_storage, stage_context
+from ..context import (keep_credentials_out_of_tune, keep_pickles_out_of_tune, ray_storage,
+                       stage_context)
 from ..data.source import DataRef
 from ..errors import ConfigError, one_line
 from ..resources import worker_bundle
@@ -206,6 +207,7 @@ def _fit_trials(ctx, spec: dict, scorer_actor) -> None:
         tune.PlacementGroupFactory([bundle]))
     storage_path, fs = ray_storage(ctx.run, STAGE)
     keep_credentials_out_of_tune()
+    keep_pickles_out_of_tune()
     tuner = tune.Tuner(
         trainable,
         param_space={"target": tune.grid_search([float(t) for t in cfg.prune.targets])},
