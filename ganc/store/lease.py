@@ -310,13 +310,15 @@ class Lease:
 
 
 def _release_all(timeout_s: float = 10.0) -> None:
-    """At exit: release what this process still holds, waiting at most ``timeout_s``
-    (an unreachable store must not hold the exit up; the lease then expires)."""
+    """At exit: release the local leases this process still holds (a command releases
+    its lease itself; this is for callers of ``open_context`` that never closed it),
+    waiting at most ``timeout_s``. S3 leases are left to expire: at exit s3fs can no
+    longer make calls."""
     def release(lease):
         lease.refs = 1
         lease.release()
     threads = [threading.Thread(target=release, args=(lease,), daemon=True)
-               for lease in list(_HELD.values())]
+               for lease in list(_HELD.values()) if isinstance(lease.backend, _Local)]
     for t in threads:
         t.start()
     deadline = time.time() + timeout_s
