@@ -110,6 +110,20 @@ def test_an_older_pickled_state_is_replayed_from_the_rows_never_loaded(tmp_path,
     assert more and not set(more) & set(scored)       # nothing recorded is scored again
 
 
+def test_a_checkpoint_of_an_older_ganc_is_matched_to_its_search_by_its_rows():
+    from ganc.search import trial
+    rows = [{"trial_id": "b1-0", "method": "evolution", "budget": 2.5e6, "config": "8"}]
+    old = trial._saved_state({trial.STATE_FILE: b"{}", trial.ROWS_FILE: json.dumps(rows),
+                              trial.PROGRESS_FILE: b'{"serial": 1, "batches": 1}'}.get,
+                             "tune/t/checkpoint_000000")
+    assert trial._same_search(old, {"index": 1, "method": "evolution", "budget": 2.5e6})
+    assert not trial._same_search(old, {"index": 0, "method": "evolution", "budget": 2.5e6})
+    assert not trial._same_search(old, {"index": 1, "method": "nsga2", "budget": 2.5e6})
+    new = dict(old, progress={"serial": 1, "batches": 1,
+                              "search": {"index": 0, "method": "nsga2", "budget": None}})
+    assert trial._same_search(new, {"index": 0, "method": "nsga2", "budget": None})
+
+
 def test_saved_searches_reads_listings_only(tmp_path):
     from ganc.search.experiment import EXPERIMENT, saved_searches
     marker = tmp_path / "ran"
