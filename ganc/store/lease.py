@@ -90,8 +90,19 @@ def _owner() -> dict:
     except Exception:          # no user name in this environment (a bare container)
         user = str(os.getuid()) if hasattr(os, "getuid") else "?"
     return {"user": user, "host": socket.gethostname(), "pid": os.getpid(),
-            "command": " ".join(os.path.basename(a) if i == 0 else a
-                                for i, a in enumerate(sys.argv[:3]))}
+            "command": _command()}
+
+
+def _command() -> str:
+    """``ganc search``, ``compress.py``: the program and its subcommand, nothing more
+    (arguments may hold what a lease, readable by all, must not)."""
+    argv = sys.argv or [""]
+    name = os.path.basename(argv[0])
+    if name == "__main__.py":                  # python -m ganc
+        name = os.path.basename(os.path.dirname(argv[0]))
+    if len(argv) > 1 and argv[1][:1].isalpha():
+        name += f" {argv[1]}"
+    return name
 
 
 def owner_of(rec: dict) -> str:
