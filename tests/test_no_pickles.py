@@ -139,6 +139,22 @@ def test_saved_searches_reads_listings_only(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_a_fresh_search_empties_the_earlier_experiment(kind, tmp_path, request):
+    """What the stage passes Tune (``ray_storage``): listed, then removed on ``--fresh``."""
+    from ganc.context import ray_storage
+    from ganc.search.experiment import _clear, saved_searches
+    from ganc.store import open_store
+    url = str(tmp_path / "store") if kind == "file" else request.getfixturevalue("s3_url")
+    run = open_store(url).run("r")
+    run.put_json("search/tune/search_trial_0/checkpoint_000000/progress.json", {})
+    run.put_json("search/tune/search_trial_0/checkpoint_000001/progress.json", {})
+    path, fs = ray_storage(run, "search")
+    assert saved_searches(path, fs) == 2
+    _clear(f"{path}/tune", fs)
+    assert saved_searches(path, fs) == 0 and not run.ls("search/tune")
+
+
 def test_tune_results_carry_the_error_text_not_its_pickle():
     from ray.tune.experiment.trial import Trial
     from ganc.context import keep_pickles_out_of_tune
