@@ -64,7 +64,8 @@ def test_unet_preset_tiny_end_to_end(ray_local, facades_few, tmp_path):
     assert s["step"] == 3 and {"distill", "recon", "G_GAN", "D"} <= set(s["metrics"])
     run = open_store(str(store)).run("unet-tiny")
     final = run.get_torch("supernet/final.pt")
-    assert final["netG"] == "super_mobile_unet_128" and final["norm"] == "batch"
+    assert final["netG"] == "super_mobile_unet_128" and final["norm"] == "instance"
+    assert final["teacher"]["norm"] == "batch"      # model.norm; model.student_norm: instance
     assert final["search_space"]["family"] == "unet"
     assert len(final["search_space"]["choices"]) == 7
     assert run.get_torch("teacher/final.pt")["netG"] == "unet_128"
@@ -83,7 +84,7 @@ def test_unet_preset_tiny_end_to_end(ray_local, facades_few, tmp_path):
     assert card["netG"] == "sub_mobile_unet" and card["config_str"] == best["config"]
     assert card["macs"] == cost.macs(best["config"])
     assert card["onnx"]["max_abs_diff_vs_eager"] <= 1e-4
-    net = gnn.build("sub_mobile_unet", config=card["config_str"])
+    net = gnn.build("sub_mobile_unet", config=card["config_str"], norm=card["norm"])
     net.load_state_dict(read_state_dict(run.read_bytes("export/model.pt")), strict=True)
     with torch.no_grad():
         y = net.eval()(torch.zeros(1, 3, 128, 128))
