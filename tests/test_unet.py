@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from ganc import nn as gnn
-from ganc.errors import ConfigError
+from ganc.errors import ConfigError, WeightsError
 from ganc.families import UNET, check_prunable, family_of
 from ganc.families.unet_cost import UnetCostModel
 from ganc.nn.unet import UnetGenerator, reference_test_mode
@@ -125,6 +125,27 @@ def test_reference_checkpoint_loads_and_matches(tmp_path, name, levels, dropout)
     assert (a - net.eval()(x)).abs().max() > 1e-3     # train mode is another mode
 
 
+def test_released_unet_checkpoint_is_a_teacher(tmp_path):
+    """``model.teacher_weights`` naming pix2pix's latest_net_G.pth: loaded strictly before
+    a run writes anything, and the pipeline's teacher gives the reference's outputs."""
+    from ganc.config import from_dict
+    from ganc.train.teacher import check_given_teacher
+    from ganc.train.supernet import load_teacher
+    ref = _randomise(RefUnet(3, 3, 7, ngf=4, use_dropout=True)).eval()
+    path = tmp_path / "latest_net_G.pth"
+    torch.save(ref.state_dict(), path)
+    model = {"teacher": "unet_128", "teacher_ngf": 4, "teacher_weights": str(path),
+             "norm": "batch", "dropout": 0.5}
+    teacher = load_teacher(check_given_teacher(from_dict({"model": model}))).eval()
+    x = torch.rand(1, 3, 128, 128) * 2 - 1
+    with torch.no_grad():
+        assert (teacher(x) - ref(x)).abs().max() <= 1e-5
+    model["norm"] = "instance"                       # trained with batch norm: one line
+    with pytest.raises(WeightsError) as e:
+        check_given_teacher(from_dict({"model": model}))
+    assert "\n" not in str(e.value) and "latest_net_G.pth" in str(e.value)
+
+
 def test_feature_points_are_named_decoder_outputs():
     net = gnn.build("unet_128", ngf=4).eval()
     assert list(net.feature_points) == ["up7", "up6", "up5", "up4", "up3", "up2"]
@@ -148,7 +169,7 @@ def _configs(levels: int, n: int, seed: int = 0):
 @pytest.mark.parametrize("levels,ngf", [(7, 8), (8, 4)])
 def test_extracted_subnet_equals_supernet_slice(levels, ngf):
     sup = _randomise(SuperMobileUnetGenerator(ngf=ngf, levels=levels)).eval()
-    x = torch.rand(2, 3, 2 ** levels, 2 ** levels) * 2 - 1
+    x = torch.rand(1, 3, 2 ** levels, 2 ** levels) * 2 - 1
     for cfg in [[min(c, ngf) for c in cfg] for cfg in _configs(levels, 3)] + [[ngf] * levels]:
         sub = gnn.extract_subnet(sup, cfg)
         assert isinstance(sub, SubMobileUnetGenerator) and not sub.training
