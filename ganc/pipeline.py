@@ -19,6 +19,7 @@ from typing import Callable, Optional
 
 from .config import RunConfig
 from .context import check_budgets, open_context, ray_connection, run_lease
+from .families import check_prunable
 from .errors import ConfigError
 from .resume import MARKER, check_inputs, missing_artifacts, record_inputs, restart_from
 from .stages import STAGE_NAMES, stage as declared
@@ -72,8 +73,11 @@ def _import_stages(stages) -> None:
 
 
 def _check_early(cfg: RunConfig) -> None:
-    """A given teacher that does not fit its architecture, or a budget at or above the
-    teacher's MACs: one line, before Ray starts or anything is written."""
+    """A given teacher that does not fit its architecture, a budget at or above the
+    teacher's MACs, or a prune stage for a family without pruning agents: one line, before
+    Ray starts or anything is written."""
+    if "prune" in _stages(cfg):
+        check_prunable(cfg.model.teacher)
     if cfg.model.teacher_weights:
         check_given_teacher(cfg)
     check_budgets(cfg)

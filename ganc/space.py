@@ -1,7 +1,8 @@
 """Channel configurations and search spaces: the one source of truth for both.
 
-Every family's channel configuration has 8 numbers; a search space names its family, which
-names the positions.
+A channel configuration has one number per position of its family's layout: 8 for the
+ResNet and SPADE families, one per level (7 or 8) for the U-Net family; a search space names
+its family, which names the positions.
 
 A channel configuration of a mobile ResNet generator (family ``resnet``) has 8 numbers
 (GUIDE §3):
@@ -19,6 +20,12 @@ GauGAN layout) gives one number c per block: ``fc`` (the trunk width is 16 c), `
 ``G_middle_0``, ``G_middle_1`` (inner width 16 c), ``up_0``, ``up_1``, ``up_2``, ``up_3``
 (output width 8 c, 4 c, 2 c, c); every SPADE modulation of a block has 2 c hidden channels
 (see ``ganc.nn.spade``). It has no legacy form.
+
+A channel configuration of a mobile U-Net generator (family ``unet``, ``ganc.nn.unet``)
+gives one number c per level, outermost first: level i's encoder outputs (and its decoder
+reads, twice: skip and upsampled path) ``min(2**(i-1), 8) * c`` channels, as pix2pix's
+``unet_256`` does with c = ngf = 64; 8 levels for ``unet_256``, 7 for ``unet_128``. No
+legacy form.
 """
 from __future__ import annotations
 
@@ -28,43 +35,52 @@ from typing import Iterable, Sequence
 
 from .errors import ConfigError
 
-N_POSITIONS = 8
+N_POSITIONS = 8                  # positions of a ResNet / SPADE config (the default)
+CONFIG_LENGTHS = (7, 8)          # any family's config length (7: a 7-level U-Net)
 POSITION_NAMES = (
     "stem", "down1", "down2", "blocks1-3", "blocks4-6", "blocks7-9", "up1", "up2",
 )
 SPADE_POSITION_NAMES = (
     "fc", "head_0", "G_middle_0", "G_middle_1", "up_0", "up_1", "up_2", "up_3",
 )
-# Channel-config layout of each model family (``ganc.families``): its position names and
+UNET_POSITION_NAMES = tuple(f"level{i}" for i in range(1, 9))
+# Channel-config layout of each model family (``ganc.families``): its position names,
+# the config lengths it takes (a U-Net config of 7 levels uses the first 7 names) and
 # whether the legacy 6-number form is accepted. A space without a family is a resnet one.
-FAMILIES = {"resnet": POSITION_NAMES, "spade": SPADE_POSITION_NAMES}
-LEGACY_FORM = {"resnet": True, "spade": False}
+FAMILIES = {"resnet": POSITION_NAMES, "spade": SPADE_POSITION_NAMES,
+            "unet": UNET_POSITION_NAMES}
+LENGTHS = {"resnet": (8,), "spade": (8,), "unet": (7, 8)}
+LEGACY_FORM = {"resnet": True, "spade": False, "unet": False}
 DEFAULT_FAMILY = "resnet"
 
 
 @dataclass(frozen=True, order=True)
 class ChannelConfig:
-    """An immutable 8-number channel configuration."""
+    """An immutable channel configuration: 8 numbers (7 for a 7-level U-Net)."""
 
     channels: tuple[int, ...]
 
     def __post_init__(self):
         chans = tuple(int(c) for c in self.channels)
-        if len(chans) != N_POSITIONS:
+        if len(chans) not in CONFIG_LENGTHS:
             raise ConfigError(
-                f"channel config needs {N_POSITIONS} numbers, got {len(chans)}: {chans}")
+                f"channel config needs {N_POSITIONS} numbers (7 for a 7-level U-Net), got "
+                f"{len(chans)}: {chans}")
         for i, c in enumerate(chans):
             if c <= 0:
-                raise ConfigError(
-                    f"channel config position {i} ({POSITION_NAMES[i]}) must be positive, got {c}")
+                raise ConfigError(f"channel config position {i} must be positive, got {c}")
         object.__setattr__(self, "channels", chans)
 
     @classmethod
-    def parse(cls, value: "str | Sequence[int] | ChannelConfig",
-              legacy: bool = True) -> "ChannelConfig":
+    def parse(cls, value: "str | Sequence[int] | ChannelConfig", legacy: bool = True,
+              lengths: Sequence[int] = CONFIG_LENGTHS) -> "ChannelConfig":
         """Parse ``"16_16_32_16_32_32_16_16"``, a list, or (with ``legacy``, the ResNet
-        family) a 6-number legacy string."""
+        family) a 6-number legacy string; ``lengths``: the numbers of positions allowed
+        (a family's nets pass theirs)."""
         if isinstance(value, ChannelConfig):
+            if len(value) not in lengths:
+                raise ConfigError(f"channel config {value} has {len(value)} numbers; expected "
+                                  + " or ".join(str(n) for n in lengths))
             return value
         if isinstance(value, str):
             parts = [p for p in value.strip().replace(",", "_").split("_") if p != ""]
@@ -78,9 +94,10 @@ class ChannelConfig:
             nums = [int(v) for v in value]
         if len(nums) == 6 and legacy:
             nums = nums[:4] + [nums[3], nums[3]] + nums[4:]
-        elif len(nums) != N_POSITIONS:
+        elif len(nums) not in lengths:
             raise ConfigError(
-                f"channel config {value!r} has {len(nums)} numbers; expected 8"
+                f"channel config {value!r} has {len(nums)} numbers; expected "
+                + " or ".join(str(n) for n in lengths)
                 + (" (or the legacy 6-number form)" if legacy else ""))
         return cls(tuple(nums))
 
@@ -94,11 +111,11 @@ class ChannelConfig:
         return self.channels[i]
 
     def __len__(self):
-        return N_POSITIONS
+        return len(self.channels)
 
     @classmethod
-    def uniform(cls, width: int) -> "ChannelConfig":
-        return cls((width,) * N_POSITIONS)
+    def uniform(cls, width: int, n: int = N_POSITIONS) -> "ChannelConfig":
+        return cls((width,) * n)
 
 
 @dataclass(frozen=True)
@@ -112,22 +129,25 @@ class SearchSpace:
 
     def __post_init__(self):
         ch = tuple(tuple(sorted(set(int(w) for w in c), reverse=True)) for c in self.choices)
-        if len(ch) != N_POSITIONS or any(len(c) == 0 for c in ch):
-            raise ConfigError(f"search space {self.name!r} needs {N_POSITIONS} non-empty positions")
         if self.family not in FAMILIES:
             raise ConfigError(f"search space {self.name!r}: family {self.family!r} is not one "
                               f"of: {', '.join(FAMILIES)}")
+        if len(ch) not in LENGTHS[self.family] or any(len(c) == 0 for c in ch):
+            raise ConfigError(f"search space {self.name!r} needs "
+                              + " or ".join(str(n) for n in LENGTHS[self.family])
+                              + " non-empty positions")
         object.__setattr__(self, "choices", ch)
 
     @classmethod
-    def uniform(cls, name: str, widths: Iterable[int], family: str = "resnet") -> "SearchSpace":
+    def uniform(cls, name: str, widths: Iterable[int], family: str = "resnet",
+                n: int = N_POSITIONS) -> "SearchSpace":
         widths = tuple(widths)
-        return cls(name, (widths,) * N_POSITIONS, family)
+        return cls(name, (widths,) * n, family)
 
     @property
     def positions(self) -> tuple[str, ...]:
-        """Names of the 8 positions in this family."""
-        return FAMILIES[self.family]
+        """Names of the positions in this family (as many as the space has)."""
+        return FAMILIES[self.family][:len(self.choices)]
 
     @property
     def size(self) -> int:
@@ -150,7 +170,8 @@ class SearchSpace:
         return ChannelConfig(tuple(rng.choice(c) for c in self.choices))
 
     def validate(self, config) -> ChannelConfig:
-        cfg = ChannelConfig.parse(config, legacy=LEGACY_FORM[self.family])
+        cfg = ChannelConfig.parse(config, legacy=LEGACY_FORM[self.family],
+                                  lengths=(len(self.choices),))
         for i, (c, allowed) in enumerate(zip(cfg, self.choices)):
             if c not in allowed:
                 raise ConfigError(
@@ -188,12 +209,18 @@ _SPADE_64 = ((64, 48, 40, 32),) * 5 + ((64, 48, 40, 32, 24),) * 3
 # the reference on purpose: its CycleGAN space bottoms out at 16 channels (1.42G MACs at
 # 256x256), so budgets of 1.4e9 and 1.0e9 are out of its reach; down to 8 channels the
 # smallest config needs 0.446G, the largest 4.96G.
+_UNET = (64, 48, 32, 24, 16)
 PRESETS = {
     "channels-64-cycleGAN": SearchSpace.uniform("channels-64-cycleGAN", [64, 48, 32, 24, 16]),
     "channels-32-to-8": SearchSpace.uniform("channels-32-to-8", [32, 24, 16, 12, 8]),
     "channels-64-pix2pix": SearchSpace.uniform("channels-64-pix2pix", [64, 56, 48, 40, 32, 24, 16]),
     "spade-channels-48": SearchSpace("spade-channels-48", _SPADE_48, "spade"),
     "spade-channels-64": SearchSpace("spade-channels-64", _SPADE_64, "spade"),
+    # ganc's own U-Net spaces (no released recipe compresses pix2pix's U-Net): one width
+    # per level, scaled by the level's multiplier (1, 2, 4, 8, 8, ...; 64 everywhere is
+    # the teacher's widths), 8 levels for unet_256, 7 for unet_128
+    "unet256-channels-64": SearchSpace.uniform("unet256-channels-64", _UNET, "unet", 8),
+    "unet128-channels-64": SearchSpace.uniform("unet128-channels-64", _UNET, "unet", 7),
 }
 
 

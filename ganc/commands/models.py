@@ -12,7 +12,8 @@ from ..space import PRESETS
 
 GEN_HELP = ("generator: resnet_9blocks, resnet_6blocks, mobile_resnet_9blocks, "
             "super_mobile_resnet_9blocks, sub_mobile_resnet_9blocks, spade, mobile_spade, "
-            "super_mobile_spade, sub_mobile_spade")
+            "super_mobile_spade, sub_mobile_spade, unet_256, unet_128, mobile_unet_256, "
+            "mobile_unet_128, super_mobile_unet_256, super_mobile_unet_128, sub_mobile_unet")
 
 
 def _hw(text: str, flag: str = "--size") -> tuple[int, int]:
@@ -33,14 +34,15 @@ def _arch_args(p, weights_optional=False):
                                               if weights_optional else ""))
     p.add_argument("--config", help="channel config for sub/super nets, e.g. "
                                     "16_16_32_16_32_32_16_16 (8 numbers, or the legacy 6 "
-                                    "for ResNets)")
+                                    "for ResNets; U-Nets: one per level, 8 or 7)")
     p.add_argument("--space", help="validate --config against a search space "
                                    "(channels-64-cycleGAN, channels-64-pix2pix, "
-                                   "spade-channels-48, spade-channels-64)")
+                                   "spade-channels-48, spade-channels-64, "
+                                   "unet256-channels-64, unet128-channels-64)")
     p.add_argument("--ngf", type=int, help="base width of resnet/mobile/super nets (default 64)")
     p.add_argument("--norm", choices=["instance", "batch", "none"],
                    help="normalization (default instance; SPADE: batch, its modulations' "
-                        "param-free norm)")
+                        "param-free norm; U-Net: batch, as pix2pix)")
 
 
 def register(sub):

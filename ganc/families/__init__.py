@@ -1,7 +1,7 @@
 """Model families: what a family of generators decides, in one module per family.
 
-``resnet`` (pix2pix, CycleGAN; :mod:`ganc.families.resnet`) and ``spade`` (GauGAN;
-:mod:`ganc.families.spade`). Code outside this package asks a family instead of testing its
+``resnet`` (pix2pix, CycleGAN; :mod:`ganc.families.resnet`), ``spade`` (GauGAN;
+:mod:`ganc.families.spade`) and ``unet`` (pix2pix's default U-Net; :mod:`ganc.families.unet`). Code outside this package asks a family instead of testing its
 name::
 
     fam = family_of(cfg.model.student)      # or get_family("spade")
@@ -10,11 +10,14 @@ name::
 Adding a family means adding one module that subclasses :class:`Family`, calls
 :func:`register_family` and is imported below.
 """
-from .base import (Family, family_for_data, family_names, family_of, generator_names,
-                   get_family, register_family, supernet_names, teacher_names)
+from .base import (Family, check_prunable, family_for_data, family_names, family_of,
+                   generator_names, get_family, register_family, supernet_names,
+                   teacher_names)
 from .resnet import RESNET
 from .spade import SPADE
+from .unet import UNET
 
 __all__ = ["Family", "register_family", "get_family", "family_names", "family_of",
            "family_for_data", "generator_names", "teacher_names", "supernet_names",
-           "RESNET", "SPADE"]
+           "check_prunable",
+           "RESNET", "SPADE", "UNET"]

@@ -29,12 +29,14 @@ class Family:
     input_nc: int = 3                   # default input channels
     norm: str = "instance"              # default norm
     legacy_config: bool = False         # a 6-number legacy channel config is accepted
+    config_lengths: tuple[int, ...] = (8,)  # numbers in a channel config (per net: config_length)
     example_config: str = ""            # shown when a channel config is missing
     label_maps: bool = False            # reads one-hot label maps (label-map data)
     default_metric: str = "fid"         # the criterion a run of this family is scored by
     supports_onnx: bool = True          # export writes model.onnx and model.pt2
     supports_latency: bool = True       # a latency table / budget can be measured
     calibrates_bn: bool = False         # sub-networks are scored after a batch-norm recalibration
+    supports_pruning: bool = True       # the pruning agents (``ganc prune``) handle its teachers
     options: tuple[str, ...] = ()       # extra builder arguments a model card may hold
     deploy_note: str = ""               # the export card's ``deploy`` without ONNX
 
@@ -44,7 +46,17 @@ class Family:
 
     def parse_config(self, value) -> ChannelConfig:
         """A channel config of this family's sub-networks."""
-        return ChannelConfig.parse(value, legacy=self.legacy_config)
+        return ChannelConfig.parse(value, legacy=self.legacy_config,
+                                   lengths=self.config_lengths)
+
+    def config_length(self, net: str) -> int:
+        """Numbers in a channel config of generator ``net`` (a supernet or sub-network)."""
+        return self.config_lengths[-1]
+
+    def probe_size(self, net: str) -> int:
+        """The smallest square input side ``net`` runs on that is at least 64 (a dummy
+        forward measures its feature widths at this size)."""
+        return 64
 
     def reads(self, data) -> bool:
         """Whether the family's generators read ``data`` (a :class:`ganc.config.DataConfig`)."""
@@ -145,6 +157,15 @@ def supernet_names() -> list[str]:
     return [n for fam in _FAMILIES.values() for n in fam.supernets]
 
 
+def check_prunable(teacher: str) -> None:
+    """A one-line refusal when teacher ``teacher``'s family has no pruning agents."""
+    fam = family_of(teacher)
+    if not fam.supports_pruning:
+        raise ConfigError(f"model.teacher {teacher!r}: the pruning agents do not handle the "
+                          f"{fam.title} family (their gates are ResNet-only); compress it "
+                          "with the search (stages supernet, search)")
+
+
 def family_for_data(data) -> Family:
     """The first registered family whose generators read ``data``."""
     for fam in _FAMILIES.values():
@@ -155,4 +176,5 @@ def family_for_data(data) -> Family:
 
 
 __all__ = ["Family", "register_family", "family_names", "get_family", "family_of",
-           "generator_names", "teacher_names", "supernet_names", "family_for_data"]
+           "generator_names", "teacher_names", "supernet_names", "family_for_data",
+           "check_prunable"]

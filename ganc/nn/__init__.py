@@ -16,6 +16,10 @@ from .pruned import PrunedResnetGenerator
 from .resnet import ResnetGenerator
 from .spade import (LABEL_NC, MobileSPADEGenerator, SPADEGenerator, SubMobileSPADEGenerator,
                     SuperMobileSPADEGenerator, extract_spade_subnet)
+from .unet import LEVELS as UNET_LEVELS
+from .unet import UnetGenerator
+from .unet_mobile import (MobileUnetGenerator, SubMobileUnetGenerator, SuperMobileUnetGenerator,
+                          extract_unet_subnet)
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -110,6 +114,35 @@ def sub_mobile_spade(config=None, input_nc=LABEL_NC, output_nc=3, norm="batch",
     return SubMobileSPADEGenerator(config, input_nc, output_nc, norm, upsampling)
 
 
+def _register_unet(name: str, levels: int) -> None:
+    """pix2pix's U-Net ``name`` and its mobile and super variants (``mobile_<name>``,
+    ``super_mobile_<name>``); batch norm and dropout 0.5 by default, as pix2pix trains it."""
+    @register(name)
+    def teacher(input_nc=3, output_nc=3, ngf=64, norm="batch", dropout=0.5, **_):
+        return UnetGenerator(input_nc, output_nc, ngf, norm, dropout, levels)
+
+    @register("mobile_" + name)
+    def mobile(input_nc=3, output_nc=3, ngf=64, norm="batch", dropout=0.5, **_):
+        return MobileUnetGenerator(input_nc, output_nc, ngf, norm, dropout, levels)
+
+    @register("super_mobile_" + name)
+    def supernet(input_nc=3, output_nc=3, ngf=64, norm="batch", dropout=0.5, **_):
+        return SuperMobileUnetGenerator(input_nc, output_nc, ngf, norm, dropout, levels)
+
+
+for _name, _levels in UNET_LEVELS.items():
+    _register_unet(_name, _levels)
+
+
+@register("sub_mobile_unet")
+def sub_mobile_unet(config=None, input_nc=3, output_nc=3, norm="batch", dropout=0.5, **_):
+    """A mobile U-Net sub-network; its levels are its config's length (8: unet_256's)."""
+    if config is None:
+        raise ConfigError("sub_mobile_unet needs a channel config, one number per level "
+                          "(e.g. --config 32_32_32_32_32_32_32_32)")
+    return SubMobileUnetGenerator(config, input_nc, output_nc, norm, dropout)
+
+
 @register("n_layers")
 def n_layers_discriminator(input_nc=3, ndf=64, n_layers=3, norm="batch", widths=None, **_):
     return NLayerDiscriminator(input_nc, ndf, n_layers, norm, widths)
@@ -124,12 +157,14 @@ def multi_scale_discriminator(input_nc=LABEL_NC + 3, ndf=64, n_layers=4, num_D=2
 
 GENERATORS = ("resnet_9blocks", "resnet_6blocks", "mobile_resnet_9blocks",
               "super_mobile_resnet_9blocks", "sub_mobile_resnet_9blocks", "pruned_resnet",
-              "spade", "mobile_spade", "super_mobile_spade", "sub_mobile_spade")
+              "spade", "mobile_spade", "super_mobile_spade", "sub_mobile_spade",
+              "unet_256", "unet_128", "mobile_unet_256", "mobile_unet_128",
+              "super_mobile_unet_256", "super_mobile_unet_128", "sub_mobile_unet")
 DISCRIMINATORS = ("n_layers", "multi_scale")
 
 # Supernets: the generators that hold sub-networks (``forward(x, config)``; each parses its
 # family's channel configs with ``parse_config``). Families: ``ganc.families``.
-SUPERNETS = (SuperMobileResnetGenerator, SuperMobileSPADEGenerator)
+SUPERNETS = (SuperMobileResnetGenerator, SuperMobileSPADEGenerator, SuperMobileUnetGenerator)
 
 
 def extract_subnet(supernet: nn.Module, config) -> nn.Module:
@@ -137,6 +172,8 @@ def extract_subnet(supernet: nn.Module, config) -> nn.Module:
     equals ``supernet(x, config)``."""
     if isinstance(supernet, SuperMobileSPADEGenerator):
         return extract_spade_subnet(supernet, config)
+    if isinstance(supernet, SuperMobileUnetGenerator):
+        return extract_unet_subnet(supernet, config)
     return _extract_resnet_subnet(supernet, config)
 
 
@@ -144,4 +181,5 @@ __all__ = ["build", "build_for_training", "init_weights", "register", "names",
            "extract_subnet", "GENERATORS", "DISCRIMINATORS", "SUPERNETS", "ResnetGenerator",
            "MobileResnetGenerator", "SuperMobileResnetGenerator", "SubMobileResnetGenerator", "NLayerDiscriminator",
            "SPADEGenerator", "MobileSPADEGenerator", "SuperMobileSPADEGenerator",
-           "SubMobileSPADEGenerator", "MultiscaleDiscriminator"]
+           "SubMobileSPADEGenerator", "MultiscaleDiscriminator", "UnetGenerator",
+           "MobileUnetGenerator", "SuperMobileUnetGenerator", "SubMobileUnetGenerator"]

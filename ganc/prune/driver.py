@@ -47,6 +47,7 @@ from ..context import (keep_credentials_out_of_tune, keep_pickles_out_of_tune, r
                        stage_context)
 from ..data.source import DataRef
 from ..errors import ConfigError, one_line
+from ..families import check_prunable
 from ..resources import worker_bundle
 from ..results import RESULTS, append_results
 from ..store import open_store
@@ -161,6 +162,7 @@ def run_prune(cfg: RunConfig, store=None, *, targets=None, scorer: str = "pool",
               num_cpus: Optional[int] = None, ctx=None) -> dict:
     """Prune for every target on Ray Tune; returns the summary (also in the store)
     (``ctx``: the pipeline's run context, else one is opened)."""
+    check_prunable(cfg.model.teacher)
     cfg = copy.deepcopy(cfg)
     if targets is not None:
         cfg.prune.targets = [float(t) for t in targets]
