@@ -5,6 +5,7 @@ import contextlib
 import json
 import sys
 
+from ._args import positive_float
 from ._runconfig import add_run_args, load_run_config, set_flags
 
 
@@ -66,7 +67,7 @@ def register(sub):
     p.add_argument("--best", action="store_true",
                    help="only export/* and best.json (the default); without it: the whole run")
     p.add_argument("--all", action="store_true", help="download every object of the run")
-    p.add_argument("--budget", type=float, default=None,
+    p.add_argument("--budget", type=positive_float, default=None,
                    help="the best of this search budget (MACs as best.json records them; "
                         "default: the primary budget)")
     p.add_argument("-o", "--out", required=True, help="target folder")
