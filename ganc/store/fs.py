@@ -46,6 +46,10 @@ def s3_filesystem(endpoint_url: Optional[str], options: dict):
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if region:
         client_kwargs["region_name"] = region
+    # s3fs's own attempts per call: an attribute of the filesystem, not an argument its
+    # constructor takes (passed on, it failed every call with a TypeError)
+    options = dict(options)
+    retries = int(options.pop("retries", 1))
     # No listings cache: a reader must see an object as soon as its writer committed it.
     kw = {"use_listings_cache": False, "skip_instance_cache": True, **options}
     kw["client_kwargs"] = {**client_kwargs, **options.get("client_kwargs", {})}
@@ -53,7 +57,7 @@ def s3_filesystem(endpoint_url: Optional[str], options: dict):
         kw["config_kwargs"] = {"retries": {"max_attempts": 1},
                                **options.get("config_kwargs", {})}
     fs = s3fs.S3FileSystem(**kw)
-    fs.retries = 1
+    fs.retries = retries
     return fs, endpoint
 
 
