@@ -310,3 +310,39 @@ class ObjectFS:
             return stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp)
         except Exception:
             return float("inf")
+
+    # ------------------------------------------------------------------ access
+    def check_access(self, write: bool) -> str:
+        """That this store can be reached and (``write``) written, without writing a key:
+        a local store's nearest existing folder must be a writable folder; on S3 the
+        bucket is listed and (``write``) a temporary key written and removed at the root
+        (hidden from listings like every temporary key). One line naming the URL and the
+        cause otherwise; returns what was checked."""
+        if self.protocol == "file":
+            return self._check_local(write)
+        bucket = self.root.split("/", 1)[0]
+        try:
+            self._retrying("list", "", self.fs.ls, bucket, False)
+        except FileNotFoundError:
+            raise StoreError(f"store {self.url()}: bucket {bucket!r} not found") from None
+        except Exception as e:
+            raise self._wrap("reach", "", e) from None
+        if not write:
+            return "reachable"
+        probe = f"{self.root}/ganc-write-check.tmp-{uuid.uuid4().hex}"
+        try:
+            self._retrying("write", "", self.fs.pipe_file, probe, b"")
+        except Exception as e:
+            raise self._wrap("write to", "", e) from None
+        self._discard(probe)
+        return "reachable, writable"
+
+    def _check_local(self, write: bool) -> str:
+        path = self.root
+        while not os.path.exists(path) and os.path.dirname(path) != path:
+            path = os.path.dirname(path)
+        if not os.path.isdir(path):
+            raise StoreError(f"store {self.url()}: {path} is a file, not a folder")
+        if write and not os.access(path, os.W_OK | os.X_OK):
+            raise StoreError(f"store {self.url()}: folder {path} is not writable")
+        return "writable" if write else "readable"
