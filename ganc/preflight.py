@@ -13,8 +13,9 @@ checked or one line per problem:
 - the **teacher checkpoint** ``model.teacher_weights``: loaded with ``weights_only=True``
   into the net the config builds, every key and shape matching;
 - the **budgets** below the teacher's MACs;
-- the **data** (:mod:`ganc.data.check`): folders, layout, split sizes, and decoded
-  images: a sample of each folder before a command, all of them under ``ganc check``.
+- the **data** (:mod:`ganc.data.check`): the folders the stages read, layout, split
+  sizes, and decoded images: a sample of each folder before a command, all of them under
+  ``ganc check``.
 
 :func:`require` is what a command calls: the first problem, raised (one line, exit 2),
 before anything exists of a run that did not. ``ganc check`` prints them all.
@@ -118,7 +119,8 @@ def check_run(cfg: RunConfig, store=None, *, write: bool = True, full: bool = Fa
         line = found.attempt(check, *args)
         if line is not None:
             found.checked.append(line)
-    data = found.attempt(check_dataset, cfg.data, cfg.store.endpoint_url or "", full=full)
+    data = found.attempt(check_dataset, cfg.data, cfg.store.endpoint_url or "", full=full,
+                         stages=[stage] if stage else list(cfg.pipeline.stages))
     return found.extend(data) if data is not None else found
 
 

@@ -66,6 +66,15 @@ def test_the_folders_a_run_reads_by_layout():
     assert rels(kind="unaligned", eval_split="test", direction="BtoA") == [
         "trainA", "trainB", "testB", "testA"]
     assert rels(kind="camvid", crop_size=64) == ["train", "trainannot", "val", "valannot"]
+    # what a stage reads: the teacher only its training split (its val PSNR is optional);
+    # a scoring stage the eval split unless a search split is held out; the report always
+
+    def reading(stages, **data):
+        return [f.rel for f in folders(from_dict({"data": data}).data, stages)]
+    assert reading(["teacher"], fid_real="x") == ["train"]
+    assert reading(["supernet", "search"], search_split=2, fid_real="x") == ["train", "x"]
+    assert reading(["search"]) == ["train", "val"]
+    assert reading(["teacher", "report"], search_split=2) == ["train", "val"]
     assert spread(list(range(12)), 4) == [0, 4, 7, 11] and spread([1, 2], 8) == [1, 2]
 
 
@@ -229,3 +238,20 @@ def test_an_s3_store_is_reached_and_probed_without_leaving_a_key(s3_server, s3_u
     with pytest.raises(StoreError) as e:
         open_store("s3://no-such-bucket-ganc/p").check_access(write=False)
     assert str(e.value) == "store s3://no-such-bucket-ganc/p: bucket 'no-such-bucket-ganc' not found"
+
+
+def test_what_a_stage_does_not_read_is_not_required(data, tmp_path):
+    """Valid input stays valid: the teacher alone reads no eval split (its val PSNR is
+    optional); a search scoring on a held-out search split does not either."""
+    from ganc.config import load_config
+    from ganc.preflight import check_run
+    shutil.rmtree(data / "val")
+    sets = [a for a in tiny(tmp_path / "store", data)[2:] if a != "--set"]
+    cfg = load_config(None, sets, str(tmp_path / "store"))
+    assert not check_run(cfg, stage="teacher").problems
+    cfg.pipeline.stages = ["teacher", "supernet", "search"]
+    cfg.data.search_split = 4
+    assert not check_run(cfg).problems
+    cfg.pipeline.stages.append("report")
+    assert [str(p) for p in check_run(cfg).problems] == [
+        f"data.root '{data}': evaluation (data.eval_split) folder val/ not found"]

@@ -17,8 +17,8 @@ from ..errors import DataError, Findings
 from .camvid import load_label_map, pair_by_name
 from .images import IMG_EXTENSIONS, is_image, load_rgb
 from .source import local_path, read_remote, remote_listing
-from .splits import (eval_split, has_label_maps, has_val_split, search_count, train_folders,
-                     val_count)
+from .splits import (eval_split, has_label_maps, has_search_split, has_val_split, search_count,
+                     train_folders, val_count)
 
 SAMPLE = 8            # images decoded per local folder before a command starts
 REMOTE_SAMPLE = 2     # images read per folder of a URL dataset
@@ -34,14 +34,19 @@ class Folder:
     train: bool = False    # a training folder the search and val splits hold images out of
 
 
-def folders(data) -> list[Folder]:
-    """The folders of ``data.root`` a run reads: the training split, the eval split (unless
-    ``data.val_split`` holds one out of training), their label maps and ``data.fid_real``."""
+def folders(data, stages=None) -> list[Folder]:
+    """The folders of ``data.root`` the ``stages`` (None: every stage) read: the training
+    split with its label maps; for stages that score (any after the teacher, whose val PSNR
+    is optional) ``data.fid_real``; and the eval split (unless ``data.val_split`` holds one
+    out of training) with its label maps for the report, or for scoring stages when no
+    ``data.search_split`` is held out to score on."""
     halves, maps = data.kind == "aligned", has_label_maps(data)
+    scoring = stages is None or bool(set(stages) - {"teacher"})
+    evaluates = stages is None or "report" in stages or (scoring and not has_search_split(data))
     out = [Folder(f, "training", halves=halves, train=True) for f in train_folders(data)]
     if maps:
         out.append(Folder(data.train_split + "annot", "training label maps", labels=True))
-    if not has_val_split(data):
+    if evaluates and not has_val_split(data):
         ev = eval_split(data)
         if data.kind == "unaligned":
             src, dst = ("A", "B") if data.direction == "AtoB" else ("B", "A")
@@ -53,7 +58,7 @@ def folders(data) -> list[Folder]:
         if maps:
             out.append(Folder(ev + "annot", "evaluation label maps", labels=True))
     out += [Folder(f.strip().strip("/"), "data.fid_real") for f in data.fid_real.split(",")
-            if f.strip()]
+            if f.strip() and scoring]
     seen, unique = set(), []
     for f in out:
         if f.rel not in seen:
@@ -142,16 +147,19 @@ def _check_local_folder(data, root: str, folder: Folder, full: bool, found: Find
     found.checked.append(_line(folder, len(names), len(chosen), sizes))
 
 
-def check_local(data, root: str, full: bool = False) -> Findings:
-    """The folders of the dataset at the local folder ``root``, ``full``: every image."""
+def check_local(data, root: str, full: bool = False, stages=None) -> Findings:
+    """The folders of the dataset at the local folder ``root`` that ``stages`` read (see
+    :func:`folders`); ``full``: every image decoded."""
     found = Findings()
     if not os.path.isdir(root):
         found.problems.append(DataError(f"data.root {data.root!r}: folder not found"))
         return found
-    for folder in folders(data):
+    chosen = folders(data, stages)
+    for folder in chosen:
         found.attempt(_check_local_folder, data, root, folder, full, found)
     if has_label_maps(data) and not found.problems:
-        splits = [data.train_split] + ([] if has_val_split(data) else [eval_split(data)])
+        rels = {f.rel for f in chosen}
+        splits = [f.rel for f in chosen if not f.labels and f.rel + "annot" in rels]
         for split in dict.fromkeys(splits):
             found.attempt(pair_by_name, os.path.join(root, split),
                           os.path.join(root, split + "annot"), f"CamVid split {split!r}",
@@ -159,13 +167,14 @@ def check_local(data, root: str, full: bool = False) -> Findings:
     return found
 
 
-def check_remote(data, url: str, endpoint_url: str = "") -> Findings:
-    """The listing of a dataset URL and :data:`REMOTE_SAMPLE` images of each folder."""
+def check_remote(data, url: str, endpoint_url: str = "", stages=None) -> Findings:
+    """The listing of a dataset URL and :data:`REMOTE_SAMPLE` images of each folder that
+    ``stages`` read."""
     found = Findings()
     listing = found.attempt(remote_listing, url, endpoint_url)
     if listing is None:
         return found
-    for folder in folders(data):
+    for folder in folders(data, stages):
         keys = sorted(k for k in listing if k.startswith(folder.rel + "/") and is_image(k))
         if not keys:
             found.problems.append(DataError(f"data.root {url!r}: no images under "
@@ -182,17 +191,18 @@ def check_remote(data, url: str, endpoint_url: str = "") -> Findings:
     return found
 
 
-def check_dataset(data, endpoint_url: str = "", full: bool = False) -> Findings:
-    """The dataset of a ``DataConfig``: a local root folder (``full``: every image
-    decoded) or a URL (its listing and a sample); generated demo data is not checked."""
+def check_dataset(data, endpoint_url: str = "", full: bool = False, stages=None) -> Findings:
+    """The dataset of a ``DataConfig`` as ``stages`` (None: every stage) read it: a local
+    root folder (``full``: every image decoded) or a URL (its listing and a sample);
+    generated demo data is not checked."""
     if not data.root:
         found = Findings()
         found.checked.append("data: generated demo data (data.root ''), not checked")
         return found
     path = local_path(data.root)
     if path is None:
-        return check_remote(data, data.root, endpoint_url)
-    return check_local(data, path, full)
+        return check_remote(data, data.root, endpoint_url, stages)
+    return check_local(data, path, full, stages)
 
 
 __all__ = ["check_dataset", "check_local", "check_remote", "folders", "spread", "SAMPLE"]
