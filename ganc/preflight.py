@@ -13,6 +13,8 @@ checked or one line per problem:
 - the **teacher checkpoint** ``model.teacher_weights``: loaded with ``weights_only=True``
   into the net the config builds, every key and shape matching;
 - the **budgets** below the teacher's MACs;
+- the **discriminator** of training stages: the family's adversarial terms build from
+  the config and the discriminator takes the run's image size;
 - the **data** (:mod:`ganc.data.check`): the folders the stages read, layout, split
   sizes, and decoded images: a sample of each folder before a command, all of them under
   ``ganc check``.
@@ -27,7 +29,9 @@ from typing import Optional
 from .config import RunConfig, check_criterion, validate
 from .context import check_budgets, open_run
 from .data.check import check_dataset
-from .errors import ConfigError, Findings
+from .data.splits import image_hw
+from .errors import ConfigError, Findings, one_line
+from .families import family_of
 from .stages import stage as declared
 from .train.supernet import search_space_of
 from .train.teacher import check_given_teacher
@@ -37,6 +41,7 @@ from .train.teacher import check_given_teacher
 # gives it, the search's best.json unless --subnet-config names the config.
 READS = {"supernet": ("teacher",), "search": ("supernet",), "prune": ("teacher",),
          "finetune": ("supernet", "search"), "export": ("supernet", "search")}
+TRAINS = {"teacher", "supernet", "prune", "finetune"}     # stages that train against a D
 COMMANDS = {"teacher": "ganc train-teacher", "supernet": "ganc train-supernet",
             "search": "ganc search", "prune": "ganc prune", "finetune": "ganc finetune",
             "export": "ganc export"}
@@ -98,6 +103,27 @@ def _teacher(cfg: RunConfig) -> str:
             f"{arch}: every key and shape fits")
 
 
+def _adversary(cfg: RunConfig) -> str:
+    """The family's adversarial terms build from the config (SPADE's need the multiscale
+    discriminator and the hinge loss) and its discriminator takes the run's image size
+    (a PatchGAN of ``n_layers_D`` halvings needs sides of at least 3 x 2^n_layers_D): one
+    line naming the fields, not a worker's traceback minutes into training."""
+    import torch  # deferred: torch
+    data, m = cfg.data, cfg.model
+    fam = family_of(m.teacher)
+    adv = fam.adversary(cfg, {}, data.kind != "unaligned", "cpu")
+    h, w = image_hw(data)
+    try:
+        with torch.no_grad():
+            adv.D(adv.d_input(torch.zeros(1, fam.input_nc, h, w), torch.zeros(1, 3, h, w)))
+    except (RuntimeError, ValueError) as e:     # a conv's kernel or a norm's 1x1 input
+        raise ConfigError(f"data.crop_size {data.crop_size}: the discriminator (model.netD "
+                          f"{m.netD}, model.n_layers_D {m.n_layers_D}) cannot take {w}x{h} "
+                          f"(WxH) images ({one_line(e, limit=120)}); raise data.crop_size or "
+                          "lower model.n_layers_D") from None
+    return f"discriminator: {m.netD} takes {w}x{h} (WxH) images"
+
+
 def _budgets(cfg: RunConfig) -> str:
     check_budgets(cfg)
     return "budgets: below the teacher's MACs"
@@ -114,13 +140,17 @@ def check_run(cfg: RunConfig, store=None, *, write: bool = True, full: bool = Fa
     if line is None:                  # the rest reads the config: stop at a bad one
         return found
     found.checked.append(line)
-    for check, args in ((_store, (cfg, store, write, stage, subnet_config)),
-                        (_teacher, (cfg,)), (_budgets, (cfg,))):
+    stages = [stage] if stage else list(cfg.pipeline.stages)
+    checks = [(_store, (cfg, store, write, stage, subnet_config)), (_teacher, (cfg,)),
+              (_budgets, (cfg,))]
+    if set(stages) & TRAINS:
+        checks.append((_adversary, (cfg,)))
+    for check, args in checks:
         line = found.attempt(check, *args)
         if line is not None:
             found.checked.append(line)
     data = found.attempt(check_dataset, cfg.data, cfg.store.endpoint_url or "", full=full,
-                         stages=[stage] if stage else list(cfg.pipeline.stages))
+                         stages=stages)
     return found.extend(data) if data is not None else found
 
 

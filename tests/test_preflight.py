@@ -25,8 +25,10 @@ def run(capsys, *argv):
 
 
 @pytest.fixture(autouse=True)
-def _no_ray(monkeypatch, tmp_path):
+def _no_ray(monkeypatch, tmp_path, request):
     monkeypatch.setenv("GANC_CACHE", str(tmp_path / "cache"))
+    if "ray_local" in request.fixturenames:       # the one test that runs stages
+        return
 
     def refuse(*args, **kwargs):
         raise AssertionError("Ray was started before the checks refused the command")
@@ -47,8 +49,8 @@ def data(paired_data, tmp_path):
 
 
 def tiny(store, root) -> list[str]:
-    return ["--store", store, "--set", f"data.root={root}", "--set", "data.load_size=16",
-            "--set", "data.crop_size=16", "--set", "model.teacher_ngf=8",
+    return ["--store", store, "--set", f"data.root={root}", "--set", "data.load_size=24",
+            "--set", "data.crop_size=24", "--set", "model.teacher_ngf=8",
             "--set", "model.student_ngf=8", "--set", "distill.space_widths=[8,4]"]
 
 
@@ -97,7 +99,7 @@ def test_check_prints_what_it_checked_and_writes_nothing(data, tmp_path, capsys)
     assert (code, err) == (0, ""), err
     lines = out.splitlines()
     assert [ln.split()[1].rstrip(":") for ln in lines] == [
-        "config", "store", "teacher", "budgets", "data", "data"]
+        "config", "store", "teacher", "budgets", "discriminator", "data", "data"]
     assert f"ok  data train/ (training): {N_TRAIN} images, {N_TRAIN} decoded, sizes 32x16" \
         in lines
     assert "run file://" in out and "new (nothing is written" in out
@@ -150,6 +152,14 @@ REFUSED = {
     "compress, search split holds out every image": (
         ["compress"], None, ["--set", f"data.search_split={N_TRAIN}"],
         f"data.search_split {N_TRAIN} holds out {N_TRAIN} of the {N_TRAIN} images"),
+    "compress, crop too small for the discriminator": (
+        ["compress"], None, ["--set", "data.crop_size=16", "--set", "data.load_size=16"],
+        "data.crop_size 16: the discriminator (model.netD n_layers, model.n_layers_D 3) "
+        "cannot take 16x16 (WxH) images"),
+    "train-teacher, SPADE data with a PatchGAN": (
+        ["train-teacher"], None, ["--set", "data.kind=camvid", "--set", "data.crop_size=128",
+                                  "--set", "model.teacher=spade"],
+        "model.netD 'n_layers': SPADE training uses the multiscale discriminator"),
     "train-supernet, no teacher": (
         ["train-supernet"], None, [], "no teacher: ganc train-supernet reads the teacher "
         "stage's teacher/final.pt, and run file://"),
@@ -255,3 +265,20 @@ def test_what_a_stage_does_not_read_is_not_required(data, tmp_path):
     cfg.pipeline.stages.append("report")
     assert [str(p) for p in check_run(cfg).problems] == [
         f"data.root '{data}': evaluation (data.eval_split) folder val/ not found"]
+
+
+@pytest.mark.slow
+def test_valid_runs_pass_the_checks_and_resume(ray_local, data, tmp_path, capsys):
+    """The checks let a valid run through, on a local dataset, stage by stage: the teacher
+    trains, the supernet reads it, and a resubmitted teacher job (its run exists now)
+    passes the checks again and finds the stage finished."""
+    store = tmp_path / "store"
+    small = [*tiny(store, data), "--set", "teacher.steps=2", "--set", "distill.steps=2",
+             "--set", "teacher.eval_every=-1", "--set", "distill.eval_every=0",
+             "--set", "model.ndf=8", "--set", "data.batch_size=2", "--workers", "1"]
+    code, out, err = run(capsys, "train-teacher", *small)
+    assert code == 0, err
+    code, out, err = run(capsys, "train-supernet", *small)
+    assert code == 0, err
+    code, out, err = run(capsys, "train-teacher", *small)
+    assert code == 0 and "teacher already finished" in out, out + err
