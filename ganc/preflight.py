@@ -24,6 +24,7 @@ before anything exists of a run that did not. ``ganc check`` prints them all.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 from .config import RunConfig, check_criterion, validate
@@ -105,23 +106,30 @@ def _teacher(cfg: RunConfig) -> str:
 
 def _adversary(cfg: RunConfig) -> str:
     """The family's adversarial terms build from the config (SPADE's need the multiscale
-    discriminator and the hinge loss) and its discriminator takes the run's image size
-    (a PatchGAN of ``n_layers_D`` halvings needs sides of at least 3 x 2^n_layers_D): one
+    discriminator and the hinge loss) and its discriminator takes the run's image sizes
+    (``data.crop_size``, and ``scale.cpu_crop_size`` where a CPU placement uses it; a
+    PatchGAN of ``n_layers_D`` halvings needs sides of at least 3 x 2^n_layers_D): one
     line naming the fields, not a worker's traceback minutes into training."""
     import torch  # deferred: torch
     data, m = cfg.data, cfg.model
     fam = family_of(m.teacher)
     adv = fam.adversary(cfg, {}, data.kind != "unaligned", "cpu")
-    h, w = image_hw(data)
-    try:
-        with torch.no_grad():
-            adv.D(adv.d_input(torch.zeros(1, fam.input_nc, h, w), torch.zeros(1, 3, h, w)))
-    except (RuntimeError, ValueError) as e:     # a conv's kernel or a norm's 1x1 input
-        raise ConfigError(f"data.crop_size {data.crop_size}: the discriminator (model.netD "
-                          f"{m.netD}, model.n_layers_D {m.n_layers_D}) cannot take {w}x{h} "
-                          f"(WxH) images ({one_line(e, limit=120)}); raise data.crop_size or "
-                          "lower model.n_layers_D") from None
-    return f"discriminator: {m.netD} takes {w}x{h} (WxH) images"
+    sizes = []
+    for field, width in (("data.crop_size", data.crop_size),
+                         ("scale.cpu_crop_size", cfg.scale.cpu_crop_size)):
+        if not width:
+            continue
+        h, w = image_hw(dataclasses.replace(data, crop_size=int(width)))
+        try:
+            with torch.no_grad():
+                adv.D(adv.d_input(torch.zeros(1, fam.input_nc, h, w), torch.zeros(1, 3, h, w)))
+        except (RuntimeError, ValueError) as e:     # a conv's kernel or a norm's 1x1 input
+            raise ConfigError(f"{field} {width}: the discriminator (model.netD {m.netD}, "
+                              f"model.n_layers_D {m.n_layers_D}) cannot take {w}x{h} (WxH) "
+                              f"images ({one_line(e, limit=120)}); raise {field} or lower "
+                              "model.n_layers_D") from None
+        sizes.append(f"{w}x{h}")
+    return f"discriminator: {m.netD} takes {' and '.join(sizes)} (WxH) images"
 
 
 def _budgets(cfg: RunConfig) -> str:

@@ -156,6 +156,10 @@ REFUSED = {
         ["compress"], None, ["--set", "data.crop_size=16", "--set", "data.load_size=16"],
         "data.crop_size 16: the discriminator (model.netD n_layers, model.n_layers_D 3) "
         "cannot take 16x16 (WxH) images"),
+    "prune, CPU crop too small for the discriminator": (
+        ["prune"], None, ["--set", "scale.cpu_crop_size=16",
+                          "--set", "model.teacher_weights=TEACHER"],
+        "scale.cpu_crop_size 16: the discriminator (model.netD n_layers"),
     "train-teacher, SPADE data with a PatchGAN": (
         ["train-teacher"], None, ["--set", "data.kind=camvid", "--set", "data.crop_size=128",
                                   "--set", "model.teacher=spade"],
@@ -180,6 +184,10 @@ def test_a_refused_command_leaves_no_run(case, data, tmp_path, capsys):
     argv, breaks, more, needle = REFUSED[case]
     if breaks:
         breaks(data)
+    if "model.teacher_weights=TEACHER" in more:        # a teacher that fits
+        from ganc import nn as gnn
+        torch.save(gnn.build("resnet_9blocks", ngf=8).state_dict(), tmp_path / "t.pt")
+        more = [a.replace("TEACHER", str(tmp_path / "t.pt")) for a in more]
     store = tmp_path / "store"
     code, out, err = run(capsys, *argv, *tiny(store, data), *more)
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
