@@ -179,13 +179,21 @@ def ship_teacher_weights(cfg: RunConfig, run: Store, cluster: ClusterInfo) -> st
 
 
 # ---------------------------------------------------------------- placement
+_MACS: dict = {}     # (teacher spec, data layout, size) -> MACs: measured once a process
+
+
 def _teacher_macs(cfg: RunConfig):
     """MACs of the config's teacher at a size, as its family measures them
-    (:meth:`ganc.families.Family.teacher_macs`)."""
+    (:meth:`ganc.families.Family.teacher_macs`), measured once per process for a teacher,
+    data layout and size (the checks before a start and the run context both ask; a
+    SPADE teacher takes seconds to profile)."""
     def at(size: int) -> float:
-        m = cfg.model
-        net = build_generator(teacher_spec(m))
-        return family_of(m.teacher).teacher_macs(net, cfg.data, size)
+        m, d = cfg.model, cfg.data
+        spec = teacher_spec(m)
+        key = (repr(spec), d.kind, float(d.aspect_ratio), int(size))
+        if key not in _MACS:
+            _MACS[key] = family_of(m.teacher).teacher_macs(build_generator(spec), d, size)
+        return _MACS[key]
     return at
 
 

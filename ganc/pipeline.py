@@ -18,14 +18,13 @@ import time
 from typing import Callable, Optional
 
 from .config import RunConfig
-from .context import check_budgets, open_context, ray_connection, run_lease
-from .families import check_prunable
+from .context import open_context, ray_connection, run_lease
 from .errors import ConfigError
 from .resume import MARKER, check_inputs, missing_artifacts, record_inputs, restart_from
 from .stages import STAGE_NAMES, stage as declared
 from .log import say
+from .preflight import require
 from .train.launch import train_cpus
-from .train.teacher import check_given_teacher
 
 
 def _stages(cfg: RunConfig) -> list[str]:
@@ -72,17 +71,6 @@ def _import_stages(stages) -> None:
         declared(name).import_code()
 
 
-def _check_early(cfg: RunConfig) -> None:
-    """A given teacher that does not fit its architecture, a budget at or above the
-    teacher's MACs, or a prune stage for a family without pruning agents: one line, before
-    Ray starts or anything is written."""
-    if "prune" in _stages(cfg):
-        check_prunable(cfg.model.teacher)
-    if cfg.model.teacher_weights:
-        check_given_teacher(cfg)
-    check_budgets(cfg)
-
-
 def compress(cfg: RunConfig, store=None, *, method: Optional[str] = None,
              on_stage: Optional[Callable[[str, dict], None]] = None,
              restart: Optional[str] = None) -> dict:
@@ -90,8 +78,10 @@ def compress(cfg: RunConfig, store=None, *, method: Optional[str] = None,
     with each stage's marker and the report."""
     stages = _stages(cfg)
     home = _cwd_or_none()
+    # config, store, teacher checkpoint, budgets and data: one line, before Ray starts or
+    # anything is written (a failed first submission leaves no run behind)
+    require(cfg, store, method=method)
     _import_stages(stages)
-    _check_early(cfg)
     done = {}
     t_all = time.perf_counter()
     # one writer per run: the lease is taken before Ray starts (a second command is
