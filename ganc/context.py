@@ -36,7 +36,7 @@ from .families import family_of
 from .log import say
 from .modelio import build_generator, teacher_spec
 from .raylocal import init_local
-from .store import Store, open_store, store_from_config
+from .store import Store, lease as leases, open_store, store_from_config
 
 JOB_STARTED = time.time()      # this process's start: temporary keys older than it are
                                # leftovers of an earlier, interrupted job
@@ -67,6 +67,13 @@ class RunContext:
     placement: dict
     cluster: ClusterInfo
     data: DataRef
+    lease: Optional[leases.Lease] = None   # this command's lease of the run
+
+    def close(self) -> None:
+        """Release the run's lease (held since :func:`open_context`)."""
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None
 
     @property
     def use_gpu(self) -> bool:
@@ -172,13 +179,21 @@ def ship_teacher_weights(cfg: RunConfig, run: Store, cluster: ClusterInfo) -> st
 
 
 # ---------------------------------------------------------------- placement
+_MACS: dict = {}     # (teacher spec, data layout, size) -> MACs: measured once a process
+
+
 def _teacher_macs(cfg: RunConfig):
     """MACs of the config's teacher at a size, as its family measures them
-    (:meth:`ganc.families.Family.teacher_macs`)."""
+    (:meth:`ganc.families.Family.teacher_macs`), measured once per process for a teacher,
+    data layout and size (the checks before a start and the run context both ask; a
+    SPADE teacher takes seconds to profile)."""
     def at(size: int) -> float:
-        m = cfg.model
-        net = build_generator(teacher_spec(m))
-        return family_of(m.teacher).teacher_macs(net, cfg.data, size)
+        m, d = cfg.model, cfg.data
+        spec = teacher_spec(m)
+        key = (repr(spec), d.kind, float(d.aspect_ratio), int(size))
+        if key not in _MACS:
+            _MACS[key] = family_of(m.teacher).teacher_macs(build_generator(spec), d, size)
+        return _MACS[key]
     return at
 
 
@@ -213,12 +228,24 @@ def open_context(cfg: RunConfig, store=None, *, cluster: Optional[ClusterInfo] =
     what the cluster is; otherwise this machine is the cluster."""
     validate(cfg)
     root, run = open_run(cfg, store)
-    cleaned = run.clean_temp(older_than=JOB_STARTED)
-    if cleaned:
-        say(f"[store] removed {cleaned} temporary key(s) an interrupted job left in {run.url()}")
     cluster = cluster or describe_now()
     check_paths(cfg, root, cluster)
     check_budgets(cfg)                   # before writing anything
+    # one writer per run: refused in one line naming the owner, before anything is written
+    lease = leases.hold(run, existed=run.exists(placements.KEY))
+    try:
+        return _opened(cfg, root, run, cluster, lease)
+    except BaseException:
+        lease.release()
+        raise
+
+
+def _opened(cfg: RunConfig, root: Store, run: Store, cluster: ClusterInfo,
+            lease: leases.Lease) -> RunContext:
+    """The rest of :func:`open_context`, the run's lease held."""
+    cleaned = run.clean_temp(older_than=JOB_STARTED)
+    if cleaned:
+        say(f"[store] removed {cleaned} temporary key(s) an interrupted job left in {run.url()}")
     record = resolve_placement(cfg, run, cluster)
     resolved = placements.apply(cfg, record)
     # a sub-network teacher's channel config, resolved while the model.json beside a local
@@ -226,7 +253,7 @@ def open_context(cfg: RunConfig, store=None, *, cluster: Optional[ClusterInfo] =
     resolved.model.teacher_config = teacher_config_of(cfg)
     resolved.model.teacher_weights = ship_teacher_weights(cfg, run, cluster)
     data = resolve_data(resolved, root, cluster)
-    return RunContext(resolved, root, run, record, cluster, data)
+    return RunContext(resolved, root, run, record, cluster, data, lease)
 
 
 def ray_storage(run: Store, stage: str):
@@ -254,6 +281,19 @@ def keep_credentials_out_of_tune() -> None:
         name for name in class_cache.ENV_VARS_TO_PROPAGATE if not name.startswith("AWS_")}
 
 
+def keep_pickles_out_of_tune() -> None:
+    """Ray Tune reads a failed trial's error back from the trial's folder in the store
+    (``error.pkl``, unpickled: ``Trial.get_pickled_error``) when it builds the results;
+    whoever can write the store could plant one there. Results carry the error's text
+    (``error.txt``) instead. Call it before a Tuner starts trials (issue 28)."""
+    from ray.tune.experiment.trial import Trial  # deferred: ray
+    Trial.get_pickled_error = _no_pickled_error
+
+
+def _no_pickled_error(trial):
+    return None
+
+
 @contextlib.contextmanager
 def ray_connection(num_cpus: Optional[int] = None):
     """Ray for the duration of the block: joins or starts one unless this process is
@@ -267,28 +307,31 @@ def ray_connection(num_cpus: Optional[int] = None):
             ray.shutdown()
 
 
-def reuse_or_open(cfg: RunConfig, store=None, ctx: Optional[RunContext] = None
-                  ) -> RunContext:
-    """``ctx`` (the pipeline's, opened once per run) for a stage, else a new context."""
-    return ctx.for_stage() if ctx is not None else open_context(cfg, store)
+def run_lease(cfg: RunConfig, store=None) -> leases.Lease:
+    """This command's lease of the run of ``cfg`` (one writer per run, :mod:`ganc.store.
+    lease`): taken before Ray starts, so a second command on a running run is refused at
+    once, in one line naming the owner; release it (``.release()`` / ``.close()``)."""
+    run = open_run(cfg, store)[1]
+    return leases.hold(run, existed=run.exists(placements.KEY))
 
 
 @contextlib.contextmanager
 def stage_context(cfg: RunConfig, store=None, *, ray: bool = True,
                   num_cpus: Optional[int] = None, ctx: Optional[RunContext] = None):
     """:func:`open_context` with Ray connected for the block (``ray=False``: no Ray; this
-    machine is the cluster). With ``ctx`` (the pipeline's, which holds Ray already) that
-    context is the stage's, for a config of its own."""
+    machine is the cluster), the run's lease released at its end. With ``ctx`` (the
+    pipeline's, which holds Ray and the lease already) that context is the stage's, for a
+    config of its own."""
     if ctx is not None:
         yield ctx.for_stage()
         return
-    if not ray:
-        yield open_context(cfg, store)
-        return
-    with ray_connection(num_cpus):
-        yield open_context(cfg, store)
+    with contextlib.closing(run_lease(cfg, store)), \
+            (ray_connection(num_cpus) if ray else contextlib.nullcontext()), \
+            contextlib.closing(open_context(cfg, store)) as opened:
+        yield opened
 
 
 __all__ = ["RunContext", "open_context", "check_budgets", "stage_context", "ray_connection",
-           "open_run", "reuse_or_open", "run_id_of", "check_paths", "resolve_data",
-           "resolve_placement", "ray_storage", "keep_credentials_out_of_tune"]
+           "open_run", "run_lease", "run_id_of", "check_paths", "resolve_data",
+           "resolve_placement", "ray_storage", "keep_credentials_out_of_tune",
+           "keep_pickles_out_of_tune"]

@@ -14,6 +14,7 @@ dynamic, and checked on values drawn from a seed.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import io
@@ -28,7 +29,13 @@ from .onnxrun import OnnxError, OnnxModule
 
 OPSET = 20                      # ONNX opset of every exported model
 ONNX_TOLERANCE = 1e-3           # an export whose outputs differ more from eager fails
-SIDE_MULTIPLE = 4               # image sides must be multiples of this
+SIDE_MULTIPLE = 4               # image sides must be multiples of this (a net's own:
+                                # its ``side_multiple``, e.g. a U-Net's 2 ** levels)
+
+
+def side_multiple(model: nn.Module) -> int:
+    """What the sides of ``model``'s inputs must be multiples of."""
+    return int(getattr(model, "side_multiple", SIDE_MULTIPLE))
 
 
 def _example(input_nc: int, size: int) -> torch.Tensor:
@@ -44,10 +51,28 @@ def _extras(model, batch: int) -> dict:
 def _dynamic_shapes(model: nn.Module):
     name = next(iter(inspect.signature(model.forward).parameters))
     batch = torch.export.Dim("batch", min=1, max=4096)
-    h = torch.export.Dim("h", min=2, max=4096)
-    w = torch.export.Dim("w", min=2, max=4096)
-    shapes = {name: {0: batch, 2: SIDE_MULTIPLE * h, 3: SIDE_MULTIPLE * w}}
+    m = side_multiple(model)
+    low = 2 if m <= SIDE_MULTIPLE else 1      # a U-Net runs at one multiple (traced at two)
+    h = torch.export.Dim("h", min=low, max=16384 // m)
+    w = torch.export.Dim("w", min=low, max=16384 // m)
+    shapes = {name: {0: batch, 2: m * h, 3: m * w}}
     return {**shapes, **{k: {0: batch} for k in extra_shapes(model)}}
+
+
+def _trace_size(model: nn.Module, size: int) -> int:
+    """The side of the traced example: ``size``, or twice the side multiple where
+    ``size`` is one multiple (a dimension of 1 would be specialised)."""
+    return max(int(size), 2 * side_multiple(model))
+
+
+def _size_oblivious(model: nn.Module):
+    """A net whose sides may be one multiple of ``side_multiple`` (a U-Net at its native
+    size, whose innermost level is then 1x1) is traced at two multiples with sizes treated
+    as possibly 1 (no guard that a size is not 1); other nets as before."""
+    if side_multiple(model) <= SIDE_MULTIPLE:
+        return contextlib.nullcontext()
+    import torch.fx.experimental._config as fx_config  # deferred: only for such nets
+    return fx_config.patch(backed_size_oblivious=True)
 
 
 def export_program(model: nn.Module, input_nc: int, size: int):
@@ -55,8 +80,8 @@ def export_program(model: nn.Module, input_nc: int, size: int):
     (and its extra inputs, by keyword, with the same dynamic batch)."""
     model = model.eval()
     try:
-        with torch.no_grad():
-            return torch.export.export(model, (_example(input_nc, size),),
+        with torch.no_grad(), _size_oblivious(model):
+            return torch.export.export(model, (_example(input_nc, _trace_size(model, size)),),
                                        kwargs=_extras(model, 2),
                                        dynamic_shapes=_dynamic_shapes(model))
     except Exception as e:  # pragma: no cover - an architecture torch.export cannot trace
@@ -112,10 +137,11 @@ def module_onnx_bytes(module: nn.Module, example: torch.Tensor) -> bytes:
     return prog.model_proto.SerializeToString()
 
 
-def check_shapes(input_nc: int, size: int) -> list:
+def check_shapes(input_nc: int, size: int, multiple: int = SIDE_MULTIPLE) -> list:
     """Input shapes an export is checked on: batch 1 at the eval size, and batch 2 at a
-    non-square size (proves the batch and the sides are dynamic)."""
-    half = max(2 * SIDE_MULTIPLE, (size // 2) // SIDE_MULTIPLE * SIDE_MULTIPLE)
+    non-square size (proves the batch and the sides are dynamic); sides multiples of
+    ``multiple``."""
+    half = max(2 * multiple, (size // 2) // multiple * multiple)
     return [(1, input_nc, size, size), (2, input_nc, half, size)]
 
 
@@ -147,7 +173,7 @@ def deploy_artifacts(model: nn.Module, input_nc: int, size: int) -> dict:
     import onnxruntime  # deferred: heavy, only its version
     model = copy.deepcopy(model).cpu().eval()
     program = export_program(model, input_nc, size)
-    shapes = check_shapes(input_nc, size)
+    shapes = check_shapes(input_nc, size, side_multiple(model))
     pt2_diff = max_abs_diff(program.module(), model, shapes)
     data = onnx_bytes(program, input_nc, size)
     ort_diff = max_abs_diff(OnnxModule(data, threads=1), model, shapes)
@@ -158,8 +184,9 @@ def deploy_artifacts(model: nn.Module, input_nc: int, size: int) -> dict:
     extras = {k: list(v) for k, v in extra_shapes(model).items()}
     card = {"onnx": {"file": "model.onnx", "opset": OPSET, "input": "input",
                      "output": "output", **({"extra_inputs": extras} if extras else {}),
-                     "dynamic_axes": {"0": "batch", "2": f"height ({SIDE_MULTIPLE}*k)",
-                                      "3": f"width ({SIDE_MULTIPLE}*k)"},
+                     "dynamic_axes": {"0": "batch",
+                                      "2": f"height ({side_multiple(model)}*k)",
+                                      "3": f"width ({side_multiple(model)}*k)"},
                      "checked_shapes": [list(s) for s in shapes],
                      "max_abs_diff_vs_eager": ort_diff,
                      "checked_with": f"onnxruntime {onnxruntime.__version__}"},

@@ -23,7 +23,7 @@ from typing import Optional
 
 from . import __version__
 from .config import RunConfig
-from .context import reuse_or_open
+from .context import stage_context
 from .data.splits import calibration_labels, choice_split, image_hw
 from .deployfiles import write_deploy_files
 from .errors import GancError
@@ -46,7 +46,13 @@ def export_best(cfg: RunConfig, store=None, *, config: Optional[str] = None,
     slice; returns the card (``exported``, ``export_why``, ``fid`` on ``fid_split``).
     ``ctx``: the pipeline's run context, else one is opened."""
 
-    ctx = reuse_or_open(cfg, store, ctx)     # the run's placement: same eval size as search
+    # the run's placement (same eval size as search) and its lease, released at the end
+    with stage_context(cfg, store, ray=False, ctx=ctx) as ctx:
+        return _export(ctx, config, latency_repeats)
+
+
+def _export(ctx, config: Optional[str], latency_repeats: int) -> dict:
+    """The body of :func:`export_best` in an opened run context."""
     cfg, run = ctx.cfg, ctx.run
     cfg_str = chosen_config(run, config)
     sup = load_supernet(run)

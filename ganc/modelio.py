@@ -121,8 +121,8 @@ def teacher_spec(m) -> GeneratorSpec:
                               f"{m.teacher_weights or 'model.teacher_weights (empty)'}")
     if config and not takes_config:
         raise ConfigError(f"model.teacher_config {config!r} is set but model.teacher {netG!r} "
-                          "takes no channel config (only sub_mobile_resnet_9blocks and "
-                          "sub_mobile_spade do); clear it")
+                          "takes no channel config (only the sub-networks sub_mobile_* do); "
+                          "clear it")
     if takes_config and not config:
         card = read_model_json(local) if local and os.path.isfile(local) else {}
         config = card.get("config_str") or card.get("config")

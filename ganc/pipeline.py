@@ -5,25 +5,26 @@ teacher (train, or load ``model.teacher_weights``) -> supernet distillation -> s
 report: the stages :mod:`ganc.stages` declares, in that order. Every stage writes into the
 run folder of the store, and a finished stage leaves ``pipeline/<stage>.json``; a
 re-submitted job skips those stages and resumes the one that was interrupted (training
-from its latest checkpoint, the search through ``Tuner.restore``). Markers, fingerprints
+from its latest checkpoint, the search from its trials' checkpoints). Markers, fingerprints
 and restarts: :mod:`ganc.resume`. The run's context is opened once and handed to every
 stage.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
 from typing import Callable, Optional
 
 from .config import RunConfig
-from .context import check_budgets, open_context, ray_connection
+from .context import open_context, ray_connection, run_lease
 from .errors import ConfigError
 from .resume import MARKER, check_inputs, missing_artifacts, record_inputs, restart_from
 from .stages import STAGE_NAMES, stage as declared
 from .log import say
+from .preflight import require
 from .train.launch import train_cpus
-from .train.teacher import check_given_teacher
 
 
 def _stages(cfg: RunConfig) -> list[str]:
@@ -70,14 +71,6 @@ def _import_stages(stages) -> None:
         declared(name).import_code()
 
 
-def _check_early(cfg: RunConfig) -> None:
-    """A given teacher that does not fit its architecture, or a budget at or above the
-    teacher's MACs: one line, before Ray starts or anything is written."""
-    if cfg.model.teacher_weights:
-        check_given_teacher(cfg)
-    check_budgets(cfg)
-
-
 def compress(cfg: RunConfig, store=None, *, method: Optional[str] = None,
              on_stage: Optional[Callable[[str, dict], None]] = None,
              restart: Optional[str] = None) -> dict:
@@ -85,28 +78,32 @@ def compress(cfg: RunConfig, store=None, *, method: Optional[str] = None,
     with each stage's marker and the report."""
     stages = _stages(cfg)
     home = _cwd_or_none()
+    # config, store, teacher checkpoint, budgets and data: one line, before Ray starts or
+    # anything is written (a failed first submission leaves no run behind)
+    require(cfg, store, method=method)
     _import_stages(stages)
-    _check_early(cfg)
     done = {}
     t_all = time.perf_counter()
-    with ray_connection(num_cpus=train_cpus(cfg)):
+    # one writer per run: the lease is taken before Ray starts (a second command is
+    # refused at once) and held until the last stage ends
+    with contextlib.closing(run_lease(cfg, store)), ray_connection(num_cpus=train_cpus(cfg)):
         _return_to(home)
         # Checks what the run needs against the cluster (one line, before any stage runs)
         # and records the run's placement at its first submission; the one context of the
         # run, handed to every stage.
-        ctx = open_context(cfg, store)
-        run = ctx.run
-        if restart:
-            reset = restart_from(run, stages, restart)
-            say(f"[compress] restarting from {restart}: {', '.join(reset)} reset")
-        check_inputs(cfg, run, stages)       # before anything is written
-        run.write_bytes("config.yaml", cfg.to_yaml().encode())
-        say(f"[compress] run {run.url()}: stages {' -> '.join(stages)}")
-        for i, stage in enumerate(stages, 1):
-            tag = f"[compress] {i}/{len(stages)} {stage}"
-            done[stage], ran = _run_stage(cfg, ctx, stage, method, home, tag)
-            if on_stage and ran:
-                on_stage(stage, done[stage])
+        with contextlib.closing(open_context(cfg, store)) as ctx:
+            run = ctx.run
+            if restart:
+                reset = restart_from(run, stages, restart)
+                say(f"[compress] restarting from {restart}: {', '.join(reset)} reset")
+            check_inputs(cfg, run, stages)       # before anything is written
+            run.write_bytes("config.yaml", cfg.to_yaml().encode())
+            say(f"[compress] run {run.url()}: stages {' -> '.join(stages)}")
+            for i, stage in enumerate(stages, 1):
+                tag = f"[compress] {i}/{len(stages)} {stage}"
+                done[stage], ran = _run_stage(cfg, ctx, stage, method, home, tag)
+                if on_stage and ran:
+                    on_stage(stage, done[stage])
     result = {"run": run.url(), "stages": done,
               "seconds": round(time.perf_counter() - t_all, 1)}
     if run.exists("report/summary.json"):

@@ -160,10 +160,14 @@ def grid_png(inputs, outputs: dict[str, list], input_name: str = "input") -> byt
 def write_report(cfg: RunConfig, store=None, *, ctx=None) -> dict:
     """The report of a run (``store``: the store, a URL, or None for ``store.url``;
     ``ctx``: the pipeline's run context, else one is opened)."""
-    from .context import reuse_or_open  # deferred: torch
-    from .data.splits import choice_split, eval_split  # deferred: torch
+    from .context import stage_context  # deferred: torch
+    with stage_context(cfg, store, ray=False, ctx=ctx) as ctx:   # the run's lease held
+        return _report(ctx)
 
-    ctx = reuse_or_open(cfg, store, ctx)
+
+def _report(ctx) -> dict:
+    """The body of :func:`write_report` in an opened run context."""
+    from .data.splits import choice_split, eval_split  # deferred: torch
     cfg, run = ctx.cfg, ctx.run
     size = int(cfg.data.crop_size)
     rows, models = collect_rows(cfg, run, size)

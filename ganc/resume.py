@@ -27,7 +27,8 @@ IGNORED = {"data.on_every_node", "fid.num_actors", "fid.batch_size", "search.max
 # (its recorded fingerprint lacks it) resumes under the same config, while setting the field
 # still counts as a change. A field added later that changes what a stage computes belongs
 # here too.
-ADDED_FIELDS = ("data.val_split", "data.split_targets", "model.teacher_config")
+ADDED_FIELDS = ("data.val_split", "data.split_targets", "model.teacher_config",
+                "model.student_norm")
 
 
 def _flat(obj, prefix: str) -> dict:

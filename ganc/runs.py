@@ -12,7 +12,6 @@ before writing anything.
 from __future__ import annotations
 
 import os
-import posixpath
 import uuid
 from typing import Optional
 
@@ -40,14 +39,8 @@ def list_runs(store) -> list[dict]:
     whose best.json or export manifest cannot be read (corrupt, not what ganc writes, a
     link) is listed with ``unreadable``: the one-line reason; the others as usual."""
     st = open_store(store) if not hasattr(store, "ls") else store
-    base = st._path("runs")
-    try:
-        entries = st.fs.ls(base, detail=False) if st.fs.exists(base) else []
-    except FileNotFoundError:
-        entries = []
     out = []
-    for e in sorted(entries):
-        rid = posixpath.basename(str(e).rstrip("/"))
+    for rid in st.children("runs"):
         try:
             run = st.run(rid)
         except GancError:

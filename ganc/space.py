@@ -1,7 +1,8 @@
 """Channel configurations and search spaces: the one source of truth for both.
 
-A search space names its family, which names the positions: 8 for ``resnet`` and ``spade``,
-10 for ``munit``.
+A channel configuration has one number per position of its family's layout: 8 for the
+ResNet and SPADE families, one per level (7 or 8) for the U-Net family, 10 for the MUNIT
+family; a search space names its family, which names the positions.
 
 A channel configuration of a mobile ResNet generator (family ``resnet``) has 8 numbers
 (GUIDE §3):
@@ -20,6 +21,12 @@ GauGAN layout) gives one number c per block: ``fc`` (the trunk width is 16 c), `
 (output width 8 c, 4 c, 2 c, c); every SPADE modulation of a block has 2 c hidden channels
 (see ``ganc.nn.spade``). It has no legacy form.
 
+A channel configuration of a mobile U-Net generator (family ``unet``, ``ganc.nn.unet``)
+gives one number c per level, outermost first: level i's encoder outputs (and its decoder
+reads, twice: skip and upsampled path) ``min(2**(i-1), 8) * c`` channels, as pix2pix's
+``unet_256`` does with c = ngf = 64; 8 levels for ``unet_256``, 7 for ``unet_128``. No
+legacy form.
+
 A channel configuration of a mobile MUNIT generator (family ``munit``, GAN Compression's
 ``channels-64`` order) has 10 numbers: [0] style encoder base width; [1] stem; [2], [3] the
 two downsamplings (outputs 2x and 4x; the second is the trunk); [4], [5] inner width / 4 of
@@ -34,56 +41,58 @@ from typing import Iterable, Sequence
 
 from .errors import ConfigError
 
-N_POSITIONS = 8
+N_POSITIONS = 8                  # positions of a ResNet / SPADE config (the default)
 POSITION_NAMES = (
     "stem", "down1", "down2", "blocks1-3", "blocks4-6", "blocks7-9", "up1", "up2",
 )
 SPADE_POSITION_NAMES = (
     "fc", "head_0", "G_middle_0", "G_middle_1", "up_0", "up_1", "up_2", "up_3",
 )
+UNET_POSITION_NAMES = tuple(f"level{i}" for i in range(1, 9))
 MUNIT_POSITION_NAMES = (
     "style", "stem", "down1", "down2", "enc_res1-2", "enc_res3-4", "dec_res1-2", "dec_res3-4",
     "up1", "up2",
 )
-# Channel-config layout of each model family (``ganc.families``): its position names and
+# Channel-config layout of each model family (``ganc.families``): its position names,
+# the config lengths it takes (a U-Net config of 7 levels uses the first 7 names) and
 # whether the legacy 6-number form is accepted. A space without a family is a resnet one.
 FAMILIES = {"resnet": POSITION_NAMES, "spade": SPADE_POSITION_NAMES,
-            "munit": MUNIT_POSITION_NAMES}
-LEGACY_FORM = {"resnet": True, "spade": False, "munit": False}
+            "unet": UNET_POSITION_NAMES, "munit": MUNIT_POSITION_NAMES}
+LENGTHS = {"resnet": (8,), "spade": (8,), "unet": (7, 8), "munit": (10,)}
+LEGACY_FORM = {"resnet": True, "spade": False, "unet": False, "munit": False}
+# any family's config length (a family's parser asks for its own: Family.config_lengths)
+CONFIG_LENGTHS = tuple(sorted({n for lengths in LENGTHS.values() for n in lengths}))
 DEFAULT_FAMILY = "resnet"
-# The lengths a channel config may have (a family's parser asks for its own).
-LENGTHS = tuple(sorted({len(p) for p in FAMILIES.values()}))
 
 
 @dataclass(frozen=True, order=True)
 class ChannelConfig:
-    """An immutable channel configuration (8 numbers; 10 for MUNIT)."""
+    """An immutable channel configuration: 8 numbers (7 for a 7-level U-Net, 10 for
+    MUNIT; :data:`LENGTHS`)."""
 
     channels: tuple[int, ...]
 
     def __post_init__(self):
         chans = tuple(int(c) for c in self.channels)
-        if len(chans) not in LENGTHS:
+        if len(chans) not in CONFIG_LENGTHS:
             raise ConfigError(
-                f"channel config needs {' or '.join(map(str, LENGTHS))} numbers, got "
+                f"channel config needs {' or '.join(map(str, CONFIG_LENGTHS))} numbers, got "
                 f"{len(chans)}: {chans}")
         for i, c in enumerate(chans):
             if c <= 0:
-                name = POSITION_NAMES[i] if len(chans) == N_POSITIONS else f"of {len(chans)}"
-                raise ConfigError(
-                    f"channel config position {i} ({name}) must be positive, got {c}")
+                raise ConfigError(f"channel config position {i} must be positive, got {c}")
         object.__setattr__(self, "channels", chans)
 
     @classmethod
-    def parse(cls, value: "str | Sequence[int] | ChannelConfig",
-              legacy: bool = True, positions: "int | None" = None) -> "ChannelConfig":
+    def parse(cls, value: "str | Sequence[int] | ChannelConfig", legacy: bool = True,
+              lengths: Sequence[int] = CONFIG_LENGTHS) -> "ChannelConfig":
         """Parse ``"16_16_32_16_32_32_16_16"``, a list, or (with ``legacy``, the ResNet
-        family) a 6-number legacy string. ``positions``: the length the caller's family
-        needs (default: any family's, so code above the families handles all)."""
+        family) a 6-number legacy string; ``lengths``: the numbers of positions allowed
+        (a family's nets pass theirs)."""
         if isinstance(value, ChannelConfig):
-            if positions is not None and len(value) != positions:
-                raise ConfigError(f"channel config {value} has {len(value)} numbers; "
-                                  f"expected {positions}")
+            if len(value) not in lengths:
+                raise ConfigError(f"channel config {value} has {len(value)} numbers; expected "
+                                  + " or ".join(str(n) for n in lengths))
             return value
         if isinstance(value, str):
             parts = [p for p in value.strip().replace(",", "_").split("_") if p != ""]
@@ -95,13 +104,12 @@ class ChannelConfig:
                     "e.g. 16_16_32_16_32_32_16_16") from None
         else:
             nums = [int(v) for v in value]
-        allowed = LENGTHS if positions is None else (positions,)
         if len(nums) == 6 and legacy:
             nums = nums[:4] + [nums[3], nums[3]] + nums[4:]
-        elif len(nums) not in allowed:
+        elif len(nums) not in lengths:
             raise ConfigError(
                 f"channel config {value!r} has {len(nums)} numbers; expected "
-                + " or ".join(map(str, allowed))
+                + " or ".join(str(n) for n in lengths)
                 + (" (or the legacy 6-number form)" if legacy else ""))
         return cls(tuple(nums))
 
@@ -118,8 +126,8 @@ class ChannelConfig:
         return len(self.channels)
 
     @classmethod
-    def uniform(cls, width: int, positions: int = N_POSITIONS) -> "ChannelConfig":
-        return cls((width,) * positions)
+    def uniform(cls, width: int, n: int = N_POSITIONS) -> "ChannelConfig":
+        return cls((width,) * n)
 
 
 @dataclass(frozen=True)
@@ -136,20 +144,25 @@ class SearchSpace:
         if self.family not in FAMILIES:
             raise ConfigError(f"search space {self.name!r}: family {self.family!r} is not one "
                               f"of: {', '.join(FAMILIES)}")
-        n = len(FAMILIES[self.family])
-        if len(ch) != n or any(len(c) == 0 for c in ch):
-            raise ConfigError(f"search space {self.name!r} needs {n} non-empty positions")
+        if len(ch) not in LENGTHS[self.family] or any(len(c) == 0 for c in ch):
+            raise ConfigError(f"search space {self.name!r} needs "
+                              + " or ".join(str(n) for n in LENGTHS[self.family])
+                              + " non-empty positions")
         object.__setattr__(self, "choices", ch)
 
     @classmethod
-    def uniform(cls, name: str, widths: Iterable[int], family: str = "resnet") -> "SearchSpace":
+    def uniform(cls, name: str, widths: Iterable[int], family: str = "resnet",
+                n: "int | None" = None) -> "SearchSpace":
+        """The same ``widths`` at each of ``n`` positions (default: the family's longest
+        config, :data:`LENGTHS`)."""
         widths = tuple(widths)
-        return cls(name, (widths,) * len(FAMILIES.get(family, POSITION_NAMES)), family)
+        n = LENGTHS.get(family, (N_POSITIONS,))[-1] if n is None else n
+        return cls(name, (widths,) * n, family)
 
     @property
     def positions(self) -> tuple[str, ...]:
-        """Names of the positions (8, or 10 for MUNIT) in this family."""
-        return FAMILIES[self.family]
+        """Names of the positions in this family (as many as the space has)."""
+        return FAMILIES[self.family][:len(self.choices)]
 
     @property
     def size(self) -> int:
@@ -173,7 +186,7 @@ class SearchSpace:
 
     def validate(self, config) -> ChannelConfig:
         cfg = ChannelConfig.parse(config, legacy=LEGACY_FORM[self.family],
-                                  positions=len(self.positions))
+                                  lengths=(len(self.choices),))
         for i, (c, allowed) in enumerate(zip(cfg, self.choices)):
             if c not in allowed:
                 raise ConfigError(
@@ -211,15 +224,21 @@ _SPADE_64 = ((64, 48, 40, 32),) * 5 + ((64, 48, 40, 32, 24),) * 3
 # the reference on purpose: its CycleGAN space bottoms out at 16 channels (1.42G MACs at
 # 256x256), so budgets of 1.4e9 and 1.0e9 are out of its reach; down to 8 channels the
 # smallest config needs 0.446G, the largest 4.96G.
+_UNET = (64, 48, 32, 24, 16)
 PRESETS = {
     "channels-64-cycleGAN": SearchSpace.uniform("channels-64-cycleGAN", [64, 48, 32, 24, 16]),
     "channels-32-to-8": SearchSpace.uniform("channels-32-to-8", [32, 24, 16, 12, 8]),
     "channels-64-pix2pix": SearchSpace.uniform("channels-64-pix2pix", [64, 56, 48, 40, 32, 24, 16]),
     "spade-channels-48": SearchSpace("spade-channels-48", _SPADE_48, "spade"),
     "spade-channels-64": SearchSpace("spade-channels-64", _SPADE_64, "spade"),
+    # ganc's own U-Net spaces (no released recipe compresses pix2pix's U-Net): one width
+    # per level, scaled by the level's multiplier (1, 2, 4, 8, 8, ...; 64 everywhere is
+    # the teacher's widths), 8 levels for unet_256, 7 for unet_128
+    "unet256-channels-64": SearchSpace.uniform("unet256-channels-64", _UNET, "unet", 8),
+    "unet128-channels-64": SearchSpace.uniform("unet128-channels-64", _UNET, "unet", 7),
     # the reference's MUNIT space (configs/munit_configs ``channels-64``)
     "munit-channels-64": SearchSpace.uniform("munit-channels-64",
-                                             [64, 56, 48, 40, 32, 24, 16], "munit"),
+                                             [64, 56, 48, 40, 32, 24, 16], "munit", 10),
 }
 
 

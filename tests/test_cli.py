@@ -207,3 +207,125 @@ def test_translate_released_horse2zebra(capsys, tmp_path):
     src = np.asarray(Image.open(H2Z_DATA / "testA" / (stems[0] + ".jpg")).convert("RGB")
                      .resize((256, 256)), dtype=np.float32)
     assert np.abs(np.asarray(Image.open(outs[0] / names[0]), dtype=np.float32) - src).mean() > 5
+
+
+# ------------------------------------------------------------ issue 28: nothing destroyed
+def _png_folder(folder, n=3):
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+            folder / f"im{i}.png")
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+@pytest.mark.parametrize("where", ["same", "link", "inside", "holds"])
+def test_translate_refuses_output_overlapping_input(capsys, tmp_path, small_weights, where):
+    """--output equal to (also through a symlink), inside or holding --input would write
+    PNGs over the source images: refused in one line before anything is read or written."""
+    src = tmp_path / "data" / "imgs"
+    src.parent.mkdir()
+    before = _png_folder(src)
+    os.symlink(src, tmp_path / "alias")
+    out = {"same": src, "link": tmp_path / "alias", "inside": src / "out",
+           "holds": src.parent}[where]
+    code, stdout, err = run(capsys, "translate", "--netG", "sub_mobile_resnet_9blocks",
+                            "--config", "8_8_8_8_8_8_8_8", "--weights", str(small_weights),
+                            "--input", str(src), "--output", str(out), "--size", "0")
+    assert_one_line_error(code, err, "--output", "--input", "overwrite the source images")
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before
+    assert sorted(os.listdir(src.parent)) == ["imgs"] and stdout == ""
+
+
+def test_translate_output_that_is_a_file(capsys, tmp_path, small_weights, images):
+    (tmp_path / "f").write_text("x")
+    code, _, err = run(capsys, "translate", "--netG", "sub_mobile_resnet_9blocks", "--config",
+                       "8_8_8_8_8_8_8_8", "--weights", str(small_weights), "--input",
+                       str(images), "--output", str(tmp_path / "f"), "--size", "32")
+    assert_one_line_error(code, err, "--output", "is a file")
+    assert (tmp_path / "f").read_text() == "x"
+
+
+def test_translate_reports_what_it_wrote(capsys, tmp_path, small_weights, images):
+    """The count printed is the files written; a batch loop that writes nothing (a batch
+    size the parser would refuse, given to the command directly) never claims 3 images."""
+    import argparse
+
+    from ganc.commands.models import cmd_translate
+    base = dict(netG="sub_mobile_resnet_9blocks", config="8_8_8_8_8_8_8_8", space=None,
+                ngf=None, norm=None, weights=str(small_weights), onnx=None, threads=0,
+                input=str(images), size=32, device="cpu")
+    code, out, _ = run(capsys, "translate", "--netG", base["netG"], "--config", base["config"],
+                       "--weights", base["weights"], "--input", str(images), "--output",
+                       str(tmp_path / "ok"), "--size", "32", "--batch-size", "2")
+    assert code == 0 and out.startswith("wrote 3 images to ")
+    with pytest.raises(Exception):
+        cmd_translate(argparse.Namespace(**base, output=str(tmp_path / "o"), batch_size=-4))
+    assert "wrote 3" not in capsys.readouterr().out
+    assert not (tmp_path / "o").exists()
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".ganc")]
+
+
+def test_resolve_device_without_that_gpu(monkeypatch):
+    from ganc.commands._args import resolve_device
+    from ganc.errors import ConfigError
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto").type == "cpu" and resolve_device("cpu").type == "cpu"
+    for name in ("cuda", "cuda:1"):
+        with pytest.raises(ConfigError, match=f"--device {name}: this machine has no CUDA"):
+            resolve_device(name)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert str(resolve_device("cuda:1")) == "cuda:1"
+    with pytest.raises(ConfigError, match=r"has 2 CUDA device\(s\) \(cuda:0 to cuda:1\)"):
+        resolve_device("cuda:2")
+    with pytest.raises(ConfigError, match="'gpu0' is not a device"):
+        resolve_device("gpu0")
+
+
+def test_translate_on_a_missing_gpu_is_one_line(capsys, tmp_path, small_weights, images,
+                                                monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, err = _bad_translate(capsys, tmp_path, small_weights, images, "--device", "cuda:3")
+    assert_one_line_error(code, err, "--device cuda:3: this machine has no CUDA device")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    env = {**os.environ, "GANC_DEBUG": "1"}
+    p = subprocess.run([sys.executable, "-m", "ganc", "translate", "--netG", "resnet_9blocks",
+                        "--weights", str(tmp_path / "nope.pth"), "--input", str(tmp_path),
+                        "--output", str(tmp_path / "o")], capture_output=True, text=True,
+                       env=env)
+    assert p.returncode == 2 and "Traceback" in p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith("ganc translate: error: ")
+
+
+def test_usage_errors_are_one_line(capsys):
+    code, out, err = run(capsys, "translate", "--input", "x")
+    assert code == 2 and out == ""
+    assert err == "ganc translate: error: the following arguments are required: --output\n"
+    code, out, err = run(capsys, "nope")
+    assert code == 2 and err.startswith("ganc: error: COMMAND: invalid choice: 'nope'")
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [["runs", "s3://ganc-test/x"],
+                                  ["pull", "s3://ganc-test/x/runs/r", "-o", "OUT"]])
+def test_unreachable_s3_is_one_line(capsys, monkeypatch, tmp_path, argv):
+    """A refused endpoint: one line naming the URL and the cause after the store's retries
+    (shortened here), in seconds, not minutes (s3fs and botocore do not retry on top)."""
+    import time
+
+    from ganc.store import retry as store_retry
+    for k, v in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y",
+                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+                 "NO_PROXY": "127.0.0.1"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.delenv("AWS_MAX_ATTEMPTS", raising=False)
+    monkeypatch.setattr(store_retry, "RETRY_DELAYS", (0.01, 0.01))
+    t = time.time()
+    code, out, err = run(capsys, *[str(tmp_path / "o") if a == "OUT" else a for a in argv])
+    assert_one_line_error(code, err, "s3://ganc-test/x/runs", "127.0.0.1:9",
+                          "Could not connect")
+    assert time.time() - t < 10 and out == "" and not (tmp_path / "o").exists()

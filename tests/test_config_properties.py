@@ -214,7 +214,8 @@ def test_the_guides_budgets_list_is_read_as_numbers(tmp_path):
      "label-map data (SPADE) needs both sides multiples of 32"),
     (["model.search_space=channels-99"],
      "model.search_space: 'channels-99' is not one of: channels-32-to-8, channels-64-cycleGAN, "
-     "channels-64-pix2pix, spade-channels-48, spade-channels-64 (or set distill.space_widths)"),
+     "channels-64-pix2pix, munit-channels-64, spade-channels-48, spade-channels-64, "
+     "unet128-channels-64, unet256-channels-64 (or set distill.space_widths)"),
     (["pipeline.stages=[teacher, distill]"],
      "pipeline.stages: unknown stage 'distill'; stages: teacher, supernet, search, prune, "
      "finetune, export, report"),

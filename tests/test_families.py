@@ -8,7 +8,7 @@ import pytest
 from ganc import families
 from ganc import nn as gnn
 from ganc.errors import ConfigError
-from ganc.families import MUNIT, RESNET, SPADE, family_names, family_of, get_family
+from ganc.families import MUNIT, RESNET, SPADE, UNET, family_names, family_of, get_family
 from ganc.nn.mobile import SuperMobileResnetGenerator
 from ganc.nn.resnet import ResnetGenerator
 from ganc.nn.spade import SPADEGenerator, SubMobileSPADEGenerator
@@ -18,10 +18,10 @@ from ganc.space import PRESETS
 GANC = pathlib.Path(__file__).resolve().parent.parent / "ganc"
 
 
-def test_registry_lists_resnet_spade_and_munit():
-    assert family_names()[:3] == ["resnet", "spade", "munit"]   # others may follow
+def test_registry_lists_resnet_spade_unet_and_munit():
+    assert family_names() == ["resnet", "spade", "unet", "munit"]
     assert get_family("resnet") is RESNET and get_family("spade") is SPADE
-    assert get_family("munit") is MUNIT
+    assert get_family("unet") is UNET and get_family("munit") is MUNIT
 
 
 def test_unknown_family_is_one_line_naming_the_known():
@@ -33,9 +33,9 @@ def test_unknown_family_is_one_line_naming_the_known():
 
 def test_unknown_net_is_one_line_not_resnet():
     with pytest.raises(ConfigError) as e:
-        family_of("unet_256")
+        family_of("stylegan2")
     msg = str(e.value)
-    assert "\n" not in msg and "'unet_256'" in msg and "resnet, spade" in msg
+    assert "\n" not in msg and "'stylegan2'" in msg and "resnet, spade, unet, munit" in msg
 
 
 def test_every_registered_generator_maps_to_its_family():
@@ -46,7 +46,11 @@ def test_every_registered_generator_maps_to_its_family():
     assert family_of("resnet_9blocks") is RESNET and family_of("pruned_resnet") is RESNET
     for name in ("spade", "mobile_spade", "super_mobile_spade", "sub_mobile_spade"):
         assert family_of(name) is SPADE
-    for fam in (RESNET, SPADE, MUNIT):
+    for name in ("unet_256", "unet_128", "super_mobile_unet_128", "sub_mobile_unet"):
+        assert family_of(name) is UNET
+    for name in ("munit", "mobile_munit", "super_munit", "sub_mobile_munit"):
+        assert family_of(name) is MUNIT
+    for fam in (RESNET, SPADE, UNET, MUNIT):
         assert set(fam.teachers) <= set(fam.generators) and fam.subnet in fam.generators
         assert set(fam.supernets) <= set(fam.generators)
     for name in gnn.DISCRIMINATORS:
@@ -97,7 +101,7 @@ def test_cost_models_and_export_fields():
 
 
 # a comparison with, or membership test in, a literal family name
-_FAMILY_TEST = re.compile(r"""(==|!=|\bin\s*[(\[{])\s*["'](spade|resnet|munit)["']""")
+_FAMILY_TEST = re.compile(r"""(==|!=|\bin\s*[(\[{])\s*["'](spade|resnet|unet|munit)["']""")
 
 
 def family_name_tests(root: pathlib.Path) -> list[str]:

@@ -275,9 +275,14 @@ def test_prune_refused_in_one_line():
     from ganc.prune.driver import run_prune
     cfg = RunConfig()
     cfg.model.teacher = "munit"
-    with pytest.raises(ConfigError, match="pruning agents do not handle MUNIT") as e:
+    with pytest.raises(ConfigError, match="pruning agents do not handle the MUNIT") as e:
         run_prune(cfg)
     assert "\n" not in str(e.value)
+    from ganc.preflight import check_run
+    cfg.pipeline.stages = ["teacher", "supernet", "prune"]
+    found = check_run(cfg, write=False)                # ganc compress: before Ray starts
+    assert [str(p) for p in found.problems
+            if "pruning agents do not handle the MUNIT" in str(p)], found.problems
 
 
 def test_translate_with_style_seeds(tmp_path, capsys):

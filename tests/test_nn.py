@@ -6,7 +6,7 @@ import torch
 from ganc import nn as gnn
 from ganc.data.camvid import one_hot
 from ganc.errors import ConfigError, WeightsError
-from ganc.families import SPADE
+from ganc.families import SPADE, UNET
 from ganc.space import PRESETS
 from ganc.weights import load_weights, read_state_dict
 
@@ -22,7 +22,9 @@ def test_every_registered_model_builds_and_runs(name):
         kw["config"] = "8_8_8_8_8_8_8_8"
     if name == "sub_mobile_spade":
         kw["config"] = "4_4_4_4_4_4_4_4"
-    if name in SPADE.generators:
+    if name == "sub_mobile_unet":
+        kw["config"] = "4_4_4_4_4_4_4"
+    if name in SPADE.generators or name in UNET.generators:
         kw["ngf"] = 4
     if name == "sub_mobile_munit":
         kw["config"] = "8_8_8_8_8_8_8_8_8_8"
@@ -36,6 +38,8 @@ def test_every_registered_model_builds_and_runs(name):
         x = torch.randn(1, gnn.LABEL_NC + 3, 64, 64)
     elif name == "ms_image":               # 3 scales of 4 stride-2 convs: 64 px at least
         x = torch.randn(1, 3, 64, 64)
+    elif name in UNET.generators:          # sides divisible by 2 ** levels
+        x = torch.randn(1, 3, 2 ** m.levels, 2 ** m.levels)
     else:
         x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
@@ -53,7 +57,7 @@ def test_every_registered_model_builds_and_runs(name):
 
 def test_unknown_name_lists_available():
     with pytest.raises(ConfigError, match="available: .*resnet_9blocks"):
-        gnn.build("unet_256")
+        gnn.build("stylegan2")
 
 
 def test_resnet_keys_follow_released_layout():

@@ -7,6 +7,7 @@ import itertools
 import json
 import math
 import os
+import pickle
 import random
 import signal
 import subprocess
@@ -323,6 +324,16 @@ def _state_mtime(exp_dir):
                 glob.glob(os.path.join(exp_dir, "experiment_state-*.json"))] or [0.0])
 
 
+class _Planted:
+    """Unpickling it creates ``path`` (what a planted pickle could do, harmlessly)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
 @pytest.mark.slow
 def test_two_budget_search_resumes_after_a_killed_driver_and_rescores_nothing(ray_local,
                                                                              tmp_path):
@@ -354,9 +365,14 @@ def test_two_budget_search_resumes_after_a_killed_driver_and_rescores_nothing(ra
         first.wait()
     before = [json.loads(line) for line in log.read_text().splitlines()]
     assert {e["search"] for e in before} == {"b0", "b1"}
+    # whoever can write the store plants a tuner.pkl whose unpickling runs code (issue
+    # 28): the resume never reads it (ganc resumes from its own JSON, not Tuner.restore)
+    marker = tmp_path / "planted-pickle-ran"
+    (exp / "tuner.pkl").write_bytes(pickle.dumps(_Planted(marker)))
 
     second = subprocess.run(args + ["restore"], env=env, capture_output=True, text=True,
                             timeout=200)
+    assert not marker.exists(), "the planted tuner.pkl was unpickled"
     assert second.returncode == 0, second.stderr[-2000:]
     line = next(ln for ln in second.stdout.splitlines() if ln.startswith("FINISHED"))
     resumed, rows = line.split(" ", 2)[1:]

@@ -74,7 +74,7 @@ def test_compress_opens_the_run_context_once_and_hands_it_to_every_stage(
     from ganc.store import open_store
 
     root = open_store(str(tmp_path / "store"))
-    ctx = SimpleNamespace(root=root, run=root.run("once"))
+    ctx = SimpleNamespace(root=root, run=root.run("once"), close=lambda: None)
     opened, seen = [], []
 
     def open_context(cfg, store=None):
@@ -87,8 +87,10 @@ def test_compress_opens_the_run_context_once_and_hands_it_to_every_stage(
             return {"n": len(seen)}
         return run
     monkeypatch.setattr(pipeline, "open_context", open_context)
+    monkeypatch.setattr(pipeline, "run_lease",
+                        lambda cfg, store=None: SimpleNamespace(close=lambda: None))
     monkeypatch.setattr(pipeline, "ray_connection", lambda num_cpus=None: contextlib.nullcontext())
-    monkeypatch.setattr(pipeline, "check_budgets", lambda cfg: None)
+    monkeypatch.setattr(pipeline, "require", lambda *args, **kwargs: [])   # the checks
     monkeypatch.setattr(Stage, "import_code", lambda self: None)
     monkeypatch.setattr(Stage, "load_runner", runner_of)
     cfg = RunConfig()

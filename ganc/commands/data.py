@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from ._args import count, count_or_zero
+
 
 def register(sub):
     p = sub.add_parser("make-demo-data", help="write a procedurally generated dataset",
@@ -11,10 +13,12 @@ def register(sub):
                                    "side; unpaired: trainA, trainB, testA, testB.")
     p.add_argument("--kind", choices=["paired", "unpaired"], default="paired",
                    help="paired: the pix2pix layout; unpaired: the CycleGAN layout")
-    p.add_argument("--n", type=int, default=64, help="training images (default 64)")
-    p.add_argument("--n-test", type=int, default=None, help="test/val images (default n/4, >=4)")
-    p.add_argument("--size", type=int, default=64, help="image side (default 64)")
-    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same data")
+    p.add_argument("--n", type=count, default=64, help="training images (default 64)")
+    p.add_argument("--n-test", type=count, default=None,
+                   help="test/val images (default n/4, >=4)")
+    p.add_argument("--size", type=count, default=64, help="image side (default 64)")
+    p.add_argument("--seed", type=count_or_zero, default=0,
+                   help="the same seed gives the same data")
     p.add_argument("--out", required=True, help="output folder (must be new or empty)")
     p.set_defaults(func=cmd_make_demo_data)
 

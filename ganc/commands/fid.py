@@ -6,6 +6,7 @@ import os
 
 from ..errors import ConfigError, DataError
 from ..store import open_store, split_url
+from ._args import count, count_or_zero, whole
 
 
 def _add_extractor_args(p):
@@ -17,11 +18,11 @@ def _add_extractor_args(p):
     p.add_argument("--weights", default="", metavar="PATH",
                    help="local Inception weights: torch-fidelity's "
                         "weights-inception-2015-12-05-6726825d.pth or fid-helper's default_1.pt")
-    p.add_argument("--batch-size", type=int, default=16, metavar="N",
+    p.add_argument("--batch-size", type=count, default=16, metavar="N",
                    help="images per Inception batch")
     p.add_argument("--crop", default="full", choices=["full", "left", "right"],
                    help="use the left/right half of side-by-side aligned (A|B) real images")
-    p.add_argument("--size", type=int, default=0, metavar="PX",
+    p.add_argument("--size", type=count_or_zero, default=0, metavar="PX",
                    help="resize real images to PX x PX first (default: native size)")
     p.add_argument("--label", default="", help="name of the real set in the statistics cache")
 
@@ -37,7 +38,7 @@ def register(subparsers) -> None:
     p.add_argument("--fake", required=True, nargs="+", metavar="DIR",
                    help="folder(s) of generated images")
     p.add_argument("--kid", action="store_true", help="also compute KID")
-    p.add_argument("--kid-subset-size", type=int, default=1000, metavar="N",
+    p.add_argument("--kid-subset-size", type=whole(2), default=1000, metavar="N",
                    help="KID subset size (capped at the smaller set)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--store", default="", metavar="URL",
@@ -61,13 +62,6 @@ def register(subparsers) -> None:
     s.set_defaults(func=run_stats)
 
 
-def _check_common(args):
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.size < 0:
-        raise ConfigError(f"--size must be >= 0, got {args.size}")
-
-
 def _stats_store(args):
     from ..metrics.inception_weights import cache_root  # deferred: torch, torch_fidelity
     if getattr(args, "no_cache", False):
@@ -78,9 +72,6 @@ def _stats_store(args):
 def run_fid(args) -> int:
     # deferred: torch, torch_fidelity
     from ..metrics import FolderSource, compute_fid, load_extractor, load_stats_file
-    _check_common(args)
-    if args.kid_subset_size < 2:
-        raise ConfigError(f"--kid-subset-size must be >= 2, got {args.kid_subset_size}")
     if len(args.real) == 1 and args.real[0].endswith(".npz"):
         real = load_stats_file(args.real[0])
         if args.kid and real.features is None:
@@ -107,7 +98,6 @@ def run_fid(args) -> int:
 def run_stats(args) -> int:
     from ..metrics import FolderSource, load_extractor  # deferred: torch, torch_fidelity
     from ..metrics.fid import real_stats  # deferred: torch, torch_fidelity
-    _check_common(args)
     if not args.out.endswith(".npz"):
         raise ConfigError(f"--out {args.out!r} must end in .npz")
     source = FolderSource(tuple(args.real), args.crop, args.size)

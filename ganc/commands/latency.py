@@ -7,6 +7,7 @@ import random
 from ..errors import ConfigError
 from ..space import SearchSpace, get_space
 from ..store import open_store
+from ._args import count, count_or_zero
 
 
 def register(sub):
@@ -23,17 +24,17 @@ def register(sub):
                    help="named search space (channels-64-cycleGAN, channels-64-pix2pix)")
     p.add_argument("--widths", help="instead of --space: these widths at every position, "
                                     "e.g. 16,12,8,4 (as distill.space_widths)")
-    p.add_argument("--size", type=int, default=256, help="input height = width (eval size)")
+    p.add_argument("--size", type=count, default=256, help="input height = width (eval size)")
     p.add_argument("--runtime", default="onnxruntime", help="eager or onnxruntime")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=count_or_zero, default=1,
                    help="intra-op threads (0: the runtime's default); default 1")
-    p.add_argument("--rounds", type=int, default=5, help="timing rounds (medians)")
+    p.add_argument("--rounds", type=count, default=5, help="timing rounds (medians)")
     p.add_argument("--norm", choices=["instance", "batch", "none"], default="instance",
                    help="the networks' normalization")
     p.add_argument("--store", help="store to cache the table in (folder, file:// or s3://)")
-    p.add_argument("--validate", type=int, default=0, metavar="N",
+    p.add_argument("--validate", type=count_or_zero, default=0, metavar="N",
                    help="also time N random sub-networks and compare with the table")
-    p.add_argument("--seed", type=int, default=0, help="--validate: random configs' seed")
+    p.add_argument("--seed", type=count_or_zero, default=0, help="--validate: random configs' seed")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_latency_table)
 
@@ -47,8 +48,6 @@ def cmd_latency_table(args):
     check_threads(args.threads)
     if args.size < 8 or args.size % 4:
         raise ConfigError(f"--size must be a positive multiple of 4, got {args.size}")
-    if args.rounds < 1 or args.validate < 0:
-        raise ConfigError("--rounds must be at least 1 and --validate at least 0")
     if args.widths:
         try:
             widths = [int(w) for w in args.widths.split(",")]

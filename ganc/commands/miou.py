@@ -4,13 +4,17 @@ from __future__ import annotations
 import json
 
 from ..errors import ConfigError
+from ._args import count, device, resolve_device
 
 
 def _size(text: str):
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise ConfigError(f"--input-size {text!r} must be HEIGHTxWIDTH, e.g. 352x480") from None
+        h = w = 0
+    if min(h, w) < 1:
+        raise ConfigError(f"--input-size {text!r} must be HEIGHTxWIDTH of positive sides, "
+                          "e.g. 352x480")
     return h, w
 
 
@@ -30,24 +34,19 @@ def register(subparsers) -> None:
                         "GANC_CACHE/espnet-camvid/, or ../shared/models/espnet-camvid/)")
     p.add_argument("--input-size", default="352x480", metavar="HxW",
                    help="segmenter input size (the protocol's 352x480)")
-    p.add_argument("--batch-size", type=int, default=8, metavar="N",
+    p.add_argument("--batch-size", type=count, default=8, metavar="N",
                    help="images per segmenter batch")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object: miou, pixel_acc, n, protocol, iou (per class)")
     p.set_defaults(func=run_miou)
 
 
 def run_miou(args) -> int:
-    import torch  # deferred: torch
-
     from ..data.camvid import CLASSES  # deferred: torch
     from ..metrics.miou import score_folders  # deferred: torch, torch_fidelity
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     size = _size(args.input_size)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" \
-        else args.device
+    device = str(resolve_device(args.device))
     out = score_folders(args.images, args.labels, batch_size=args.batch_size,
                         weights=args.weights or None, input_size=size, device=device)
     if args.json:

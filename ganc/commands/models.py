@@ -9,11 +9,13 @@ import tempfile
 from ..errors import ConfigError
 from ..log import Progress
 from ..space import PRESETS
+from ._args import count, count_or_zero, device as device_arg, resolve_device
 
 GEN_HELP = ("generator: resnet_9blocks, resnet_6blocks, mobile_resnet_9blocks, "
             "super_mobile_resnet_9blocks, sub_mobile_resnet_9blocks, spade, mobile_spade, "
-            "super_mobile_spade, sub_mobile_spade, munit, mobile_munit, super_munit, "
-            "super_mobile_munit, sub_mobile_munit")
+            "super_mobile_spade, sub_mobile_spade, unet_256, unet_128, mobile_unet_256, "
+            "mobile_unet_128, super_mobile_unet_256, super_mobile_unet_128, sub_mobile_unet, "
+            "munit, mobile_munit, super_munit, super_mobile_munit, sub_mobile_munit")
 
 
 def _hw(text: str, flag: str = "--size") -> tuple[int, int]:
@@ -34,14 +36,17 @@ def _arch_args(p, weights_optional=False):
                                               if weights_optional else ""))
     p.add_argument("--config", help="channel config for sub/super nets, e.g. "
                                     "16_16_32_16_32_32_16_16 (8 numbers, or the legacy 6 "
-                                    "for ResNets; 10 for MUNIT)")
+                                    "for ResNets; U-Nets: one per level, 8 or 7; 10 for "
+                                    "MUNIT)")
     p.add_argument("--space", help="validate --config against a search space "
                                    "(channels-64-cycleGAN, channels-64-pix2pix, "
-                                   "spade-channels-48, spade-channels-64, munit-channels-64)")
-    p.add_argument("--ngf", type=int, help="base width of resnet/mobile/super nets (default 64)")
+                                   "spade-channels-48, spade-channels-64, "
+                                   "unet256-channels-64, unet128-channels-64, "
+                                   "munit-channels-64)")
+    p.add_argument("--ngf", type=count, help="base width of resnet/mobile/super nets (default 64)")
     p.add_argument("--norm", choices=["instance", "batch", "none"],
                    help="normalization (default instance; SPADE: batch, its modulations' "
-                        "param-free norm)")
+                        "param-free norm; U-Net: batch, as pix2pix)")
 
 
 def register(sub):
@@ -52,7 +57,7 @@ def register(sub):
     p.add_argument("--size", default="256",
                    help="input size: SIDE or HEIGHTxWIDTH (default 256; SPADE needs multiples "
                         "of 32)")
-    p.add_argument("--input-nc", type=int, metavar="N",
+    p.add_argument("--input-nc", type=count, metavar="N",
                    help="input channels (default 3; SPADE: 12, CamVid's one-hot label map)")
     p.add_argument("--upsampling", choices=["normal", "more"],
                    help="SPADE num_upsampling_layers (default normal; the GauGAN paper's "
@@ -62,14 +67,15 @@ def register(sub):
                    help="torchprofile: the published tables' MACs (transposed convs per output "
                         "element, norms counted); flopcounter: torch FlopCounterMode / 2")
     p.add_argument("--latency", action="store_true", help="also measure latency (batch 1)")
-    p.add_argument("--repeats", type=int, default=10, help="latency: timed runs (median)")
-    p.add_argument("--device", default="auto", help="latency device: auto, cpu, cuda")
+    p.add_argument("--repeats", type=count, default=10, help="latency: timed runs (median)")
+    p.add_argument("--device", type=device_arg, default="auto",
+                   help="latency device: auto, cpu, cuda or cuda:N")
     p.add_argument("--runtime", default="eager",
                    help="latency runtime: eager (PyTorch), onnxruntime (the model exported "
                         "to ONNX, run by onnxruntime on the CPU) or inductor (torch.compile "
                         "with weight freezing on the CPU; compiles first, needs a C++ "
                         "compiler); implies --latency for onnxruntime and inductor")
-    p.add_argument("--threads", type=int, default=0,
+    p.add_argument("--threads", type=count_or_zero, default=0,
                    help="latency: intra-op threads (default 0: the runtime's default)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_profile)
@@ -83,14 +89,14 @@ def register(sub):
                                      "(.onnx, run by onnxruntime)")
     p.add_argument("--onnx", help="an ONNX generator (ganc export's model.onnx) to run with "
                                   "onnxruntime instead of --weights")
-    p.add_argument("--threads", type=int, default=0,
+    p.add_argument("--threads", type=count_or_zero, default=0,
                    help="ONNX: onnxruntime intra-op threads (default 0: its default)")
     p.add_argument("--input", required=True, help="folder of input images")
     p.add_argument("--output", required=True, help="folder for the PNG outputs")
-    p.add_argument("--size", type=int, default=256,
+    p.add_argument("--size", type=count_or_zero, default=256,
                    help="resize inputs to SIZE x SIZE (default 256; 0 keeps the size)")
-    p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--batch-size", type=count, default=4, help="images per forward pass")
+    p.add_argument("--device", type=device_arg, default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--style-seed", type=int, metavar="SEED",
                    help="MUNIT generators: translate every image with the one style code "
                         "drawn from SEED (default 0); other generators take no style code")
@@ -98,13 +104,6 @@ def register(sub):
 
     p = sub.add_parser("nets", help="list registered networks and search spaces")
     p.set_defaults(func=cmd_nets)
-
-
-def _device(name):
-    import torch  # deferred: torch
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def cmd_profile(args):
@@ -119,16 +118,12 @@ def cmd_profile(args):
     h, w = _hw(args.size)
     if min(h, w) < 8 or h % 4 or w % 4:
         raise ConfigError(f"--size must be positive multiples of 4, got {args.size}")
-    if args.repeats < 1:
-        raise ConfigError(f"--repeats must be at least 1, got {args.repeats}")
     if args.runtime != "eager" and args.device not in ("auto", "cpu"):
         raise ConfigError(f"--runtime {args.runtime} runs on the CPU; --device {args.device} "
                           "is not available to it")
-    device = _device("cpu" if args.runtime != "eager" else args.device)
+    device = resolve_device("cpu" if args.runtime != "eager" else args.device)
     spec = resolve_spec(args.netG, args.config, args.ngf, args.norm, space=args.space)
     if args.input_nc is not None:
-        if args.input_nc < 1:
-            raise ConfigError(f"--input-nc must be >= 1, got {args.input_nc}")
         spec.input_nc = args.input_nc
     if args.upsampling:
         from ..families import family_of        # deferred: torch
@@ -209,21 +204,52 @@ def _translator(args):
             raise ConfigError(f"ONNX models run on the CPU with onnxruntime; --device "
                               f"{args.device} is not available to them")
         return (load_onnx(path, threads=args.threads),
-                f"{os.path.basename(path)} (onnxruntime)", _device("cpu"))
-    device = _device(args.device)
+                f"{os.path.basename(path)} (onnxruntime)", resolve_device("cpu"))
+    device = resolve_device(args.device)
     spec = resolve_spec(args.netG, args.config, args.ngf, args.norm, args.weights, args.space)
     return load_generator(args.weights, spec).to(device), spec.label(), device
+
+
+def _check_output(args) -> str:
+    """The absolute --output, refused in one line before anything is read when it is
+    --input, lies inside it or holds it (the PNGs could overwrite the source images), or
+    is a file."""
+    out = os.path.abspath(args.output)
+    src, dst = os.path.realpath(args.input), os.path.realpath(out)
+    if os.path.commonpath([src, dst]) in (src, dst):
+        where = ("is" if src == dst else "is inside" if os.path.commonpath([src, dst]) == src
+                 else "holds")
+        raise ConfigError(f"--output {args.output} {where} --input {args.input}: the PNGs "
+                          "could overwrite the source images; choose a folder outside it")
+    if os.path.exists(dst) and not os.path.isdir(dst):
+        raise ConfigError(f"--output {args.output} is a file, not a folder")
+    return out
+
+
+def _load_batch(paths, size):
+    from ..data.images import load_rgb, to_tensor  # deferred: torch
+    batch = []
+    for p in paths:
+        im = load_rgb(p)
+        if size:
+            im = im.resize((size, size), 3)  # bicubic, as at test time
+        elif im.size[0] % 4 or im.size[1] % 4:
+            raise ConfigError(f"image {p} is {im.size[0]}x{im.size[1]}; sides must be "
+                              "multiples of 4 (or pass --size)")
+        batch.append(to_tensor(im))
+    return batch
 
 
 def cmd_translate(args):
     import torch  # deferred: torch
 
     # deferred: torch
-    from ..data.images import check_images, list_images, load_rgb, save_png, stem, to_tensor, to_uint8
+    from ..data.images import check_images, list_images, save_png, stem, to_uint8
     from ..extras import check_seed, draw_for, same_for_all  # deferred: torch
 
     if args.size and (args.size < 8 or args.size % 4):
         raise ConfigError(f"--size must be a positive multiple of 4 (or 0), got {args.size}")
+    out = _check_output(args)
     model, label, device = _translator(args)
     check_seed(args.style_seed, model)
     style = draw_for(model, 1, args.style_seed or 0, device=device)   # {} without one
@@ -235,40 +261,33 @@ def cmd_translate(args):
                           "output names would collide")
     check_images(paths)
 
-    out = os.path.abspath(args.output)
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".ganc-translate-", dir=parent)
     progress = Progress(len(paths), "translate")
+    written = []
     try:
-        done = 0
         for i in range(0, len(paths), args.batch_size):
-            batch = []
-            for p in paths[i:i + args.batch_size]:
-                im = load_rgb(p)
-                if args.size:
-                    im = im.resize((args.size, args.size), 3)  # bicubic, as at test time
-                elif im.size[0] % 4 or im.size[1] % 4:
-                    raise ConfigError(f"image {p} is {im.size[0]}x{im.size[1]}; sides must be "
-                                      "multiples of 4 (or pass --size)")
-                batch.append(to_tensor(im))
+            batch = _load_batch(paths[i:i + args.batch_size], args.size)
             sizes = {tuple(t.shape) for t in batch}
             with torch.inference_mode():
                 outs = ([model(torch.stack(batch).to(device), **same_for_all(style, len(batch)))]
                         if len(sizes) == 1 else
                         [model(t[None].to(device), **style) for t in batch])
-            outs = torch.cat(outs)
-            for j, o in enumerate(outs):
+            for j, o in enumerate(torch.cat(outs)):
                 save_png(to_uint8(o), os.path.join(tmp, stems[i + j] + ".png"))
-            done += len(batch)
-            progress.update(done)
+            progress.update(i + len(batch))
+        names = sorted(os.listdir(tmp))
+        if len(names) != len(paths):                        # a bug, never a user's error
+            raise RuntimeError(f"translated {len(names)} of {len(paths)} images")
         os.makedirs(out, exist_ok=True)
-        for name in sorted(os.listdir(tmp)):
+        for name in names:
             os.replace(os.path.join(tmp, name), os.path.join(out, name))
+            written.append(name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     seed = f" (style seed {args.style_seed or 0})" if style else ""
-    print(f"wrote {len(paths)} images to {out} with {label}{seed}")
+    print(f"wrote {len(written)} images to {out} with {label}{seed}")
     return 0
 
 

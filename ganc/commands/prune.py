@@ -36,6 +36,7 @@ def register(sub):
 
 
 def cmd_prune(args):
+    from ..preflight import require  # deferred: torch
     from ..prune.driver import run_prune  # deferred: torch
 
     cfg = load_run_config(args)
@@ -48,6 +49,7 @@ def cmd_prune(args):
         cfg.prune.peer_feedback = False
     if args.no_prune_d:
         cfg.prune.prune_d = False
+    require(cfg, stage="prune")
     summary = run_prune(cfg, scorer=args.fid)
     if args.json:
         print(json.dumps(summary, sort_keys=True, default=str))

@@ -5,6 +5,7 @@ import contextlib
 import json
 import sys
 
+from ._args import positive_float
 from ._runconfig import add_run_args, load_run_config, set_flags
 
 
@@ -66,7 +67,7 @@ def register(sub):
     p.add_argument("--best", action="store_true",
                    help="only export/* and best.json (the default); without it: the whole run")
     p.add_argument("--all", action="store_true", help="download every object of the run")
-    p.add_argument("--budget", type=float, default=None,
+    p.add_argument("--budget", type=positive_float, default=None,
                    help="the best of this search budget (MACs as best.json records them; "
                         "default: the primary budget)")
     p.add_argument("-o", "--out", required=True, help="target folder")
@@ -74,8 +75,13 @@ def register(sub):
 
 
 def _cfg(args):
-    cfg = load_run_config(args)
-    return cfg
+    return load_run_config(args)
+
+
+def _require(cfg, stage: str, **kw) -> None:
+    """The checks before a stage command starts (:func:`ganc.preflight.require`)."""
+    from ..preflight import require  # deferred: torch
+    require(cfg, stage=stage, **kw)
 
 
 def _quiet(args):
@@ -103,6 +109,7 @@ def cmd_search(args):
     from ..search.driver import run_search  # deferred: torch
     cfg = _cfg(args)
     set_flags(cfg, args, budget_macs="search.budget_macs", budget_ms="search.budget_ms")
+    _require(cfg, "search", method=args.method)
     with _quiet(args):
         out = run_search(cfg, method=args.method, fresh=args.fresh)
     t = out.get("teacher") or {}
@@ -123,6 +130,7 @@ def cmd_search(args):
 def cmd_finetune(args):
     from ..search.finetune import finetune  # deferred: torch
     cfg = _cfg(args)
+    _require(cfg, "finetune", subnet_config=args.subnet_config)
     with _quiet(args):
         out = finetune(cfg, config=args.subnet_config, runner="local" if args.local else None)
     if not out.get("enabled", True):
@@ -138,6 +146,7 @@ def cmd_finetune(args):
 def cmd_export(args):
     from ..export import export_best  # deferred: torch
     cfg = _cfg(args)
+    _require(cfg, "export", subnet_config=args.subnet_config)
     with _quiet(args):
         card = export_best(cfg, config=args.subnet_config)
     lat = "; ".join(f"{rt} " + ", ".join(f"{ms:.1f} ms x{t}" for t, ms in per.items())

@@ -26,7 +26,9 @@ def register(sub):
 
 
 def cmd_train(args):
+    from ..preflight import require  # deferred: torch
     cfg = load_run_config(args)
+    require(cfg, stage=args.stage)
     if args.stage == "teacher":
         from ..train.teacher import train_teacher as stage  # deferred: torch
     else:

@@ -64,6 +64,9 @@ class ModelConfig:
     student_ngf: PosInt = 64       # the supernet's base (widest) width
     search_space: str = "channels-64-pix2pix"  # named space (`ganc nets` lists them)
     norm: str = "instance"         # generator normalization: instance | batch | none
+    student_norm: str = ""         # the supernet's (and its sub-networks') normalization
+                                   # if it differs from the teacher's: instance | batch |
+                                   # none; '': model.norm
     dropout: Beta = 0.0            # generator dropout
     netD: str = "n_layers"         # D of every stage: n_layers (PatchGAN) | multi_scale
     ndf: PosInt = 64               # D's base width (pix2pix presets: 128)

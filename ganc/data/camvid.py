@@ -37,22 +37,24 @@ def annot_folder(root, split: str) -> str:
     return os.path.join(os.fspath(root), split + "annot")
 
 
-def load_label_map(path) -> np.ndarray:
-    """A label map as (H, W) int64 with values in 0..VOID; one-line errors otherwise."""
+def load_label_map(path, name: str = "") -> np.ndarray:
+    """A label map as (H, W) int64 with values in 0..VOID; one-line errors otherwise
+    (``path`` may be a file object, then ``name`` names it)."""
+    name = name or path
     try:
         with Image.open(path) as im:
             im.load()
             mode = im.mode
             arr = np.asarray(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"cannot read label map {path}: {str(e).splitlines()[0][:160]}") from None
+        raise DataError(f"cannot read label map {name}: {str(e).splitlines()[0][:160]}") from None
     if mode not in LABEL_MODES or arr.ndim != 2:
-        raise DataError(f"label map {path} has mode {mode}; expected a single-channel image "
+        raise DataError(f"label map {name} has mode {mode}; expected a single-channel image "
                         f"(mode L) of class indices 0-{VOID}")
     arr = arr.astype(np.int64)
     top = int(arr.max()) if arr.size else 0
     if top > VOID or (arr.size and int(arr.min()) < 0):
-        raise DataError(f"label map {path} holds class {top}; CamVid classes are 0-{VOID - 1} "
+        raise DataError(f"label map {name} holds class {top}; CamVid classes are 0-{VOID - 1} "
                         f"and {VOID} (void)")
     return arr
 

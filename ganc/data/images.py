@@ -31,14 +31,16 @@ def list_images(folder, what: str = "image folder") -> list[str]:
     return paths
 
 
-def load_rgb(path) -> Image.Image:
-    """Open an image fully (so truncation is caught here) and convert it to RGB."""
+def load_rgb(path, name: str = "") -> Image.Image:
+    """Open an image fully (so truncation is caught here) and convert it to RGB; ``path``
+    may be a file object, then ``name`` names it in the error."""
     try:
         with Image.open(path) as im:
             im.load()
             return im.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"cannot read image {path}: {str(e).splitlines()[0][:160]}") from None
+        raise DataError(f"cannot read image {name or path}: "
+                        f"{(str(e).splitlines() or [type(e).__name__])[0][:160]}") from None
 
 
 def check_images(paths) -> None:

@@ -138,6 +138,17 @@ def remote_listing(url: str, endpoint_url: str = "") -> dict:
     return out
 
 
+def read_remote(url: str, rel: str, endpoint_url: str = "") -> bytes:
+    """The bytes of one file of a dataset URL (``rel``: its key relative to the URL)."""
+    fs, root = _filesystem(url, endpoint_url)
+    try:
+        return fs.cat_file(f"{root}/{rel}")
+    except Exception as e:
+        raise DataError(f"data.root {url!r}: cannot read {rel}: "
+                        f"{str(e).strip().splitlines()[0][:160] if str(e).strip() else e!r}") \
+            from None
+
+
 def cache_folder(url: str) -> str:
     return os.path.join(cache_dir(), "data", hashlib.sha256(url.encode()).hexdigest()[:24])
 
@@ -226,5 +237,5 @@ def upload_folder(store, prefix: str, folder: str, last: str = "") -> None:
         store.put_file(f"{prefix}/{rel}", os.path.join(folder, rel))
 
 
-__all__ = ["DataRef", "materialize", "remote_listing", "local_path", "url_protocol",
+__all__ = ["DataRef", "materialize", "remote_listing", "read_remote", "local_path", "url_protocol",
            "cache_folder", "local_demo_data", "demo_name", "demo_kind", "upload_folder"]

@@ -14,7 +14,7 @@ from typing import Optional
 from ..data.splits import has_label_maps, image_hw
 from ..errors import ConfigError
 from ..extras import draw_for
-from ..space import FAMILIES, PRESETS, ChannelConfig
+from ..space import PRESETS, ChannelConfig
 
 
 class Family:
@@ -30,13 +30,14 @@ class Family:
     input_nc: int = 3                   # default input channels
     norm: str = "instance"              # default norm
     legacy_config: bool = False         # a 6-number legacy channel config is accepted
+    config_lengths: tuple[int, ...] = (8,)  # numbers in a channel config (per net: config_length)
     example_config: str = ""            # shown when a channel config is missing
     label_maps: bool = False            # reads one-hot label maps (label-map data)
     default_metric: str = "fid"         # the criterion a run of this family is scored by
     supports_onnx: bool = True          # export writes model.onnx and model.pt2
     supports_latency: bool = True       # a latency table / budget can be measured
     calibrates_bn: bool = False         # sub-networks are scored after a batch-norm recalibration
-    supports_pruning: bool = True       # the pruning agents (``ganc prune``) handle its nets
+    supports_pruning: bool = True       # the pruning agents (``ganc prune``) handle its teachers
     options: tuple[str, ...] = ()       # extra builder arguments a model card may hold
     deploy_note: str = ""               # the export card's ``deploy`` without ONNX
 
@@ -45,10 +46,9 @@ class Family:
         return {"input_nc": self.input_nc, "norm": self.norm}
 
     def parse_config(self, value) -> ChannelConfig:
-        """A channel config of this family's sub-networks (as many numbers as its
-        positions in :data:`ganc.space.FAMILIES`)."""
+        """A channel config of this family's sub-networks (``config_lengths`` numbers)."""
         return ChannelConfig.parse(value, legacy=self.legacy_config,
-                                   positions=len(FAMILIES[self.name]))
+                                   lengths=self.config_lengths)
 
     def draw_inputs(self, net, batch: int, seed: int, first: int = 0, device=None) -> dict:
         """The inputs ``net`` takes beside the image (a MUNIT style code), for images
@@ -56,6 +56,15 @@ class Family:
         ``net(x, **inputs)``. The same seed gives teacher and student the same values; {}
         for a net that takes the image alone."""
         return draw_for(net, batch, seed, first, device)
+
+    def config_length(self, net: str) -> int:
+        """Numbers in a channel config of generator ``net`` (a supernet or sub-network)."""
+        return self.config_lengths[-1]
+
+    def probe_size(self, net: str) -> int:
+        """The smallest square input side ``net`` runs on that is at least 64 (a dummy
+        forward measures its feature widths at this size)."""
+        return 64
 
     def reads(self, data) -> bool:
         """Whether the family's generators read ``data`` (a :class:`ganc.config.DataConfig`)."""
@@ -156,6 +165,15 @@ def supernet_names() -> list[str]:
     return [n for fam in _FAMILIES.values() for n in fam.supernets]
 
 
+def check_prunable(teacher: str) -> None:
+    """A one-line refusal when teacher ``teacher``'s family has no pruning agents."""
+    fam = family_of(teacher)
+    if not fam.supports_pruning:
+        raise ConfigError(f"model.teacher {teacher!r}: the pruning agents do not handle the "
+                          f"{fam.title} family (their gates are ResNet-only); compress it "
+                          "with the search (stages supernet, search)")
+
+
 def family_for_data(data) -> Family:
     """The first registered family whose generators read ``data``."""
     for fam in _FAMILIES.values():
@@ -166,4 +184,5 @@ def family_for_data(data) -> Family:
 
 
 __all__ = ["Family", "register_family", "family_names", "get_family", "family_of",
-           "generator_names", "teacher_names", "supernet_names", "family_for_data"]
+           "generator_names", "teacher_names", "supernet_names", "family_for_data",
+           "check_prunable"]

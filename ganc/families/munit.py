@@ -78,6 +78,7 @@ class MunitFamily(Family):
     input_nc = 3
     norm = "instance"
     legacy_config = False
+    config_lengths = (10,)
     example_config = "16_16_16_24_56_16_40_40_32_24"
     label_maps = False
     default_metric = "fid"

@@ -34,10 +34,10 @@ class CostModel:
     n_blocks: int = 9
 
     def macs(self, config) -> int:
-        return _macs(self, str(ChannelConfig.parse(config)))
+        return _macs(self, str(ChannelConfig.parse(config, lengths=(8,))))
 
     def params(self, config) -> int:
-        return _params(self, str(ChannelConfig.parse(config)))
+        return _params(self, str(ChannelConfig.parse(config, lengths=(8,))))
 
     __call__ = macs
 
@@ -50,7 +50,7 @@ class CostModel:
 
 @lru_cache(maxsize=65536)
 def _macs(model: CostModel, config: str) -> int:
-    c = ChannelConfig.parse(config)
+    c = ChannelConfig.parse(config, lengths=(8,))
     s = model.size
     h1 = _down(s)
     h2 = _down(h1)
@@ -78,7 +78,7 @@ def _params(model: CostModel, config: str) -> int:
     """Parameters in closed form (the search asks for thousands; building each network
     costs ~0.1 s): instance norm has no parameters and its convs a bias, batch norm two per
     channel and no conv bias, ``none`` neither norm parameters nor lost biases."""
-    c = ChannelConfig.parse(config)
+    c = ChannelConfig.parse(config, lengths=(8,))
     bias = 0 if model.norm == "batch" else 1
     aff = 2 if model.norm == "batch" else 0        # affine parameters per norm channel
     stem, d1, d2 = c[0], 2 * c[1], 4 * c[2]

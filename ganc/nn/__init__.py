@@ -20,6 +20,10 @@ from .pruned import PrunedResnetGenerator
 from .resnet import ResnetGenerator
 from .spade import (LABEL_NC, MobileSPADEGenerator, SPADEGenerator, SubMobileSPADEGenerator,
                     SuperMobileSPADEGenerator, extract_spade_subnet)
+from .unet import LEVELS as UNET_LEVELS
+from .unet import UnetGenerator
+from .unet_mobile import (MobileUnetGenerator, SubMobileUnetGenerator, SuperMobileUnetGenerator,
+                          extract_unet_subnet)
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -141,6 +145,33 @@ def sub_mobile_munit(config=None, input_nc=3, output_nc=3, style_dim=STYLE_DIM, 
         raise ConfigError("sub_mobile_munit needs a channel config "
                           "(e.g. --config 16_16_16_24_56_16_40_40_32_24)")
     return SubMobileMunitGenerator(config, input_nc, output_nc, style_dim)
+def _register_unet(name: str, levels: int) -> None:
+    """pix2pix's U-Net ``name`` and its mobile and super variants (``mobile_<name>``,
+    ``super_mobile_<name>``); batch norm and dropout 0.5 by default, as pix2pix trains it."""
+    @register(name)
+    def teacher(input_nc=3, output_nc=3, ngf=64, norm="batch", dropout=0.5, **_):
+        return UnetGenerator(input_nc, output_nc, ngf, norm, dropout, levels)
+
+    @register("mobile_" + name)
+    def mobile(input_nc=3, output_nc=3, ngf=64, norm="batch", dropout=0.5, **_):
+        return MobileUnetGenerator(input_nc, output_nc, ngf, norm, dropout, levels)
+
+    @register("super_mobile_" + name)
+    def supernet(input_nc=3, output_nc=3, ngf=64, norm="batch", dropout=0.5, **_):
+        return SuperMobileUnetGenerator(input_nc, output_nc, ngf, norm, dropout, levels)
+
+
+for _name, _levels in UNET_LEVELS.items():
+    _register_unet(_name, _levels)
+
+
+@register("sub_mobile_unet")
+def sub_mobile_unet(config=None, input_nc=3, output_nc=3, norm="batch", dropout=0.5, **_):
+    """A mobile U-Net sub-network; its levels are its config's length (8: unet_256's)."""
+    if config is None:
+        raise ConfigError("sub_mobile_unet needs a channel config, one number per level "
+                          "(e.g. --config 32_32_32_32_32_32_32_32)")
+    return SubMobileUnetGenerator(config, input_nc, output_nc, norm, dropout)
 
 
 @register("n_layers")
@@ -164,13 +195,15 @@ def ms_image_discriminator(input_nc=3, ndf=64, n_layers=4, num_scales=3, **_):
 GENERATORS = ("resnet_9blocks", "resnet_6blocks", "mobile_resnet_9blocks",
               "super_mobile_resnet_9blocks", "sub_mobile_resnet_9blocks", "pruned_resnet",
               "spade", "mobile_spade", "super_mobile_spade", "sub_mobile_spade",
+              "unet_256", "unet_128", "mobile_unet_256", "mobile_unet_128",
+              "super_mobile_unet_256", "super_mobile_unet_128", "sub_mobile_unet",
               "munit", "mobile_munit", "super_munit", "super_mobile_munit", "sub_mobile_munit")
 DISCRIMINATORS = ("n_layers", "multi_scale", "ms_image")
 
 # Supernets: the generators that hold sub-networks (``forward(x, config)``; each parses its
 # family's channel configs with ``parse_config``). Families: ``ganc.families``.
-SUPERNETS = (SuperMobileResnetGenerator, SuperMobileSPADEGenerator, SuperMunitGenerator,
-             SuperMobileMunitGenerator)
+SUPERNETS = (SuperMobileResnetGenerator, SuperMobileSPADEGenerator, SuperMobileUnetGenerator,
+             SuperMunitGenerator, SuperMobileMunitGenerator)
 
 
 def extract_subnet(supernet: nn.Module, config) -> nn.Module:
@@ -178,6 +211,8 @@ def extract_subnet(supernet: nn.Module, config) -> nn.Module:
     equals ``supernet(x, config)``."""
     if isinstance(supernet, SuperMobileSPADEGenerator):
         return extract_spade_subnet(supernet, config)
+    if isinstance(supernet, SuperMobileUnetGenerator):
+        return extract_unet_subnet(supernet, config)
     if isinstance(supernet, (SuperMunitGenerator, SuperMobileMunitGenerator)):
         return extract_munit_subnet(supernet, config)
     return _extract_resnet_subnet(supernet, config)
@@ -187,6 +222,7 @@ __all__ = ["build", "build_for_training", "init_weights", "register", "names",
            "extract_subnet", "GENERATORS", "DISCRIMINATORS", "SUPERNETS", "ResnetGenerator",
            "MobileResnetGenerator", "SuperMobileResnetGenerator", "SubMobileResnetGenerator", "NLayerDiscriminator",
            "SPADEGenerator", "MobileSPADEGenerator", "SuperMobileSPADEGenerator",
-           "SubMobileSPADEGenerator", "MultiscaleDiscriminator", "MunitGenerator",
-           "MobileMunitGenerator", "SuperMunitGenerator", "SuperMobileMunitGenerator",
-           "SubMobileMunitGenerator"]
+           "SubMobileSPADEGenerator", "MultiscaleDiscriminator", "UnetGenerator",
+           "MobileUnetGenerator", "SuperMobileUnetGenerator", "SubMobileUnetGenerator",
+           "MunitGenerator", "MobileMunitGenerator", "SuperMunitGenerator",
+           "SuperMobileMunitGenerator", "SubMobileMunitGenerator"]

@@ -94,7 +94,7 @@ class SubMobileResnetGenerator(SequentialGenerator):
     def __init__(self, config, input_nc=3, output_nc=3, norm="instance", dropout=0.0,
                  n_blocks=9):
         super().__init__()
-        self.config = ChannelConfig.parse(config, positions=8)
+        self.config = ChannelConfig.parse(config, lengths=(8,))
         self.n_blocks = n_blocks
         self.model = _build_layers(input_nc, output_nc, self.config, norm, dropout, n_blocks)
 
@@ -202,7 +202,7 @@ class SuperMobileResnetGenerator(SequentialGenerator):
     @staticmethod
     def parse_config(config) -> ChannelConfig:
         """An 8-number channel config, or the legacy 6-number form."""
-        return ChannelConfig.parse(config, positions=8)
+        return ChannelConfig.parse(config, lengths=(8,))
 
     def _check(self, config) -> ChannelConfig:
         cfg = self.largest if config is None else self.parse_config(config)

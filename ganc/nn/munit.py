@@ -58,7 +58,7 @@ EPS = 1e-5
 
 def parse_config(config) -> ChannelConfig:
     """A 10-number MUNIT channel config."""
-    return ChannelConfig.parse(config, legacy=False, positions=N_POSITIONS)
+    return ChannelConfig.parse(config, legacy=False, lengths=(N_POSITIONS,))
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ class BlockSpec:
 
 def parse_config(config) -> ChannelConfig:
     """An 8-number SPADE channel config (no legacy 6-number form)."""
-    return ChannelConfig.parse(config, legacy=False, positions=len(POINTS))
+    return ChannelConfig.parse(config, legacy=False, lengths=(8,))
 
 
 def layout(config, upsampling: str = "normal") -> tuple[int, tuple[BlockSpec, ...]]:

@@ -43,10 +43,11 @@ from typing import Optional
 import torch
 
 from ..config import RunConfig, from_dict
-from ..context import keep_credentials_out_of_tune, ray_storage, stage_context
+from ..context import (keep_credentials_out_of_tune, keep_pickles_out_of_tune, ray_storage,
+                       stage_context)
 from ..data.source import DataRef
 from ..errors import ConfigError, one_line
-from ..families import family_of
+from ..families import check_prunable
 from ..resources import worker_bundle
 from ..results import RESULTS, append_results
 from ..store import open_store
@@ -161,12 +162,8 @@ def run_prune(cfg: RunConfig, store=None, *, targets=None, scorer: str = "pool",
               num_cpus: Optional[int] = None, ctx=None) -> dict:
     """Prune for every target on Ray Tune; returns the summary (also in the store)
     (``ctx``: the pipeline's run context, else one is opened)."""
+    check_prunable(cfg.model.teacher)
     cfg = copy.deepcopy(cfg)
-    fam = family_of(cfg.model.teacher)
-    if not fam.supports_pruning:
-        raise ConfigError(f"prune: the pruning agents do not handle {fam.title} generators "
-                          f"(model.teacher {cfg.model.teacher!r}); compress it with the search "
-                          "instead (leave prune out of pipeline.stages)")
     if targets is not None:
         cfg.prune.targets = [float(t) for t in targets]
     check_prune_config(cfg.prune)
@@ -212,6 +209,7 @@ def _fit_trials(ctx, spec: dict, scorer_actor) -> None:
         tune.PlacementGroupFactory([bundle]))
     storage_path, fs = ray_storage(ctx.run, STAGE)
     keep_credentials_out_of_tune()
+    keep_pickles_out_of_tune()
     tuner = tune.Tuner(
         trainable,
         param_space={"target": tune.grid_search([float(t) for t in cfg.prune.targets])},

@@ -6,7 +6,8 @@ Plain modules (no Ray): ``cost`` (closed-form MACs / params, budget check), ``ev
 (``run_search``: one Tune trial per search budget, each scoring a batch per call to the FID
 actor pool; results in the store through ``report``) with its parts: ``inputs`` (the
 checks before anything starts), ``trial`` (``search_trial``, one search) and
-``experiment`` (the Tune experiment: made, restored, its rows collected).
+``experiment`` (the Tune experiment: made, resumed from its JSON checkpoints, its rows
+collected).
 """
 from .cost import BudgetError, CostModel, check_budget
 from .evolution import DONE, Evolution

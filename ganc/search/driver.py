@@ -13,8 +13,9 @@ trial that scores a generation per pool call (see :mod:`ganc.search.trial`), com
 each budget's Pareto set, and writes under ``runs/<id>/search/``: ``results.parquet``,
 ``pareto.parquet``, ``fid_vs_macs*.png``, and ``runs/<id>/best.json``
 (:mod:`ganc.search.report`). The Tune experiment lives in ``runs/<id>/search/tune``;
-running the stage again on an unfinished experiment resumes it with ``Tuner.restore``
-(each search from its last checkpoint: nothing recorded is scored again).
+running the stage again on an unfinished experiment resumes it (each search from its
+newest checkpoint there, read as JSON: nothing recorded is scored again; never with
+``Tuner.restore``, which would unpickle what the store holds).
 """
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def _search(ctx, *, method: Optional[str], budget_macs: Optional[float],
                                  latency=plan.table, budget_ms=plan.budget_ms)
         keep_credentials_out_of_tune()
         t0 = time.time()
-        # resuming was asked above: with nothing to restore, fit_searches does not ask again
+        # resuming was decided (and its fingerprint checked) above
         results, resumed = fit_searches(trainable, searches_of(method, plan.budgets),
                                         storage_path, fs, fresh=not resuming)
         searches = collect_searches(results, run, method, plan.budgets, asked)

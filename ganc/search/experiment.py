@@ -1,10 +1,14 @@
-"""The search's Ray Tune experiment: one trial per budget, made or restored in one place.
+"""The search's Ray Tune experiment: one trial per budget, made in one place.
 
 :func:`fit_searches` runs the trials of :func:`searches_of` side by side (each
-:func:`ganc.search.trial.search_trial`) in ``<storage>/tune``, or restores an unfinished
-experiment there with ``Tuner.restore`` (:func:`check_resuming` checks first that it is
-resumed only under the inputs it started with); :func:`collect_searches` reads each
-trial's rows back from its last checkpoint.
+:func:`ganc.search.trial.search_trial`) in ``<storage>/tune``. An unfinished experiment
+is resumed with a new Tuner in the same folder, whose trials continue from the newest
+checkpoint of their search there (:func:`ganc.search.trial._newest_saved_state`: JSON
+only); never with ``Tuner.restore``, which unpickles ``tuner.pkl`` and the experiment
+state from the store, so that whoever can write the store could run code on the cluster
+(issue 28). :func:`check_resuming` checks first that it is resumed only under the inputs
+it started with; :func:`collect_searches` reads each trial's rows back from its last
+checkpoint.
 """
 from __future__ import annotations
 
@@ -13,9 +17,10 @@ import math
 import os
 from typing import Optional
 
+from ..context import keep_pickles_out_of_tune
 from ..resume import check_resume, resume_inputs
 from ..subnets import SearchError
-from .trial import ROWS_FILE, search_trial
+from .trial import ROWS_FILE, checkpoint_folders, search_trial
 
 EXPERIMENT = "tune"
 RESUME_HINT = ("rerun it with --fresh (ganc search), --restart-from search (ganc "
@@ -47,14 +52,26 @@ def trainable_of(client, space, cost, settings, latency=None,
         _trial_resources())
 
 
+def _pyarrow_fs(fs):
+    """The pyarrow filesystem of a Tune storage (None: the local one)."""
+    if fs is not None:
+        return fs
+    import pyarrow.fs as pafs  # deferred: pyarrow
+    return pafs.LocalFileSystem()
+
+
+def saved_searches(storage_path: str, fs=None) -> int:
+    """How many search checkpoints an earlier job left in ``<storage>/tune`` (0: nothing
+    to resume). Reads folder listings only."""
+    return len(checkpoint_folders(_pyarrow_fs(fs), f"{storage_path.rstrip('/')}/{EXPERIMENT}"))
+
+
 def check_resuming(run, cfg, fingerprint: dict, storage_path: str, fs=None,
                    fresh: bool = False) -> bool:
-    """Whether the run's unfinished experiment is to be resumed (not ``fresh`` and one is
-    there); it is resumed only under what it started with (``fingerprint``: the search's
-    inputs; one line otherwise)."""
-    from ray import tune  # deferred: ray.tune
-    resuming = not fresh and tune.Tuner.can_restore(f"{storage_path}/{EXPERIMENT}",
-                                                    storage_filesystem=fs)
+    """Whether the run's unfinished experiment is to be resumed (not ``fresh`` and a
+    search checkpoint is there); it is resumed only under what it started with
+    (``fingerprint``: the search's inputs; one line otherwise)."""
+    resuming = not fresh and saved_searches(storage_path, fs) > 0
     check_resume(run, "search", resume_inputs(cfg, "search", **fingerprint), resuming,
                  RESUME_HINT)
     return resuming
@@ -62,15 +79,16 @@ def check_resuming(run, cfg, fingerprint: dict, storage_path: str, fs=None,
 
 def fit_searches(trainable, searches: list[dict], storage_path: str, fs=None,
                  fresh: bool = False):
-    """Run (or, unless ``fresh``, resume with ``Tuner.restore``) one trial per search of
-    ``searches`` side by side; returns (ResultGrid, resumed). The one place the search's
+    """Run one trial per search of ``searches`` side by side, each continuing from its
+    search's newest checkpoint in the experiment folder unless ``fresh`` (then the
+    folder is emptied first); returns (ResultGrid, resumed). The one place the search's
     Tune experiment is made (the stage, the benches and the tests use it)."""
     from ray import tune  # deferred: ray.tune
     exp_path = f"{storage_path.rstrip('/')}/{EXPERIMENT}"
-    if not fresh and tune.Tuner.can_restore(exp_path, storage_filesystem=fs):
-        tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True,
-                                   resume_errored=True, storage_filesystem=fs)
-        return tuner.fit(), True
+    resumed = not fresh and saved_searches(storage_path, fs) > 0
+    if not resumed:
+        _clear(exp_path, fs)
+    keep_pickles_out_of_tune()
     tuner = tune.Tuner(
         trainable, param_space={"search": tune.grid_search(list(searches))},
         tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=len(searches),
@@ -79,7 +97,16 @@ def fit_searches(trainable, searches: list[dict], storage_path: str, fs=None,
             name=EXPERIMENT, storage_path=storage_path, storage_filesystem=fs, verbose=0,
             failure_config=tune.FailureConfig(max_failures=2),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
-    return tuner.fit(), False
+    return tuner.fit(), resumed
+
+
+def _clear(exp_path: str, fs=None) -> None:
+    """Remove an earlier experiment's folder (a fresh search: its checkpoints must not be
+    taken for this one's)."""
+    import pyarrow.fs as pafs  # deferred: pyarrow
+    fs = _pyarrow_fs(fs)
+    if fs.get_file_info(exp_path).type == pafs.FileType.Directory:
+        fs.delete_dir(exp_path)
 
 
 def rows_of(result) -> list[dict]:
@@ -115,4 +142,4 @@ def collect_searches(results, run, method: str, budgets: list[float],
 
 
 __all__ = ["EXPERIMENT", "searches_of", "trainable_of", "check_resuming", "fit_searches",
-           "rows_of", "collect_searches"]
+           "saved_searches", "rows_of", "collect_searches"]

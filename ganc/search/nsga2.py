@@ -12,13 +12,23 @@ rules of the evolutionary search hold here too:
 
 After ``max_attempts`` rejected proposals in a row, an in-budget config not yet scored is
 enqueued (a random one, shrunk to fit); when none can be found the search is finished.
+
+The searcher's state is JSON (:meth:`NSGA2Searcher.get_state`: the study's completed
+trials, the samplers' random states, the score cache), never a pickle: Ray's
+``OptunaSearch.save`` / ``restore`` pickle the whole searcher, and a checkpoint read back
+from the store must not be able to run code (issue 28). A pickled state written by an
+older ganc is never loaded: :meth:`NSGA2Searcher.replay` rebuilds the study from the
+search's recorded rows instead.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 import random
 from typing import Callable, Dict, Optional, Sequence
 
+import numpy as np
 import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
@@ -30,6 +40,8 @@ from .cost import CostModel, check_budget
 
 OBJECTIVES = ("fid", "macs")
 COSTS = ("macs", "params", "latency_ms")     # objectives besides the minimised criteria
+STATE_FORMAT = "ganc-nsga2/1"
+_COMPLETE = optuna.trial.TrialState.COMPLETE
 
 
 def _params_of(cfg: str) -> dict:
@@ -168,4 +180,96 @@ class NSGA2Searcher(OptunaSearch):
         super().on_trial_complete(trial_id, result if values else None, error=values is None)
 
 
-__all__ = ["NSGA2Searcher", "OBJECTIVES"]
+    # ------------------------------------------------------------------ state (JSON)
+    def _distributions(self) -> dict:
+        return {f"c{i}": optuna.distributions.CategoricalDistribution([int(w) for w in ch])
+                for i, ch in enumerate(self.space.choices)}
+
+    def _completed(self, trials: list) -> list:
+        """``[(params, values, system_attrs)]`` as completed Optuna trials."""
+        dists = self._distributions()
+        return [optuna.trial.create_trial(state=_COMPLETE, values=[float(v) for v in values],
+                                          params={k: int(v) for k, v in params.items()},
+                                          distributions=dists, system_attrs=dict(attrs))
+                for params, values, attrs in trials]
+
+    def get_state(self) -> Dict:
+        """The searcher as JSON-able data: completed trials (params, values, system
+        attributes: the generation), the samplers' random states, the score cache and the
+        counters. Taken between batches, when no trial is live."""
+        sampler = self._ot_study.sampler
+        done = self._ot_study.get_trials(deepcopy=False, states=(_COMPLETE,))
+        return {"format": STATE_FORMAT,
+                "trials": [{"params": dict(t.params), "values": list(t.values),
+                            "system_attrs": dict(t.system_attrs)} for t in done],
+                "rng": [_np_state(sampler._rng.rng),
+                        _np_state(sampler._random_sampler._rng.rng)],
+                "py_rng": [self.rng.getstate()[0], list(self.rng.getstate()[1]),
+                           self.rng.getstate()[2]],
+                "cache": dict(self.cache), "suggested": self.suggested,
+                "rejected_budget": self.rejected_budget, "cache_hits": self.cache_hits}
+
+    def set_state(self, state: Dict) -> None:
+        """Continue from :meth:`get_state`'s data (on a searcher built with the same
+        settings, whose study is still empty)."""
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ValueError(f"not a {STATE_FORMAT} searcher state")
+        # everything is parsed before anything changes: a bad state leaves the searcher as
+        # it was (the trial then rebuilds it from the rows)
+        trials = self._completed([(t["params"], t["values"], t.get("system_attrs") or {})
+                                  for t in state["trials"]])
+        rngs = [(str(r[0]), np.asarray(r[1], dtype=np.uint32), int(r[2]), int(r[3]),
+                 float(r[4])) for r in state["rng"]]
+        version, internal, gauss = state["py_rng"]
+        py_rng = (int(version), tuple(int(x) for x in internal),
+                  None if gauss is None else float(gauss))
+        cache = {str(k): None if v is None else [float(x) for x in v]
+                 for k, v in state["cache"].items()}
+        counters = [int(state[k]) for k in ("suggested", "rejected_budget", "cache_hits")]
+        sampler = self._ot_study.sampler
+        for rs, saved in zip((sampler._rng.rng, sampler._random_sampler._rng.rng), rngs):
+            rs.set_state(saved)
+        self._ot_study.add_trials(trials)
+        self.rng.setstate(py_rng)
+        self.cache = cache
+        self.suggested, self.rejected_budget, self.cache_hits = counters
+        self.live, self._ot_trials = {}, {}
+
+    def replay(self, rows: list) -> None:
+        """Rebuild the study from a search's recorded rows (for a state this searcher
+        cannot read, e.g. the pickle of an older ganc, which is never loaded): every
+        scored config is a completed trial of its generation, every failed one cached as
+        failed; the samplers' random states start afresh."""
+        key = self._ot_study.sampler._get_generation_key()
+        trials = []
+        for r in rows:
+            values = None
+            if r.get("status") == "ok" and all(r.get(o) is not None for o in self.objectives):
+                values = [float(r[o]) for o in self.objectives]
+                gen = int(r.get("generation", -1))
+                trials.append((_params_of(r["config"]), values, {key: gen} if gen >= 0 else {}))
+            self.cache[r["config"]] = values
+        self._ot_study.add_trials(self._completed(trials))
+        self.suggested = len(rows)
+
+    def save(self, checkpoint_path: str) -> None:
+        """:meth:`get_state` as JSON (never Ray's pickle of the searcher)."""
+        tmp = checkpoint_path + ".partial"
+        with open(tmp, "w") as f:
+            json.dump(self.get_state(), f)
+        os.replace(tmp, checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """:meth:`set_state` of a JSON file :meth:`save` wrote; anything else (a pickle)
+        is refused with ValueError, never unpickled."""
+        with open(checkpoint_path, "rb") as f:
+            self.set_state(json.loads(f.read().decode("utf-8")))
+
+
+def _np_state(rs) -> list:
+    """A numpy ``RandomState``'s state as JSON-able data."""
+    name, keys, pos, has_gauss, cached = rs.get_state()
+    return [name, [int(k) for k in keys], int(pos), int(has_gauss), float(cached)]
+
+
+__all__ = ["NSGA2Searcher", "OBJECTIVES", "STATE_FORMAT"]

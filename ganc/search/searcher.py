@@ -3,7 +3,7 @@
 Each suggestion is ``{"config": "<channel config>", "generation": g, "macs": m}``; the
 trial reports ``metric`` (``fid`` by default). The searcher's state (population, score
 cache, random state, which trial holds which config) is saved with every Tune
-experiment checkpoint as JSON, so ``Tuner.restore`` resumes at the same generation and
+trial checkpoint as JSON, so a resumed search continues at the same generation and
 never hands out a config that was already scored.
 """
 from __future__ import annotations

@@ -7,9 +7,14 @@ evolution (generational, as the published recipe: a generation of 100 configs ke
 to 100 actors busy, and the tail of one search's generation is filled by the searches of
 the other budgets that share the pool), or ``population`` proposals of NSGA-II -- scores
 the batch through the pool's dispatcher in one call, tells the searcher, and reports a
-Tune checkpoint (searcher state + the rows so far) after every batch. A restored trial
-starts from its last checkpoint, so nothing recorded there is scored again, and the
-experiment state holds one entry per search, not one per config.
+Tune checkpoint (searcher state + the rows so far) after every batch. A trial starts from the
+newest checkpoint of its search in the experiment's folder (:func:`_newest_saved_state`),
+so nothing recorded there is scored again, and the experiment state holds one entry per
+search, not one per config.
+
+The store is not trusted (issue 28): a checkpoint is read as JSON only (searcher state,
+rows, progress). A searcher state that is not JSON (the pickled NSGA-II state of an older
+ganc) is never loaded; the search is rebuilt from its rows (:meth:`replay`) instead.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from typing import Optional
 
 from ..criteria import Criterion, check_criterion, get_criterion
 from ..errors import ConfigError
+from ..log import say
 from ..space import SearchSpace
 from ..subnets import SearchError
 from .cost import CostModel
@@ -69,6 +75,8 @@ class _Progress:
     rows: list = field(default_factory=list)
     serial: int = 0
     batches: int = 0
+    spec: dict = field(default_factory=dict)   # the search (index, method, budget)
+    reported: bool = False                      # a checkpoint reported by this trial
 
 
 def search_trial(trial_config: dict, client, space: SearchSpace, cost: CostModel, settings,
@@ -81,9 +89,9 @@ def search_trial(trial_config: dict, client, space: SearchSpace, cost: CostModel
     criterion = getattr(settings, "criterion", "fid")
     crit = get_criterion(criterion)
     searcher = _searcher_of(spec, space, cost, settings, latency, budget_ms, criterion)
-    done = _restore(searcher)
-    limit = max(1, int(settings.population))
     tag = f"b{int(spec['index'])}"
+    done = _restore(searcher, spec, tag)
+    limit = max(1, int(settings.population))
     while True:
         batch, finished = _next_batch(searcher, done, tag, limit)
         if not batch:
@@ -101,6 +109,8 @@ def search_trial(trial_config: dict, client, space: SearchSpace, cost: CostModel
               flush=True)
         if finished:
             break
+    if not done.reported:        # restored finished: its rows still make this trial's result
+        _checkpoint(searcher, done, [], True, crit)
 
 
 def _searcher_of(spec: dict, space: SearchSpace, cost: CostModel, settings, latency,
@@ -113,19 +123,28 @@ def _searcher_of(spec: dict, space: SearchSpace, cost: CostModel, settings, late
                          criterion=criterion)
 
 
-def _restore(searcher) -> _Progress:
-    """The progress of the newest saved checkpoint, the searcher restored to it (nothing
-    done when there is none)."""
-    saved = _newest_saved_state()
+def _restore(searcher, spec: dict, tag: str) -> _Progress:
+    """The progress of the newest saved checkpoint of the search ``spec``, the searcher
+    restored to it (nothing done when there is none). Only JSON is read: a searcher
+    state that is not JSON is never loaded; the searcher is rebuilt from the rows."""
+    saved = _newest_saved_state(spec)
     if saved is None:
-        return _Progress()
-    with tempfile.TemporaryDirectory(prefix="ganc-search-") as d:
-        with open(os.path.join(d, STATE_FILE), "wb") as f:
-            f.write(saved[STATE_FILE])
-        searcher.restore(os.path.join(d, STATE_FILE))
-    progress = json.loads(saved[PROGRESS_FILE])
-    return _Progress(json.loads(saved[ROWS_FILE]), int(progress["serial"]),
-                     int(progress["batches"]))
+        return _Progress(spec=dict(spec))
+    rows, progress = saved["rows"], saved["progress"]
+    try:
+        searcher.set_state(json.loads(saved[STATE_FILE].decode("utf-8")))
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        if not hasattr(searcher, "replay"):
+            raise SearchError(f"search {tag}: the searcher state in {saved['where']} is not "
+                              f"one ganc wrote ({str(e)[:80]}); not loaded: rerun with "
+                              "--fresh") from None
+        searcher.replay(rows)
+        say(f"[search] {tag}: the searcher state in {saved['where']} is not JSON ganc "
+            f"wrote (an older ganc's pickle?): not loaded; rebuilt from its {len(rows)} "
+            "recorded rows")
+    say(f"[search] {tag}: resuming from batch {int(progress['batches'])} "
+        f"({len(rows)} configs recorded)")
+    return _Progress(rows, int(progress["serial"]), int(progress["batches"]), dict(spec))
 
 
 def _next_batch(searcher, done: _Progress, tag: str, limit: int) -> tuple[list, bool]:
@@ -187,7 +206,8 @@ def _checkpoint(searcher, done: _Progress, batch: list, finished: bool,
         with open(os.path.join(d, ROWS_FILE), "w") as f:
             json.dump(rows, f)
         with open(os.path.join(d, PROGRESS_FILE), "w") as f:
-            json.dump({"serial": done.serial, "batches": done.batches}, f)
+            json.dump({"serial": done.serial, "batches": done.batches,
+                       "search": done.spec}, f)
         good = [r["fid"] for r in rows if r["status"] == "ok"]
         good_miou = [r["miou"] for r in rows if r["status"] == "ok" and r.get("miou")
                      is not None]
@@ -197,51 +217,90 @@ def _checkpoint(searcher, done: _Progress, batch: list, finished: bool,
         tune.report({"batches": done.batches, "n_scored": len(rows), "n_failed": n_failed,
                      "best_fid": min(good) if good else None,
                      "best_miou": max(good_miou) if good_miou else None,
-                     "generation": max(g for _, _, g in batch), "done": finished},
+                     "generation": max([g for _, _, g in batch]
+                                       + [r.get("generation", -1) for r in rows] + [-1]),
+                     "done": finished},
                     checkpoint=tune.Checkpoint.from_directory(d))
+    done.reported = True
     best = (f"best {crit.label} {crit.format(crit.best_of(ranked))}" if ranked
             else "nothing scored yet")
     return n_failed, best
 
 
 # ---------------------------------------------------------------- restoring a trial
-def _saved_state(read) -> Optional[dict]:
-    """The three files of a search checkpoint (``read(name) -> bytes``), or None when one
-    is missing or unreadable (a checkpoint cut short)."""
+def _saved_state(read, where: str) -> Optional[dict]:
+    """The three files of a search checkpoint (``read(name) -> bytes``), the rows and the
+    progress parsed as JSON (the searcher state left as bytes), or None when one is
+    missing or unreadable (a checkpoint cut short)."""
     try:
         files = {name: read(name) for name in (STATE_FILE, ROWS_FILE, PROGRESS_FILE)}
-        files["batches"] = int(json.loads(files[PROGRESS_FILE])["batches"])
-        return files
+        files["rows"] = json.loads(files[ROWS_FILE])
+        files["progress"] = json.loads(files[PROGRESS_FILE])
+        files["batches"] = int(files["progress"]["batches"])
+        files["where"] = where
+        return files if isinstance(files["rows"], list) else None
     except Exception:
         return None
 
 
-def _newest_saved_state() -> Optional[dict]:
-    """The search checkpoint to continue from: the newest complete one among the one Tune
-    restored and those in the trial's folder of the store. Tune records a trial's
-    checkpoint in its experiment state only every so often, so a driver killed in between
-    restores an older one (or none): every config scored since would be scored again."""
+def _search_of(saved: dict) -> Optional[dict]:
+    """The search (index, method, budget) a checkpoint belongs to: recorded in its
+    progress, or (a checkpoint of an older ganc) read from its first row."""
+    recorded = saved["progress"].get("search")
+    if recorded is None and saved["rows"]:
+        row = saved["rows"][0]
+        recorded = {"index": int(str(row["trial_id"]).split("-")[0][1:]),
+                    "method": row["method"], "budget": row["budget"]}
+    if not isinstance(recorded, dict):
+        return None
+    return {k: recorded.get(k) for k in ("index", "method", "budget")}
+
+
+def _same_search(saved: dict, spec: dict) -> bool:
+    try:
+        return _search_of(saved) == {k: spec.get(k) for k in ("index", "method", "budget")}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return False
+
+
+def checkpoint_folders(fs, experiment: str) -> list[str]:
+    """The ``checkpoint_*`` folders of every trial folder in the experiment folder
+    ``experiment`` of the pyarrow filesystem ``fs`` (none when it does not exist)."""
+    import pyarrow.fs as pafs  # deferred: pyarrow
+    out = []
+    for trial in fs.get_file_info(pafs.FileSelector(experiment, allow_not_found=True)):
+        if trial.type != pafs.FileType.Directory:
+            continue
+        out += [i.path for i in fs.get_file_info(pafs.FileSelector(trial.path))
+                if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")]
+    return out
+
+
+def _newest_saved_state(spec: dict) -> Optional[dict]:
+    """The checkpoint of the search ``spec`` to continue from: the newest complete one
+    among the one Tune restored (a retried trial) and those of every trial folder of the
+    experiment (an earlier job's trials: the search is resumed with a new Tuner, never
+    ``Tuner.restore``, which unpickles the store's tuner.pkl and experiment state).
+    Tune records a trial's checkpoint in its experiment state only every so often, so
+    the folders hold newer ones than the state names."""
     from ray import tune  # deferred: ray.tune
     found = []
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            found.append(_saved_state(lambda n: open(os.path.join(d, n), "rb").read()))
+            found.append(_saved_state(lambda n: open(os.path.join(d, n), "rb").read(), d))
     try:
-        import pyarrow.fs as pafs  # deferred: pyarrow
         storage = tune.get_context().get_storage()
-        fs, trial = storage.storage_filesystem, storage.trial_fs_path
-        infos = fs.get_file_info(pafs.FileSelector(trial, allow_not_found=True))
-        folders = [i.path for i in infos if i.type == pafs.FileType.Directory
-                   and i.base_name.startswith("checkpoint_")]
+        fs = storage.storage_filesystem
+        folders = checkpoint_folders(fs, storage.experiment_fs_path)
     except Exception:       # no storage context (a trainable called outside Tune)
         folders = []
     for folder in folders:
         found.append(_saved_state(
-            lambda n, folder=folder: fs.open_input_stream(f"{folder}/{n}").read()))
-    found = [f for f in found if f is not None]
+            lambda n, folder=folder: fs.open_input_stream(f"{folder}/{n}").read(), folder))
+    found = [f for f in found if f is not None and _same_search(f, spec)]
     return max(found, key=lambda f: f["batches"]) if found else None
 
 
 __all__ = ["METHODS", "STATE_FILE", "ROWS_FILE", "PROGRESS_FILE", "criterion_mode",
-           "make_searcher", "search_trial"]
+           "make_searcher", "search_trial", "checkpoint_folders"]

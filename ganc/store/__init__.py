@@ -18,6 +18,7 @@ Modules, each importing only those above it in this list:
 - :mod:`.pyarrowfs`: pyarrow's retried view of an S3 store (Ray's storage);
 - :mod:`.codecs`: JSON, .npz, Parquet and torch to bytes and back;
 - :mod:`.local`: reading a local store without following links (pull, runs);
+- :mod:`.lease`: one writer per run, the lease object ``runs/<id>/lease.json``;
 - :mod:`.units`: commit units and their manifests;
 - :mod:`.facade`: :class:`Store`, :func:`open_store`, :func:`store_from_config`.
 """

@@ -132,7 +132,8 @@ class Store(ObjectFS):
 def open_store(url, endpoint_url: Optional[str] = None, **s3_options) -> Store:
     """A store at ``url``: a folder path, ``file:///abs/path`` or ``s3://bucket/prefix``.
 
-    ``s3_options`` go to ``s3fs.S3FileSystem`` (e.g. ``retries``).
+    ``s3_options`` go to ``s3fs.S3FileSystem`` (e.g. ``config_kwargs``), except
+    ``retries``: s3fs's attempts per call (default 1: the store retries, :mod:`.retry`).
     """
     if isinstance(url, Store):
         return url

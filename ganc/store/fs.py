@@ -9,6 +9,7 @@ S3 calls go through :func:`~ganc.store.retry.retrying`.
 from __future__ import annotations
 
 import os
+import posixpath
 import uuid
 from typing import Optional
 
@@ -26,7 +27,13 @@ def _before_commit(tmp_path: str, final_path: str) -> None:
 
 def s3_filesystem(endpoint_url: Optional[str], options: dict):
     """``(s3fs.S3FileSystem, endpoint)``: endpoint from ``endpoint_url`` or the
-    ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` environment, no listings cache."""
+    ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` environment, no listings cache.
+
+    ganc's :func:`~.retry.retrying` is the one retry loop: s3fs and botocore try each call
+    once (unless ``options`` or ``AWS_MAX_ATTEMPTS`` say otherwise). Their loops nested in
+    ours made an unreachable endpoint take 1.5 minutes to report and one that accepts but
+    never answers over half an hour (5 s3fs tries x 5 botocore attempts x a 15 s read
+    timeout, for each of our 6 attempts); now about 35 s and 2 minutes."""
     try:
         import s3fs  # deferred: s3fs (and botocore) only for s3:// stores
     except ImportError:
@@ -39,10 +46,19 @@ def s3_filesystem(endpoint_url: Optional[str], options: dict):
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if region:
         client_kwargs["region_name"] = region
+    # s3fs's own attempts per call: an attribute of the filesystem, not an argument its
+    # constructor takes (passed on, it failed every call with a TypeError)
+    options = dict(options)
+    retries = int(options.pop("retries", 1))
     # No listings cache: a reader must see an object as soon as its writer committed it.
     kw = {"use_listings_cache": False, "skip_instance_cache": True, **options}
     kw["client_kwargs"] = {**client_kwargs, **options.get("client_kwargs", {})}
-    return s3fs.S3FileSystem(**kw), endpoint
+    if not os.environ.get("AWS_MAX_ATTEMPTS"):
+        kw["config_kwargs"] = {"retries": {"max_attempts": 1},
+                               **options.get("config_kwargs", {})}
+    fs = s3fs.S3FileSystem(**kw)
+    fs.retries = retries
+    return fs, endpoint
 
 
 def write_local_atomic(path: str, data: bytes) -> None:
@@ -235,6 +251,22 @@ class ObjectFS:
         keys = [self._rel(p) for p in found]
         return sorted(k for k in keys if not TEMP_RE.search(k))
 
+    def children(self, prefix: str = "") -> list[str]:
+        """Sorted names directly under ``prefix`` (objects and "folders"); [] when there
+        is nothing there. On S3 retried like every call, then one line naming the URL."""
+        path = self._path(prefix, allow_empty=True)
+        try:
+            if self.protocol == "file":
+                return sorted(os.listdir(path)) if os.path.isdir(path) else []
+            if not path:
+                return []
+            found = self._retrying("list", prefix, self.fs.ls, path, False)
+        except FileNotFoundError:
+            return []
+        except Exception as e:
+            raise self._wrap("list", prefix, e) from None
+        return sorted({posixpath.basename(str(p).rstrip("/")) for p in found} - {""})
+
     def _find(self, prefix: str, path: str) -> list[str]:
         """Object paths under ``path`` on S3, without "folder" markers: the zero-byte
         ``name/`` objects that the S3 console and sync tools create hold nothing."""
@@ -252,7 +284,10 @@ class ObjectFS:
             found = ([os.path.join(r, f) for r, _, fs in os.walk(path) for f in fs]
                      if os.path.isdir(path) else [])
         else:
-            found = self._find(prefix, path)
+            try:
+                found = self._find(prefix, path)
+            except Exception as e:
+                raise self._wrap("list", prefix, e) from None
         return sorted(k for k in (self._rel(p) for p in found) if TEMP_RE.search(k))
 
     def clean_temp(self, prefix: str = "", older_than: Optional[float] = None) -> int:
@@ -275,3 +310,39 @@ class ObjectFS:
             return stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp)
         except Exception:
             return float("inf")
+
+    # ------------------------------------------------------------------ access
+    def check_access(self, write: bool) -> str:
+        """That this store can be reached and (``write``) written, without writing a key:
+        a local store's nearest existing folder must be a writable folder; on S3 the
+        bucket is listed and (``write``) a temporary key written and removed at the root
+        (hidden from listings like every temporary key). One line naming the URL and the
+        cause otherwise; returns what was checked."""
+        if self.protocol == "file":
+            return self._check_local(write)
+        bucket = self.root.split("/", 1)[0]
+        try:
+            self._retrying("list", "", self.fs.ls, bucket, False)
+        except FileNotFoundError:
+            raise StoreError(f"store {self.url()}: bucket {bucket!r} not found") from None
+        except Exception as e:
+            raise self._wrap("reach", "", e) from None
+        if not write:
+            return "reachable"
+        probe = f"{self.root}/ganc-write-check.tmp-{uuid.uuid4().hex}"
+        try:
+            self._retrying("write", "", self.fs.pipe_file, probe, b"")
+        except Exception as e:
+            raise self._wrap("write to", "", e) from None
+        self._discard(probe)
+        return "reachable, writable"
+
+    def _check_local(self, write: bool) -> str:
+        path = self.root
+        while not os.path.exists(path) and os.path.dirname(path) != path:
+            path = os.path.dirname(path)
+        if not os.path.isdir(path):
+            raise StoreError(f"store {self.url()}: {path} is a file, not a folder")
+        if write and not os.access(path, os.W_OK | os.X_OK):
+            raise StoreError(f"store {self.url()}: folder {path} is not writable")
+        return "writable" if write else "readable"

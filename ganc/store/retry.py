@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import time
 
 from ..errors import one_line
@@ -25,12 +26,16 @@ def transient(e: BaseException) -> bool:
     try:
         # deferred: botocore (s3fs's client) is only needed once an S3 call failed
         from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+        from botocore.parsers import ResponseParserError
     except ImportError:  # pragma: no cover
         return False
+    # what s3fs itself would retry (it does not: see ganc.store.fs.s3_filesystem)
+    passing = (ConnectionError, HTTPClientError, ResponseParserError, TimeoutError,
+               *_aiohttp())
     seen = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if isinstance(e, (ConnectionError, HTTPClientError)):
+        if isinstance(e, passing):
             return True
         if isinstance(e, ClientError):
             err = e.response.get("Error", {})
@@ -46,9 +51,20 @@ def transient(e: BaseException) -> bool:
     return False
 
 
+def _aiohttp() -> tuple:
+    """aiohttp's payload error and urllib3's short read (a dropped transfer), if loaded."""
+    found = []
+    for module, name in (("aiohttp", "ClientPayloadError"),
+                         ("urllib3.exceptions", "IncompleteRead")):
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type):
+            found.append(cls)
+    return tuple(found)
+
+
 def retrying(action: str, url: str, fn, *args):
     """``fn(*args)``, retried on transient S3 errors after each pause of
-    :data:`RETRY_DELAYS` (about 30 s in all, on top of botocore's own few retries), each
+    :data:`RETRY_DELAYS` (about 30 s in all; s3fs and botocore try once each), each
     retry logged as one line naming the action, the URL and the error; then the error
     stands. The one retry policy of ganc's S3 traffic (the store and Ray's storage)."""
     for attempt, delay in enumerate(tuple(RETRY_DELAYS) + (None,), start=1):

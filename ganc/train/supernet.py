@@ -51,21 +51,31 @@ def search_space_of(cfg: RunConfig) -> SearchSpace:
     """``distill.space_widths`` (uniform) or the preset ``model.search_space``; checked
     against the student's width."""
     widths = [int(w) for w in cfg.distill.space_widths]
-    fam = family_of(cfg.model.student).name
+    family = family_of(cfg.model.student)
+    fam, n = family.name, family.config_length(cfg.model.student)
     if widths:
         if any(w <= 0 for w in widths):
             raise ConfigError(f"distill.space_widths {widths} must be positive")
-        space = SearchSpace.uniform("widths-" + "-".join(str(w) for w in widths), widths, fam)
+        space = SearchSpace.uniform("widths-" + "-".join(str(w) for w in widths), widths, fam,
+                                    n)
     else:
         space = get_space(cfg.model.search_space)
         if space.family != fam:
             raise ConfigError(f"model.search_space {space.name!r} is a {space.family} space; "
                               f"model.student {cfg.model.student!r} is a {fam} generator")
+        if len(space.choices) != n:
+            raise ConfigError(f"model.search_space {space.name!r} has {len(space.choices)} "
+                              f"positions; model.student {cfg.model.student!r} takes {n}")
     if space.max_width > cfg.model.student_ngf:
         raise ConfigError(f"search space {space.name!r} reaches width {space.max_width} > "
                           f"model.student_ngf {cfg.model.student_ngf}; raise student_ngf or "
                           "set distill.space_widths")
     return space
+
+
+def student_norm(m) -> str:
+    """The supernet's normalization: ``model.student_norm``, else ``model.norm``."""
+    return m.student_norm or m.norm
 
 
 class DistillNet(nn.Module):
@@ -190,14 +200,15 @@ def _distill(sess: Session, cfg: RunConfig, spec: dict) -> None:
     seed_all(cfg.seed)
     teacher = load_teacher(spec["teacher"], spec.get("endpoint_url", "")).to(dev).eval()
     common.set_requires_grad([teacher], False)
-    student = gnn.build_for_training(m.student, ngf=m.student_ngf, norm=m.norm,
+    student = gnn.build_for_training(m.student, ngf=m.student_ngf, norm=student_norm(m),
                                      dropout=m.dropout).to(dev)
     if not isinstance(student, gnn.SUPERNETS):
         raise ConfigError(f"model.student {m.student!r} is not a supernet "
                           f"(use {' or '.join(supernet_names())})")
     input_nc = input_nc_of(m.student)
-    distiller = FeatureDistiller.from_models(student, teacher, dc.distill_points,
-                                             input_nc=input_nc, size=64).to(dev)
+    distiller = FeatureDistiller.from_models(
+        student, teacher, dc.distill_points, input_nc=input_nc,
+        size=family_of(m.student).probe_size(m.student)).to(dev)
     gen = DistillNet(student, distiller)
     adv = adversary(cfg, m.student, {"recon": dc.lambda_recon, "gan": dc.lambda_gan,
                                      "feat": dc.lambda_feat,
@@ -267,7 +278,8 @@ def _distill(sess: Session, cfg: RunConfig, spec: dict) -> None:
                      eval_every=dc.eval_every, evaluate=evaluate)
     if sess.is_chief:
         sess.write_final({
-            "netG": m.student, "ngf": m.student_ngf, "norm": m.norm, "dropout": m.dropout,
+            "netG": m.student, "ngf": m.student_ngf, "norm": student_norm(m),
+            "dropout": m.dropout,
             "input_nc": input_nc, "output_nc": 3, "search_space": space.to_dict(),
             "teacher": spec["teacher"], "distill_points": points,
             "state_dict": cpu_state(student.state_dict()), "distiller": cpu_state(distiller.state_dict()),

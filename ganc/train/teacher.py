@@ -28,7 +28,7 @@ from torch.utils.data import Subset
 
 from .. import nn as gnn
 from ..config import RunConfig, from_dict
-from ..context import reuse_or_open, stage_context
+from ..context import stage_context
 from ..data.source import DataRef
 from ..data.splits import build_split, eval_split
 from ..errors import GancError
@@ -381,7 +381,8 @@ def given_teacher(cfg: RunConfig, store=None, *, ctx=None) -> dict:
     (:func:`check_given_teacher`) and the run opened (unless the pipeline's ``ctx`` is
     given); nothing is trained. Needs no Ray."""
     ref = check_given_teacher(cfg)
-    reuse_or_open(cfg, store, ctx)
+    with stage_context(cfg, store, ray=False, ctx=ctx):     # the run opened (its lease held)
+        pass
     common.say(f"[{STAGE}] using {ref['source']} ({teacher_label(ref)}); not trained")
     return {"trained": False, "skipped": True, "source": ref["source"], "final": ref["source"],
             "netG": ref["netG"], "config_str": ref.get("config_str"), "step": 0,
