@@ -97,7 +97,10 @@ def test_a_second_command_is_refused_in_one_line_naming_the_owner(store, holder,
     assert run.url() in msg
     # the CLI: one line, exit 2, before Ray starts or anything is written
     before = run.ls()
-    argv = ["export", "--store", store.url(), "--run-id", "busy"]
+    # (a command whose own checks pass: the lease is what refuses it; were the lease not
+    # checked, this would train one teacher step)
+    argv = ["compress", "--config", os.path.join(REPO, "configs", "demo.yaml"), "--store", store.url(),
+            "--run-id", "busy", "--stages", "teacher", "--set", "teacher.steps=1"]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
