@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from ganc.data.demo import make_demo_data
+
 from .helpers import REPO
 
 PROBE = ("import json, sys; from ganc.raylocal import init_local; "
@@ -77,8 +79,8 @@ def test_a_local_store_or_local_data_on_two_nodes_is_refused_before_any_stage(
     assert not store.exists() or not any(store.rglob("*")), "something was written"
     assert "running" not in p.stdout
 
-    data = tmp_path / "data"
-    (data / "train").mkdir(parents=True)
+    data = tmp_path / "data"           # a valid dataset (its own checks pass): the refusal
+    make_demo_data("paired", 8, 64, data, seed=0)   # is about where it lives
     p = _compress(cluster, "--store", s3_url, "--set", f"data.root={data}")
     err = _error_lines(p)
     assert p.returncode == 2 and len(err) == 1, p.stderr[-3000:]
