@@ -31,6 +31,7 @@ the Tune experiment and its trial.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -96,6 +97,19 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not args.json:
+        return _measure(args)
+    # --json: stdout holds the one JSON object alone; whatever else is printed meanwhile
+    # (Ray, Tune, progress) goes to stderr
+    stdout = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        out = _measure(args)
+    print(json.dumps(out), file=stdout, flush=True)
+    return out
+
+
+def _measure(args) -> dict:
+    """The measurement itself; returns its figures (printed as text unless --json)."""
 
     import ray
     import torch
@@ -123,9 +137,10 @@ def main(argv=None):
             out = noop(args, space, cost, tmp)
         finally:
             ray.shutdown()
-        print(json.dumps(out) if args.json else
-              f"search machinery (no-op scorer): {out['driver_cfg_per_s']:.1f} configs/s "
-              f"in steady state; {out['configs']} configs in {out['seconds']:.1f}s end to end")
+        if not args.json:
+            print(f"search machinery (no-op scorer): {out['driver_cfg_per_s']:.1f} configs/s "
+                  f"in steady state; {out['configs']} configs in {out['seconds']:.1f}s end to "
+                  "end")
         return out
 
     data = os.path.join(tmp, "data")
@@ -200,9 +215,7 @@ def main(argv=None):
            "rounds": args.rounds, "size": args.size, "eval_n": args.eval_n,
            "tune_setup_s_per_search": sum(t["pool"][1] for t in rows) / len(rows),
            "setup_s": {"sequential": setup_local, "pool": setup_pool}}
-    if args.json:
-        print(json.dumps(out))
-    else:
+    if not args.json:
         print(f"\nsearch throughput: {n} configs per side per round, {args.rounds} rounds, "
               f"{pool.num_actors} FID actors, {args.eval_n} eval images at {args.size}px")
         print(f"sequential {seq:.1f} cfg/min, pool {pooled:.1f} cfg/min: ratio "
