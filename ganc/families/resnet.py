@@ -53,7 +53,19 @@ class ResnetAdversary:
         return discriminator_loss(self.gan, real, fake)
 
 
-class ResnetFamily(Family):
+class Pix2pixTerms:
+    """pix2pix's and CycleGAN's training terms, for the families trained like them: the
+    PatchGAN adversary (:class:`ResnetAdversary`), and the pix2pix recipe for paired data,
+    CycleGAN's for unpaired."""
+
+    def adversary(self, cfg, weights: dict, paired: bool, device) -> ResnetAdversary:
+        return ResnetAdversary(cfg, weights, paired)
+
+    def teacher_recipe(self, data) -> str:
+        return "pix2pix" if data.kind == "aligned" else "cyclegan"
+
+
+class ResnetFamily(Pix2pixTerms, Family):
     name = "resnet"
     title = "ResNet"
     generators = ("resnet_9blocks", "resnet_6blocks", "mobile_resnet_9blocks",
@@ -82,16 +94,10 @@ class ResnetFamily(Family):
                          output_nc=int(payload.get("output_nc", 3)),
                          norm=payload.get("norm", self.norm))
 
-    def adversary(self, cfg, weights: dict, paired: bool, device) -> ResnetAdversary:
-        return ResnetAdversary(cfg, weights, paired)
-
-    def teacher_recipe(self, data) -> str:
-        return "pix2pix" if data.kind == "aligned" else "cyclegan"
-
     def export_arch(self, calibrated: Optional[int]) -> dict:
         return {"netG": self.subnet, "n_blocks": 9}
 
 
 RESNET = register_family(ResnetFamily())
 
-__all__ = ["RESNET", "ResnetFamily", "ResnetAdversary", "build_discriminator"]
+__all__ = ["Pix2pixTerms", "RESNET", "ResnetFamily", "ResnetAdversary", "build_discriminator"]

@@ -21,7 +21,7 @@ from typing import Optional
 from ..nn.unet import LEVELS
 from ..profile import count_macs
 from .base import Family, register_family
-from .resnet import ResnetAdversary
+from .resnet import Pix2pixTerms
 from .unet_cost import UnetCostModel
 
 # levels of every U-Net of the family (a sub-network's: its config's length)
@@ -29,7 +29,7 @@ _LEVELS = {prefix + name: n for name, n in LEVELS.items()
            for prefix in ("", "mobile_", "super_mobile_")}
 
 
-class UnetFamily(Family):
+class UnetFamily(Pix2pixTerms, Family):
     name = "unet"
     title = "U-Net"
     generators = ("unet_256", "unet_128", "mobile_unet_256", "mobile_unet_128",
@@ -70,12 +70,6 @@ class UnetFamily(Family):
                              input_nc=int(payload.get("input_nc", self.input_nc)),
                              output_nc=int(payload.get("output_nc", 3)),
                              norm=payload.get("norm", self.norm))
-
-    def adversary(self, cfg, weights: dict, paired: bool, device) -> ResnetAdversary:
-        return ResnetAdversary(cfg, weights, paired)
-
-    def teacher_recipe(self, data) -> str:
-        return "pix2pix" if data.kind == "aligned" else "cyclegan"
 
     def export_arch(self, calibrated: Optional[int]) -> dict:
         return {"netG": self.subnet}

@@ -237,6 +237,17 @@ class SuperMobileResnetGenerator(SequentialGenerator):
         return x, feats
 
 
+def within_supernet(cfg: ChannelConfig, ngf: int, names) -> ChannelConfig:
+    """``cfg`` if no width exceeds the supernet's ``ngf``; else a one-line error naming the
+    first position too wide (``names[i]``: the position's name)."""
+    too_wide = [i for i, c in enumerate(cfg) if c > ngf]
+    if too_wide:
+        i = too_wide[0]
+        raise ConfigError(f"channel config {cfg}: width {cfg[i]} at position {i} "
+                          f"({names[i]}) exceeds the supernet's ngf {ngf}")
+    return cfg
+
+
 def slice_state_dict(source: dict, target_shapes: dict) -> dict:
     """Take the first-k entries along every dimension of each source tensor."""
     out = {}

@@ -14,9 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..errors import ConfigError
 from ..space import ChannelConfig
-from .mobile import SuperConv2d, SuperSeparableConv2d, slice_state_dict
+from .mobile import SuperConv2d, SuperSeparableConv2d, slice_state_dict, within_supernet
 from .munit import (MLP_DIM, N_POSITIONS, POSITIONS, STYLE_DIM, ConvBlock, MunitWidths,
                     ResBlock, SubMobileMunitGenerator, _MunitBase, parse_config, widths)
 
@@ -64,12 +63,7 @@ class _SuperMunit(_MunitBase):
 
     def _check(self, config) -> ChannelConfig:
         cfg = self.largest if config is None else self.parse_config(config)
-        too_wide = [i for i, c in enumerate(cfg) if c > self.ngf]
-        if too_wide:
-            i = too_wide[0]
-            raise ConfigError(f"channel config {cfg}: width {cfg[i]} at position {i} "
-                              f"({POSITIONS[i]}) exceeds the supernet's ngf {self.ngf}")
-        return cfg
+        return within_supernet(cfg, self.ngf, POSITIONS)
 
     def _adain_params(self, style, w: MunitWidths):
         full = self._mlp(style)

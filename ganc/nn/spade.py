@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..space import SPADE_POSITION_NAMES, ChannelConfig
 from .mobile import (SeparableConv2d, SuperConv2d, SuperSeparableConv2d, _norm,
-                     slice_state_dict)
+                     slice_state_dict, within_supernet)
 
 # The nets' default input: a one-hot CamVid label map, 11 classes + void. The same number as
 # ganc.data.camvid.LABEL_NC (tests/test_camvid.py holds them equal); nn sits below data.
@@ -306,12 +306,7 @@ class SuperMobileSPADEGenerator(_SPADEGeneratorBase):
 
     def _check(self, config) -> ChannelConfig:
         cfg = self.largest if config is None else self.parse_config(config)
-        too_wide = [i for i, c in enumerate(cfg) if c > self.ngf]
-        if too_wide:
-            i = too_wide[0]
-            raise ConfigError(f"channel config {cfg}: width {cfg[i]} at position {i} "
-                              f"({POINTS[i]}) exceeds the supernet's ngf {self.ngf}")
-        return cfg
+        return within_supernet(cfg, self.ngf, POINTS)
 
     def forward(self, seg, config=None):
         return self.forward_features(seg, config, points=())[0]

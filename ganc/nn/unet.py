@@ -134,7 +134,23 @@ class UnetSkipBlock(nn.Module):
         return torch.cat([x, y], 1)
 
 
-class UnetGenerator(nn.Module):
+class UnetLevels:
+    """What every U-Net of ``self.levels`` levels tells the pipeline: its distillation
+    points and the multiple its input sides must be."""
+
+    levels: int
+
+    @property
+    def feature_points(self) -> dict[str, str]:
+        return {p: p for p in point_names(self.levels)}
+
+    @property
+    def side_multiple(self) -> int:
+        """Input sides must be multiples of this (``ganc.deploy``)."""
+        return 2 ** self.levels
+
+
+class UnetGenerator(UnetLevels, nn.Module):
     """pix2pix's U-Net (the teacher): ``levels`` levels at ``ngf``."""
 
     def __init__(self, input_nc=3, output_nc=3, ngf=64, norm="batch", dropout=DROPOUT,
@@ -148,15 +164,6 @@ class UnetGenerator(nn.Module):
             outer = output_nc if i == 1 else w[i - 2]
             block = UnetSkipBlock(i, outer, w[i - 1], self.spec, block)
         self.model = block
-
-    @property
-    def feature_points(self) -> dict[str, str]:
-        return {p: p for p in point_names(self.levels)}
-
-    @property
-    def side_multiple(self) -> int:
-        """Input sides must be multiples of this (``ganc.deploy``)."""
-        return 2 ** self.levels
 
     def forward(self, x):
         return self.forward_features(x, points=())[0]

@@ -29,12 +29,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import ConfigError
 from ..space import ChannelConfig
-from .mobile import SuperConv2d, SuperConvTranspose2d, _norm, slice_state_dict
+from .mobile import SuperConv2d, SuperConvTranspose2d, _norm, slice_state_dict, within_supernet
 from .norm import norm_layer
-from .unet import (DROPOUT, SLOPE, UnetSpec, check_points, check_size, has_dropout,
-                   level_widths, point_names)
+from .unet import (DROPOUT, SLOPE, UnetLevels, UnetSpec, check_points, check_size,
+                   has_dropout, level_widths)
 
 
 def parse_unet_config(config, levels: int) -> ChannelConfig:
@@ -90,7 +89,7 @@ class SuperConvTranspose(SuperConvTranspose2d):
                                   self.output_padding, c, self.dilation)
 
 
-class _UnetBase(nn.Module):
+class _UnetBase(UnetLevels, nn.Module):
     """Shared construction of the mobile U-Nets."""
 
     conv_class, convT_class = nn.Conv2d, nn.ConvTranspose2d
@@ -110,15 +109,6 @@ class _UnetBase(nn.Module):
             cout = spec.output_nc if i == 0 else w[i - 1]
             ups.append(_up(i + 1, cin, cout, spec, self.conv_class, self.convT_class))
         self.up = nn.ModuleList(ups)
-
-    @property
-    def feature_points(self) -> dict[str, str]:
-        return {p: p for p in point_names(self.levels)}
-
-    @property
-    def side_multiple(self) -> int:
-        """Input sides must be multiples of this (``ganc.deploy``)."""
-        return 2 ** self.levels
 
     def _walk(self, x, points, down, up):
         """The U-Net's dataflow: ``down(i, x)`` / ``up(i, x)`` run level i+1's halves."""
@@ -188,12 +178,7 @@ class SuperMobileUnetGenerator(_UnetBase):
 
     def _check(self, config) -> ChannelConfig:
         cfg = self.largest if config is None else self.parse_config(config)
-        too_wide = [i for i, c in enumerate(cfg) if c > self.ngf]
-        if too_wide:
-            i = too_wide[0]
-            raise ConfigError(f"channel config {cfg}: width {cfg[i]} at position {i} "
-                              f"(level{i + 1}) exceeds the supernet's ngf {self.ngf}")
-        return cfg
+        return within_supernet(cfg, self.ngf, [f"level{i + 1}" for i in range(len(cfg))])
 
     def forward(self, x, config=None):
         return self.forward_features(x, config, points=())[0]

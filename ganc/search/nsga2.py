@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 from typing import Callable, Dict, Optional, Sequence
 
@@ -37,6 +36,7 @@ from ..criteria import minimised
 from ..errors import ConfigError
 from ..space import ChannelConfig, SearchSpace
 from .cost import CostModel, check_budget
+from .searcher import save_state_json
 
 OBJECTIVES = ("fid", "macs")
 COSTS = ("macs", "params", "latency_ms")     # objectives besides the minimised criteria
@@ -254,10 +254,7 @@ class NSGA2Searcher(OptunaSearch):
 
     def save(self, checkpoint_path: str) -> None:
         """:meth:`get_state` as JSON (never Ray's pickle of the searcher)."""
-        tmp = checkpoint_path + ".partial"
-        with open(tmp, "w") as f:
-            json.dump(self.get_state(), f)
-        os.replace(tmp, checkpoint_path)
+        save_state_json(self.get_state(), checkpoint_path)
 
     def restore(self, checkpoint_path: str) -> None:
         """:meth:`set_state` of a JSON file :meth:`save` wrote; anything else (a pickle)

@@ -19,6 +19,15 @@ from .cost import CostModel, check_budget
 from .evolution import DONE, Evolution
 
 
+
+def save_state_json(state: dict, path: str) -> None:
+    """A searcher's ``state`` as JSON at ``path``, written to a temporary file and renamed
+    (never Ray's pickle of the searcher: a store's files are not trusted, issue 28)."""
+    tmp = path + ".partial"
+    with open(tmp, "w") as f:
+        json.dump(state, f)
+    os.replace(tmp, path)
+
 class EvolutionSearcher(Searcher):
     """GAN Compression's evolutionary search as a Tune searcher."""
 
@@ -101,10 +110,7 @@ class EvolutionSearcher(Searcher):
         self._metric, self._mode = state["metric"], state["mode"]
 
     def save(self, checkpoint_path: str) -> None:
-        tmp = checkpoint_path + ".partial"
-        with open(tmp, "w") as f:
-            json.dump(self.get_state(), f)
-        os.replace(tmp, checkpoint_path)
+        save_state_json(self.get_state(), checkpoint_path)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path) as f:
