@@ -36,3 +36,15 @@ def demo_data_on_s3(url: str, local_dir: Path, n: int = 12, size: int = 64) -> s
     assert out.returncode == 0, out.stderr
     s3fs.S3FileSystem().put(str(local_dir), url[len("s3://"):], recursive=True)
     return url
+
+
+def linked_subset(src: Path, root: Path, counts: dict) -> Path:
+    """``root`` with the first ``counts[split]`` files of each ``src/<split>`` linked in
+    (a few images of a shared dataset, nothing copied); skips when ``src`` is missing."""
+    if not src.is_dir():
+        pytest.skip(f"needs {src} (../shared is missing)")
+    for split, n in counts.items():
+        (root / split).mkdir()
+        for name in sorted(p.name for p in (src / split).iterdir())[:n]:
+            (root / split / name).symlink_to(src / split / name)
+    return root

@@ -5,7 +5,6 @@ input), on the local Ray instance with a local-folder store. The preset
 (configs/shoes_munit.yaml) loads and its data layout is checked."""
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
@@ -13,21 +12,16 @@ import torch
 from ganc.config import from_dict, load_config
 from ganc.store import open_store
 
+from .helpers import linked_subset
+
 N_TRAIN, N_VAL = 6, 2
 
 
 @pytest.fixture(scope="module")
 def shoes_few(shared_dir, tmp_path_factory):
     """A shoes-sketch layout folder of links to the first few shared files (nothing copied)."""
-    src = shared_dir / "data" / "shoes-sketch-128"
-    if not src.is_dir():
-        pytest.skip(f"needs {src} (../shared is missing)")
-    root = tmp_path_factory.mktemp("shoes-few")
-    for split, n in (("train", N_TRAIN), ("val", N_VAL)):
-        (root / split).mkdir()
-        for name in sorted(os.listdir(src / split))[:n]:
-            os.symlink(src / split / name, root / split / name)
-    return root
+    return linked_subset(shared_dir / "data" / "shoes-sketch-128",
+                         tmp_path_factory.mktemp("shoes-few"), {"train": N_TRAIN, "val": N_VAL})
 
 
 def _cfg(root, store):

@@ -5,7 +5,6 @@ local-folder store (the harness of tests/test_spade_e2e.py)."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ import torch
 from ganc.config import load_config
 from ganc.store import open_store
 
-from .helpers import REPO
+from .helpers import REPO, linked_subset
 
 N_TRAIN, N_VAL = 6, 2
 TINY = ["model.teacher_ngf=4", "model.student_ngf=4", "model.ndf=8",
@@ -29,15 +28,8 @@ TINY = ["model.teacher_ngf=4", "model.student_ngf=4", "model.ndf=8",
 @pytest.fixture(scope="module")
 def facades_few(shared_dir, tmp_path_factory):
     """A facades-layout folder of links to the first few shared images (nothing copied)."""
-    src = shared_dir / "data" / "facades"
-    if not src.is_dir():
-        pytest.skip(f"needs {src} (../shared is missing)")
-    root = tmp_path_factory.mktemp("facades-few")
-    for split, n in (("train", N_TRAIN), ("val", N_VAL)):
-        (root / split).mkdir()
-        for name in sorted(os.listdir(src / split))[:n]:
-            os.symlink(src / split / name, root / split / name)
-    return root
+    return linked_subset(shared_dir / "data" / "facades", tmp_path_factory.mktemp("facades-few"),
+                         {"train": N_TRAIN, "val": N_VAL})
 
 
 @pytest.mark.slow
