@@ -106,6 +106,15 @@ class LoopbackAutoscalingCluster(AutoscalingCluster, ClusterCLI):
         self.kill_marked()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
+    # The autoscaler re-reads its config at each update (AUTOSCALER_UPDATE_INTERVAL_S, 1 s
+    # here) and Ray 2.60 logs this line as it does: one per update round.
+    ROUND_MARK = "Dropping the empty legacy field worker_nodes"
+
+    def update_rounds(self) -> int:
+        """How many update rounds the autoscaler has run (counted in its log files)."""
+        return max([p.read_text(errors="replace").count(self.ROUND_MARK)
+                    for p in self.tmp.glob("session_*/logs/monitor*")] or [0])
+
     def monitor_log(self) -> str:
         """The autoscaler's log (launch and termination decisions)."""
         logs = sorted(self.tmp.glob("session_*/logs/monitor*.log")) + \

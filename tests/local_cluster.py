@@ -21,7 +21,8 @@ __all__ = ["LocalCluster", "local_cluster", "free_port", "s3_proxy", "two_node"]
 
 
 class LocalCluster(ClusterCLI):
-    def __init__(self, env: dict, cpus_head: int = 1, cpus_worker: int = 1):
+    def __init__(self, env: dict, cpus_head: int = 1, cpus_worker: int | None = 1):
+        """``cpus_worker=None``: a head alone (a one-node cluster several drivers join)."""
         self.name = "gc" + uuid.uuid4().hex[:8]
         self.tmp = tempfile.mkdtemp(prefix="gc", dir="/tmp")   # short: socket paths
         self.port = free_port()
@@ -47,6 +48,9 @@ class LocalCluster(ClusterCLI):
                  "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
                  f"--dashboard-agent-listen-port={free_port()}",
                  f"--ray-client-server-port={free_port()}", *common, env=head_env)
+        self.env = head_env  # the job CLI and drivers run in single-node mode too
+        if self.cpus[1] is None:
+            return self
         out = subprocess.run(
             [sys.executable, "-m", "tests.ray_start_loopback", f"--address={self.address}",
              "--node-ip-address=127.0.0.1", f"--num-cpus={self.cpus[1]}",
@@ -55,7 +59,6 @@ class LocalCluster(ClusterCLI):
             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         if out.returncode != 0:
             raise RuntimeError(f"ray start (worker) failed:\n{out.stdout}\n{out.stderr}")
-        self.env = head_env  # the job CLI and drivers run in single-node mode too
         return self
 
     def node_addresses(self) -> list[str]:

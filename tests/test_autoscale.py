@@ -3,21 +3,24 @@
 for GPU; the head has CPUs but no `accel`. A teacher training job and a search job ask for
 `accel` (`scale.resources`), so the autoscaler must start nodes of that type for them, and
 their Train workers and FID actors must run there. Between the jobs the idle node is
-stopped, so the search starts its node from zero again. Store and data on the local S3
-server (a fake node shares this machine's disk, but a cluster that can add nodes must not
-rely on that). One cluster for the module.
+stopped, so the search starts its node from zero again. The search job runs the search
+stage alone, on a supernet the test puts in the store (tests/test_search.py's
+make_supernet_run): the teacher job already shows Train workers placed on a node started
+for them. Store and data on the local S3 server (a fake node shares this machine's disk,
+but a cluster that can add nodes must not rely on that). One cluster for the module.
 """
 from __future__ import annotations
 
 import os
-import time
 import uuid
 
 import pytest
 
 from .autoscale_cluster import LoopbackAutoscalingCluster
 from .lifecycle import S3_BUCKET
+from .golden import wait_for
 from .helpers import REPO, demo_data_on_s3
+from .test_search import make_supernet_run
 
 NODE_TYPE = "accel_node"
 HEAD_CPUS = 2
@@ -55,9 +58,9 @@ def store(s3_server, tmp_path_factory):
     return prefix, demo_data_on_s3(f"{prefix}/data", tmp_path_factory.mktemp("demo"))
 
 
-def _job(script: str, store: tuple[str, str], *extra: str) -> list[str]:
+def _job(script: str, store: tuple[str, str], run_id: str, *extra: str) -> list[str]:
     args = ["python", script, "--config", "configs/demo.yaml", "--store", f"{store[0]}/store",
-            "--run-id", "auto", "--set", f"data.root={store[1]}"]
+            "--run-id", run_id, "--set", f"data.root={store[1]}"]
     for s in TINY:
         args += ["--set", s]
     return args + list(extra)
@@ -66,16 +69,6 @@ def _job(script: str, store: tuple[str, str], *extra: str) -> list[str]:
 def _accel_nodes(cluster) -> dict[str, dict]:
     return {n["node_id"]: n for n in cluster.alive_nodes()
             if "accel" in (n.get("resources_total") or {})}
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def _check_job(cluster, submission_id: str, logs: str, before: set[str], must_run: tuple[str, ...]):
@@ -100,20 +93,30 @@ def _check_job(cluster, submission_id: str, logs: str, before: set[str], must_ru
 def test_jobs_start_the_nodes_they_ask_for_from_zero(cluster, store):
     head = cluster.alive_nodes()
     assert len(head) == 1 and "accel" not in (head[0].get("resources_total") or {})
-    time.sleep(5)                     # min_workers 0: nothing starts without a request
+    # min_workers 0: nothing starts without a request, over three of the autoscaler's
+    # update rounds (one a second)
+    rounds = cluster.update_rounds()
+    wait_for(lambda: cluster.update_rounds() >= rounds + 3,
+             "three autoscaler update rounds (its monitor log)", timeout=120, every=1)
     assert not _accel_nodes(cluster)
+    assert f"node(s) of type {NODE_TYPE}" not in cluster.monitor_log()
     before = {n["node_id"] for n in cluster.state("nodes")}
 
-    status, logs = cluster.submit(_job("jobs/train_teacher.py", store), REPO, "auto-teacher",
-                                  timeout=900)
+    status, logs = cluster.submit(_job("jobs/train_teacher.py", store, "auto"), REPO,
+                                  "auto-teacher", timeout=900)
     assert status == "SUCCEEDED", logs[-4000:]
     _check_job(cluster, "auto-teacher", logs, before, ("RayTrainWorker",))
 
     # Idle nodes go away (idle_timeout 6 s), so the search starts from zero again.
-    _wait_for(lambda: not _accel_nodes(cluster), 120, "the idle accel node to stop")
+    wait_for(lambda: not _accel_nodes(cluster), "the idle accel node to stop", timeout=120,
+             every=1)
     before = {n["node_id"] for n in cluster.state("nodes")}
-    status, logs = cluster.submit(_job("jobs/compress.py", store, "--stages", "supernet,search"),
-                                  REPO, "auto-search", timeout=900)
+    make_supernet_run(f"{store[0]}/store", "auto-search")
+    status, logs = cluster.submit(_job("jobs/search.py", store, "auto-search"), REPO,
+                                  "auto-search", timeout=900)
     assert status == "SUCCEEDED", logs[-4000:]
-    assert "search: done" in logs, logs[-3000:]
-    _check_job(cluster, "auto-search", logs, before, ("RayTrainWorker", "FidActor"))
+    assert "[ganc] search: " in logs, logs[-3000:]
+    from ganc.store import open_store
+    best = open_store(f"{store[0]}/store").run("auto-search").get_json("best.json")
+    assert best["n_scored"] > 0 and best["n_failed"] == 0, best
+    _check_job(cluster, "auto-search", logs, before, ("FidActor",))

@@ -9,7 +9,7 @@ a proxy the test can take down. The fault table, each case once:
 | FID actor process SIGKILL      | here, the search (with the S3 outage)         |
 | driver killed, job resubmitted | tests/test_cluster_isolated.py (golden run)   |
 | hung FID actor                 | tests/test_fid_pool.py                        |
-| store's disk full              | here (a small tmpfs, a private Ray)           |
+| store's disk full              | here (a small tmpfs, a one-node Ray)          |
 
 Each case runs a real stage as a user does (``ganc train-teacher`` / ``ganc search``, the
 driver joining the cluster through RAY_ADDRESS), injects its faults, and ends with the run
@@ -32,6 +32,7 @@ import pytest
 from .lifecycle import S3_BUCKET
 from .golden import tune_checkpoints, wait_for
 from .helpers import REPO
+from .local_cluster import local_cluster
 from .test_search import make_supernet_run
 
 OUTAGE_S = 10.0
@@ -184,6 +185,76 @@ def _check_search(run, generations: int = 3) -> tuple[list[dict], dict]:
     return rows, best
 
 
+# ---------------------------------------------------------------- e. disk full
+# The disk-full case runs first: a local store needs a one-node Ray of its own, and the
+# session's two-node cluster, not started yet, takes no CPU meanwhile.
+@pytest.fixture
+def small_disk(tmp_path):
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()[:200]}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def _fill(folder) -> str:
+    """Fill the file system of ``folder`` to the last few KiB; returns the filler."""
+    path = os.path.join(folder, "filler")
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * (1 << 20))
+                f.flush()
+        except OSError:
+            pass
+    return path
+
+
+@pytest.fixture
+def one_node(tmp_path):
+    """A one-node Ray (``ray start`` head, 2 CPUs) that both of the case's drivers join:
+    one Ray start instead of a private Ray per driver. A local store is allowed there."""
+    with local_cluster({"GANC_CACHE": str(tmp_path / "cache")}, cpus_head=2,
+                       cpus_worker=None) as c:
+        yield c
+
+
+def test_e_disk_full_during_a_checkpoint_one_line_and_resumable(small_disk, one_node,
+                                                                tmp_path):
+    from ganc.store import open_store
+    store = small_disk / "store"
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    env = _driver_env(one_node, GANC_TRAIN_HOOK_DIR=hooks, GANC_TRAIN_HOOK_SLEEP=0.2)
+    args = _args("train-teacher", TEACHER + ["scale.max_failures=0"], str(store), "e")
+    run = open_store(str(store)).run("e")
+    d = Driver(env, args)
+    _wait(lambda: run.exists("teacher/latest.json"), "the first checkpoint", driver=d,
+          timeout=400, every=0.2)
+    filler = _fill(small_disk)
+    assert d.wait() == 2, d.tail()
+    errors = d.errors()
+    assert len(errors) == 1, d.tail()
+    assert "No space left on device" in errors[0] and "teacher" in errors[0], errors
+    latest = run.get_json("teacher/latest.json")
+    assert latest["step"] == CKPT_EVERY, latest
+    state = run.get_torch(latest["key"])           # the previous checkpoint is intact
+    assert int(state["step"]) == CKPT_EVERY
+    assert not run.exists("teacher/final.pt")
+
+    os.remove(filler)
+    again = Driver({**env, "GANC_TRAIN_HOOK_SLEEP": "0"}, args)
+    assert again.wait() == 0, again.tail()
+    assert _check_trained(run) == [0, CKPT_EVERY]
+
+
 # ---------------------------------------------------------------- training
 def test_training_carries_an_s3_outage_then_resumes_a_sigkilled_worker(cluster, proxy,
                                                                        store_url, tmp_path):
@@ -257,64 +328,3 @@ def test_search_survives_a_sigkilled_fid_actor_and_s3_outages(cluster, proxy, st
     assert best["search"]["resumed"] is False
     assert any("store: write" in ln and "retry" in ln for ln in d.lines), d.tail()
     assert _fid_actor_pid(cluster) is None, "the pool's actors outlived the search"
-
-
-# ---------------------------------------------------------------- e. disk full
-@pytest.fixture
-def small_disk(tmp_path):
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if p.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()[:200]}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-
-
-def _fill(folder) -> str:
-    """Fill the file system of ``folder`` to the last few KiB; returns the filler."""
-    path = os.path.join(folder, "filler")
-    with open(path, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * (1 << 20))
-                f.flush()
-        except OSError:
-            pass
-    return path
-
-
-def test_e_disk_full_during_a_checkpoint_one_line_and_resumable(small_disk, tmp_path):
-    from ganc.store import open_store
-    store = small_disk / "store"
-    hooks = tmp_path / "hooks"
-    hooks.mkdir()
-    env = {**os.environ, "GANC_RAY_PRIVATE": "1", "PYTHONUNBUFFERED": "1",
-           "GANC_TRAIN_HOOK_DIR": str(hooks), "GANC_TRAIN_HOOK_SLEEP": "0.2",
-           "GANC_CACHE": str(tmp_path / "cache")}
-    env.pop("RAY_ADDRESS", None)
-    args = _args("train-teacher", TEACHER + ["scale.max_failures=0"], str(store), "e")
-    run = open_store(str(store)).run("e")
-    d = Driver(env, args)
-    _wait(lambda: run.exists("teacher/latest.json"), "the first checkpoint", driver=d,
-          timeout=400, every=0.2)
-    filler = _fill(small_disk)
-    assert d.wait() == 2, d.tail()
-    errors = d.errors()
-    assert len(errors) == 1, d.tail()
-    assert "No space left on device" in errors[0] and "teacher" in errors[0], errors
-    latest = run.get_json("teacher/latest.json")
-    assert latest["step"] == CKPT_EVERY, latest
-    state = run.get_torch(latest["key"])           # the previous checkpoint is intact
-    assert int(state["step"]) == CKPT_EVERY
-    assert not run.exists("teacher/final.pt")
-
-    os.remove(filler)
-    again = Driver({**env, "GANC_TRAIN_HOOK_SLEEP": "0"}, args)
-    assert again.wait() == 0, again.tail()
-    assert _check_trained(run) == [0, CKPT_EVERY]

@@ -14,9 +14,10 @@ from ganc.data.demo import make_demo_data
 
 from .helpers import REPO
 
+# include_dashboard=False: the private case's Ray needs no dashboard (joining ignores it)
 PROBE = ("import json, sys; from ganc.raylocal import init_local; "
-         "init_local(temp_dir=sys.argv[1] or None); from ganc.cluster import current; "
-         "print(json.dumps(current().to_dict()))")
+         "init_local(temp_dir=sys.argv[1] or None, include_dashboard=False); "
+         "from ganc.cluster import current; print(json.dumps(current().to_dict()))")
 
 
 pytestmark = pytest.mark.cluster
