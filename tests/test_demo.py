@@ -17,8 +17,9 @@ from ganc.train.teacher import train_teacher
 
 from .helpers import REPO
 
-# The demo runs 1,984 steps (31 epochs; val PSNR ~23 dB); this test 1,000 steps of the same recipe.
-TEST_STEPS = 1000
+# The demo runs 1,984 steps (31 epochs; val PSNR ~23 dB); this test 800 steps of the same
+# recipe (measured here: 19.9 dB at 500 steps, 20.5 at 650, 21.0 at 800).
+TEST_STEPS = 800
 PSNR_FLOOR_DB = 20.0           # a constant image of the mean target: ~13 dB; the input: ~3 dB
 
 

@@ -1,7 +1,10 @@
 """MUNIT end to end on a few shoes-sketch-128 files, tiny: teacher (unpaired, two
-auto-encoders) -> supernet (Ray Train; teacher and student given the same style codes) ->
-search -> fine-tune -> export (ONNX with the style code as an input) -> report (3 styles per
-input), on the local Ray instance with a local-folder store. The preset
+auto-encoders; the in-process runner) -> supernet (Ray Train; teacher and student given the
+same style codes) -> search (Ray Tune, FID actor pool) -> fine-tune (in-process runner) ->
+export (ONNX with the style code as an input) -> report (3 styles per input), on the local
+Ray instance with a local-folder store. One Ray Train stage per family is enough here: each
+Ray Train launch costs ~20 CPU-s of process start-up, and the launch path itself is
+family-agnostic (tests/test_train.py, the golden run). The preset
 (configs/shoes_munit.yaml) loads and its data layout is checked."""
 from __future__ import annotations
 
@@ -93,7 +96,7 @@ def test_munit_teacher_supernet_search_finetune_export_report(ray_local, shoes_f
 
     store = tmp_path / "store"
     cfg, budget = _cfg(shoes_few, store)
-    t = train_teacher(cfg, str(store))
+    t = train_teacher(cfg, str(store), runner="local")
     assert t["step"] == 2 and {"G_GAN", "rec_x", "rec_s", "rec_c", "D"} <= set(t["metrics"])
     s = train_supernet(cfg, str(store))
     assert s["step"] == 2 and {"distill", "G_GAN", "recon", "D"} <= set(s["metrics"])
@@ -107,7 +110,7 @@ def test_munit_teacher_supernet_search_finetune_export_report(ray_local, shoes_f
     ok = [r for r in rows if r["status"] == "ok"]
     assert len(ok) >= 2 and all(r["macs"] <= budget for r in ok)
     assert len(best["config"].split("_")) == 10
-    ft = finetune(cfg, str(store))
+    ft = finetune(cfg, str(store), runner="local")
     assert ft["steps"] == 2 and ft["export"] in ("before", "after")
 
     card = export_best(cfg, str(store), latency_repeats=2)

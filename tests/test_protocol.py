@@ -184,7 +184,7 @@ def _run_cfg(url, root, **finetune):
                     "space_widths": [8, 4]},
         "finetune": {"steps": 3, "checkpoint_every": 3, "log_every": 1, "lr": 1e-3,
                      **finetune},
-        "search": {"population": 3, "generations": 2, "budget_macs": 4e6},
+        "search": {"population": 2, "generations": 1, "budget_macs": 4e6},
         "fid": {"batch_size": 8, "kid_subset_size": 4, "num_actors": 1},
         "pipeline": {"report_images": 2},
     })
@@ -299,6 +299,7 @@ def test_export_is_the_better_of_before_and_after_finetune(case, trained, tmp_pa
     assert _exported_equals(run, key, CONFIG)
 
 
+@pytest.mark.slow       # over 10 s: it needs the trained fixture, and an export
 def test_finetune_disabled_trains_nothing_and_exports_the_slice(trained, tmp_path):
     from ganc.export import export_best
     from ganc.search.finetune import finetune

@@ -1,6 +1,8 @@
-"""GauGAN (SPADE) end to end on a few real CamVid images, tiny: teacher -> supernet (Ray
-Train) -> search ranked by the ESPNet-CamVid mIoU through the FID actor pool -> export ->
-report, on the local Ray instance with a local-folder store."""
+"""GauGAN (SPADE) end to end on a few real CamVid images, tiny: teacher (in-process runner)
+-> supernet (Ray Train) -> search ranked by the ESPNet-CamVid mIoU through the FID actor
+pool (Ray Tune) -> export -> report, on the local Ray instance with a local-folder store.
+One Ray Train stage per family: a launch costs ~20 CPU-s of process start-up and its path is
+family-agnostic (tests/test_train.py, the golden run)."""
 from __future__ import annotations
 
 import json
@@ -74,7 +76,7 @@ def test_spade_teacher_supernet_miou_search_export(ray_local, camvid_few, tmp_pa
 
     store = tmp_path / "store"
     cfg, budget = _cfg(camvid_few, store)
-    t = train_teacher(cfg, str(store))
+    t = train_teacher(cfg, str(store), runner="local")
     assert t["step"] == 3 and {"G_GAN", "feat", "perceptual", "D"} <= set(t["metrics"])
     s = train_supernet(cfg, str(store))
     assert s["step"] == 3 and {"distill", "G_GAN", "feat", "D"} <= set(s["metrics"])

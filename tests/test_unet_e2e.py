@@ -1,7 +1,9 @@
 """The U-Net family end to end: configs/facades_unet.yaml scaled down to a few real facades
-images (unet_128 at 128 px, ngf 4): teacher -> supernet (Ray Train) -> search through the
-FID actor pool -> fine-tune -> export (ONNX) -> report, on the local Ray instance with a
-local-folder store (the harness of tests/test_spade_e2e.py)."""
+images (unet_128 at 128 px, ngf 4): teacher (in-process runner) -> supernet (Ray Train) ->
+search through the FID actor pool (Ray Tune) -> fine-tune (in-process runner) -> export
+(ONNX) -> report, on the local Ray instance with a local-folder store (the harness of
+tests/test_spade_e2e.py). One Ray Train stage per family: a launch costs ~20 CPU-s of
+process start-up and its path is family-agnostic (tests/test_train.py, the golden run)."""
 from __future__ import annotations
 
 import json
@@ -50,7 +52,7 @@ def test_unet_preset_tiny_end_to_end(ray_local, facades_few, tmp_path):
     cfg = load_config(str(REPO / "configs" / "facades_unet.yaml"),
                       TINY + [f"data.root={facades_few}", f"search.budget_macs={budget}",
                               "name=unet-tiny"], store=str(store))
-    t = train_teacher(cfg, str(store))
+    t = train_teacher(cfg, str(store), runner="local")
     assert t["step"] == 3 and {"G_GAN", "G_L1", "D"} <= set(t["metrics"])
     s = train_supernet(cfg, str(store))
     assert s["step"] == 3 and {"distill", "recon", "G_GAN", "D"} <= set(s["metrics"])
@@ -69,7 +71,7 @@ def test_unet_preset_tiny_end_to_end(ray_local, facades_few, tmp_path):
     assert all(r["macs"] == cost.macs(r["config"]) and r["fid"] > 0 for r in ok)
     assert json.loads(run.read_bytes("best.json"))["config"] == best["config"]
 
-    ft = finetune(cfg, str(store))
+    ft = finetune(cfg, str(store), runner="local")
     assert ft["config"] == best["config"] and ft["steps"] == 2
 
     card = export_best(cfg, str(store), latency_repeats=2)
