@@ -1,5 +1,6 @@
 # Quick start:  make demo       (the whole pipeline on generated data -> runs/runs/demo/)
-#               make test       (lint-imports, then the whole test suite: what CI runs)
+#               make test       (lint-imports, then the whole test suite as two pytest sessions
+#                                side by side, the cluster tier and the rest: what CI runs)
 #               make test-fast  (the edit loop: deselects the `cluster` and `slow` tiers)
 #               make docs       (regenerates docs/reference.md from the CLI and config code)
 # Each creates or refreshes .venv (python3 -m venv + pip install -e ".[test]" -c constraints.txt).
@@ -30,7 +31,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(LINT_IMPORTS)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	bash tests/run_tiers.sh $(BIN)/python $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(LINT_IMPORTS)
