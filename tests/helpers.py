@@ -48,3 +48,18 @@ def linked_subset(src: Path, root: Path, counts: dict) -> Path:
         for name in sorted(p.name for p in (src / split).iterdir())[:n]:
             (root / split / name).symlink_to(src / split / name)
     return root
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Autouse in every module that imports it: in-process torch runs on one intra-op
+    thread for the module, restored afterwards. On this 2-core machine, shared with Ray's
+    processes, two OpenMP threads spin at each barrier while the other is descheduled: a
+    20-step 16x16 training loop took 16 CPU-s with 2 threads and 0.3 with 1."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

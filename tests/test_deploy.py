@@ -24,6 +24,7 @@ from ganc.search.latency_build import build_and_validate, build_table
 from ganc.space import ChannelConfig, SearchSpace
 
 from .helpers import REPO
+from .helpers import one_torch_thread  # noqa: F401  (autouse: one intra-op thread)
 
 PRUNED_WIDTHS = {"stem": 4, "down1": 6, "trunk": 8, "blocks": [3, 5, 2, 4, 4, 4, 1, 2, 3],
                  "up1": 5, "up2": 3}

@@ -15,6 +15,8 @@ from ganc.errors import ConfigError, GancError
 from ganc.space import ChannelConfig
 from ganc.store import open_store
 
+from .helpers import one_torch_thread  # noqa: F401  (autouse: one intra-op thread)
+
 N_IMAGES = 8
 CONFIGS = ["16_16_16_16_16_16_16_16", "8_8_16_8_16_16_8_8", "16_8_8_8_8_8_16_8"]
 

@@ -16,6 +16,8 @@ from ganc.train import common
 from ganc.train.sampling import ConfigSampler
 from ganc.train.supernet import search_space_of
 
+from .helpers import one_torch_thread  # noqa: F401  (autouse: one intra-op thread)
+
 
 def test_gan_losses_match_their_definitions():
     pred = torch.tensor([[-2.0, 0.0, 3.0]])

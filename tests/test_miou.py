@@ -17,6 +17,7 @@ from ganc.metrics.espnet import ESPNet, load_espnet
 from ganc.metrics.miou import (Segmenter, confusion, score_folders, score_tensors, scores)
 
 from .helpers import CAMVID, ESPNET_WEIGHTS, needs_shared
+from .helpers import one_torch_thread  # noqa: F401  (autouse: one intra-op thread)
 
 
 def run(capsys, *argv):

@@ -15,6 +15,8 @@ from ganc.config import from_dict
 from ganc.data.check import SAMPLE, check_dataset, folders, spread
 from ganc.data.demo import make_demo_data
 
+from .helpers import one_torch_thread  # noqa: F401  (autouse: one intra-op thread)
+
 N_TRAIN = 12                       # 12 train + 4 val A|B images of 32x16
 
 

@@ -25,6 +25,8 @@ from ganc.search.evolution import DONE, Evolution
 from ganc.search.pareto import dominates, pareto_front
 from ganc.space import PRESETS, ChannelConfig, SearchSpace
 
+from .helpers import one_torch_thread  # noqa: F401  (autouse: one intra-op thread)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A small synthetic problem: 2 widths per position (256 configs); score = -(weighted
