@@ -385,6 +385,7 @@ def test_search_with_budget_ms_through_tune_and_the_pool(ray_local, tmp_path):
     store = make_supernet_run(url)
     cfg = tiny_config(url)
     cfg.search.latency_runtime = "eager"
+    cfg.fid.num_actors = 1          # one budget, one trial: a second FID actor only idles
     space = SearchSpace.from_dict(store.run("tiny").get_torch("supernet/final.pt")
                                   ["search_space"])
     table = build_table(space, 32, runtime="eager", threads=1, rounds=3)
