@@ -26,6 +26,13 @@ NOT_APPLICABLE = "not applicable"
 # (and every `ganc` subprocess it runs) is a private one, never one found on the host.
 os.environ["GANC_RAY_PRIVATE"] = "1"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+# One intra-op thread for torch here and in every process the tests start (set before torch
+# is imported; a test that needs more threads asks for them). On this 2-core machine, shared
+# with Ray's processes and with the second pytest session of `make test`, two OpenMP threads
+# spin at each barrier while the other is descheduled: a 20-step 16x16 training loop took
+# 16 CPU-s with 2 threads and 0.3 with 1.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 
 def pytest_configure(config):

@@ -15,6 +15,7 @@ from ganc.errors import ConfigError, GancError
 from ganc.space import ChannelConfig
 from ganc.store import open_store
 
+
 N_IMAGES = 8
 CONFIGS = ["16_16_16_16_16_16_16_16", "8_8_16_8_16_16_8_8", "16_8_8_8_8_8_16_8"]
 

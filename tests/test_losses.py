@@ -17,6 +17,7 @@ from ganc.train.sampling import ConfigSampler
 from ganc.train.supernet import search_space_of
 
 
+
 def test_gan_losses_match_their_definitions():
     pred = torch.tensor([[-2.0, 0.0, 3.0]])
     v = GANLoss("vanilla")

@@ -25,6 +25,7 @@ from ganc.metrics import inception as inc
 from ganc.metrics import inception_weights as incw
 from ganc.store import open_store
 
+
 N_FACADES = 12
 
 
@@ -340,9 +341,8 @@ def test_cli_fid_horse2zebra(extractor, shared_dir, tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["n_real"] == 100 and out["n_fake"] == 20
     assert 20.0 < out["fid"] < 150.0, out            # the published order of magnitude
-    # ...and the value itself: torch-fidelity's own pipeline on the same files
-    expected = torch_fidelity_fid(extractor, root / "trainB", root / "testB", tmp_path)
-    assert out["fid"] == pytest.approx(expected, rel=1e-3, abs=1e-3)
+    # The value itself against torch-fidelity's end-to-end pipeline (the same code path,
+    # cheaper inputs): test_fid_matches_torch_fidelity_on_the_same_images.
 
 
 def torch_fidelity_fid(extractor, real, fake, tmp_path) -> float:

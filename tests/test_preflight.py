@@ -15,6 +15,7 @@ from ganc.config import from_dict
 from ganc.data.check import SAMPLE, check_dataset, folders, spread
 from ganc.data.demo import make_demo_data
 
+
 N_TRAIN = 12                       # 12 train + 4 val A|B images of 32x16
 
 

@@ -25,6 +25,7 @@ from ganc.search.evolution import DONE, Evolution
 from ganc.search.pareto import dominates, pareto_front
 from ganc.space import PRESETS, ChannelConfig, SearchSpace
 
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A small synthetic problem: 2 widths per position (256 configs); score = -(weighted

@@ -16,6 +16,7 @@ from ganc.train.supernet import train_supernet
 from ganc.train.teacher import train_teacher
 from ganc.weights import read_state_dict
 
+
 # Two workers share a global batch of 2; lengths are explicit step counts.
 TINY = {"demo_n": 16, "demo_size": 32, "load_size": 36, "crop_size": 32, "batch_size": 2}
 
