@@ -48,5 +48,3 @@ def linked_subset(src: Path, root: Path, counts: dict) -> Path:
         for name in sorted(p.name for p in (src / split).iterdir())[:n]:
             (root / split / name).symlink_to(src / split / name)
     return root
-
-
