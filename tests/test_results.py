@@ -135,7 +135,7 @@ def test_fields_added_later_leave_old_fingerprints_unchanged_at_their_defaults(t
     from ganc.resume import (INPUTS, _flat, check_inputs, check_resume, resume_inputs,
                              stage_inputs)
     from ganc.stages import STAGES
-    added = ("data.val_split", "data.split_targets", "model.teacher_config")
+    from ganc.resume import ADDED_FIELDS as added
     assert set(added) <= set(_flat(RunConfig().to_dict(), ""))          # real fields
     cfg = load_config(None, ["search.population=8"])
     old = load_config(None, ["search.population=8"])
@@ -168,3 +168,24 @@ def test_fields_added_later_leave_old_fingerprints_unchanged_at_their_defaults(t
         check_resume(run, "finetune",
                      resume_inputs(load_config(None, ["data.split_targets=false"]), "finetune"),
                      True, "fix it")
+
+
+def test_every_field_added_since_the_snapshot_is_listed_as_added_or_ignored():
+    """A config field added to ganc must be in ganc.resume.ADDED_FIELDS (left out of
+    fingerprints at its default, so runs recorded before it resume) or IGNORED: otherwise
+    every run made before it stops with "stage ... ran with another config" after the
+    upgrade (as the horse2zebra long run did when data.unpaired and teacher.lambda_rec_*
+    came). The snapshot is the field set of 2026-12-07 and is not to be edited."""
+    from pathlib import Path
+
+    from ganc.config import RunConfig
+    from ganc.resume import ADDED_FIELDS, IGNORED, _flat
+    snapshot = Path(__file__).parent / "data" / "config_fields.txt"
+    known = {line.strip() for line in snapshot.read_text().splitlines()
+             if line.strip() and not line.startswith("#")}
+    assert len(known) > 100
+    new = sorted(set(_flat(RunConfig().to_dict(), "")) - known - set(ADDED_FIELDS)
+                 - set(IGNORED))
+    assert not new, (f"config fields added since {snapshot.name}: {new}; list each in "
+                     "ganc.resume.ADDED_FIELDS (its default must reproduce what runs did "
+                     "before it) or IGNORED (it changes how, not what, a stage computes)")
