@@ -321,7 +321,9 @@ def test_usage_errors_are_one_line(capsys):
                                   ["pull", "s3://ganc-test/x/runs/r", "-o", "OUT"]])
 def test_unreachable_s3_is_one_line(capsys, monkeypatch, tmp_path, argv):
     """A refused endpoint: one line naming the URL and the cause after the store's retries
-    (shortened here), in seconds, not minutes (s3fs and botocore do not retry on top)."""
+    (shortened here), in seconds, not minutes (s3fs and botocore do not retry on top).
+    The bound is loose on purpose (a few seconds on a quiet machine; it failed at 10 s
+    under load): it catches retries piled on retries, not a busy machine."""
     import time
 
     from ganc.store import retry as store_retry
@@ -336,4 +338,4 @@ def test_unreachable_s3_is_one_line(capsys, monkeypatch, tmp_path, argv):
     code, out, err = run(capsys, *[str(tmp_path / "o") if a == "OUT" else a for a in argv])
     assert_one_line_error(code, err, "s3://ganc-test/x/runs", "127.0.0.1:9",
                           "Could not connect")
-    assert time.time() - t < 10 and out == "" and not (tmp_path / "o").exists()
+    assert time.time() - t < 60 and out == "" and not (tmp_path / "o").exists()
