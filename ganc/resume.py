@@ -9,6 +9,8 @@ checkpoints) checks it against its fingerprint (:func:`check_resume`,
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from .config import RunConfig
 from .errors import ConfigError
 from .stages import stage as declared
@@ -85,11 +87,27 @@ def changed_fields(recorded: dict, now: dict) -> list[str]:
     return sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
 
 
-def changed_error(run, stage: str, changed: list[str], remedy: str) -> ConfigError:
-    """The one line that stops a stage whose recorded inputs differ from this job's."""
+def _shown(field: str, value) -> str:
+    """A recorded or current value as the one-line error shows it (short; never a secret)."""
+    if any(w in field.lower() for w in ("secret", "token", "password", "credential", "key_id")):
+        return "(hidden)"
+    text = "unset" if value is None else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def changed_error(run, stage: str, changed: list[str], remedy: str,
+                  recorded: Optional[dict] = None, now: Optional[dict] = None) -> ConfigError:
+    """The one line that stops a stage whose recorded inputs differ from this job's:
+    each changed field (the first four) with its recorded and current value, so the
+    command that made the run can be repeated (``--set`` the recorded value)."""
     more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+    if recorded is None or now is None:
+        what = f"{', '.join(changed[:4])}{more} changed"
+    else:
+        what = "; ".join(f"{k}: recorded {_shown(k, recorded.get(k))}, now {_shown(k, now.get(k))}"
+                         for k in changed[:4]) + more
     return ConfigError(f"run {run.url()}: stage {stage} ran with another config "
-                       f"({', '.join(changed[:4])}{more} changed); {remedy}")
+                       f"({what}); {remedy}")
 
 
 def check_inputs(cfg: RunConfig, run, stages: list[str]) -> None:
@@ -99,10 +117,11 @@ def check_inputs(cfg: RunConfig, run, stages: list[str]) -> None:
         key = INPUTS.format(stage)
         if not run.exists(key):
             continue
-        changed = changed_fields(run.get_json(key).get("fields", {}), stage_inputs(cfg, stage))
+        recorded, now = run.get_json(key).get("fields", {}), stage_inputs(cfg, stage)
+        changed = changed_fields(recorded, now)
         if changed:
             raise changed_error(run, stage, changed, f"rerun it with --restart-from {stage} "
-                                                     "or use a new --run-id")
+                                                     "or use a new --run-id", recorded, now)
 
 
 def record_inputs(cfg: RunConfig, run, stage: str) -> None:
@@ -117,9 +136,10 @@ def check_resume(run, stage: str, fields: dict, resuming: bool, remedy: str) -> 
     records ``fields``."""
     key = RESUME_RECORD.format(stage)
     if resuming and run.exists(key):
-        changed = changed_fields(run.get_json(key).get("fields", {}), fields)
+        recorded = run.get_json(key).get("fields", {})
+        changed = changed_fields(recorded, fields)
         if changed:
-            raise changed_error(run, stage, changed, remedy)
+            raise changed_error(run, stage, changed, remedy, recorded, fields)
         return
     run.put_json(key, {"stage": stage, "fields": fields})
 

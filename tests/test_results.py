@@ -96,10 +96,12 @@ def test_stage_inputs_refuse_a_changed_config_and_restart_resets(tmp_path):
     with pytest.raises(ConfigError) as e:
         check_inputs(changed, run, stages)
     assert str(e.value) == (f"run {run.url()}: stage search ran with another config "
-                            "(search.budget_macs, search.population changed); rerun it with "
+                            "(search.budget_macs: recorded 0.0, now 1000000000.0; "
+                            "search.population: recorded 8, now 9); rerun it with "
                             "--restart-from search or use a new --run-id")
     # a teacher field reaches every stage downstream of the teacher; the first is named
-    with pytest.raises(ConfigError, match=r"stage teacher .*\(teacher\.lr changed\)"):
+    with pytest.raises(ConfigError,
+                       match=r"stage teacher .*\(teacher\.lr: recorded 0\.0002, now 0\.001\)"):
         check_inputs(load_config(None, ["search.population=8", "teacher.lr=1e-3"]), run,
                      stages)
     assert restart_from(run, stages, "search") == stages[stages.index("search"):]
@@ -154,17 +156,19 @@ def test_fields_added_later_leave_old_fingerprints_unchanged_at_their_defaults(t
     check_inputs(cfg, run, stages)
     check_inputs(load_config(None, ["search.population=8", "data.val_split=0",
                                     "data.split_targets=true"]), run, stages)
-    with pytest.raises(ConfigError, match=r"stage teacher .*\(data\.val_split changed\)"):
+    with pytest.raises(ConfigError,
+                       match=r"stage teacher .*\(data\.val_split: recorded .*, now 0\.1\)"):
         check_inputs(load_config(None, ["search.population=8", "data.val_split=0.1"]), run,
                      stages)
-    with pytest.raises(ConfigError, match=r"\(model\.teacher_config changed\)"):
+    with pytest.raises(ConfigError, match=r"\(model\.teacher_config: recorded .*, "
+                                          r"now '16_16_32_16_32_32_16_16'\)"):
         check_inputs(load_config(None, ["search.population=8",
                                         "model.teacher_config=16_16_32_16_32_32_16_16"]),
                      run, stages)
     run.put_json("finetune/inputs.json",
                  {"stage": "finetune", "fields": resume_inputs(old, "finetune")})
     check_resume(run, "finetune", resume_inputs(cfg, "finetune"), True, "fix it")
-    with pytest.raises(ConfigError, match=r"data\.split_targets changed"):
+    with pytest.raises(ConfigError, match=r"data\.split_targets: recorded .*, now False"):
         check_resume(run, "finetune",
                      resume_inputs(load_config(None, ["data.split_targets=false"]), "finetune"),
                      True, "fix it")

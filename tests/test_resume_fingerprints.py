@@ -34,7 +34,8 @@ def test_search_restore_under_another_method_budget_or_supernet_stops_in_one_lin
     with pytest.raises(ConfigError) as e:
         run_search(cfg, url, method="nsga2")
     msg = _one_line(e)
-    assert "stage search ran with another config (search.method changed)" in msg
+    assert ("stage search ran with another config (search.method: recorded 'evolution', "
+            "now 'nsga2')") in msg, msg
     assert "--fresh" in msg and "--restart-from search" in msg
 
     with pytest.raises(ConfigError) as e:
@@ -73,11 +74,13 @@ def test_finetune_resume_under_another_config_stops_in_one_line(tmp_path):
     with pytest.raises(ConfigError) as e:
         finetune(cfg, url, config=chosen, runner="local", score=False)
     msg = _one_line(e)
-    assert "stage finetune ran with another config (finetune.lr changed)" in msg, msg
+    assert (f"stage finetune ran with another config (finetune.lr: recorded {lr!r}, "
+            f"now {lr / 10!r})") in msg, msg
     cfg.finetune.lr = lr
     with pytest.raises(ConfigError) as e:
         finetune(cfg, url, config="4_4_4_4_4_4_4_4", runner="local", score=False)
-    assert "finetune.subnet_config changed" in _one_line(e)
+    assert ("finetune.subnet_config: recorded '8_4_8_4_8_4_8_4', now '4_4_4_4_4_4_4_4'"
+            in _one_line(e))
     assert not run.exists("finetune/final.pt"), "a refused resume trained something"
 
     out = finetune(cfg, url, config=chosen, runner="local", score=False)   # unchanged
