@@ -35,6 +35,7 @@ import torch.nn as nn
 from ..config import PruneConfig, check_value, validate
 from ..errors import ConfigError
 from ..losses import GANLoss, discriminator_loss, recon_l1
+from ..train.loop import load_modules, snapshot
 from .agents import (Agent, PeerState, expected_gates, floor_open, gate_probabilities,
                      min_keep, resource_loss)
 from .gated import gated_discriminator, gated_generator
@@ -356,11 +357,36 @@ class Pruner:
             keepD, D = None, copy.deepcopy(self.D.net)
         return G, D, {"G": keepG, "D": keepD}
 
-    def state(self) -> dict:
-        return {"genG": self.genG.state_dict(),
-                "genD": self.genD.state_dict() if self.genD is not None else {},
-                "G": self.G.net.state_dict(), "D": self.D.net.state_dict(),
-                "step": self.step_count}
+    # ------------------------------------------------------------------ resume
+    def _learners(self) -> tuple[dict, dict]:
+        """({name: module}, {name: optimizer}) of everything a step changes."""
+        mods = {"G": self.G, "D": self.D, "genG": self.genG, "genD": self.genD,
+                "lds": self.lds, "fixed": self.fixed}
+        opts = {"agentG": self.opt_agentG, "agentD": self.opt_agentD, "G": self.opt_G,
+                "D": self.opt_D}
+        return ({k: m for k, m in mods.items() if m is not None},
+                {k: o for k, o in opts.items() if o is not None})
+
+    def checkpoint_state(self) -> dict:
+        """What the next steps depend on, as tensors, numbers and containers
+        (``weights_only``-loadable): the modules and optimizers, the gate and
+        neighbourhood generators, both peer summaries and the step."""
+        mods, opts = self._learners()
+        return snapshot(self.step_count, mods, opts, {}, {
+            "generators": {"gates": self.rng.get_state(), "lds": self.rng_lds.get_state()},
+            "peers": {"G": [self.peer_G.values, self.peer_G.loss],
+                      "D": [self.peer_D.values, self.peer_D.loss]}})
+
+    def load_checkpoint_state(self, state: dict) -> int:
+        """Restore :meth:`checkpoint_state` (strict) into this Pruner, built with the same
+        config and networks; returns the step it holds."""
+        mods, opts = self._learners()
+        self.step_count = load_modules(mods, opts, state)
+        self.rng.set_state(state["generators"]["gates"])
+        self.rng_lds.set_state(state["generators"]["lds"])
+        for side, peer in (("G", self.peer_G), ("D", self.peer_D)):
+            peer.values, peer.loss = state["peers"][side]
+        return self.step_count
 
 
 def describe_gates(keep: Dict[str, torch.Tensor], groups: Dict[str, int]) -> Dict[str, list]:
