@@ -32,7 +32,8 @@ IGNORED = {"data.on_every_node", "fid.num_actors", "fid.batch_size", "search.max
 # fields of 2026-12-07 (tests/data/config_fields.txt).
 ADDED_FIELDS = ("data.val_split", "data.split_targets", "model.teacher_config",
                 "model.student_norm", "data.unpaired", "teacher.lambda_rec_x",
-                "teacher.lambda_rec_s", "teacher.lambda_rec_c", "prune.checkpoint_every")
+                "teacher.lambda_rec_s", "teacher.lambda_rec_c", "prune.checkpoint_every",
+                "prune.crop_size")
 
 
 def _flat(obj, prefix: str) -> dict:

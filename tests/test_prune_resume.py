@@ -56,14 +56,17 @@ def score(models):
 
 def run_target(cfg, monkeypatch, kill_at=None, target=TARGET) -> dict:
     """One prune_target call; what it did: its row (None when killed), the agents' steps
-    it ran, the first step of each batch stream it opened, the exported G's weights and
-    the history it committed."""
-    did = {"agent_steps": 0, "streams": [], "row": None}
+    it ran and the (A, B) image shapes they got, the first step of each batch stream it
+    opened and the shapes of its batches, the exported G's weights and the history it
+    committed."""
+    did = {"agent_steps": 0, "agent_shapes": set(), "streams": [], "stream_shapes": {},
+           "row": None}
     step, save, batches = Pruner.step, prune_checkpoints.Checkpoints.save, TargetRun.batches
 
-    def counted_step(self, *a, **k):
+    def counted_step(self, A, B=None):
         did["agent_steps"] += 1
-        return step(self, *a, **k)
+        did["agent_shapes"].add((tuple(A.shape), tuple(B.shape)))
+        return step(self, A, B)
 
     def killing_save(self, phase, at, state):
         key = save(self, phase, at, state)
@@ -73,7 +76,14 @@ def run_target(cfg, monkeypatch, kill_at=None, target=TARGET) -> dict:
 
     def recorded_batches(self, dataset, start):
         did["streams"].append(start)
-        return batches(self, dataset, start)
+        shapes = did["stream_shapes"].setdefault(start, set())
+        stream = batches(self, dataset, start)      # opened now, as the code opens it
+
+        def recorded():
+            for batch in stream:
+                shapes.add((tuple(batch["A"].shape), tuple(batch["B"].shape)))
+                yield batch
+        return recorded()
 
     monkeypatch.setattr(Pruner, "step", counted_step)
     monkeypatch.setattr(prune_checkpoints.Checkpoints, "save", killing_save)

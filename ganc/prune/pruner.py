@@ -19,10 +19,12 @@ discriminator ``D``, the agents genG / genD and the LDS loss. Each :meth:`Pruner
    images through the gated D (D's weights with ``prune.lr_d``),
    ``+ lambda_resource * res(r_D, p_D)``, + the critic loss.
 
-The MACs ratios r are those of the gated networks (``Gated.macs_ratio``) at the data's
-crop size, in the profiler's convention. :meth:`Pruner.hard_gates` are the
-deterministic gates (``logits > 0``); :meth:`Pruner.slice` turns them into plain
-networks, which :mod:`ganc.prune.finetuning` trains with the search winner's recipe.
+The MACs ratios r are those of the gated networks (``Gated.macs_ratio``) at ``size`` (the
+data's crop size, the evaluation size), in the profiler's convention, whatever size the
+steps train at (``train_size``: ``prune.crop_size``, crops of the training images).
+:meth:`Pruner.hard_gates` are the deterministic gates (``logits > 0``); :meth:`Pruner.slice`
+turns them into plain networks, which :mod:`ganc.prune.finetuning` trains with the search
+winner's recipe.
 """
 from __future__ import annotations
 
@@ -63,10 +65,13 @@ class Pruner:
     def __init__(self, pc: PruneConfig, target: float, teacher: nn.Module,
                  discriminator: nn.Module, *, conditional: bool = True, size: int = 256,
                  gan_mode: str = "vanilla", device="cpu", seed: int = 0,
-                 base: Optional[nn.Module] = None):
+                 base: Optional[nn.Module] = None, train_size: Optional[int] = None):
         check_prune_config(pc)
         check_value(PruneConfig, "d_target", target, "prune target")
         self.pc, self.target, self.size = pc, float(target), int(size)
+        # the side of the images the steps see (the LDS features' length depends on it);
+        # MACs, budget and projections are at ``size``
+        self.train_size = int(train_size or size)
         self.d_target = float(pc.d_target)
         self.device = torch.device(device)
         self.conditional = conditional
@@ -129,7 +134,7 @@ class Pruner:
     def _feature_dim(self) -> int:
         """Length of phi(y) at the training size (the grid pooling keeps fewer cells of
         maps smaller than the grid, so it depends on the size)."""
-        nc, s = self.G.plan.fixed["in"], self.size
+        nc, s = self.G.plan.fixed["in"], self.train_size
         x = torch.zeros(1, nc, s, s, device=self.device)
         was = self.D.training
         self.D.eval()

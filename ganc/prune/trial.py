@@ -29,7 +29,7 @@ from typing import Callable, Iterator, Optional
 import torch
 import torch.nn as nn
 
-from ..config import RunConfig, from_dict
+from ..config import RunConfig, check_prune_crop, from_dict
 from ..data.source import DataRef
 from ..data.splits import build_split
 from ..log import say
@@ -61,8 +61,8 @@ class TargetRun:
     source: str                 # where the teacher came from
     base_name: str              # the network pruned: teacher | mobile
     pr: Pruner
-    data: object                # the agents' training split (a Dataset)
-    finetune_data: object       # the fine-tune's (the same images and size today)
+    data: object                # the agents' training split (a Dataset; prune.crop_size crops)
+    finetune_data: object       # the fine-tune's (the same images at data.crop_size)
     n_train: int                # images in the training split
     t0: float                   # perf_counter at the start (earlier pieces' time included)
     prefix: str = ""            # where the target is exported (prune/p<target>[-tags])
@@ -113,21 +113,34 @@ def pr_slice_cpu(pr: Pruner, keep) -> nn.Module:
 
 def open_target(spec: dict, target: float) -> TargetRun:
     """The store, the original generator, the network pruned, its Pruner and the
-    training batches of one target."""
+    training splits of one target: the agents' (``prune.crop_size`` crops of the images
+    at ``data.load_size``, when set) and the fine-tune's (``data.crop_size``)."""
     cfg = from_dict(spec["config"])
+    check_prune_crop(cfg)           # against the placed data.load_size
     t0 = time.perf_counter()
     device = torch.device("cuda" if spec.get("use_gpu") and torch.cuda.is_available() else "cpu")
     run = open_store(spec["store_url"], endpoint_url=spec.get("endpoint_url") or None)
     G0, D0, source = build_teacher(cfg, run)
     base, base_name = build_base(cfg, run, G0)
+    crop = agents_crop(cfg)
     pr = Pruner(cfg.prune, target, G0, D0, conditional=cfg.data.kind == "aligned",
                 size=cfg.data.crop_size, gan_mode=cfg.model.gan_mode, device=device,
-                seed=cfg.seed, base=base)
-    ds = build_split(cfg, DataRef.from_spec(spec["data"]).local(), cfg.data.train_split,
-                     train=True, holdout=True)
+                seed=cfg.seed, base=base, train_size=crop)
+    root = DataRef.from_spec(spec["data"]).local()
+    ds = build_split(cfg, root, cfg.data.train_split, train=True, holdout=True)
+    agents_ds = ds
+    if crop != cfg.data.crop_size:  # the same images and flips, a smaller window
+        at_crop = copy.deepcopy(cfg)
+        at_crop.data.crop_size = crop
+        agents_ds = build_split(at_crop, root, cfg.data.train_split, train=True, holdout=True)
     return TargetRun(cfg, target, spec.get("trial_id", f"p{target:g}"), run, device, G0,
-                     source, base_name, pr, ds, ds, len(ds), t0,
+                     source, base_name, pr, agents_ds, ds, len(ds), t0,
                      export_prefix(cfg.prune, target))
+
+
+def agents_crop(cfg: RunConfig) -> int:
+    """The side of the agents' training crops: ``prune.crop_size``, else ``data.crop_size``."""
+    return int(cfg.prune.crop_size or cfg.data.crop_size)
 
 
 class StepClock:
@@ -319,6 +332,7 @@ def model_card(job: TargetRun, chosen: Chosen, tuned: Tuned) -> dict:
         "ablation": {"use_lds": pc.use_lds, "peer_feedback": pc.peer_feedback,
                      "prune_d": pc.prune_d},
         "base_model": job.base_name, "budget_macs": pr.budget_macs, "chosen_by": chosen.by,
+        "agents_crop_size": agents_crop(cfg),
         "chosen_step": chosen.step, "steps": pc.steps, "finetune_steps": tuned.steps,
         "finetune": {**tuned.record, "recipe": asdict(tuned.recipe)}}
 
