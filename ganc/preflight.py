@@ -107,16 +107,18 @@ def _teacher(cfg: RunConfig) -> str:
 def _adversary(cfg: RunConfig) -> str:
     """The family's adversarial terms build from the config (SPADE's need the multiscale
     discriminator and the hinge loss) and its discriminator takes the run's image sizes
-    (``data.crop_size``, and ``scale.cpu_crop_size`` where a CPU placement uses it; a
-    PatchGAN of ``n_layers_D`` halvings needs sides of at least 3 x 2^n_layers_D): one
-    line naming the fields, not a worker's traceback minutes into training."""
+    (``data.crop_size``, ``scale.cpu_crop_size`` where a CPU placement uses it, and the
+    pruning agents' crops, ``prune.crop_size``; a PatchGAN of ``n_layers_D`` halvings
+    needs sides of at least 3 x 2^n_layers_D): one line naming the fields, not a worker's
+    traceback minutes into training."""
     import torch  # deferred: torch
     data, m = cfg.data, cfg.model
     fam = family_of(m.teacher)
     adv = fam.adversary(cfg, {}, data.kind != "unaligned", "cpu")
     sizes = []
     for field, width in (("data.crop_size", data.crop_size),
-                         ("scale.cpu_crop_size", cfg.scale.cpu_crop_size)):
+                         ("scale.cpu_crop_size", cfg.scale.cpu_crop_size),
+                         ("prune.crop_size", cfg.prune.crop_size)):
         if not width:
             continue
         h, w = image_hw(dataclasses.replace(data, crop_size=int(width)))

@@ -4,8 +4,9 @@ A finished stage leaves ``pipeline/<stage>.json`` (:data:`MARKER`); at its start
 the config fields its result depends on (:data:`INPUTS`, :func:`stage_inputs`: its own
 sections and its upstream stages', as :mod:`ganc.stages` declares them). A stage that
 resumes its own interrupted work (the search's Tune experiment, the fine-tune's
-checkpoints) checks it against its fingerprint (:func:`check_resume`,
-:func:`resume_inputs`). Stages import this module; nothing here imports a stage.
+checkpoints, each prune target's checkpoints) checks it against its fingerprint
+(:func:`check_resume`, :func:`resume_inputs`). Stages import this module; nothing here
+imports a stage.
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ IGNORED = {"data.on_every_node", "fid.num_actors", "fid.batch_size", "search.max
 # fields of 2026-12-07 (tests/data/config_fields.txt).
 ADDED_FIELDS = ("data.val_split", "data.split_targets", "model.teacher_config",
                 "model.student_norm", "data.unpaired", "teacher.lambda_rec_x",
-                "teacher.lambda_rec_s", "teacher.lambda_rec_c")
+                "teacher.lambda_rec_s", "teacher.lambda_rec_c", "prune.checkpoint_every",
+                "prune.crop_size")
 
 
 def _flat(obj, prefix: str) -> dict:
@@ -73,8 +75,9 @@ def stage_inputs(cfg: RunConfig, stage: str) -> dict:
     return _fields(cfg, sections)
 
 
-# A stage run on its own (``ganc search``, ``ganc finetune``) resumes its own interrupted
-# work (the Tune experiment, the fine-tune's checkpoints); what it must match: its own
+# A stage run on its own (``ganc search``, ``ganc finetune``, ``ganc prune``) resumes its own
+# interrupted work (the Tune experiment, the fine-tune's and each prune target's
+# checkpoints); what it must match: its own
 # config sections and the data (the stage's resume_sections), plus what it ran on and
 # with (the upstream artifact's hash, the method, budgets and sub-network: see
 # resume_inputs' callers).
@@ -129,12 +132,14 @@ def record_inputs(cfg: RunConfig, run, stage: str) -> None:
     run.put_json(INPUTS.format(stage), {"stage": stage, "fields": stage_inputs(cfg, stage)})
 
 
-def check_resume(run, stage: str, fields: dict, resuming: bool, remedy: str) -> None:
+def check_resume(run, stage: str, fields: dict, resuming: bool, remedy: str,
+                 record: str = "") -> None:
     """Before ``stage`` continues earlier work in ``run`` (``resuming``): one line naming
     the stage and the changed fields when its recorded fingerprint differs from
     ``fields``. Starting afresh (or resuming work from before fingerprints were recorded)
-    records ``fields``."""
-    key = RESUME_RECORD.format(stage)
+    records ``fields`` (at ``record``: a stage with several pieces of resumable work, such
+    as the prune's targets, keeps one record each; default ``<stage>/inputs.json``)."""
+    key = record or RESUME_RECORD.format(stage)
     if resuming and run.exists(key):
         recorded = run.get_json(key).get("fields", {})
         changed = changed_fields(recorded, fields)

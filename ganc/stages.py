@@ -58,6 +58,7 @@ STAGES = (
           runner="ganc.runners:search"),
     Stage("prune", sections=("prune", "fid"), upstream=("teacher",),
           outputs=("prune",), artifacts=("prune/summary.json",),
+          resume_sections=("seed", "data", "model", "prune", "fid"),
           modules=("ganc.prune.driver",), runner="ganc.runners:prune"),
     Stage("finetune", sections=("finetune",), upstream=("search",),
           outputs=("finetune",), artifacts=("finetune/result.json",),

@@ -161,6 +161,11 @@ REFUSED = {
         ["prune"], None, ["--set", "scale.cpu_crop_size=16",
                           "--set", "model.teacher_weights=TEACHER"],
         "scale.cpu_crop_size 16: the discriminator (model.netD n_layers"),
+    "prune, agents' crops too small for the discriminator": (
+        ["prune"], None, ["--set", "prune.crop_size=16",
+                          "--set", "model.teacher_weights=TEACHER"],
+        "prune.crop_size 16: the discriminator (model.netD n_layers, model.n_layers_D 3) "
+        "cannot take 16x16 (WxH) images"),
     "train-teacher, SPADE data with a PatchGAN": (
         ["train-teacher"], None, ["--set", "data.kind=camvid", "--set", "data.crop_size=128",
                                   "--set", "model.teacher=spade"],

@@ -13,13 +13,14 @@ Ray).
 - :mod:`.run`: ``fid``, ``scale``, ``store``, ``pipeline`` and :class:`RunConfig`
 - :mod:`.checks`: ranges and the criterion checked (:func:`validate`, :func:`check_value`,
   :func:`check_criterion`), and the fields checked against each other or a registry
-  (``data.direction``, ``data.crop_size``, ``model.search_space``)
+  (``data.direction``, ``data.crop_size``, ``prune.crop_size``, ``model.search_space``)
 - :mod:`.load`: :func:`load_config`, :func:`from_dict`, ``--set`` (:func:`apply_override`)
   and flags (:func:`set_field`)
 """
 from __future__ import annotations
 
-from .checks import LABEL_MAP_KINDS, _declared, check_criterion, check_value, show, validate
+from .checks import (LABEL_MAP_KINDS, _declared, check_criterion, check_prune_crop, check_value,
+                     show, validate)
 from .inputs import DIRECTIONS, DataConfig, ModelConfig
 from .load import RESERVED_RESOURCES, apply_override, from_dict, load_config, set_field
 from .ranges import (MAX_SEED, Beta, Budgets, Count, PosInt, Positive, Prob, Range, Ratio,
@@ -36,5 +37,6 @@ __all__ = [
     "FinetuneConfig", "PruneConfig", "FidConfig", "ScaleConfig", "StoreConfig",
     "PipelineConfig", "RunConfig", "PIPELINE_STAGES",
     "from_dict", "load_config", "apply_override", "set_field", "RESERVED_RESOURCES",
-    "validate", "check_value", "show", "check_criterion", "LABEL_MAP_KINDS",
+    "validate", "check_value", "show", "check_criterion", "check_prune_crop",
+    "LABEL_MAP_KINDS",
 ]

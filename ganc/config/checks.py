@@ -112,6 +112,7 @@ def validate(cfg, prefix: str = ""):
                               + ", ".join(STAGE_NAMES))
         if cfg.scale.cpu_crop_size:
             _check_sides(cfg.data, int(cfg.scale.cpu_crop_size), "scale.cpu_crop_size")
+        check_prune_crop(cfg)
     return cfg
 
 
@@ -140,6 +141,19 @@ def _check_sides(data: DataConfig, width: int, where: str) -> None:
         raise ConfigError(f"{where}: {width} wide and data.aspect_ratio "
                           f"{data.aspect_ratio:g} make {width}x{height} (WxH) images; label-map "
                           f"data (SPADE) needs both sides multiples of {m}")
+
+
+def check_prune_crop(cfg: RunConfig) -> None:
+    """``prune.crop_size`` (when set) a side the generators take, cut from the images
+    resized to ``data.load_size`` (the discriminator's smallest side is checked before a
+    command starts, :mod:`ganc.preflight`)."""
+    crop, load = int(cfg.prune.crop_size), int(cfg.data.load_size)
+    if not crop:
+        return
+    _check_sides(cfg.data, crop, "prune.crop_size")
+    if crop > load:
+        raise ConfigError(f"prune.crop_size: {crop} is larger than data.load_size {load} (the "
+                          "agents' crops are cut from the images resized to it)")
 
 
 def check_space(cfg: RunConfig) -> None:

@@ -138,4 +138,10 @@ class PruneConfig:
                                    # with the search winner's recipe (-1: as long as the
                                    # search winner's, finetune.steps / epochs + epochs_decay)
     eval_n: Count = 0              # FID of sampled sub-generators on the first n eval images
+    checkpoint_every: Count = 100  # steps between a target's resume checkpoints, in the
+                                   # agents' phase and in its fine-tune (0: none)
+    crop_size: Count = 0           # the agents' phase trains on random crops this wide of
+                                   # the images resized to data.load_size (0: data.crop_size);
+                                   # MACs, budget, scoring, export and the fine-tune stay at
+                                   # data.crop_size
 

@@ -9,6 +9,8 @@
 - :mod:`ganc.prune.lds`: the local-density-structure loss.
 - :mod:`ganc.prune.pruner`: one target's training in plain PyTorch (:class:`Pruner`).
 - :mod:`ganc.prune.finetuning`: fine-tuning a sliced generator with the search winner's recipe.
+- :mod:`ganc.prune.trial`: one target's steps (agents, choice, fine-tune, export).
+- :mod:`ganc.prune.checkpoints`: a target's resume checkpoints.
 - :mod:`ganc.prune.driver`: the Ray Tune driver, FID sampling, fine-tuning, export.
 """
 from ..nn.pruned import PrunedResnetGenerator

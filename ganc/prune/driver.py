@@ -27,10 +27,15 @@
    target and config, so a re-run or a retry adds no duplicate), and writes
    ``prune/summary.json``.
 
+A trial writes resume checkpoints every ``prune.checkpoint_every`` steps of its agents and
+of its fine-tune (:mod:`ganc.prune.checkpoints`); a prune started again continues each
+target from its newest one, when made with the same target and config.
+
 The steps of one trial are :mod:`ganc.prune.trial` (plain PyTorch); the networks it starts
 from :mod:`ganc.prune.models`, its targets :mod:`ganc.prune.targets`, the exported unit
-:mod:`ganc.prune.artifacts`. One trial runs in one process (CPU or one GPU). Several GPUs
-per trial (Ray Train workers inside a trial) are not implemented.
+:mod:`ganc.prune.artifacts`, its checkpoints :mod:`ganc.prune.checkpoints`. One trial runs in
+one process (CPU or one GPU). Several GPUs per trial (Ray Train workers inside a trial) are
+not implemented.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, List
+from typing import Callable, Iterable, List, Optional
 
 import torch
 import torch.nn as nn
@@ -16,6 +16,7 @@ from ..errors import ConfigError
 from ..losses import FeatureDistiller, GANLoss, discriminator_loss, recon_l1
 from ..train.common import set_lr, set_requires_grad
 from ..train.family import base_lrs, optimizers
+from ..train.loop import load_modules, rng_state, set_rng_state, snapshot
 from ..train import schedule
 
 
@@ -62,7 +63,9 @@ def distill_points(G: nn.Module, teacher: nn.Module, wanted) -> List[str]:
 
 def finetune(G: nn.Module, D: nn.Module, teacher: nn.Module, batches: Iterable,
              recipe: FinetuneRecipe, *, paired: bool = True, gan_mode: str = "vanilla",
-             device="cpu") -> List[dict]:
+             device="cpu", start: Optional[dict] = None, checkpoint_every: int = 0,
+             checkpoint: Optional[Callable[[int, dict], None]] = None,
+             progress: Optional[Callable[[int, dict], None]] = None) -> List[dict]:
     """Fine-tune a sliced generator (and its sliced D) in place with ``recipe``:
 
         lambda_recon * L1(G(x), target) + lambda_distill * sum_p MSE(map_p(G_p(x)), T_p(x))
@@ -72,7 +75,13 @@ def finetune(G: nn.Module, D: nn.Module, teacher: nn.Module, batches: Iterable,
     learnable 1x1 convs from G's features to the original's at the named points (trained
     with G, not exported); D sees (A, image) pairs on paired data. D's real samples are
     the batches' real B either way (on unpaired data real target-domain images, as the
-    supernet's D sees them), never the original's outputs. Returns per-step losses."""
+    supernet's D sees them), never the original's outputs. Returns per-step losses.
+
+    Resume: every ``checkpoint_every`` steps (0: never) and at the last,
+    ``checkpoint(step, state)`` gets the state the next steps depend on (G, D, the
+    mappings and both optimizers, the losses so far, torch's random state; tensors and
+    numbers only); ``start``, such a state, continues from its step (then ``batches``
+    must start at that step's batch). ``progress(step, losses)`` after every step."""
     dev = torch.device(device)
     G, D, T = G.to(dev).train(), D.to(dev).train(), teacher.to(dev).eval()
     points = distill_points(G, T, recipe.points) if recipe.lambda_distill > 0 else []
@@ -84,10 +93,14 @@ def finetune(G: nn.Module, D: nn.Module, teacher: nn.Module, batches: Iterable,
     opts = optimizers(recipe, g_params, D.parameters())
     oG, oD = opts["G"], opts["D"]
     cat = (lambda a, y: torch.cat([a, y], 1)) if paired else (lambda a, y: y)
-    hist: List[dict] = []
+    modules = {"G": G, "D": D, **({"distiller": distiller} if distiller is not None else {})}
+    first = load_modules(modules, opts, start) if start else 0
+    hist: List[dict] = [dict(h) for h in start["history"]] if start else []
+    if start:
+        set_rng_state(start.get("rng"))
     it = iter(batches)
     with torch.enable_grad():
-        for step in range(recipe.steps):
+        for step in range(first, recipe.steps):
             for name, opt in opts.items():
                 set_lr([opt], lrs[name], recipe.lr_factor(step))
             batch = next(it)
@@ -118,6 +131,13 @@ def finetune(G: nn.Module, D: nn.Module, teacher: nn.Module, batches: Iterable,
             hist.append({"G_gan": float(lg.detach()), "G_recon": float(lr_.detach()),
                          "distill": float(l_distill.detach()), "D": float(ld.detach()),
                          "lr": oG.param_groups[0]["lr"]})
+            done = step + 1
+            if checkpoint is not None and checkpoint_every > 0 and (
+                    done % checkpoint_every == 0 or done == recipe.steps):
+                checkpoint(done, snapshot(done, modules, opts, {}, {
+                    "history": [dict(h) for h in hist], "rng": rng_state()}))
+            if progress is not None:
+                progress(done, hist[-1])
     G.eval()
     return hist
 

@@ -3,6 +3,8 @@ discriminator, and the network pruned (the teacher, or the supernet's largest
 sub-network)."""
 from __future__ import annotations
 
+import torch
+
 from .. import nn as gnn
 from ..config import RunConfig
 from ..errors import ConfigError
@@ -19,9 +21,12 @@ def build_teacher(cfg: RunConfig, run=None):
 
     G is the run's teacher, found as the supernet stage finds it (``model.teacher_weights``,
     else ``teacher/final.pt``, with the architecture recorded there); without either, a
-    randomly initialised ``model.teacher`` (demo and tests only)."""
+    randomly initialised ``model.teacher`` (demo and tests only). What is initialised at
+    random is drawn from ``seed`` (the same networks in every process, so a resumed
+    target continues with the original it started from)."""
     m = cfg.model
-    D = build_discriminator(cfg, 6 if cfg.data.kind == "aligned" else 3)
+    D = _seeded(cfg.seed, lambda: build_discriminator(cfg, 6 if cfg.data.kind == "aligned"
+                                                      else 3))
     if m.teacher_weights or (run is not None and run.exists("teacher/final.pt")):
         ref = resolve_teacher(cfg, run)
         G, source = load_teacher(ref, cfg.store.endpoint_url), ref["source"]
@@ -33,12 +38,21 @@ def build_teacher(cfg: RunConfig, run=None):
                 except RuntimeError:
                     pass  # a D of another shape: start D fresh
     else:
-        G, source = gnn.init_weights(build_generator(teacher_spec(m))), "random-init"
+        G = _seeded(cfg.seed, lambda: gnn.init_weights(build_generator(teacher_spec(m))))
+        source = "random-init"
     kind = type(G).__name__
     if kind not in PRUNABLE:
         raise ConfigError(f"teacher {kind} ({source}): pruning supports resnet_9blocks, "
                           "resnet_6blocks and mobile_resnet_9blocks")
     return G.eval(), D, source
+
+
+def _seeded(seed: int, build):
+    """``build()`` with torch's random numbers drawn from ``seed`` (the caller's stream
+    left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return build()
 
 
 def build_base(cfg: RunConfig, run, teacher):

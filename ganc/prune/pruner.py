@@ -19,10 +19,12 @@ discriminator ``D``, the agents genG / genD and the LDS loss. Each :meth:`Pruner
    images through the gated D (D's weights with ``prune.lr_d``),
    ``+ lambda_resource * res(r_D, p_D)``, + the critic loss.
 
-The MACs ratios r are those of the gated networks (``Gated.macs_ratio``) at the data's
-crop size, in the profiler's convention. :meth:`Pruner.hard_gates` are the
-deterministic gates (``logits > 0``); :meth:`Pruner.slice` turns them into plain
-networks, which :mod:`ganc.prune.finetuning` trains with the search winner's recipe.
+The MACs ratios r are those of the gated networks (``Gated.macs_ratio``) at ``size`` (the
+data's crop size, the evaluation size), in the profiler's convention, whatever size the
+steps train at (``train_size``: ``prune.crop_size``, crops of the training images).
+:meth:`Pruner.hard_gates` are the deterministic gates (``logits > 0``); :meth:`Pruner.slice`
+turns them into plain networks, which :mod:`ganc.prune.finetuning` trains with the search
+winner's recipe.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ import torch.nn as nn
 from ..config import PruneConfig, check_value, validate
 from ..errors import ConfigError
 from ..losses import GANLoss, discriminator_loss, recon_l1
+from ..train.loop import load_modules, snapshot
 from .agents import (Agent, PeerState, expected_gates, floor_open, gate_probabilities,
                      min_keep, resource_loss)
 from .gated import gated_discriminator, gated_generator
@@ -62,10 +65,13 @@ class Pruner:
     def __init__(self, pc: PruneConfig, target: float, teacher: nn.Module,
                  discriminator: nn.Module, *, conditional: bool = True, size: int = 256,
                  gan_mode: str = "vanilla", device="cpu", seed: int = 0,
-                 base: Optional[nn.Module] = None):
+                 base: Optional[nn.Module] = None, train_size: Optional[int] = None):
         check_prune_config(pc)
         check_value(PruneConfig, "d_target", target, "prune target")
         self.pc, self.target, self.size = pc, float(target), int(size)
+        # the side of the images the steps see (the LDS features' length depends on it);
+        # MACs, budget and projections are at ``size``
+        self.train_size = int(train_size or size)
         self.d_target = float(pc.d_target)
         self.device = torch.device(device)
         self.conditional = conditional
@@ -128,7 +134,7 @@ class Pruner:
     def _feature_dim(self) -> int:
         """Length of phi(y) at the training size (the grid pooling keeps fewer cells of
         maps smaller than the grid, so it depends on the size)."""
-        nc, s = self.G.plan.fixed["in"], self.size
+        nc, s = self.G.plan.fixed["in"], self.train_size
         x = torch.zeros(1, nc, s, s, device=self.device)
         was = self.D.training
         self.D.eval()
@@ -356,11 +362,36 @@ class Pruner:
             keepD, D = None, copy.deepcopy(self.D.net)
         return G, D, {"G": keepG, "D": keepD}
 
-    def state(self) -> dict:
-        return {"genG": self.genG.state_dict(),
-                "genD": self.genD.state_dict() if self.genD is not None else {},
-                "G": self.G.net.state_dict(), "D": self.D.net.state_dict(),
-                "step": self.step_count}
+    # ------------------------------------------------------------------ resume
+    def _learners(self) -> tuple[dict, dict]:
+        """({name: module}, {name: optimizer}) of everything a step changes."""
+        mods = {"G": self.G, "D": self.D, "genG": self.genG, "genD": self.genD,
+                "lds": self.lds, "fixed": self.fixed}
+        opts = {"agentG": self.opt_agentG, "agentD": self.opt_agentD, "G": self.opt_G,
+                "D": self.opt_D}
+        return ({k: m for k, m in mods.items() if m is not None},
+                {k: o for k, o in opts.items() if o is not None})
+
+    def checkpoint_state(self) -> dict:
+        """What the next steps depend on, as tensors, numbers and containers
+        (``weights_only``-loadable): the modules and optimizers, the gate and
+        neighbourhood generators, both peer summaries and the step."""
+        mods, opts = self._learners()
+        return snapshot(self.step_count, mods, opts, {}, {
+            "generators": {"gates": self.rng.get_state(), "lds": self.rng_lds.get_state()},
+            "peers": {"G": [self.peer_G.values, self.peer_G.loss],
+                      "D": [self.peer_D.values, self.peer_D.loss]}})
+
+    def load_checkpoint_state(self, state: dict) -> int:
+        """Restore :meth:`checkpoint_state` (strict) into this Pruner, built with the same
+        config and networks; returns the step it holds."""
+        mods, opts = self._learners()
+        self.step_count = load_modules(mods, opts, state)
+        self.rng.set_state(state["generators"]["gates"])
+        self.rng_lds.set_state(state["generators"]["lds"])
+        for side, peer in (("G", self.peer_G), ("D", self.peer_D)):
+            peer.values, peer.loss = state["peers"][side]
+        return self.step_count
 
 
 def describe_gates(keep: Dict[str, torch.Tensor], groups: Dict[str, int]) -> Dict[str, list]:

@@ -103,6 +103,22 @@ def train_batches(sess: Session, cfg: RunConfig, spec: dict, start: int):
     return schedule, loader
 
 
+def rng_state() -> dict:
+    """torch's global random state (and CUDA's, when in use): what a checkpoint keeps so a
+    resumed loop draws the numbers the uninterrupted one would have."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
+    return {"torch": torch.get_rng_state(), "cuda": list(cuda)}
+
+
+def set_rng_state(state: Optional[dict]) -> None:
+    """Restore what :func:`rng_state` returned (nothing for None)."""
+    if not state:
+        return
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
+
+
 def seed_all(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
