@@ -170,12 +170,13 @@ def test_a_checkpoint_of_another_config_or_target_is_refused(tmp_path, monkeypat
     run = open_store(tmp_path / "store").run("resume")
     before = run.get_json("prune/p0.5/state/latest.json")
     for changed, target, field in ((tiny(tmp_path / "store", lr_agent=1e-2), TARGET,
-                                    "prune.lr_agent"),
-                                   (cfg, 0.5000001, "prune.target")):   # also prune/p0.5
+                                    f"prune.lr_agent: recorded {cfg.prune.lr_agent!r}, now 0.01"),
+                                   (cfg, 0.5000001,                     # also prune/p0.5
+                                    "prune.target: recorded 0.5, now 0.5000001")):
         with pytest.raises(ConfigError) as e:
             run_target(changed, monkeypatch, target=target)
         msg = str(e.value)
-        assert "\n" not in msg and f"stage prune ran with another config ({field} changed)" \
+        assert "\n" not in msg and f"stage prune ran with another config ({field})" \
             in msg and "remove file://" in msg and "prune/p0.5/state to start target p0.5" in msg
         assert run.get_json("prune/p0.5/state/latest.json") == before     # left as it was
     # how, not what: another checkpoint period resumes the same work
