@@ -151,3 +151,15 @@ def test_refusals_are_one_line(tmp_path, capsys):
                  "--out", str(tmp_path / "y")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--model budget:5e9" in err[0]
+
+
+def test_a_failed_publish_leaves_nothing(tmp_path, monkeypatch):
+    teacher = _teacher_folder(tmp_path)
+    _, run, _, _ = _run(tmp_path, str(teacher / "latest_net_G.pth"))
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+    monkeypatch.setattr("ganc.publish.shutil.copyfile", broken)   # the last file written
+    with pytest.raises(OSError):
+        publish(run, "best", tmp_path / "zoo" / "x")
+    assert os.listdir(tmp_path / "zoo") == []
