@@ -18,7 +18,7 @@ import time
 from typing import Callable, Optional
 
 from .config import RunConfig
-from .context import open_context, ray_connection, run_lease
+from .context import open_context, open_run, ray_connection, run_lease
 from .errors import ConfigError
 from .resume import MARKER, check_inputs, missing_artifacts, record_inputs, restart_from
 from .stages import STAGE_NAMES, stage as declared
@@ -81,6 +81,8 @@ def compress(cfg: RunConfig, store=None, *, method: Optional[str] = None,
     # config, store, teacher checkpoint, budgets and data: one line, before Ray starts or
     # anything is written (a failed first submission leaves no run behind)
     require(cfg, store, method=method)
+    if not restart:     # a stage already run with other inputs: one line before Ray starts
+        check_inputs(cfg, open_run(cfg, store)[1], stages)
     _import_stages(stages)
     done = {}
     t_all = time.perf_counter()

@@ -296,3 +296,25 @@ def test_valid_runs_pass_the_checks_and_resume(ray_local, data, tmp_path, capsys
     assert code == 0, err
     code, out, err = run(capsys, "train-teacher", *small)
     assert code == 0 and "teacher already finished" in out, out + err
+
+
+def test_a_stage_run_with_other_inputs_is_refused_before_ray(data, tmp_path, capsys):
+    """``compress`` on a run whose teacher stage recorded other inputs: the one line
+    naming the field with its recorded and current values, before Ray starts (the
+    autouse fixture fails on any Ray start) and before anything is written."""
+    from ganc.config import load_config
+    from ganc.context import open_run
+    from ganc.resume import INPUTS, stage_inputs
+
+    store = tmp_path / "store"
+    argv = tiny(store, data)
+    sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+    recorded = load_config(None, sets + ["teacher.lr=0.0005"])
+    earlier = open_run(recorded, str(store))[1]
+    earlier.put_json(INPUTS.format("teacher"), {"fields": stage_inputs(recorded, "teacher")})
+    before = sorted(p.relative_to(store) for p in store.rglob("*"))
+    code, out, err = run(capsys, "compress", *argv)
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "stage teacher ran with another config (teacher.lr: recorded 0.0005, now 0.0002)" \
+        in err and "--restart-from teacher" in err
+    assert sorted(p.relative_to(store) for p in store.rglob("*")) == before
