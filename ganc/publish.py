@@ -85,9 +85,10 @@ def describe(entry: dict) -> str:
 
 def select(run, which: str) -> dict:
     """The entry of :func:`published` that ``which`` names: ``best``, ``budget:<MACs>``
-    (the export, when it is that budget's best), ``prune:<target>`` or a prune unit's
-    folder name (``p0.5``, ``p0.5-nolds``, ``prune/p0.5``); one line listing the choices
-    when none matches."""
+    (the export, when it is that budget's best), ``prune:<target>[-tags]`` or a prune
+    unit's folder name (``p0.5``, ``p0.5-nolds-crop128-mytag``, ``prune/p0.5``,
+    :func:`ganc.prune.artifacts.export_prefix`); one line listing the choices when none
+    matches."""
     entries = published(run)
     by_name = {e["name"]: e for e in entries}
     kind, _, value = which.partition(":")
@@ -104,8 +105,8 @@ def select(run, which: str) -> dict:
                 raise ConfigError(f"--model {which}: {e}") from None
         name = BEST
     elif kind == PRUNE and value:
-        name = value if value.startswith("p") else f"p{float(value):g}" \
-            if _is_number(value) else value
+        head, dash, tags = value.partition("-")   # 0.5, 0.5-nolds-crop128, p0.5-mytag
+        name = f"p{float(head):g}{dash}{tags}" if _is_number(head) else value
     elif which.startswith(PRUNE + "/"):
         name = which[len(PRUNE) + 1:]
     if name not in by_name:

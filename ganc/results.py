@@ -19,14 +19,16 @@ LEGACY_METHOD = "evolution"    # rows of tables written before rows carried thei
 
 
 def result_key(row: dict) -> tuple:
-    """What makes a result row unique: (method, budget or target, config). A search row's
-    budget is its MACs budget (None: a latency budget alone); a pruning row's is its
-    target ratio."""
+    """What makes a result row unique: (method, budget or target, config), and a pruning
+    row's folder (``prefix``, :func:`ganc.prune.artifacts.export_prefix`: its variant). A
+    search row's budget is its MACs budget (None: a latency budget alone); a pruning row's
+    is its target ratio."""
     budget = row.get("budget")
     if budget is None:
         budget = row.get("target")
+    prefix = row.get("prefix")   # a pruned model's folder: its variant (-nolds, -tag...)
     return (row.get("method") or LEGACY_METHOD, None if budget is None else float(budget),
-            str(row.get("config")))
+            str(row.get("config"))) + ((prefix,) if isinstance(prefix, str) else ())
 
 
 def append_results(run, rows: list[dict], key=result_key) -> str:

@@ -40,6 +40,7 @@ def tiny(store, **prune) -> RunConfig:
     p.steps, p.sample_every, p.samples, p.finetune_steps = STEPS, 3, 2, FINETUNE
     p.lr_agent, p.lambda_resource, p.lds_k, p.checkpoint_every = 2e-2, 5.0, 2, 2
     p.lr = 1e-3                     # G's weights move too: their state must be restored
+    #                                 (and the target's folder is prune/p0.5-adaptG)
     for k, v in prune.items():
         setattr(p, k, v)
     return cfg
@@ -133,15 +134,16 @@ def test_killed_in_the_agents_phase_continues_from_its_checkpoint(
     killed = run_target(cfg, monkeypatch, kill_at=("agents", 4))
     assert killed["row"] is None and killed["agent_steps"] == 4
     run = open_store(tmp_path / "store").run("resume")
-    assert run.get_json("prune/p0.5/state/latest.json") == {
-        "phase": "agents", "step": 4, "key": "prune/p0.5/state/agents/step-00000004.pt"}
+    assert run.get_json("prune/p0.5-adaptG/state/latest.json") == {
+        "phase": "agents", "step": 4, "key": "prune/p0.5-adaptG/state/agents/step-00000004.pt"}
     # one checkpoint kept: the one before it is removed once latest.json names the new one
-    assert run.ls("prune/p0.5/state/agents") == ["prune/p0.5/state/agents/step-00000004.pt"]
+    assert run.ls("prune/p0.5-adaptG/state/agents") == [
+        "prune/p0.5-adaptG/state/agents/step-00000004.pt"]
     capsys.readouterr()
     resumed = run_target(cfg, monkeypatch)
     out = capsys.readouterr().out
-    assert "[prune p0.5] continuing from step 4 (checkpoint " \
-           "prune/p0.5/state/agents/step-00000004.pt)" in out
+    assert "[prune p0.5-adaptG] continuing from step 4 (checkpoint " \
+           "prune/p0.5-adaptG/state/agents/step-00000004.pt)" in out
     assert "agents step 6/6" in out and "agents step 3/6" not in out
     # steps 5 and 6 only, on the batches the uninterrupted run had there
     assert resumed["agent_steps"] == STEPS - 4 and resumed["streams"] == [4, STEPS]
@@ -156,7 +158,8 @@ def test_killed_in_the_finetune_skips_the_agents(tmp_path, monkeypatch, capsys,
     assert killed["row"] is None and killed["agent_steps"] == STEPS
     capsys.readouterr()
     resumed = run_target(cfg, monkeypatch)
-    assert "[prune p0.5] continuing the fine-tune from step 2 (checkpoint prune/p0.5/state/" \
+    assert "[prune p0.5-adaptG] continuing the fine-tune from step 2 (checkpoint " \
+           "prune/p0.5-adaptG/state/" \
            "finetune/step-00000002.pt)" in capsys.readouterr().out
     # no agents' step, no agents' batch; the fine-tune's stream from its step 2
     assert resumed["agent_steps"] == 0 and resumed["streams"] == [STEPS + 2]
@@ -168,17 +171,18 @@ def test_a_checkpoint_of_another_config_or_target_is_refused(tmp_path, monkeypat
     cfg = tiny(tmp_path / "store")
     run_target(cfg, monkeypatch, kill_at=("agents", 2))
     run = open_store(tmp_path / "store").run("resume")
-    before = run.get_json("prune/p0.5/state/latest.json")
+    before = run.get_json("prune/p0.5-adaptG/state/latest.json")
     for changed, target, field in ((tiny(tmp_path / "store", lr_agent=1e-2), TARGET,
                                     f"prune.lr_agent: recorded {cfg.prune.lr_agent!r}, now 0.01"),
-                                   (cfg, 0.5000001,                     # also prune/p0.5
+                                   (cfg, 0.5000001,                     # also prune/p0.5-adaptG
                                     "prune.target: recorded 0.5, now 0.5000001")):
         with pytest.raises(ConfigError) as e:
             run_target(changed, monkeypatch, target=target)
         msg = str(e.value)
         assert "\n" not in msg and f"stage prune ran with another config ({field})" \
-            in msg and "remove file://" in msg and "prune/p0.5/state to start target p0.5" in msg
-        assert run.get_json("prune/p0.5/state/latest.json") == before     # left as it was
+            in msg and "remove file://" in msg and \
+            "prune/p0.5-adaptG/state to start target p0.5-adaptG" in msg
+        assert run.get_json("prune/p0.5-adaptG/state/latest.json") == before     # left as it was
     # how, not what: another checkpoint period resumes the same work
     capsys.readouterr()
     done = run_target(tiny(tmp_path / "store", checkpoint_every=3), monkeypatch)

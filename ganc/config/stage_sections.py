@@ -144,4 +144,7 @@ class PruneConfig:
                                    # the images resized to data.load_size (0: data.crop_size);
                                    # MACs, budget, scoring, export and the fine-tune stay at
                                    # data.crop_size
+    tag: str = ""                  # appended to each target's folder, prune/p<target>-<tag>
+                                   # (letters, digits, _ and .; at most 32): keeps variants
+                                   # the other tags do not tell apart (e.g. step counts)
 

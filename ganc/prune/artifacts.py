@@ -21,12 +21,18 @@ class PruneError(GancError):
 
 
 def export_prefix(pc, target: float) -> str:
-    """``prune/p<target>`` plus a tag per setting off the default (``-mobile``, ``-nolds``,
-    ``-nopeer``, ``-nod``), so the variants of a comparison sit side by side in one run."""
+    """``prune/p<target>`` plus a tag per setting off the default, in this order:
+    ``-mobile`` (prune.base_model mobile), ``-nolds``, ``-nopeer``, ``-nod``, ``-adaptG``
+    (prune.lr > 0: G's weights adapt in the agents' phase), ``-crop<N>`` (prune.crop_size N
+    > 0) and ``-<prune.tag>`` (free-form), so the variants of a comparison sit side by side
+    in one run (``prune/p0.5-nolds-adaptG-crop128-long``)."""
     tag = "".join(t for t, on in (("-mobile", pc.base_model == "mobile"),
                                   ("-nolds", not pc.use_lds),
                                   ("-nopeer", not pc.peer_feedback),
-                                  ("-nod", not pc.prune_d)) if on)
+                                  ("-nod", not pc.prune_d),
+                                  ("-adaptG", pc.lr > 0),
+                                  (f"-crop{int(pc.crop_size)}", pc.crop_size > 0),
+                                  (f"-{pc.tag}", bool(pc.tag))) if on)
     return f"{STAGE}/p{float(target):g}{tag}"
 
 

@@ -29,6 +29,7 @@ winner's recipe.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Dict, List, Optional
 
 import torch
@@ -57,6 +58,9 @@ def check_prune_config(pc: PruneConfig) -> None:
     if pc.lds_features not in FEATURE_SPACES:
         raise ConfigError(f"prune.lds_features {pc.lds_features!r} is not one of: "
                           + ", ".join(FEATURE_SPACES))
+    if not isinstance(pc.tag, str) or not re.fullmatch(r"[A-Za-z0-9_.]{0,32}", pc.tag):
+        raise ConfigError(f"prune.tag {pc.tag!r}: only letters, digits, _ and . (at most 32 "
+                          "characters; it is appended to each target's folder)")
 
 
 class Pruner:
