@@ -2,7 +2,10 @@
 # `make test`: every test, as two pytest sessions side by side on this machine's cores:
 #   - the cluster tier (`-m cluster`: the golden run on the isolated cluster, autoscaling,
 #     faults, two-node refusals), whose time is mostly Ray processes waiting on each other;
-#   - everything else (`-m "not cluster"`: unit tests, then the slow in-process tests).
+#     plus a few slow in-process modules marked `beside` (to fill that session's waits, so
+#     the two sessions end at about the same time);
+#   - everything else (`-m "not cluster and not beside"`: unit tests, then the slow
+#     in-process tests).
 # One session alone keeps about 1.2 of the 2 cores busy; side by side they keep both.
 # The rest's output streams here; the cluster tier's goes to a log file (named at the start)
 # and is printed once it ends. Exits 0 only if both sessions pass (a session that collects
@@ -24,18 +27,18 @@ fi
 
 log=$(mktemp /tmp/ganc-cluster-tier.XXXXXX.log)
 echo "make test: the cluster tier runs beside this session; its output: $log"
-"$py" -m pytest -q -m cluster -p no:cacheprovider "$@" > "$log" 2>&1 &
+"$py" -m pytest -q -m "cluster or beside" -p no:cacheprovider "$@" > "$log" 2>&1 &
 cluster_pid=$!
 trap 'kill -INT $cluster_pid 2>/dev/null; wait $cluster_pid 2>/dev/null; exit 130' INT TERM
 
-"$py" -m pytest -q -m "not cluster" "$@"
+"$py" -m pytest -q -m "not cluster and not beside" "$@"
 rest=$?
 wait $cluster_pid
 cluster=$?
 trap - INT TERM
 
 echo
-echo "==================== the cluster tier (pytest -m cluster, run beside the above) ===================="
+echo "==================== the cluster tier (pytest -m 'cluster or beside', run beside the above) ===================="
 cat "$log"
 rm -f "$log"
 ok() { [ "$1" -eq 0 ] || [ "$1" -eq 5 ]; }   # 5: the selection held no test of the tier

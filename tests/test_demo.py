@@ -17,6 +17,9 @@ from ganc.train.teacher import train_teacher
 
 from .helpers import REPO
 
+# make test runs this module in the cluster tier's session (tests/run_tiers.sh)
+pytestmark = pytest.mark.beside
+
 # The demo runs 1,984 steps (31 epochs; val PSNR ~23 dB); this test 800 steps of the same
 # recipe (measured here: 19.9 dB at 500 steps, 20.5 at 650, 21.0 at 800).
 TEST_STEPS = 800

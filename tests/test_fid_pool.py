@@ -15,6 +15,9 @@ from ganc.errors import ConfigError, GancError
 from ganc.space import ChannelConfig
 from ganc.store import open_store
 
+# make test runs this module in the cluster tier's session (tests/run_tiers.sh)
+pytestmark = pytest.mark.beside
+
 
 N_IMAGES = 8
 CONFIGS = ["16_16_16_16_16_16_16_16", "8_8_16_8_16_16_8_8", "16_8_8_8_8_8_16_8"]

@@ -17,6 +17,9 @@ from ganc.store import open_store
 
 from .helpers import linked_subset
 
+# make test runs this module in the cluster tier's session (tests/run_tiers.sh)
+pytestmark = pytest.mark.beside
+
 N_TRAIN, N_VAL = 6, 2
 
 
