@@ -126,11 +126,15 @@ def _is_number(text: str) -> bool:
 
 # ---------------------------------------------------------------- what the card records
 def run_config(run, prefix: str) -> dict:
-    """The run's stored config as a dict: the stage's own ``<stage>/config.yaml`` for a
-    pruned model (its settings), else the pipeline's ``config.yaml``, else the supernet's;
-    one line when the run stored none (the recipe is never guessed)."""
-    keys = ((f"{PRUNE}/config.yaml", "config.yaml") if prefix.startswith(PRUNE + "/")
-            else ("config.yaml", "finetune/config.yaml", "supernet/config.yaml"))
+    """The run's stored config as a dict: for a pruned model its variant's own
+    ``prune/configs/<folder>.yaml`` (a run from before it: the prune stage's
+    ``prune/config.yaml``), else the pipeline's ``config.yaml``, else the supernet's; one
+    line when the run stored none (the recipe is never guessed)."""
+    if prefix.startswith(PRUNE + "/"):
+        from .prune.artifacts import variant_config_key  # deferred: torch
+        keys: tuple = (variant_config_key(prefix), f"{PRUNE}/config.yaml", "config.yaml")
+    else:
+        keys = ("config.yaml", "finetune/config.yaml", "supernet/config.yaml")
     for key in keys:
         if run.exists(key):
             data = yaml.safe_load(run.read_bytes(key).decode())

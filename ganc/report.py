@@ -1,4 +1,5 @@
-"""The run report: teacher vs the best of each method (MACs, params, FID, CPU latency),
+"""The run report: teacher vs the exported model of the search and every pruned variant
+(MACs, params, FID, CPU latency),
 the FID-vs-MACs plot, and a grid of input / teacher / compressed outputs, written to
 ``runs/<id>/report/``.
 
@@ -84,21 +85,34 @@ def collect_rows(cfg: RunConfig, run, size: int) -> tuple[list[dict], dict]:
                      _latency(net, input_shape(cfg, card["netG"])),
                      "source": run.url("export")})
         models[method] = net
-    if run.exists("prune/summary.json"):
-        prs = [r for r in run.get_json("prune/summary.json").get("rows", []) if r]
-        if prs:
-            r = min(prs, key=lambda r: _finite(r.get("fid")) if _finite(r.get("fid")) is not None
-                    else float("inf"))
-            prefix = r.get("prefix") or f"prune/p{float(r['target']):g}"
-            if run.exists(f"{prefix}/model.json"):
-                card, net = _load_export(run, prefix)
-                shape = (1, 3, size, size)
-                rows.append({"model": f"pruned p={float(r['target']):g}", "method": "prune-lds",
-                             "macs": count_macs(net, shape),
-                             "params": count_params(net), "fid_search": _finite(r.get("fid")),
-                             "latency_ms_cpu": _latency(net, shape), "source": run.url(prefix)})
-                models["prune-lds"] = net
+    for r in prune_rows(run):         # every pruned variant (folder) of the run
+        prefix = r.get("prefix") or f"prune/p{float(r['target']):g}"
+        if run.exists(f"{prefix}/model.json"):
+            folder = prefix.rsplit("/", 1)[-1]
+            _, net = _load_export(run, prefix)
+            shape = (1, 3, size, size)
+            key = f"prune-lds {folder}"
+            rows.append({"model": f"pruned {folder}", "method": "prune-lds", "key": key,
+                         "macs": count_macs(net, shape),
+                         "params": count_params(net), "fid_search": _finite(r.get("fid")),
+                         "latency_ms_cpu": _latency(net, shape), "source": run.url(prefix)})
+            models[key] = net
     return rows, models
+
+
+def prune_rows(run) -> list[dict]:
+    """One row per pruned variant (``prune/p<target>[-tags]`` folder) of the run: the
+    results table's ``prune-lds`` rows, with the prune summary's rows it lacks; of a
+    folder's rows the last recorded."""
+    rows = [r for r in _stored_rows(run, RESULTS) if r.get("method") == "prune-lds"]
+    if run.exists("prune/summary.json"):
+        rows += [r for r in run.get_json("prune/summary.json").get("rows", []) if r]
+    by: dict = {}
+    for r in rows:
+        if r.get("target") is None:
+            continue
+        by[r.get("prefix") or f"prune/p{float(r['target']):g}"] = r
+    return list(by.values())
 
 
 def score_on_eval_split(ctx, models: dict, report: bool = True) -> dict:
@@ -231,13 +245,13 @@ def score_rows(ctx, rows: list[dict], models: dict) -> None:
                 if cfg.fid.kid and has_search_split(cfg.data) and not has_label_maps(cfg.data)
                 else {})
     for r in rows:
-        sc = scored.get(r["method"])
+        sc = scored.get(r.get("key") or r["method"])
         r["fid"] = _finite(sc.fid) if sc is not None else None
         if sc is not None and sc.miou is not None:
             r["miou"] = _finite(sc.miou)
         if sc is not None and sc.kid_mean is not None:
             r["kid"], r["kid_std"] = _finite(sc.kid_mean), _finite(sc.kid_std)
-        ss = searched.get(r["method"])
+        ss = searched.get(r.get("key") or r["method"])
         if ss is not None and ss.kid_mean is not None:
             r["kid_search"], r["kid_search_std"] = _finite(ss.kid_mean), _finite(ss.kid_std)
             if r.get("fid_search") is None:

@@ -115,6 +115,9 @@ def test_results_exports_and_report_in_the_store(golden):
     summary = run.get_json("report/summary.json")
     methods = {r["method"] for r in summary["rows"]}
     assert {"teacher", "evolution", "prune-lds"} <= methods, methods
+    pruned = [r for r in summary["rows"] if r["method"] == "prune-lds"]
+    assert [r["model"] for r in pruned] == ["pruned p0.3"], pruned   # one per variant folder
+    assert all(isinstance(r.get("fid"), float) for r in pruned), pruned  # scored by its key
     teacher = next(r for r in summary["rows"] if r["method"] == "teacher")
     for r in summary["rows"]:
         if r["method"] != "teacher":

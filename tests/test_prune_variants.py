@@ -67,3 +67,36 @@ def test_result_rows_of_variants_are_kept_apart():
     search = {"method": "evolution", "budget": 1e9, "config": "8_8"}
     assert result_key(search) == result_key({**search, "prefix": None}) == (
         "evolution", 1e9, "8_8")
+
+
+def test_summary_keeps_earlier_variants_and_each_keeps_its_config(tmp_path):
+    """A second prune of the same run (another variant folder) adds its row to
+    prune/summary.json beside the first's instead of replacing it, and each variant keeps
+    the config it ran with (prune/configs/<folder>.yaml): publish reads that one, not
+    prune/config.yaml (the latest prune's)."""
+    from ganc.config import from_dict
+    from ganc.prune import driver
+    from ganc.prune.artifacts import variant_config_key
+    from ganc.publish import run_config
+    from ganc.report import prune_rows
+    from ganc.store import open_store
+    run = open_store(str(tmp_path / "store")).run("r")
+    rows = {}
+    for lr in (0.0, 2e-4):                          # frozen G, then G adapting
+        cfg = from_dict({"name": "r", "prune": {"targets": [0.5], "lr": lr}})
+        prefix = export_prefix(cfg.prune, 0.5)
+        rows[prefix] = {"method": "prune-lds", "target": 0.5, "config": "[4, 8]",
+                        "macs": 10, "fid": 300.0 + lr * 1e5, "prefix": prefix}
+        run.commit_unit(prefix, {"row.json": rows[prefix]})
+        run.write_bytes("prune/config.yaml", cfg.to_yaml().encode())
+        run.write_bytes(variant_config_key(prefix), cfg.to_yaml().encode())
+        driver._summarise(cfg, run, 0.0)
+    summary = run.get_json("prune/summary.json")["rows"]
+    assert sorted(r["prefix"] for r in summary) == ["prune/p0.5", "prune/p0.5-adaptG"]
+    assert {r["prefix"]: r["fid"] for r in prune_rows(run)} == {
+        p: r["fid"] for p, r in rows.items()}
+    assert run_config(run, "prune/p0.5")["prune"]["lr"] == 0.0
+    assert run_config(run, "prune/p0.5-adaptG")["prune"]["lr"] == 2e-4
+    # pruning a variant again replaces its own row only
+    driver._summarise(cfg, run, 0.0)
+    assert len(run.get_json("prune/summary.json")["rows"]) == 2

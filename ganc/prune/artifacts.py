@@ -36,6 +36,12 @@ def export_prefix(pc, target: float) -> str:
     return f"{STAGE}/p{float(target):g}{tag}"
 
 
+def variant_config_key(prefix: str) -> str:
+    """Where the config a pruned variant ran with is kept: ``prune/configs/<folder>.yaml``
+    (``prune/config.yaml`` is the latest prune's, whichever variant that was)."""
+    return f"{STAGE}/configs/{prefix.rsplit('/', 1)[-1]}.yaml"
+
+
 def export_pruned(run, prefix: str, G, D, card: dict, size: int,
                   files: Optional[dict] = None) -> dict:
     """State dicts, ONNX / torch.export files and the model card of a pruned generator
@@ -82,4 +88,4 @@ def load_pruned(run, prefix: str):
 
 
 __all__ = ["STAGE", "PruneError", "export_prefix", "export_pruned", "read_pruned_unit",
-           "load_pruned"]
+           "load_pruned", "variant_config_key"]

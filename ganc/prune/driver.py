@@ -25,7 +25,8 @@
 5. merges one row per target (``method='prune-lds'``) into ``search/results.parquet``, the
    table the search writes (:func:`ganc.results.append_results`: keyed by method,
    target and config, so a re-run or a retry adds no duplicate), and writes
-   ``prune/summary.json``.
+   ``prune/summary.json`` (the rows of every variant pruned in the run, earlier ones
+   kept) and, per variant, ``prune/configs/<folder>.yaml`` (the config it ran with).
 
 A trial writes resume checkpoints every ``prune.checkpoint_every`` steps of its agents and
 of its fine-tune (:mod:`ganc.prune.checkpoints`); a prune started again continues each
@@ -56,7 +57,8 @@ from ..families import check_prunable
 from ..resources import worker_bundle
 from ..results import RESULTS, append_results
 from ..store import open_store
-from .artifacts import STAGE, PruneError, export_prefix, read_pruned_unit
+from .artifacts import (STAGE, PruneError, export_prefix, read_pruned_unit,
+                        variant_config_key)
 from .models import build_base, build_teacher
 from .pruner import check_prune_config
 from .targets import resolve_targets
@@ -188,6 +190,8 @@ def _prune(ctx, scorer: str) -> dict:
     cfg.prune.targets = resolve_targets(cfg, run, G0, build_base(cfg, run, G0)[0],
                                         ctx.placement)
     run.write_bytes(f"{STAGE}/config.yaml", cfg.to_yaml().encode())
+    for t in cfg.prune.targets:   # each variant's own, which a later variant does not replace
+        run.write_bytes(variant_config_key(export_prefix(cfg.prune, t)), cfg.to_yaml().encode())
     t0 = time.perf_counter()
     scorer_actor = None
     try:
@@ -229,17 +233,22 @@ def _fit_trials(ctx, spec: dict, scorer_actor) -> None:
 
 
 def _summarise(cfg: RunConfig, run, t0: float) -> dict:
-    """Every target's row merged into the results table; the summary, also written to
-    ``prune/summary.json``."""
+    """Every target's row merged into the results table; the summary of this prune (its
+    rows), written to ``prune/summary.json`` with the rows of the variants pruned before."""
     rows = []
     for t in cfg.prune.targets:
         prefix = export_prefix(cfg.prune, t)
         rows.append(json.loads(run.read_unit_file(prefix, "row.json",
                                                   read_pruned_unit(run, prefix))))
     append_results(run, rows)
+    # the variants pruned before (other folders) stay in the summary beside this run's
+    done = {r.get("prefix") for r in rows}
+    earlier = (run.get_json(f"{STAGE}/summary.json").get("rows", [])
+               if run.exists(f"{STAGE}/summary.json") else [])
+    kept = [r for r in earlier if r and r.get("prefix") and r["prefix"] not in done]
     summary = {"method": METHOD, "run": run.url(), "rows": rows,
                "results": run.url(RESULTS_KEY), "seconds": time.perf_counter() - t0}
-    run.put_json(f"{STAGE}/summary.json", summary)
+    run.put_json(f"{STAGE}/summary.json", {**summary, "rows": kept + rows})
     return summary
 
 
