@@ -318,3 +318,21 @@ def test_a_stage_run_with_other_inputs_is_refused_before_ray(data, tmp_path, cap
     assert "stage teacher ran with another config (teacher.lr: recorded 0.0005, now 0.0002)" \
         in err and "--restart-from teacher" in err
     assert sorted(p.relative_to(store) for p in store.rglob("*")) == before
+
+
+PRESETS = sorted(p.name for p in (__import__("pathlib").Path(__file__).parents[1]
+                                  / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_presets_discriminator_check_runs(preset):
+    """The pre-start discriminator check of every preset (every family's adversary: its
+    ``d_input`` and ``D`` at the preset's sizes) passes; MUNIT's adversary had no
+    ``d_input``, so `ganc compress --config configs/shoes_munit.yaml` stopped in a
+    traceback before its teacher."""
+    from pathlib import Path
+
+    from ganc.config import load_config
+    from ganc.preflight import _adversary
+    cfg = load_config(str(Path(__file__).parents[1] / "configs" / preset), [])
+    assert _adversary(cfg).startswith(f"discriminator: {cfg.model.netD} takes ")

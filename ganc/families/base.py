@@ -92,7 +92,8 @@ class Family:
         raise NotImplementedError
 
     def adversary(self, cfg, weights: dict, paired: bool, device):
-        """The adversarial terms (discriminator ``.D``, ``g_loss``, ``d_loss``) of training."""
+        """The adversarial terms (discriminator ``.D``, ``d_input(A, image)``: what ``.D`` takes
+        of an input and an image, ``g_loss``, ``d_loss``) of training."""
         raise NotImplementedError
 
     def teacher_recipe(self, data) -> str:

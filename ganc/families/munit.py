@@ -51,6 +51,12 @@ class MunitAdversary:
         self.D = gnn.build_for_training("ms_image", input_nc=3, ndf=m.ndf,
                                         n_layers=m.n_layers_D)
 
+    @staticmethod
+    def d_input(A, img):
+        """What the discriminator sees of a (input, image) pair: the image alone (MUNIT's
+        discriminator is unconditional)."""
+        return img
+
     def g_gan(self, out) -> torch.Tensor:
         """The generator's GAN term on generated images ``out``."""
         return _mean_over_scales(self.gan, self.D(out), True, False)
