@@ -5,6 +5,7 @@ Ray workers, after ``placement.json`` was written) fails these tests at once."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -320,8 +321,8 @@ def test_a_stage_run_with_other_inputs_is_refused_before_ray(data, tmp_path, cap
     assert sorted(p.relative_to(store) for p in store.rglob("*")) == before
 
 
-PRESETS = sorted(p.name for p in (__import__("pathlib").Path(__file__).parents[1]
-                                  / "configs").glob("*.yaml"))
+CONFIGS = Path(__file__).parents[1] / "configs"
+PRESETS = sorted(p.name for p in CONFIGS.glob("*.yaml"))
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -330,9 +331,7 @@ def test_every_presets_discriminator_check_runs(preset):
     ``d_input`` and ``D`` at the preset's sizes) passes; MUNIT's adversary had no
     ``d_input``, so `ganc compress --config configs/shoes_munit.yaml` stopped in a
     traceback before its teacher."""
-    from pathlib import Path
-
     from ganc.config import load_config
     from ganc.preflight import _adversary
-    cfg = load_config(str(Path(__file__).parents[1] / "configs" / preset), [])
+    cfg = load_config(str(CONFIGS / preset), [])
     assert _adversary(cfg).startswith(f"discriminator: {cfg.model.netD} takes ")
