@@ -85,8 +85,7 @@ def collect_rows(cfg: RunConfig, run, size: int) -> tuple[list[dict], dict]:
                      _latency(net, input_shape(cfg, card["netG"])),
                      "source": run.url("export")})
         models[method] = net
-    for r in prune_rows(run):         # every pruned variant (folder) of the run
-        prefix = r.get("prefix") or f"prune/p{float(r['target']):g}"
+    for prefix, r in prune_rows(run).items():      # every pruned variant (folder) of the run
         if run.exists(f"{prefix}/model.json"):
             folder = prefix.rsplit("/", 1)[-1]
             _, net = _load_export(run, prefix)
@@ -100,9 +99,9 @@ def collect_rows(cfg: RunConfig, run, size: int) -> tuple[list[dict], dict]:
     return rows, models
 
 
-def prune_rows(run) -> list[dict]:
-    """One row per pruned variant (``prune/p<target>[-tags]`` folder) of the run: the
-    results table's ``prune-lds`` rows, with the prune summary's rows it lacks; of a
+def prune_rows(run) -> dict:
+    """``{folder: row}``, one per pruned variant (``prune/p<target>[-tags]``) of the run:
+    the results table's ``prune-lds`` rows, with the prune summary's rows it lacks; of a
     folder's rows the last recorded."""
     rows = [r for r in _stored_rows(run, RESULTS) if r.get("method") == "prune-lds"]
     if run.exists("prune/summary.json"):
@@ -112,7 +111,7 @@ def prune_rows(run) -> list[dict]:
         if r.get("target") is None:
             continue
         by[r.get("prefix") or f"prune/p{float(r['target']):g}"] = r
-    return list(by.values())
+    return by
 
 
 def score_on_eval_split(ctx, models: dict, report: bool = True) -> dict:

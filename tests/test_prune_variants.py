@@ -93,7 +93,7 @@ def test_summary_keeps_earlier_variants_and_each_keeps_its_config(tmp_path):
         driver._summarise(cfg, run, 0.0)
     summary = run.get_json("prune/summary.json")["rows"]
     assert sorted(r["prefix"] for r in summary) == ["prune/p0.5", "prune/p0.5-adaptG"]
-    assert {r["prefix"]: r["fid"] for r in prune_rows(run)} == {
+    assert {p: r["fid"] for p, r in prune_rows(run).items()} == {
         p: r["fid"] for p, r in rows.items()}
     assert run_config(run, "prune/p0.5")["prune"]["lr"] == 0.0
     assert run_config(run, "prune/p0.5-adaptG")["prune"]["lr"] == 2e-4

@@ -189,9 +189,10 @@ def _prune(ctx, scorer: str) -> dict:
     G0, _, _ = build_teacher(cfg, run)  # fail early on a bad teacher
     cfg.prune.targets = resolve_targets(cfg, run, G0, build_base(cfg, run, G0)[0],
                                         ctx.placement)
-    run.write_bytes(f"{STAGE}/config.yaml", cfg.to_yaml().encode())
+    config = cfg.to_yaml().encode()
+    run.write_bytes(f"{STAGE}/config.yaml", config)
     for t in cfg.prune.targets:   # each variant's own, which a later variant does not replace
-        run.write_bytes(variant_config_key(export_prefix(cfg.prune, t)), cfg.to_yaml().encode())
+        run.write_bytes(variant_config_key(export_prefix(cfg.prune, t)), config)
     t0 = time.perf_counter()
     scorer_actor = None
     try:
