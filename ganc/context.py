@@ -214,8 +214,10 @@ def resolve_placement(cfg: RunConfig, run: Store, cluster: ClusterInfo) -> dict:
     if run.exists(placements.KEY):
         record = run.get_json(placements.KEY)
         placements.check_request(record, cfg, f"run {run.url()}")
+        placements.check_crops(cfg, record)
         return record
     record = placements.decide(cfg, cluster, _teacher_macs(cfg))
+    placements.check_crops(cfg, record)          # before the record is written
     run.put_json(placements.KEY, record)
     say(f"[placement] {run.url(placements.KEY)}: {record['device']} at "
         f"{record['crop_size']}px ({record['decided_by']})")

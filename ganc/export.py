@@ -22,7 +22,7 @@ import time
 from typing import Optional
 
 from . import __version__
-from .config import RunConfig
+from .config import RunConfig, train_crop
 from .context import stage_context
 from .data.splits import calibration_labels, choice_split, image_hw
 from .deployfiles import write_deploy_files
@@ -175,6 +175,7 @@ def _scores(cfg: RunConfig, best: dict, ft: Optional[dict], finetuned: bool,
         "fid_before_finetune": ft.get("fid_before") if ft else searched,
         "fid_after_finetune": ft.get("fid_after") if ft else None,
         "finetune_steps": ft.get("steps") if ft else 0, "finetuned": finetuned,
+        "finetune_crop_size": ft.get("train_crop_size") if ft else None,
         "exported": "fine-tuned" if finetuned else "supernet slice", "export_why": why,
         "fid": chosen_fid if chosen_fid is not None else searched,
         "scores_note": note,
@@ -196,14 +197,18 @@ def _search_entry(best: dict, cfg_str: str) -> Optional[dict]:
 
 
 def _dataset(cfg: RunConfig, sup: dict) -> dict:
-    """The dataset the supernet was trained on (its saved config), else this config's."""
+    """The dataset the supernet was trained on (its saved config), else this config's:
+    its eval size and the side of the crops it trained on (``train_crop_size``)."""
     sup_cfg = sup.get("config") if isinstance(sup.get("config"), dict) else {}
     data = sup_cfg.get("data", {}) if sup_cfg else {}
     return {"kind": data.get("kind", cfg.data.kind),
             "root": data.get("root", cfg.data.root) or "generated demo data",
             "direction": data.get("direction", cfg.data.direction),
             "eval_split": data.get("eval_split", cfg.data.eval_split),
-            "search_split": data.get("search_split", cfg.data.search_split)}
+            "search_split": data.get("search_split", cfg.data.search_split),
+            "crop_size": int(data.get("crop_size", cfg.data.crop_size)),
+            "train_crop_size": int(data.get("train_crop_size") or data.get("crop_size")
+                                   or train_crop(cfg.data))}
 
 
 def _files_entry(sup: dict) -> dict:

@@ -13,6 +13,8 @@ way. The decision (:func:`decide`, no Ray here; the cluster is described by
 - ``scale.cpu_crop_size`` (> 0) applies only to a CPU placement: train and evaluate at
   that size, ``load_size`` scaled alike. The MACs budget is then converted to that size
   (MACs of these fully convolutional generators scale with the pixel count).
+  The training crops (``data.train_crop_size``, ``prune.crop_size``) are not scaled: one
+  wider than the scaled ``load_size`` is refused in one line (:func:`check_crops`).
 - ``search.budget_macs`` is given at ``data.crop_size`` (the recipe's size); the record
   holds it at the eval size. 0 means a tenth of the teacher's MACs at the eval size.
 
@@ -27,7 +29,7 @@ import math
 import time
 from typing import Callable, Optional
 
-from .config import RunConfig
+from .config import RunConfig, check_crops as check_config_crops
 from .errors import ConfigError
 
 KEY = "placement.json"
@@ -162,6 +164,21 @@ def apply(cfg: RunConfig, record: dict) -> RunConfig:
     return out
 
 
+def check_crops(cfg: RunConfig, record: dict) -> None:
+    """The training crops (``data.train_crop_size``, ``prune.crop_size``) against the sizes
+    ``record`` places the run at: they are not scaled, and a CPU placement's
+    ``scale.cpu_crop_size`` scales ``data.load_size`` down, so a crop wider than the
+    placed load size is refused in one line that says so (before the record is written)."""
+    placed = apply(cfg, record)
+    try:
+        check_config_crops(placed)
+    except ConfigError as e:
+        if int(placed.data.load_size) == int(cfg.data.load_size):
+            raise
+        raise ConfigError(f"{e}; {record.get('size_rule')} scales data.load_size "
+                          f"{int(cfg.data.load_size)} to {int(placed.data.load_size)}") from None
+
+
 def search_budget(record: dict, recipe_budget: float, teacher_macs: Optional[float]) -> float:
     """The search's MACs budget at the eval size: ``recipe_budget`` (at the recipe's
     ``data.crop_size``) converted, or, when 0, a tenth of the teacher's MACs at the eval
@@ -211,5 +228,5 @@ def check_budgets_below_teacher(cfg: RunConfig,
                         "search.budgets" if cfg.search.budgets else "search.budget_macs")
 
 
-__all__ = ["KEY", "check_below_teacher", "check_budgets_below_teacher", "decide", "check_request", "apply", "request_of", "convert_budget",
+__all__ = ["KEY", "check_crops", "check_below_teacher", "check_budgets_below_teacher", "decide", "check_request", "apply", "request_of", "convert_budget",
            "gpu_share", "search_budget", "search_budgets", "use_gpu_request"]

@@ -14,7 +14,8 @@ checked or one line per problem:
   into the net the config builds, every key and shape matching;
 - the **budgets** below the teacher's MACs;
 - the **discriminator** of training stages: the family's adversarial terms build from
-  the config and the discriminator takes the run's image size;
+  the config and the discriminator takes the run's image sizes, and the generators take
+  the training crops (``data.train_crop_size``);
 - the **data** (:mod:`ganc.data.check`): the folders the stages read, layout, split
   sizes, and decoded images: a sample of each folder before a command, all of them under
   ``ganc check``.
@@ -107,8 +108,9 @@ def _teacher(cfg: RunConfig) -> str:
 def _adversary(cfg: RunConfig) -> str:
     """The family's adversarial terms build from the config (SPADE's need the multiscale
     discriminator and the hinge loss) and its discriminator takes the run's image sizes
-    (``data.crop_size``, ``scale.cpu_crop_size`` where a CPU placement uses it, and the
-    pruning agents' crops, ``prune.crop_size``; a PatchGAN of ``n_layers_D`` halvings
+    (``data.crop_size``, ``scale.cpu_crop_size`` where a CPU placement uses it, the
+    training crops ``data.train_crop_size`` and the pruning agents' crops,
+    ``prune.crop_size``; a PatchGAN of ``n_layers_D`` halvings
     needs sides of at least 3 x 2^n_layers_D): one line naming the fields, not a worker's
     traceback minutes into training."""
     import torch  # deferred: torch
@@ -118,6 +120,7 @@ def _adversary(cfg: RunConfig) -> str:
     sizes = []
     for field, width in (("data.crop_size", data.crop_size),
                          ("scale.cpu_crop_size", cfg.scale.cpu_crop_size),
+                         ("data.train_crop_size", data.train_crop_size),
                          ("prune.crop_size", cfg.prune.crop_size)):
         if not width:
             continue
@@ -132,6 +135,21 @@ def _adversary(cfg: RunConfig) -> str:
                               "model.n_layers_D") from None
         sizes.append(f"{w}x{h}")
     return f"discriminator: {m.netD} takes {' and '.join(sizes)} (WxH) images"
+
+
+def _train_crop(cfg: RunConfig) -> str:
+    """``data.train_crop_size`` a side the teacher and the supernet take: a multiple of
+    their family's :meth:`~ganc.families.Family.side_multiple` (a U-Net of L levels halves
+    its input L times: 128 for ``unet_128``, so it cannot train on smaller crops)."""
+    crop, m = int(cfg.data.train_crop_size), cfg.model
+    for field, net in (("model.teacher", m.teacher), ("model.student", m.student)):
+        fam = family_of(net)
+        k = fam.side_multiple(net)
+        if crop % k:
+            raise ConfigError(f"data.train_crop_size {crop}: {field} {net} ({fam.title}) takes "
+                              f"sides that are multiples of {k} only; set a multiple of {k} "
+                              "(at most data.load_size) or 0 (train at data.crop_size)")
+    return f"training crops: {crop}x{crop} (data.train_crop_size) fit the generators"
 
 
 def _prunable(cfg: RunConfig) -> str:
@@ -160,6 +178,8 @@ def check_run(cfg: RunConfig, store=None, *, write: bool = True, full: bool = Fa
               (_budgets, (cfg,))]
     if set(stages) & TRAINS:
         checks.append((_adversary, (cfg,)))
+        if cfg.data.train_crop_size:
+            checks.append((_train_crop, (cfg,)))
     if "prune" in stages:
         checks.append((_prunable, (cfg,)))
     for check, args in checks:

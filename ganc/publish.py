@@ -162,7 +162,9 @@ def recipe(run, entry: dict, card: dict, cfg: dict) -> dict:
     sec = {k: cfg.get(k) or {} for k in ("data", "distill", "search", "finetune", "prune")}
     data = {"root": sec["data"].get("root") or "generated demo data",
             "load_size": sec["data"].get("load_size"),
-            "crop_size": sec["data"].get("crop_size")}
+            "crop_size": sec["data"].get("crop_size"),
+            "train_crop_size": sec["data"].get("train_crop_size")
+            or sec["data"].get("crop_size")}
     if entry["method"] == "prune":
         ft = card.get("finetune") or {}
         return {
@@ -172,7 +174,8 @@ def recipe(run, entry: dict, card: dict, cfg: dict) -> dict:
                        "chosen_step": card.get("chosen_step"),
                        "ablation": card.get("ablation"), "variant": card.get("method")},
             "finetune": {"steps": card.get("finetune_steps"),
-                         "lr": (ft.get("recipe") or {}).get("lr")},
+                         "lr": (ft.get("recipe") or {}).get("lr"),
+                         **_known("crop_size", card.get("train_crop_size"))},
             "data": data}
     best = _json(run, "best.json")
     rec = _json(run, "pipeline/supernet.json")
@@ -188,8 +191,14 @@ def recipe(run, entry: dict, card: dict, cfg: dict) -> dict:
                    "budget_macs": search.get("budget_macs",
                                              sec["search"].get("budget_macs"))},
         "finetune": {"steps": card.get("finetune_steps"), "lr": sec["finetune"].get("lr"),
-                     "finetuned": card.get("finetuned")},
+                     "finetuned": card.get("finetuned"),
+                     **_known("crop_size", card.get("finetune_crop_size"))},
         "data": data}
+
+
+def _known(key: str, value) -> dict:
+    """``{key: value}``, or {} for a value a card from before it was recorded lacks."""
+    return {} if value is None else {key: value}
 
 
 def teacher_source(run, card: dict, cfg: dict) -> Optional[str]:

@@ -167,6 +167,18 @@ REFUSED = {
                           "--set", "model.teacher_weights=TEACHER"],
         "prune.crop_size 16: the discriminator (model.netD n_layers, model.n_layers_D 3) "
         "cannot take 16x16 (WxH) images"),
+    "train-supernet, training crops too small for the discriminator": (
+        ["train-supernet"], None, ["--set", "data.train_crop_size=16",
+                                   "--set", "model.teacher_weights=TEACHER"],
+        "data.train_crop_size 16: the discriminator (model.netD n_layers, model.n_layers_D 3) "
+        "cannot take 16x16 (WxH) images"),
+    "train-teacher, U-Net training crops it cannot halve 7 times": (
+        ["train-teacher"], None, ["--set", "model.teacher=unet_128", "--set", "model.norm=batch",
+                                  "--set", "model.n_layers_D=2",
+                                  "--set", "data.train_crop_size=20"],
+        "data.train_crop_size 20: model.teacher unet_128 (U-Net) takes sides that are "
+        "multiples of 128 only; set a multiple of 128 (at most data.load_size) or 0 (train "
+        "at data.crop_size)"),
     "train-teacher, SPADE data with a PatchGAN": (
         ["train-teacher"], None, ["--set", "data.kind=camvid", "--set", "data.crop_size=128",
                                   "--set", "model.teacher=spade"],

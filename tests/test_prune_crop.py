@@ -1,6 +1,8 @@
 """``prune.crop_size``: the agents' phase trains on smaller crops of the images at
-``data.load_size``, while MACs, the budget, the scoring, the fine-tune and the export stay
-at ``data.crop_size``; sizes no run could use are refused in one line."""
+``data.load_size``, while MACs, the budget, the scoring and the export stay at
+``data.crop_size`` and the fine-tune trains on the run's training crops
+(``data.train_crop_size``, else ``data.crop_size``); sizes no run could use are refused
+in one line."""
 from __future__ import annotations
 
 import pytest
@@ -16,7 +18,7 @@ from .test_prune_resume import STEPS, TARGET, run_target, tiny
 
 # 16 px crops: D's last feature maps are smaller than the LDS's 4x4 grid there, so the
 # features (and the critic) are shorter than at 32 px: the Pruner sizes them at the crops
-CROP, LOAD, AGENTS = 32, 40, 16
+CROP, LOAD, AGENTS, TRAIN = 32, 40, 16, 24
 
 
 def test_the_agents_train_on_crops_and_everything_else_is_at_the_crop_size(tmp_path,
@@ -51,3 +53,19 @@ def test_a_crop_no_run_could_use_is_one_line(value, message):
         load_config(None, ["data.load_size=40", f"prune.crop_size={value}"])
     assert str(e.value) == message
     load_config(None, ["data.load_size=40", "prune.crop_size=40"])     # at most load_size
+
+
+def test_the_fine_tune_trains_on_the_runs_training_crops(tmp_path, monkeypatch):
+    """``data.train_crop_size``: the fine-tune after the agents trains on its crops (and
+    so would the agents without prune.crop_size, :func:`ganc.prune.trial.agents_crop`);
+    the budget, MACs and export stay at data.crop_size, the card records both crops."""
+    cfg = tiny(tmp_path / "store", crop_size=AGENTS)
+    cfg.data.load_size, cfg.data.train_crop_size = LOAD, TRAIN
+    did = run_target(cfg, monkeypatch)
+    assert did["agent_shapes"] == {((2, 3, AGENTS, AGENTS), (2, 3, AGENTS, AGENTS))}
+    assert did["stream_shapes"][STEPS] == {((2, 3, TRAIN, TRAIN), (2, 3, TRAIN, TRAIN))}
+    full = count_macs(gnn.build("resnet_6blocks", ngf=8), (1, 3, CROP, CROP))
+    assert did["row"]["budget_macs"] == pytest.approx(TARGET * full)
+    G, card = load_pruned(open_store(tmp_path / "store").run("resume"), did["row"]["prefix"])
+    assert card["input_size"] == CROP and card["macs"] == count_macs(G, (1, 3, CROP, CROP))
+    assert (card["agents_crop_size"], card["train_crop_size"]) == (AGENTS, TRAIN)

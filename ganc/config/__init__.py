@@ -13,15 +13,16 @@ Ray).
 - :mod:`.run`: ``fid``, ``scale``, ``store``, ``pipeline`` and :class:`RunConfig`
 - :mod:`.checks`: ranges and the criterion checked (:func:`validate`, :func:`check_value`,
   :func:`check_criterion`), and the fields checked against each other or a registry
-  (``data.direction``, ``data.crop_size``, ``prune.crop_size``, ``model.search_space``)
+  (``data.direction``, ``data.crop_size``, the training crops ``data.train_crop_size`` and
+  ``prune.crop_size``, ``model.search_space``)
 - :mod:`.load`: :func:`load_config`, :func:`from_dict`, ``--set`` (:func:`apply_override`)
   and flags (:func:`set_field`)
 """
 from __future__ import annotations
 
-from .checks import (LABEL_MAP_KINDS, _declared, check_criterion, check_prune_crop, check_value,
-                     show, validate)
-from .inputs import DIRECTIONS, DataConfig, ModelConfig
+from .checks import (LABEL_MAP_KINDS, _declared, check_criterion, check_crops, check_prune_crop,
+                     check_train_crop, check_value, show, validate)
+from .inputs import DIRECTIONS, DataConfig, ModelConfig, train_crop
 from .load import RESERVED_RESOURCES, apply_override, from_dict, load_config, set_field
 from .ranges import (MAX_SEED, Beta, Budgets, Count, PosInt, Positive, Prob, Range, Ratio,
                      Ratios, Seed, Weight, Widths)
@@ -38,5 +39,6 @@ __all__ = [
     "PipelineConfig", "RunConfig", "PIPELINE_STAGES",
     "from_dict", "load_config", "apply_override", "set_field", "RESERVED_RESOURCES",
     "validate", "check_value", "show", "check_criterion", "check_prune_crop",
+    "check_train_crop", "check_crops", "train_crop",
     "LABEL_MAP_KINDS",
 ]

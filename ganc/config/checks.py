@@ -112,7 +112,7 @@ def validate(cfg, prefix: str = ""):
                               + ", ".join(STAGE_NAMES))
         if cfg.scale.cpu_crop_size:
             _check_sides(cfg.data, int(cfg.scale.cpu_crop_size), "scale.cpu_crop_size")
-        check_prune_crop(cfg)
+        check_crops(cfg)
     return cfg
 
 
@@ -143,17 +143,47 @@ def _check_sides(data: DataConfig, width: int, where: str) -> None:
                           f"data (SPADE) needs both sides multiples of {m}")
 
 
-def check_prune_crop(cfg: RunConfig) -> None:
-    """``prune.crop_size`` (when set) a side the generators take, cut from the images
-    resized to ``data.load_size`` (the discriminator's smallest side is checked before a
-    command starts, :mod:`ganc.preflight`)."""
-    crop, load = int(cfg.prune.crop_size), int(cfg.data.load_size)
+def _check_crop(data: DataConfig, crop: int, where: str, what: str) -> None:
+    """A training crop ``crop`` wide (``where`` names its field, ``what`` the crops) is a
+    side the generators take and is cut from the images resized to ``data.load_size``."""
+    _check_sides(data, crop, where)
+    load = int(data.load_size)
+    if crop > load:
+        raise ConfigError(f"{where}: {crop} is larger than data.load_size {load} ({what} "
+                          "are cut from the images resized to it)")
+
+
+def check_train_crop(cfg: RunConfig) -> None:
+    """``data.train_crop_size`` (when set) a training crop the run can cut: what
+    :func:`_check_crop` checks, and not on label-map data, whose training reads whole
+    images resized to ``data.crop_size`` (the discriminator's and a U-Net's smallest side
+    are checked before a command starts, :mod:`ganc.preflight`)."""
+    data = cfg.data
+    crop = int(data.train_crop_size)
     if not crop:
         return
-    _check_sides(cfg.data, crop, "prune.crop_size")
-    if crop > load:
-        raise ConfigError(f"prune.crop_size: {crop} is larger than data.load_size {load} (the "
-                          "agents' crops are cut from the images resized to it)")
+    if data.kind in LABEL_MAP_KINDS and crop != int(data.crop_size):
+        raise ConfigError(f"data.train_crop_size: {crop} on label-map data (data.kind "
+                          f"{data.kind}), whose training reads whole images resized to "
+                          f"data.crop_size {int(data.crop_size)}, not crops; leave it 0")
+    _check_crop(data, crop, "data.train_crop_size", "the training crops")
+
+
+def check_prune_crop(cfg: RunConfig) -> None:
+    """``prune.crop_size`` (when set) a crop :func:`_check_crop` accepts (the agents'
+    override of :func:`ganc.config.train_crop`; the discriminator's smallest side is
+    checked before a command starts, :mod:`ganc.preflight`)."""
+    crop = int(cfg.prune.crop_size)
+    if crop:
+        _check_crop(cfg.data, crop, "prune.crop_size", "the agents' crops")
+
+
+def check_crops(cfg: RunConfig) -> None:
+    """Both training crops (:func:`check_train_crop`, :func:`check_prune_crop`) against
+    the config's ``data.load_size``: what a run checks again once its placement has
+    scaled the sizes (``scale.cpu_crop_size``)."""
+    check_train_crop(cfg)
+    check_prune_crop(cfg)
 
 
 def check_space(cfg: RunConfig) -> None:

@@ -4,21 +4,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from .ranges import Beta, PosInt, Positive, Range, Seed, Weight
+from .ranges import Beta, Count, PosInt, Positive, Range, Seed, Weight
 
 DIRECTIONS = ("AtoB", "BtoA")      # data.direction: which side of a pair is the input
 
 
 @dataclass
 class DataConfig:
-    """The dataset: where it is, its layout, image sizes and the held-out splits."""
+    """The dataset: where it is, its layout, image sizes and the held-out splits.
+
+    Sizes: the training stages sample random crops train_crop_size wide (0: crop_size) of
+    the images resized to load_size; everything evaluated (FID, search, MACs budgets,
+    latency, export, report) is at crop_size."""
     kind: str = "aligned"          # aligned | unaligned | camvid (label map -> photo, SPADE)
     root: str = ""                 # dataset folder or fsspec URL (s3://bucket/prefix,
                                    # file:///abs); empty -> generated demo data
     on_every_node: bool = False    # a local root is present at the same path on every node
     direction: str = "AtoB"        # AtoB | BtoA
     load_size: PosInt = 286        # training: resize to this, then random crop
-    crop_size: PosInt = 256        # training crop; test-time resize
+    crop_size: PosInt = 256        # the evaluation size (test-time resize; FID, MACs
+                                   # budgets, latency, export) and the training crop
+                                   # unless train_crop_size sets it
+    train_crop_size: Count = 0     # training stages (teacher, supernet, fine-tunes, the
+                                   # prune's agents unless prune.crop_size) train on random
+                                   # crops this wide of the images resized to load_size
+                                   # (0: crop_size); evaluation stays at crop_size
     flip: bool = True              # random horizontal flips in training
     serial: bool = False           # unaligned: pair A[i] with B[i mod |B|]
     unpaired: bool = False         # aligned: read the A and B halves as two unpaired pools
@@ -74,3 +84,9 @@ class ModelConfig:
     norm_D: str = "batch"          # D's normalization (pix2pix presets: instance)
     gan_mode: str = "vanilla"      # vanilla | lsgan | hinge
 
+
+def train_crop(data: DataConfig) -> int:
+    """The side of the random training crops every training stage samples
+    (``data.train_crop_size``, else ``data.crop_size``); the pruning agents' own override
+    is ``prune.crop_size`` (:func:`ganc.prune.trial.agents_crop`)."""
+    return int(getattr(data, "train_crop_size", 0) or data.crop_size)

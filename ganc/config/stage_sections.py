@@ -141,9 +141,11 @@ class PruneConfig:
     checkpoint_every: Count = 100  # steps between a target's resume checkpoints, in the
                                    # agents' phase and in its fine-tune (0: none)
     crop_size: Count = 0           # the agents' phase trains on random crops this wide of
-                                   # the images resized to data.load_size (0: data.crop_size);
-                                   # MACs, budget, scoring, export and the fine-tune stay at
-                                   # data.crop_size
+                                   # the images resized to data.load_size (0: the run's
+                                   # training crop, data.train_crop_size, else
+                                   # data.crop_size); the fine-tune after it trains on
+                                   # data.train_crop_size crops; MACs, budget, scoring and
+                                   # export stay at data.crop_size
     tag: str = ""                  # appended to each target's folder, prune/p<target>-<tag>
                                    # (letters, digits, _ and .; at most 32): keeps variants
                                    # the other tags do not tell apart (e.g. step counts)

@@ -24,6 +24,7 @@ scores on it (``eval_split`` returns ``val``) and the supernet and fine-tune nev
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
@@ -31,7 +32,7 @@ import random
 import torch
 from torch.utils.data import Dataset
 
-from ..config import LABEL_MAP_KINDS
+from ..config import LABEL_MAP_KINDS, train_crop
 from ..errors import ConfigError, DataError
 from .camvid import CamVidDataset
 from .datasets import build_dataset, rel_name
@@ -196,9 +197,13 @@ def _all_but(root: str, kept: dict[str, list[str]]) -> frozenset:
     return frozenset(out)
 
 
-def build_split(cfg, root: str, split: str, train: bool, holdout: bool = False) -> Dataset:
+def build_split(cfg, root: str, split: str, train: bool, holdout: bool = False,
+                crop: int = 0) -> Dataset:
     """The dataset of ``split``; with ``holdout`` the training split leaves out the search
-    split (the supernet's and the fine-tune's data; the teacher's is the whole split)."""
+    split (the supernet's and the fine-tune's data; the teacher's is the whole split).
+    ``train``: random crops ``crop`` wide (0: :func:`ganc.config.train_crop`, the side
+    every training stage samples) of the images resized to ``data.load_size``, flipped as
+    ``data.flip`` says; else the images resized to ``data.crop_size``, the eval size."""
     d = cfg.data
     exclude = frozenset()
     if holdout and split == d.train_split and has_search_split(d):
@@ -207,12 +212,25 @@ def build_split(cfg, root: str, split: str, train: bool, holdout: bool = False) 
         exclude |= frozenset(n for names in val_names(cfg, root).values() for n in names)
     if has_val_split(d) and split == VAL:    # the val split: its training images only
         split, exclude = d.train_split, _all_but(root, val_names(cfg, root))
-    if has_label_maps(d):
-        return CamVidDataset(root, split, size=image_hw(d), flip=bool(d.flip and train),
+    side = int(crop or train_crop(d)) if train else int(d.crop_size)
+    if has_label_maps(d):     # whole images at the side (prune.crop_size: a smaller one)
+        at = d if side == int(d.crop_size) else dataclasses.replace(d, crop_size=side)
+        return CamVidDataset(root, split, size=image_hw(at), flip=bool(d.flip and train),
                              exclude=exclude)
-    return build_dataset(d.kind, root, split, d.direction, d.load_size if train else d.crop_size,
-                         d.crop_size, d.flip if train else False, d.serial, cfg.seed,
+    return build_dataset(d.kind, root, split, d.direction, d.load_size if train else side,
+                         side, d.flip if train else False, d.serial, cfg.seed,
                          exclude=exclude, unpaired=bool(getattr(d, "unpaired", False)))
+
+
+def train_crop_line(data, stage: str) -> str:
+    """The progress line of a training stage whose crops are not the eval size
+    (``[supernet] training on 128x128 crops of the 286 px images; evaluation at 256``),
+    else ''."""
+    crop = train_crop(data)
+    if crop == int(data.crop_size):
+        return ""
+    return (f"[{stage}] training on {crop}x{crop} crops of the {int(data.load_size)} px "
+            f"images; evaluation at {int(data.crop_size)}")
 
 
 def split_size(data, ref, split: str, holdout: bool = False) -> int:

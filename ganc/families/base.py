@@ -66,6 +66,10 @@ class Family:
         forward measures its feature widths at this size)."""
         return 64
 
+    def side_multiple(self, net: str) -> int:
+        """Input sides ``net`` takes are multiples of this (2 ** its stride-2 halvings)."""
+        return 4
+
     def reads(self, data) -> bool:
         """Whether the family's generators read ``data`` (a :class:`ganc.config.DataConfig`)."""
         return self.label_maps == has_label_maps(data)

@@ -57,6 +57,9 @@ class UnetFamily(Pix2pixTerms, Family):
     def probe_size(self, net: str) -> int:
         return max(64, 2 ** self.levels(net))
 
+    def side_multiple(self, net: str) -> int:
+        return 2 ** self.levels(net)
+
     def input_hw(self, data) -> tuple[int, int]:
         return (int(data.crop_size),) * 2
 

@@ -21,7 +21,8 @@ discriminator ``D``, the agents genG / genD and the LDS loss. Each :meth:`Pruner
 
 The MACs ratios r are those of the gated networks (``Gated.macs_ratio``) at ``size`` (the
 data's crop size, the evaluation size), in the profiler's convention, whatever size the
-steps train at (``train_size``: ``prune.crop_size``, crops of the training images).
+steps train at (``train_size``: the agents' crops of the training images,
+:func:`ganc.prune.trial.agents_crop`).
 :meth:`Pruner.hard_gates` are the deterministic gates (``logits > 0``); :meth:`Pruner.slice`
 turns them into plain networks, which :mod:`ganc.prune.finetuning` trains with the search
 winner's recipe.

@@ -29,7 +29,7 @@ from typing import Callable, Iterator, Optional
 import torch
 import torch.nn as nn
 
-from ..config import RunConfig, check_prune_crop, from_dict
+from ..config import RunConfig, check_crops, from_dict, train_crop
 from ..data.source import DataRef
 from ..data.splits import build_split
 from ..log import say
@@ -61,8 +61,8 @@ class TargetRun:
     source: str                 # where the teacher came from
     base_name: str              # the network pruned: teacher | mobile
     pr: Pruner
-    data: object                # the agents' training split (a Dataset; prune.crop_size crops)
-    finetune_data: object       # the fine-tune's (the same images at data.crop_size)
+    data: object                # the agents' training split (a Dataset; agents_crop crops)
+    finetune_data: object       # the fine-tune's (the same images, train_crop crops)
     n_train: int                # images in the training split
     t0: float                   # perf_counter at the start (earlier pieces' time included)
     prefix: str = ""            # where the target is exported (prune/p<target>[-tags])
@@ -113,10 +113,10 @@ def pr_slice_cpu(pr: Pruner, keep) -> nn.Module:
 
 def open_target(spec: dict, target: float) -> TargetRun:
     """The store, the original generator, the network pruned, its Pruner and the
-    training splits of one target: the agents' (``prune.crop_size`` crops of the images
-    at ``data.load_size``, when set) and the fine-tune's (``data.crop_size``)."""
+    training splits of one target: the agents' (:func:`agents_crop` crops of the images
+    at ``data.load_size``) and the fine-tune's (:func:`ganc.config.train_crop` crops)."""
     cfg = from_dict(spec["config"])
-    check_prune_crop(cfg)           # against the placed data.load_size
+    check_crops(cfg)                # against the placed data.load_size
     t0 = time.perf_counter()
     device = torch.device("cuda" if spec.get("use_gpu") and torch.cuda.is_available() else "cpu")
     run = open_store(spec["store_url"], endpoint_url=spec.get("endpoint_url") or None)
@@ -129,18 +129,30 @@ def open_target(spec: dict, target: float) -> TargetRun:
     root = DataRef.from_spec(spec["data"]).local()
     ds = build_split(cfg, root, cfg.data.train_split, train=True, holdout=True)
     agents_ds = ds
-    if crop != cfg.data.crop_size:  # the same images and flips, a smaller window
-        at_crop = copy.deepcopy(cfg)
-        at_crop.data.crop_size = crop
-        agents_ds = build_split(at_crop, root, cfg.data.train_split, train=True, holdout=True)
+    if crop != train_crop(cfg.data):    # the same images and flips, another window
+        agents_ds = build_split(cfg, root, cfg.data.train_split, train=True, holdout=True,
+                                crop=crop)
     return TargetRun(cfg, target, spec.get("trial_id", f"p{target:g}"), run, device, G0,
                      source, base_name, pr, agents_ds, ds, len(ds), t0,
                      export_prefix(cfg.prune, target))
 
 
 def agents_crop(cfg: RunConfig) -> int:
-    """The side of the agents' training crops: ``prune.crop_size``, else ``data.crop_size``."""
-    return int(cfg.prune.crop_size or cfg.data.crop_size)
+    """The side of the agents' training crops: ``prune.crop_size``, else the run's
+    training crop (:func:`ganc.config.train_crop`: ``data.train_crop_size``, else
+    ``data.crop_size``)."""
+    return int(cfg.prune.crop_size or train_crop(cfg.data))
+
+
+def crop_line(job: TargetRun) -> None:
+    """One line at the start when a phase trains on crops other than the eval size
+    (``[prune p0.5] agents train on 128x128 crops, the fine-tune on 256x256 crops of
+    the 286 px images; evaluation at 256``)."""
+    d = job.cfg.data
+    agents, tune, size = agents_crop(job.cfg), train_crop(d), int(d.crop_size)
+    if agents != size or tune != size:
+        say(f"[prune {job.label}] agents train on {agents}x{agents} crops, the fine-tune on "
+            f"{tune}x{tune} crops of the {int(d.load_size)} px images; evaluation at {size}")
 
 
 class StepClock:
@@ -332,7 +344,7 @@ def model_card(job: TargetRun, chosen: Chosen, tuned: Tuned) -> dict:
         "ablation": {"use_lds": pc.use_lds, "peer_feedback": pc.peer_feedback,
                      "prune_d": pc.prune_d},
         "base_model": job.base_name, "budget_macs": pr.budget_macs, "chosen_by": chosen.by,
-        "agents_crop_size": agents_crop(cfg),
+        "agents_crop_size": agents_crop(cfg), "train_crop_size": train_crop(cfg.data),
         "chosen_step": chosen.step, "steps": pc.steps, "finetune_steps": tuned.steps,
         "finetune": {**tuned.record, "recipe": asdict(tuned.recipe)}}
 
@@ -368,6 +380,7 @@ def prune_target(spec: dict, target: float, report=None, scorer=None) -> dict:
     config); its checkpoints are removed once its unit is committed. Returns the results
     row."""
     job = open_target(spec, target)
+    crop_line(job)
     score = scorer if scorer is not None else nan_scores
     prefix = job.prefix
     ckpt = Checkpoints(job.run, prefix, job.cfg.prune.checkpoint_every, job.label)
@@ -402,5 +415,6 @@ def prune_target(spec: dict, target: float, report=None, scorer=None) -> dict:
 
 
 __all__ = ["METHOD", "TargetRun", "Chosen", "Tuned", "StepClock", "prune_target", "open_target",
-           "train", "sample_and_score", "slice_chosen", "restore_chosen", "recipe_of",
-           "finetune_and_choose", "model_card", "results_row", "nan_scores", "pr_slice_cpu"]
+           "agents_crop", "crop_line", "train", "sample_and_score", "slice_chosen",
+           "restore_chosen", "recipe_of", "finetune_and_choose", "model_card", "results_row",
+           "nan_scores", "pr_slice_cpu"]

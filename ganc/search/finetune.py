@@ -7,7 +7,8 @@ local process with ``runner="local"``) as the stage ``finetune`` with
   sampler always trains that sub-network;
 - the model / distillation settings the supernet was trained with (its saved config),
   and ``finetune.epochs`` / ``epochs_decay`` / ``steps`` / ``lr`` / ``checkpoint_every`` /
-  ``log_every``;
+  ``log_every``, this run's ``data.batch_size`` and training crop
+  (``data.train_crop_size``; scoring stays at ``data.crop_size``);
 - starting weights (student, feature mappings, discriminator) from
   ``supernet/final.pt``, handed to the loop as its step-0 resume point
   (``finetune/init/state.pt`` + ``finetune/latest.json``), so an interrupted fine-tune
@@ -26,7 +27,7 @@ from __future__ import annotations
 import copy
 from typing import Optional
 
-from ..config import RunConfig, from_dict, validate
+from ..config import RunConfig, check_train_crop, from_dict, train_crop, validate
 from ..context import stage_context
 from ..data.splits import choice_split
 from ..errors import ConfigError
@@ -51,6 +52,9 @@ def finetune_config(cfg: RunConfig, sup: dict) -> RunConfig:
     base.fid = copy.deepcopy(cfg.fid)
     base.finetune = copy.deepcopy(ft)
     base.data.batch_size = int(cfg.data.batch_size)
+    # this run's training crop (its fingerprint holds it), cut from the supernet's images
+    base.data.train_crop_size = int(cfg.data.train_crop_size)
+    check_train_crop(base)
     d = base.distill
     d.epochs, d.epochs_decay, d.steps = int(ft.epochs), int(ft.epochs_decay), int(ft.steps)
     d.lr = float(ft.lr)
@@ -115,7 +119,8 @@ def finetune(cfg: RunConfig, store=None, *, config: Optional[str] = None,
                             extra_spec={"search_space": _one(cfg_str, space.family).to_dict(),
                                         "teacher": sup["teacher"]})
         result = {"config": cfg_str, "enabled": True, "steps": int(summary["step"]),
-                  "final": run.url(f"{STAGE}/final.pt"), "skipped": bool(summary["skipped"])}
+                  "final": run.url(f"{STAGE}/final.pt"), "skipped": bool(summary["skipped"]),
+                  "train_crop_size": train_crop(ft_cfg.data)}
         if score:
             result.update(score_before_after(ctx, ft_cfg, sup, cfg_str))
             crit = ctx.cfg.search.criterion

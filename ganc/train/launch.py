@@ -28,7 +28,7 @@ from typing import Callable, Optional
 
 from ..config import RunConfig
 from ..context import ray_storage
-from ..data.splits import split_size
+from ..data.splits import split_size, train_crop_line
 from ..errors import GancError, one_line
 from ..resources import reserve, worker_bundle
 from ..store import Store
@@ -137,6 +137,9 @@ def run_stage(stage: str, loop: Callable[[dict], None], ctx, cfg: Optional[RunCo
                f"{'s' if workers != 1 else ''}, {schedule.steps_per_epoch} steps per epoch"
                + (f", {schedule.epochs} + {schedule.epochs_decay} epochs"
                   if schedule.length_from == "epochs" else " (steps set explicitly)"))
+    crops = train_crop_line(cfg.data, stage)       # training on crops of another size
+    if crops:
+        common.say(crops)
     if latest:
         common.say(f"[{stage}] continuing from step {latest['step']} ({run.url(latest['key'])})")
     t0 = time.perf_counter()
