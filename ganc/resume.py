@@ -35,7 +35,8 @@ IGNORED = {"data.on_every_node", "fid.num_actors", "fid.batch_size", "search.max
 ADDED_FIELDS = ("data.val_split", "data.split_targets", "model.teacher_config",
                 "model.student_norm", "data.unpaired", "teacher.lambda_rec_x",
                 "teacher.lambda_rec_s", "teacher.lambda_rec_c", "prune.checkpoint_every",
-                "prune.crop_size", "prune.tag", "data.train_crop_size")
+                "prune.crop_size", "prune.tag", "data.train_crop_size",
+                "data.split_seed")
 
 
 def _flat(obj, prefix: str) -> dict:

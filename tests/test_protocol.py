@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ganc.config import from_dict
+from ganc.config import from_dict, validate
 from ganc.data.datasets import rel_name
 from ganc.data.source import DataRef, upload_folder
 from ganc.data.splits import (SEARCH, build_split, eval_split, held_out, search_names,
@@ -131,6 +131,34 @@ def test_val_split_of_the_source_folder_scored_against_every_target(tmp_path):
                        split_targets=False), str(root))
 
 
+
+def test_split_seed_keeps_the_held_out_images_across_run_seeds(tmp_path):
+    """data.split_seed draws the search and val splits (-1: the run's seed), so a second
+    training seed is scored on the same images; the scoring split's label (the key of
+    its cached statistics) follows the split's seed, not the run's."""
+    root = tmp_path / "h2z"
+    _images(root / "trainA", 20, 0)
+    _images(root / "trainB", 6, 1)
+
+    def at(**kw):
+        return from_dict({"seed": kw.pop("seed"), "data": {
+            "root": str(root), "crop_size": 8, "load_size": 8, "kind": "unaligned",
+            "search_split": 4, "val_split": 5, "split_targets": False, **kw}})
+
+    def names(cfg):
+        return search_names(cfg, str(root))["trainA"], val_names(cfg, str(root))["trainA"]
+
+    base = at(seed=0)
+    assert names(at(seed=1)) != names(base)                  # default: the run's seed
+    assert names(at(seed=1, split_seed=0)) == names(base)    # pinned: the same images
+    assert names(at(seed=0, split_seed=1)) == names(at(seed=1))
+    assert scoring_split(at(seed=1, split_seed=0), str(root)).label == \
+        scoring_split(base, str(root)).label
+    trained = build_split(at(seed=1, split_seed=0), str(root), "train", train=True,
+                          holdout=True)
+    assert not {rel_name(p, root) for p in trained.paths_A} & set(sum(names(base), []))
+    with pytest.raises(ConfigError, match=r"^data.split_seed: -2 is out of range"):
+        validate(at(seed=0, split_seed=-2))
 @needs_shared(H2Z_FULL)
 def test_horse2zebra_real_splits_are_the_documented_ones():
     """configs/horse2zebra_real.yaml: 100 search and 200 val horses out of trainA, the

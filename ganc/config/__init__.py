@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from .checks import (LABEL_MAP_KINDS, _declared, check_criterion, check_crops, check_prune_crop,
                      check_train_crop, check_value, show, validate)
-from .inputs import DIRECTIONS, DataConfig, ModelConfig, train_crop
+from .inputs import DIRECTIONS, DataConfig, ModelConfig, split_seed, train_crop
 from .load import RESERVED_RESOURCES, apply_override, from_dict, load_config, set_field
 from .ranges import (MAX_SEED, Beta, Budgets, Count, PosInt, Positive, Prob, Range, Ratio,
                      Ratios, Seed, Weight, Widths)
@@ -39,6 +39,6 @@ __all__ = [
     "PipelineConfig", "RunConfig", "PIPELINE_STAGES",
     "from_dict", "load_config", "apply_override", "set_field", "RESERVED_RESOURCES",
     "validate", "check_value", "show", "check_criterion", "check_prune_crop",
-    "check_train_crop", "check_crops", "train_crop",
+    "check_train_crop", "check_crops", "train_crop", "split_seed",
     "LABEL_MAP_KINDS",
 ]

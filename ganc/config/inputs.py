@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from .ranges import Beta, Count, PosInt, Positive, Range, Seed, Weight
+from .ranges import MAX_SEED, Beta, Count, PosInt, Positive, Range, Seed, Weight
 
 DIRECTIONS = ("AtoB", "BtoA")      # data.direction: which side of a pair is the input
 
@@ -47,6 +47,9 @@ class DataConfig:
                                    # fraction (<1) or a count (>=1) of train_split, drawn
                                    # from what search_split leaves; the report scores on it
                                    # instead of eval_split. 0: none
+    split_seed: Annotated[int, Range(-1, MAX_SEED)] = -1  # seed of the search_split and
+                                   # val_split draws (-1: the run's seed), so runs of other
+                                   # seeds can be scored on the same held-out images
     split_targets: bool = True     # unaligned: search_split / val_split hold out target
                                    # images too (their real set); false: source images only,
                                    # scored against fid_real (else the whole target folder)
@@ -83,6 +86,13 @@ class ModelConfig:
     n_layers_D: PosInt = 3         # D's conv layers (SPADE: 4)
     norm_D: str = "batch"          # D's normalization (pix2pix presets: instance)
     gan_mode: str = "vanilla"      # vanilla | lsgan | hinge
+
+
+def split_seed(cfg) -> int:
+    """The seed the held-out splits (``data.search_split``, ``data.val_split``) are drawn
+    with: ``data.split_seed``, else (-1) the run's ``seed``."""
+    s = int(getattr(cfg.data, "split_seed", -1))
+    return int(cfg.seed) if s < 0 else s
 
 
 def train_crop(data: DataConfig) -> int:

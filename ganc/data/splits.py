@@ -32,7 +32,7 @@ import random
 import torch
 from torch.utils.data import Dataset
 
-from ..config import LABEL_MAP_KINDS, train_crop
+from ..config import LABEL_MAP_KINDS, split_seed, train_crop
 from ..errors import ConfigError, DataError
 from .camvid import CamVidDataset
 from .datasets import build_dataset, rel_name
@@ -170,7 +170,8 @@ def _names(cfg, root: str, pick) -> dict[str, list[str]]:
             out[folder] = []
             continue
         paths = list_images(os.path.join(root, folder), f"training folder {folder}")
-        out[folder] = pick(cfg.data, [rel_name(p, root) for p in paths], cfg.seed, folder)
+        out[folder] = pick(cfg.data, [rel_name(p, root) for p in paths], split_seed(cfg),
+                           folder)
     return out
 
 

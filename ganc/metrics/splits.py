@@ -10,6 +10,7 @@ import os
 import numpy as np
 import torch
 
+from ..config import split_seed
 from ..data.camvid import LABEL_NC, CamVidDataset, load_label_map
 from ..data.datasets import rel_name
 from ..data.splits import (SEARCH, VAL, calibration_labels, eval_split, has_label_maps,
@@ -57,7 +58,7 @@ def scoring_split(cfg, root: str, name: str = "", report: bool = False):
             real = FolderSource(folders, "full", 0)
             targets = "all-" + "+".join(os.path.basename(os.path.normpath(f))
                                         for f in folders)
-    label = f"{name}/{d.train_split}-{which}-seed{int(cfg.seed)}/{d.direction}"
+    label = f"{name}/{d.train_split}-{which}-seed{split_seed(cfg)}/{d.direction}"
     if targets not in ("A", "B"):
         label += f"/{targets}"
     return EvalSplit(inp, real, label)
@@ -82,7 +83,7 @@ def label_map_split(cfg, root: str, name: str = "", report: bool = False):
     real = FolderSource((os.path.join(root, split),), "full", 0,
                         only=tuple(os.path.basename(p) for p, _ in ds.pairs))
     name = name or os.path.basename(os.path.normpath(root))
-    label = f"{name}/{split}-{SEARCH}-seed{int(cfg.seed)}/photos" if search else \
+    label = f"{name}/{split}-{SEARCH}-seed{split_seed(cfg)}/photos" if search else \
         f"{name}/{split}/photos"
     return EvalSplit(inputs, real, label, input_classes=LABEL_NC, gt=gt,
                      calib=calibration_labels(cfg, root) if cfg.search.calibration_images
