@@ -91,7 +91,7 @@ class ModelConfig:
 def split_seed(cfg) -> int:
     """The seed the held-out splits (``data.search_split``, ``data.val_split``) are drawn
     with: ``data.split_seed``, else (-1) the run's ``seed``."""
-    s = int(getattr(cfg.data, "split_seed", -1))
+    s = int(cfg.data.split_seed)
     return int(cfg.seed) if s < 0 else s
 
 
@@ -99,4 +99,4 @@ def train_crop(data: DataConfig) -> int:
     """The side of the random training crops every training stage samples
     (``data.train_crop_size``, else ``data.crop_size``); the pruning agents' own override
     is ``prune.crop_size`` (:func:`ganc.prune.trial.agents_crop`)."""
-    return int(getattr(data, "train_crop_size", 0) or data.crop_size)
+    return int(data.train_crop_size or data.crop_size)
