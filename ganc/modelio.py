@@ -53,9 +53,11 @@ def spec_from_card(card: dict) -> GeneratorSpec:
 
 
 def resolve_spec(netG=None, config=None, ngf=None, norm=None, weights=None,
-                 space=None, card: Optional[dict] = None) -> GeneratorSpec:
+                 space=None, card: Optional[dict] = None,
+                 config_flag: str = "--config") -> GeneratorSpec:
     """Fill what the command line left out from a model card (by default the model.json
-    beside the weights)."""
+    beside the weights). ``config_flag``: the option that gives the channel config (named
+    in the errors)."""
     if card is None:
         card = read_model_json(weights) if weights else {}
     netG = netG or card.get("netG")
@@ -72,7 +74,7 @@ def resolve_spec(netG=None, config=None, ngf=None, norm=None, weights=None,
         if space:
             get_space(space).validate(config)
     if netG.startswith("sub_") and config is None:
-        raise ConfigError(f"--config is required for {netG} (e.g. {fam.example_config})")
+        raise ConfigError(f"{config_flag} is required for {netG} (e.g. {fam.example_config})")
     arch = {k: card[k] for k in ("widths", "kind") if k in card}
     if netG == "pruned_resnet" and "widths" not in arch:
         raise ConfigError("pruned_resnet weights need the model.json written beside them "

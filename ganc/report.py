@@ -117,17 +117,38 @@ def prune_rows(run) -> dict:
 def score_on_eval_split(ctx, models: dict, report: bool = True) -> dict:
     """``{method: Score}`` of each model on the eval split (val / test; ``report=False``:
     on the search split), in-process: FID, KID (mean and std, with ``fid.kid``), and on
-    label-map data the ESPNet-CamVid mIoU."""
+    label-map data the ESPNet-CamVid mIoU (:func:`score_models` in the run's context)."""
+    return score_models(ctx.cfg, ctx.data_root(), ctx.data.name, ctx.root, models, report)
+
+
+def score_models(cfg: RunConfig, root: str, name: str, store, models: dict,
+                 report: bool = True) -> dict:
+    """``{name: Score}`` of each model (a runnable generator) on the report's eval split
+    (``report=False``: the split the choices were made on), in this process without Ray:
+    the inputs of :func:`ganc.metrics.splits.scoring_split` at ``data.crop_size``, the
+    split's real set, its statistics cached in ``store`` under the split's label, KID as
+    ``fid.kid`` / ``fid.kid_subset_size`` say. ``root``: the dataset's local folder,
+    ``name``: the dataset's name in the statistics' labels. The report scores through
+    this, and so does ``ganc score``: one protocol."""
     from .metrics.pool import LocalPool, SubnetSpec  # deferred: torch, torch_fidelity
     from .metrics.splits import scoring_split  # deferred: torch, torch_fidelity
     if not models:
         return {}
-    pool = LocalPool(scoring_split(ctx.cfg, ctx.data_root(), ctx.data.name, report=report),
-                     store=ctx.root, fid=ctx.cfg.fid)
-    for name, net in models.items():
-        pool.register_model(name, net)
-    scores = pool.score([SubnetSpec(name) for name in models])
+    pool = LocalPool(scoring_split(cfg, root, name, report=report), store=store, fid=cfg.fid)
+    for key, net in models.items():
+        pool.register_model(key, net)
+    scores = pool.score([SubnetSpec(key) for key in models])
     return dict(zip(models, scores))
+
+
+def report_splits(data) -> dict:
+    """``{split: report flag of score_models}`` of the splits the report scores: the eval
+    split (``True``) and the split the choices were made on (``False``; absent when that
+    is the eval split, ``data.search_split`` 0)."""
+    from .data.splits import choice_split, eval_split  # deferred: torch
+    out = {eval_split(data): True}
+    out.setdefault(choice_split(data), False)
+    return out
 
 
 def record_fid_by_split(run, rows: list[dict], split: str, search_split: str) -> None:
@@ -220,14 +241,10 @@ def publish(run, rows: list[dict], *, images: dict, size: int, criterion: str = 
 def split_images(ctx) -> dict:
     """``{split: inputs its FID is computed on}`` for the eval split and the split the
     choices were made on (as the scorers build them)."""
-    from .data.splits import choice_split, eval_split  # deferred: torch
     from .metrics.splits import scoring_split  # deferred: torch, torch_fidelity
     cfg, root = ctx.cfg, ctx.data_root()
-    out: dict = {}
-    for split, report in ((eval_split(cfg.data), True), (choice_split(cfg.data), False)):
-        if split not in out:
-            out[split] = len(scoring_split(cfg, root, ctx.data.name, report=report).inputs)
-    return out
+    return {split: len(scoring_split(cfg, root, ctx.data.name, report=report).inputs)
+            for split, report in report_splits(cfg.data).items()}
 
 
 def score_rows(ctx, rows: list[dict], models: dict) -> None:
@@ -449,5 +466,6 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["write_report", "collect_rows", "grid_png", "format_table", "publish",
-           "pareto_figure", "stage_series", "split_images", "table_columns", "PLOT"]
+__all__ = ["write_report", "collect_rows", "score_models", "report_splits", "input_shape",
+           "grid_png", "format_table", "publish", "pareto_figure", "stage_series",
+           "split_images", "table_columns", "PLOT"]
