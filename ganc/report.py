@@ -118,23 +118,22 @@ def score_on_eval_split(ctx, models: dict, report: bool = True) -> dict:
     """``{method: Score}`` of each model on the eval split (val / test; ``report=False``:
     on the search split), in-process: FID, KID (mean and std, with ``fid.kid``), and on
     label-map data the ESPNet-CamVid mIoU (:func:`score_models` in the run's context)."""
-    return score_models(ctx.cfg, ctx.data_root(), ctx.data.name, ctx.root, models, report)
-
-
-def score_models(cfg: RunConfig, root: str, name: str, store, models: dict,
-                 report: bool = True) -> dict:
-    """``{name: Score}`` of each model (a runnable generator) on the report's eval split
-    (``report=False``: the split the choices were made on), in this process without Ray:
-    the inputs of :func:`ganc.metrics.splits.scoring_split` at ``data.crop_size``, the
-    split's real set, its statistics cached in ``store`` under the split's label, KID as
-    ``fid.kid`` / ``fid.kid_subset_size`` say. ``root``: the dataset's local folder,
-    ``name``: the dataset's name in the statistics' labels. The report scores through
-    this, and so does ``ganc score``: one protocol."""
-    from .metrics.pool import LocalPool, SubnetSpec  # deferred: torch, torch_fidelity
     from .metrics.splits import scoring_split  # deferred: torch, torch_fidelity
+    held = scoring_split(ctx.cfg, ctx.data_root(), ctx.data.name, report=report)
+    return score_models(ctx.cfg, held, ctx.root, models)
+
+
+def score_models(cfg: RunConfig, held, store, models: dict) -> dict:
+    """``{name: Score}`` of each model (a runnable generator) on ``held``, a split of
+    :func:`ganc.metrics.splits.scoring_split` (the report's eval split, or with
+    ``report=False`` the split the choices were made on), in this process without Ray:
+    its inputs at ``data.crop_size``, its real set, the statistics cached in ``store``
+    under its label, KID as ``fid.kid`` / ``fid.kid_subset_size`` say. The report scores
+    through this, and so does ``ganc score``: one protocol."""
+    from .metrics.pool import LocalPool, SubnetSpec  # deferred: torch, torch_fidelity
     if not models:
         return {}
-    pool = LocalPool(scoring_split(cfg, root, name, report=report), store=store, fid=cfg.fid)
+    pool = LocalPool(held, store=store, fid=cfg.fid)
     for key, net in models.items():
         pool.register_model(key, net)
     scores = pool.score([SubnetSpec(key) for key in models])

@@ -150,7 +150,7 @@ def cmd_score(args):
         n_in, n_real = len(held.inputs), len(held.real.paths())
         handle = _progress(net, n_in, f"[score] {split}: translate and score")
         try:
-            sc = score_models(cfg, root, data.name, store, {"model": net}, report)["model"]
+            sc = score_models(cfg, held, store, {"model": net})["model"]
         finally:
             handle.remove()
         results[split] = {"fid": sc.fid, "kid": sc.kid_mean, "kid_std": sc.kid_std,
